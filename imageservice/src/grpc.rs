@@ -1,0 +1,163 @@
+//! The CRI ImageService over gRPC: converts between CRI messages and the
+//! store's plain types; the logic lives in [`crate::store`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gantry_proto::v1::image_service_server::ImageService;
+use gantry_proto::v1::{
+    FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse,
+    ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest,
+    ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
+    RemoveImageResponse, UInt64Value,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::manifest::user_of;
+use crate::registry::Credentials;
+use crate::store::{ImageRecord, ImageStore};
+
+#[derive(Clone)]
+pub struct CriImageService {
+    store: Arc<ImageStore>,
+}
+
+impl CriImageService {
+    pub fn new(store: Arc<ImageStore>) -> Self {
+        CriImageService { store }
+    }
+}
+
+fn to_cri(img: &ImageRecord) -> Image {
+    let (uid, username) = user_of(&img.user);
+    Image {
+        id: img.id.clone(),
+        repo_tags: img.repo_tags.clone(),
+        repo_digests: img.repo_digests.clone(),
+        size: img.size(),
+        uid: uid.map(|value| Int64Value { value }),
+        username,
+        spec: Some(ImageSpec {
+            image: img.id.clone(),
+            ..Default::default()
+        }),
+        pinned: false,
+    }
+}
+
+fn image_name(spec: Option<&ImageSpec>) -> Result<&str, Status> {
+    match spec.map(|s| s.image.as_str()) {
+        Some(name) if !name.is_empty() => Ok(name),
+        _ => Err(Status::invalid_argument(
+            "image spec with a non-empty image name is required",
+        )),
+    }
+}
+
+#[tonic::async_trait]
+impl ImageService for CriImageService {
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        let filter = request
+            .into_inner()
+            .filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        let images = match filter {
+            Some(name) => self.store.resolve(&name)?.iter().map(to_cri).collect(),
+            None => self.store.list().iter().map(to_cri).collect(),
+        };
+        Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<ImageStatusRequest>,
+    ) -> Result<Response<ImageStatusResponse>, Status> {
+        let req = request.into_inner();
+        let name = image_name(req.image.as_ref())?;
+        let Some(img) = self.store.resolve(name)? else {
+            return Ok(Response::new(ImageStatusResponse::default()));
+        };
+        let mut info = HashMap::new();
+        if req.verbose {
+            let config: serde_json::Value = serde_json::from_slice(&self.store.config_json(&img)?)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let snapshots = self.store.snapshot_paths(&img)?;
+            let detail = serde_json::json!({
+                "id": img.id,
+                "manifestDigest": img.manifest_digest,
+                "targetDigest": img.target_digest,
+                "layers": img.layers.iter().map(|l| serde_json::json!({
+                    "digest": l.digest, "diffID": l.diff_id, "size": l.size, "mediaType": l.media_type,
+                })).collect::<Vec<_>>(),
+                "snapshots": snapshots,
+                "imageSpec": config,
+            });
+            info.insert("info".to_string(), detail.to_string());
+        }
+        Ok(Response::new(ImageStatusResponse {
+            image: Some(to_cri(&img)),
+            info,
+        }))
+    }
+
+    async fn pull_image(
+        &self,
+        request: Request<PullImageRequest>,
+    ) -> Result<Response<PullImageResponse>, Status> {
+        let req = request.into_inner();
+        let name = image_name(req.image.as_ref())?;
+        let credentials = match &req.auth {
+            Some(a) => Credentials::from_cri(&a.username, &a.password, &a.auth, &a.registry_token)?,
+            None => None,
+        };
+        let img = self.store.pull(name, credentials).await?;
+        Ok(Response::new(PullImageResponse { image_ref: img.id }))
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<RemoveImageRequest>,
+    ) -> Result<Response<RemoveImageResponse>, Status> {
+        let req = request.into_inner();
+        let name = image_name(req.image.as_ref())?;
+        // Removing an image that is not there succeeds (CRI idempotence).
+        match self.store.remove(name).await {
+            Ok(_) => Ok(Response::new(RemoveImageResponse {})),
+            Err(Error::InvalidReference { .. }) => Ok(Response::new(RemoveImageResponse {})),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn image_fs_info(
+        &self,
+        _request: Request<ImageFsInfoRequest>,
+    ) -> Result<Response<ImageFsInfoResponse>, Status> {
+        let store = self.store.clone();
+        let usage = tokio::task::spawn_blocking(move || store.usage())
+            .await
+            .map_err(|e| Status::internal(format!("usage task failed: {e}")))??;
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64)
+            .unwrap_or(0);
+        Ok(Response::new(ImageFsInfoResponse {
+            image_filesystems: vec![FilesystemUsage {
+                timestamp,
+                fs_id: Some(FilesystemIdentifier {
+                    mountpoint: self.store.root().display().to_string(),
+                }),
+                used_bytes: Some(UInt64Value { value: usage.bytes }),
+                inodes_used: Some(UInt64Value {
+                    value: usage.inodes,
+                }),
+            }],
+            container_filesystems: Vec::new(),
+        }))
+    }
+}

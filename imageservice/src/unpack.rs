@@ -1,0 +1,767 @@
+//! Unpacks one layer tarball into its own snapshot directory, in the form
+//! overlayfs stacks directly: OCI whiteouts (`.wh.name`) become 0/0 character
+//! devices and opaque markers (`.wh..wh..opq`) become the
+//! `trusted.overlay.opaque` xattr on their directory.
+//!
+//! The `tar` crate's own `unpack_in` follows symlinks that earlier entries
+//! created and knows nothing of whiteouts, so entries are applied here by
+//! hand with `*at` syscalls relative to directory handles opened with
+//! `O_NOFOLLOW`: no entry can write through a symlink, use `..`, or name an
+//! absolute path, whatever the archive holds. Everything streams; memory
+//! stays bounded by the tar header size, and the limits in [`Limits`] stop
+//! decompression bombs, deep trees and entry floods early.
+
+use std::cell::Cell;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use rustix::fs::{
+    self as rfs, AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
+use rustix::io::Errno;
+use sha2::{Digest, Sha256};
+use tar::EntryType;
+
+use crate::config::Limits;
+use crate::error::{Error, Result};
+
+const OPAQUE_MARKER: &str = ".wh..wh..opq";
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+
+/// What unpacking a layer found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnpackStats {
+    /// Digest of the uncompressed tar stream (the layer's diff ID).
+    pub diff_id: String,
+    pub entries: u64,
+    pub uncompressed_bytes: u64,
+}
+
+/// Unpacks the layer blob at `blob` (gzip, zstd or plain tar, sniffed from
+/// its first bytes) into the existing, empty directory `target`.
+pub fn unpack_layer(blob: &Path, target: &Path, limits: &Limits) -> Result<UnpackStats> {
+    let file = File::open(blob).map_err(Error::io(format!("opening layer {}", blob.display())))?;
+    let compressed = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut buffered = BufReader::with_capacity(256 << 10, file);
+    let head = buffered.fill_buf().map_err(Error::io("reading layer"))?;
+    let decoder: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(buffered))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(buffered)
+                .map_err(Error::io("starting zstd"))?,
+        )
+    } else {
+        Box::new(buffered)
+    };
+    let limit_hit = Rc::new(Cell::new(None));
+    let reader = MeteredReader {
+        inner: decoder,
+        hasher: Sha256::new(),
+        read: 0,
+        compressed,
+        limits: limits.clone(),
+        limit_hit: limit_hit.clone(),
+    };
+    let root = rfs::open(
+        target,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io(format!("opening {}", target.display()))(e.into()))?;
+    let mut applier = Applier {
+        root,
+        cached_parent: None,
+        limits,
+        entries: 0,
+        dir_times: Vec::new(),
+    };
+    let mut archive = tar::Archive::new(reader);
+    let outcome = applier.apply_all(&mut archive);
+    if let Some(msg) = limit_hit.take() {
+        return Err(Error::LimitExceeded(msg));
+    }
+    outcome?;
+    applier.finish_dir_times()?;
+    let mut reader = archive.into_inner();
+    // Trailing zero blocks count towards the diff ID.
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| match limit_hit.take() {
+        Some(msg) => Error::LimitExceeded(msg),
+        None => Error::malformed("layer", e),
+    })?;
+    Ok(UnpackStats {
+        diff_id: format!("sha256:{}", hex::encode(reader.hasher.finalize())),
+        entries: applier.entries,
+        uncompressed_bytes: reader.read,
+    })
+}
+
+/// Hashes and counts the uncompressed stream, and stops it when it grows
+/// past the configured size or compression ratio.
+struct MeteredReader {
+    inner: Box<dyn Read>,
+    hasher: Sha256,
+    read: u64,
+    compressed: u64,
+    limits: Limits,
+    limit_hit: Rc<Cell<Option<String>>>,
+}
+
+impl Read for MeteredReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        let over = if self.read > self.limits.max_unpacked_layer_bytes {
+            Some(format!(
+                "layer expands past {} bytes (max_unpacked_layer_bytes)",
+                self.limits.max_unpacked_layer_bytes
+            ))
+        } else if self.read > self.limits.ratio_check_after_bytes
+            && self.read / self.compressed.max(1) > self.limits.max_compression_ratio
+        {
+            Some(format!(
+                "layer expands more than {}x ({} compressed bytes gave {}; max_compression_ratio)",
+                self.limits.max_compression_ratio, self.compressed, self.read
+            ))
+        } else {
+            None
+        };
+        if let Some(msg) = over {
+            self.limit_hit.set(Some(msg.clone()));
+            return Err(io::Error::other(msg));
+        }
+        Ok(n)
+    }
+}
+
+struct Applier<'a> {
+    root: OwnedFd,
+    /// The parent directory of the previous entry: tarballs list siblings
+    /// together, so this saves most directory walks.
+    cached_parent: Option<(Vec<OsString>, OwnedFd)>,
+    limits: &'a Limits,
+    entries: u64,
+    /// Directory mtimes are set last, since adding children changes them.
+    dir_times: Vec<(Vec<OsString>, i64)>,
+}
+
+fn unsafe_entry(path: &[u8], reason: impl Into<String>) -> Error {
+    Error::UnsafeEntry {
+        path: String::from_utf8_lossy(path).into_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn sys(context: &str, path: &[u8]) -> impl FnOnce(Errno) -> Error {
+    let context = format!("{context} {:?}", String::from_utf8_lossy(path));
+    move |e| Error::Io {
+        context,
+        source: e.into(),
+    }
+}
+
+/// Splits an archive path into its components, refusing anything that could
+/// leave the root.
+fn components<'p>(raw: &'p [u8], limits: &Limits) -> Result<Vec<&'p OsStr>> {
+    if raw.len() > limits.max_path_bytes {
+        return Err(unsafe_entry(
+            &raw[..64.min(raw.len())],
+            "path longer than max_path_bytes",
+        ));
+    }
+    if raw.starts_with(b"/") {
+        return Err(unsafe_entry(raw, "absolute path"));
+    }
+    let mut out = Vec::new();
+    for part in raw.split(|b| *b == b'/') {
+        match part {
+            b"" | b"." => continue,
+            b".." => return Err(unsafe_entry(raw, "path contains '..'")),
+            _ => out.push(OsStr::from_bytes(part)),
+        }
+    }
+    if out.len() > limits.max_path_depth {
+        return Err(unsafe_entry(
+            raw,
+            format!(
+                "deeper than {} levels (max_path_depth)",
+                limits.max_path_depth
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+impl Applier<'_> {
+    fn apply_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
+        let entries = archive
+            .entries()
+            .map_err(|e| Error::malformed("layer tar", e))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| Error::malformed("layer tar", e))?;
+            self.entries += 1;
+            if self.entries > self.limits.max_entries_per_layer {
+                return Err(Error::LimitExceeded(format!(
+                    "layer has more than {} entries (max_entries_per_layer)",
+                    self.limits.max_entries_per_layer
+                )));
+            }
+            self.apply(&mut entry)?;
+        }
+        Ok(())
+    }
+
+    /// Opens (creating as needed) the directory `comps` under the root,
+    /// refusing to pass through symlinks or non-directories.
+    fn walk(&self, comps: &[&OsStr], raw: &[u8], create: bool) -> Result<OwnedFd> {
+        let mut cur = rfs::openat(
+            &self.root,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(sys("opening root for", raw))?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        for comp in comps {
+            let next = match rfs::openat(&cur, *comp, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::NOENT) if create => {
+                    rfs::mkdirat(&cur, *comp, Mode::from_raw_mode(0o755))
+                        .map_err(sys("creating parent of", raw))?;
+                    rfs::openat(&cur, *comp, flags, Mode::empty())
+                        .map_err(sys("opening parent of", raw))?
+                }
+                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
+                    return Err(unsafe_entry(
+                        raw,
+                        "a parent directory is a symlink or not a directory",
+                    ))
+                }
+                Err(e) => return Err(sys("opening parent of", raw)(e)),
+            };
+            cur = next;
+        }
+        Ok(cur)
+    }
+
+    fn parent(&mut self, comps: &[&OsStr], raw: &[u8]) -> Result<&OwnedFd> {
+        let hit = matches!(&self.cached_parent, Some((p, _)) if p.len() == comps.len() && p.iter().zip(comps).all(|(a, b)| a == b));
+        if !hit {
+            let fd = self.walk(comps, raw, true)?;
+            self.cached_parent = Some((comps.iter().map(|c| c.to_os_string()).collect(), fd));
+        }
+        match &self.cached_parent {
+            Some((_, fd)) => Ok(fd),
+            None => Err(Error::Internal("parent cache empty".into())),
+        }
+    }
+
+    fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let comps = components(&raw, self.limits)?;
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let mode = header
+            .mode()
+            .map_err(|e| Error::malformed("tar header mode", e))?
+            & 0o7777;
+        let uid = header
+            .uid()
+            .map_err(|e| Error::malformed("tar header uid", e))?;
+        let gid = header
+            .gid()
+            .map_err(|e| Error::malformed("tar header gid", e))?;
+        let mtime = header.mtime().unwrap_or(0) as i64;
+        let owner = (
+            Some(Uid::from_raw(
+                u32::try_from(uid).map_err(|_| unsafe_entry(&raw, "uid out of range"))?,
+            )),
+            Some(Gid::from_raw(
+                u32::try_from(gid).map_err(|_| unsafe_entry(&raw, "gid out of range"))?,
+            )),
+        );
+
+        let Some((name, dirs)) = comps.split_last() else {
+            // The root itself ("./"): take its mode and owner.
+            if kind == EntryType::Directory {
+                rfs::fchown(&self.root, owner.0, owner.1).map_err(sys("chown", &raw))?;
+                rfs::fchmod(&self.root, Mode::from_raw_mode(mode)).map_err(sys("chmod", &raw))?;
+                self.dir_times.push((Vec::new(), mtime));
+            }
+            return Ok(());
+        };
+        let name_bytes = name.as_bytes();
+
+        if name_bytes == OPAQUE_MARKER.as_bytes() {
+            let parent = self.parent(dirs, &raw)?;
+            rfs::fsetxattr(parent, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
+                .map_err(sys("marking opaque", &raw))?;
+            return Ok(());
+        }
+        if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) || hidden.is_empty() {
+                // Other `.wh..wh.` names are aufs bookkeeping with no meaning here.
+                return Ok(());
+            }
+            let hidden = OsStr::from_bytes(hidden);
+            let parent = self.parent(dirs, &raw)?;
+            clear(parent, hidden, false, &raw)?;
+            rfs::mknodat(
+                parent,
+                hidden,
+                FileType::CharacterDevice,
+                Mode::empty(),
+                rfs::makedev(0, 0),
+            )
+            .map_err(sys("creating whiteout for", &raw))?;
+            return Ok(());
+        }
+
+        let xattrs = xattrs_of(entry, &raw)?;
+        match kind {
+            EntryType::Directory => {
+                let parent = self.parent(dirs, &raw)?;
+                if !clear(parent, name, true, &raw)? {
+                    rfs::mkdirat(parent, *name, Mode::from_raw_mode(0o700))
+                        .map_err(sys("mkdir", &raw))?;
+                }
+                let fd = rfs::openat(
+                    parent,
+                    *name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(sys("opening", &raw))?;
+                set_meta(&fd, owner, mode, &xattrs, None, &raw)?;
+                self.dir_times
+                    .push((comps.iter().map(|c| c.to_os_string()).collect(), mtime));
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let parent = self.parent(dirs, &raw)?;
+                clear(parent, name, false, &raw)?;
+                let fd = rfs::openat(
+                    parent,
+                    *name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(sys("creating", &raw))?;
+                let mut file = File::from(fd);
+                io::copy(entry, &mut file).map_err(|e| Error::malformed("layer file data", e))?;
+                set_meta(&file, owner, mode, &xattrs, Some(mtime), &raw)?;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?
+                    .into_owned();
+                let parent = self.parent(dirs, &raw)?;
+                clear(parent, name, false, &raw)?;
+                // The target is stored as text and never followed here.
+                rfs::symlinkat(OsStr::from_bytes(&target), parent, *name)
+                    .map_err(sys("symlink", &raw))?;
+                rfs::chownat(parent, *name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(sys("chown", &raw))?;
+                rfs::utimensat(parent, *name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(sys("utimes", &raw))?;
+            }
+            EntryType::Link => {
+                let target_raw = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| unsafe_entry(&raw, "hardlink without a target"))?
+                    .into_owned();
+                let target = components(&target_raw, self.limits)
+                    .map_err(|_| unsafe_entry(&raw, "hardlink target leaves the layer"))?;
+                let Some((target_name, target_dirs)) = target.split_last() else {
+                    return Err(unsafe_entry(&raw, "hardlink to the root"));
+                };
+                let target_parent = self.walk(target_dirs, &target_raw, false)?;
+                let parent = self.parent(dirs, &raw)?;
+                clear(parent, name, false, &raw)?;
+                rfs::linkat(
+                    &target_parent,
+                    *target_name,
+                    parent,
+                    *name,
+                    AtFlags::empty(),
+                )
+                .map_err(|e| {
+                    if e == Errno::NOENT {
+                        unsafe_entry(&raw, "hardlink target is not in this layer")
+                    } else {
+                        sys("hardlink", &raw)(e)
+                    }
+                })?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                let file_type = match kind {
+                    EntryType::Char => FileType::CharacterDevice,
+                    EntryType::Block => FileType::BlockDevice,
+                    _ => FileType::Fifo,
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let parent = self.parent(dirs, &raw)?;
+                clear(parent, name, false, &raw)?;
+                rfs::mknodat(
+                    parent,
+                    *name,
+                    file_type,
+                    Mode::from_raw_mode(mode),
+                    rfs::makedev(major, minor),
+                )
+                .map_err(sys("mknod", &raw))?;
+                rfs::chownat(parent, *name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(sys("chown", &raw))?;
+                rfs::utimensat(parent, *name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(sys("utimes", &raw))?;
+            }
+            EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink => {}
+            other => {
+                return Err(Error::Unsupported {
+                    what: "tar entry type".into(),
+                    value: format!("{other:?} at {}", String::from_utf8_lossy(&raw)),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_dir_times(&mut self) -> Result<()> {
+        self.cached_parent = None;
+        // Deepest first, so setting a child's times cannot disturb a parent's.
+        self.dir_times
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        for (path, mtime) in std::mem::take(&mut self.dir_times) {
+            let comps: Vec<&OsStr> = path.iter().map(|c| c.as_os_str()).collect();
+            let fd = self.walk(&comps, b"(directory)", false)?;
+            rfs::futimens(&fd, &times(mtime)).map_err(sys("utimes", b"(directory)"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes room for a new entry at `name`. Returns true when an existing
+/// directory was kept because the new entry is a directory too.
+fn clear(parent: &OwnedFd, name: &OsStr, new_is_dir: bool, raw: &[u8]) -> Result<bool> {
+    let stat = match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(s) => s,
+        Err(Errno::NOENT) => return Ok(false),
+        Err(e) => return Err(sys("stat", raw)(e)),
+    };
+    let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+    if is_dir && new_is_dir {
+        return Ok(true);
+    }
+    if is_dir {
+        // std's remove_dir_all does not follow symlinks; the /proc path
+        // resolves to the trusted parent we already hold open.
+        let path = Path::new("/proc/self/fd")
+            .join(std::os::fd::AsRawFd::as_raw_fd(parent).to_string())
+            .join(name);
+        std::fs::remove_dir_all(&path).map_err(Error::io(format!(
+            "replacing directory {:?}",
+            String::from_utf8_lossy(raw)
+        )))?;
+    } else {
+        rfs::unlinkat(parent, name, AtFlags::empty()).map_err(sys("replacing", raw))?;
+    }
+    Ok(false)
+}
+
+fn times(mtime: i64) -> Timestamps {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn set_meta(
+    fd: impl AsFd,
+    owner: (Option<Uid>, Option<Gid>),
+    mode: u32,
+    xattrs: &[(String, Vec<u8>)],
+    mtime: Option<i64>,
+    raw: &[u8],
+) -> Result<()> {
+    let fd = fd.as_fd();
+    rfs::fchown(fd, owner.0, owner.1).map_err(sys("chown", raw))?;
+    // After chown, which clears setuid/setgid bits.
+    rfs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(sys("chmod", raw))?;
+    for (name, value) in xattrs {
+        rfs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty())
+            .map_err(sys("setting xattr on", raw))?;
+    }
+    if let Some(m) = mtime {
+        rfs::futimens(fd, &times(m)).map_err(sys("utimes", raw))?;
+    }
+    Ok(())
+}
+
+/// Extended attributes from PAX `SCHILY.xattr.*` records. Overlay's own
+/// `trusted.overlay.*` attributes are refused: a layer must not forge
+/// whiteouts or redirects other than through the OCI whiteout files.
+fn xattrs_of<R: Read>(entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let Some(exts) = entry
+        .pax_extensions()
+        .map_err(|e| Error::malformed("pax header", e))?
+    else {
+        return Ok(out);
+    };
+    for ext in exts {
+        let ext = ext.map_err(|e| Error::malformed("pax header", e))?;
+        let Ok(key) = ext.key() else { continue };
+        if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+            if name.starts_with("trusted.overlay.") {
+                return Err(unsafe_entry(raw, format!("carries overlay xattr {name}")));
+            }
+            out.push((name.to_string(), ext.value_bytes().to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+
+    struct Tb(tar::Builder<Vec<u8>>);
+
+    impl Tb {
+        fn new() -> Self {
+            Tb(tar::Builder::new(Vec::new()))
+        }
+        fn header(path: &str, kind: EntryType, mode: u32, size: u64) -> tar::Header {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(size);
+            h.set_mtime(1_600_000_000);
+            h.set_uid(0);
+            h.set_gid(0);
+            // Raw bytes, so hostile names ("..", "/abs") survive.
+            let name = &mut h.as_old_mut().name;
+            name.fill(0);
+            name[..path.len()].copy_from_slice(path.as_bytes());
+            h.set_cksum();
+            h
+        }
+        fn file(mut self, path: &str, data: &[u8]) -> Self {
+            let h = Self::header(path, EntryType::Regular, 0o644, data.len() as u64);
+            self.0.append(&h, data).unwrap();
+            self
+        }
+        fn dir(mut self, path: &str) -> Self {
+            let h = Self::header(path, EntryType::Directory, 0o755, 0);
+            self.0.append(&h, &[][..]).unwrap();
+            self
+        }
+        fn link(mut self, path: &str, target: &str, kind: EntryType) -> Self {
+            let mut h = Self::header(path, kind, 0o777, 0);
+            h.set_link_name(target).unwrap();
+            h.set_cksum();
+            self.0.append(&h, &[][..]).unwrap();
+            self
+        }
+        fn finish(self) -> Vec<u8> {
+            self.0.into_inner().unwrap()
+        }
+    }
+
+    fn unpack(tar: &[u8], limits: &Limits) -> (tempfile::TempDir, Result<UnpackStats>) {
+        let dir = tempfile::tempdir().unwrap();
+        let blob = dir.path().join("blob");
+        std::fs::write(&blob, tar).unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let r = unpack_layer(&blob, &root, limits);
+        (dir, r)
+    }
+
+    fn is_root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    #[test]
+    fn files_dirs_links_and_diff_id() {
+        let tar = Tb::new()
+            .dir("./")
+            .dir("etc/")
+            .file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n")
+            .file("bin/tool", b"#!/bin/sh\n")
+            .link("bin/sh", "tool", EntryType::Symlink)
+            .link("bin/hard", "bin/tool", EntryType::Link)
+            .finish();
+        let (dir, r) = unpack(&tar, &Limits::default());
+        let stats = r.unwrap();
+        assert_eq!(stats.diff_id, crate::content::sha256_digest(&tar));
+        assert_eq!(stats.entries, 6);
+        let root = dir.path().join("root");
+        assert_eq!(
+            std::fs::read(root.join("etc/passwd")).unwrap(),
+            b"root:x:0:0::/root:/bin/sh\n"
+        );
+        assert_eq!(
+            std::fs::read_link(root.join("bin/sh")).unwrap(),
+            Path::new("tool")
+        );
+        let m = std::fs::metadata(root.join("bin/hard")).unwrap();
+        assert_eq!(m.nlink(), 2);
+        assert_eq!(m.permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            std::fs::metadata(root.join("etc")).unwrap().mtime(),
+            1_600_000_000
+        );
+    }
+
+    #[test]
+    fn gzip_and_zstd_layers_give_the_same_diff_id() {
+        let tar = Tb::new().file("a", b"alpha").finish();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::encode_all(&tar[..], 1).unwrap();
+        for blob in [gz, zst] {
+            let (dir, r) = unpack(&blob, &Limits::default());
+            assert_eq!(r.unwrap().diff_id, crate::content::sha256_digest(&tar));
+            assert_eq!(std::fs::read(dir.path().join("root/a")).unwrap(), b"alpha");
+        }
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        let cases = [
+            Tb::new().file("../evil", b"x").finish(),
+            Tb::new().file("a/../../evil", b"x").finish(),
+            Tb::new().file("/abs", b"x").finish(),
+            // A symlink to outside, then a write through it.
+            Tb::new()
+                .link("esc", "/tmp", EntryType::Symlink)
+                .file("esc/evil", b"x")
+                .finish(),
+            Tb::new()
+                .link("esc", "..", EntryType::Symlink)
+                .file("esc/evil", b"x")
+                .finish(),
+            Tb::new().link("h", "../outside", EntryType::Link).finish(),
+            Tb::new().link("h", "/etc/passwd", EntryType::Link).finish(),
+        ];
+        for (i, tar) in cases.iter().enumerate() {
+            let (dir, r) = unpack(tar, &Limits::default());
+            assert!(
+                matches!(r, Err(Error::UnsafeEntry { .. })),
+                "case {i}: {r:?}"
+            );
+            assert!(!dir.path().join("evil").exists(), "case {i} wrote outside");
+        }
+    }
+
+    #[test]
+    fn symlink_replaced_by_file_is_not_followed() {
+        let dir0 = tempfile::tempdir().unwrap();
+        let victim = dir0.path().join("victim");
+        std::fs::write(&victim, b"original").unwrap();
+        let tar = Tb::new()
+            .link("x", victim.to_str().unwrap(), EntryType::Symlink)
+            .file("x", b"overwritten")
+            .finish();
+        let (dir, r) = unpack(&tar, &Limits::default());
+        r.unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"original");
+        assert_eq!(
+            std::fs::read(dir.path().join("root/x")).unwrap(),
+            b"overwritten"
+        );
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_markers() {
+        if !is_root() {
+            eprintln!("skipping: whiteouts need CAP_MKNOD");
+            return;
+        }
+        let tar = Tb::new()
+            .dir("d/")
+            .file("d/.wh..wh..opq", b"")
+            .file(".wh.gone", b"")
+            .finish();
+        let (dir, r) = unpack(&tar, &Limits::default());
+        r.unwrap();
+        let root = dir.path().join("root");
+        let m = std::fs::symlink_metadata(root.join("gone")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), 0);
+        assert!(!root.join(".wh.gone").exists());
+        let mut buf = [0u8; 4];
+        let n =
+            rfs::getxattr(root.join("d").as_path(), OVERLAY_OPAQUE_XATTR, &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"y");
+    }
+
+    #[test]
+    fn limits_stop_bombs_floods_and_depth() {
+        // 64 MiB of zeros compresses to ~64 KiB: a ratio of ~1000.
+        let zeros = vec![0u8; 64 << 20];
+        let tar = Tb::new().file("zeros", &zeros).finish();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let limits = Limits {
+            ratio_check_after_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let (_d, r) = unpack(&gz, &limits);
+        assert!(matches!(r, Err(Error::LimitExceeded(_))), "{r:?}");
+        let limits = Limits {
+            max_unpacked_layer_bytes: 1 << 20,
+            ..Limits::default()
+        };
+        let (_d, r) = unpack(&tar, &limits);
+        assert!(matches!(r, Err(Error::LimitExceeded(_))), "{r:?}");
+
+        let mut many = Tb::new();
+        for i in 0..20 {
+            many = many.file(&format!("f{i}"), b"");
+        }
+        let limits = Limits {
+            max_entries_per_layer: 10,
+            ..Limits::default()
+        };
+        let (_d, r) = unpack(&many.finish(), &limits);
+        assert!(matches!(r, Err(Error::LimitExceeded(_))), "{r:?}");
+
+        let deep = "d/".repeat(40) + "f";
+        let limits = Limits {
+            max_path_depth: 16,
+            ..Limits::default()
+        };
+        let (_d, r) = unpack(&Tb::new().file(&deep, b"").finish(), &limits);
+        assert!(matches!(r, Err(Error::UnsafeEntry { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        let (_d, r) = unpack(&[0x1f, 0x8b, 1, 2, 3, 4, 5], &Limits::default());
+        assert!(r.is_err());
+    }
+}

@@ -1,0 +1,1 @@
+pub use k8s_cri::v1;

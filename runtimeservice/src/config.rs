@@ -1,0 +1,73 @@
+//! The runtime service's part of gantry's YAML configuration.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Where pod and container state lives; set by the daemon from its own
+    /// root.
+    #[serde(skip)]
+    pub root: PathBuf,
+    pub cgroup_driver: CgroupDriver,
+    /// The handler used when a pod names none.
+    pub default_runtime: String,
+    /// OCI runtime handlers by name, as `RuntimeClass` handlers refer to them.
+    pub runtimes: BTreeMap<String, RuntimeHandler>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// The OCI runtime binary (`runc`, `/usr/bin/runsc`, ...).
+    pub path: PathBuf,
+    /// Extra arguments put before every runtime command.
+    pub args: Vec<String>,
+}
+
+impl Default for RuntimeHandler {
+    fn default() -> Self {
+        RuntimeHandler {
+            path: PathBuf::from("runc"),
+            args: Vec::new(),
+        }
+    }
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let mut runtimes = BTreeMap::new();
+        runtimes.insert("runc".to_string(), RuntimeHandler::default());
+        RuntimeConfig {
+            root: PathBuf::from("/var/lib/gantry/runtime"),
+            cgroup_driver: CgroupDriver::Cgroupfs,
+            default_runtime: "runc".to_string(),
+            runtimes,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Checks what serde cannot: the default handler must exist.
+    pub fn validate(&self) -> Result<(), String> {
+        if !self.runtimes.contains_key(&self.default_runtime) {
+            return Err(format!(
+                "default_runtime {:?} is not among the configured runtimes ({})",
+                self.default_runtime,
+                self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
+}

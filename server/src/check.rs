@@ -1,0 +1,123 @@
+//! `gantry check`: a preflight of what the daemon needs from the host, one
+//! line per item.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+pub struct Item {
+    pub name: &'static str,
+    pub result: Result<String, String>,
+}
+
+fn find_in_path(bin: &Path) -> Option<PathBuf> {
+    if bin.is_absolute() || bin.components().count() > 1 {
+        return bin.is_file().then(|| bin.to_path_buf());
+    }
+    let path = std::env::var_os("PATH")
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+fn cgroup_mode() -> Result<String, String> {
+    let fs = rustix::fs::statfs("/sys/fs/cgroup").map_err(|e| format!("/sys/fs/cgroup: {e}"))?;
+    const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+    if fs.f_type as i64 == CGROUP2_SUPER_MAGIC {
+        return Ok("v2 (unified)".into());
+    }
+    if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        return Ok("v1 with v2 at /sys/fs/cgroup/unified (hybrid)".into());
+    }
+    if Path::new("/sys/fs/cgroup/memory").exists() {
+        return Ok("v1".into());
+    }
+    Err("no cgroup hierarchy found under /sys/fs/cgroup".into())
+}
+
+pub fn run_checks(config: &Config) -> Vec<Item> {
+    let mut items = Vec::new();
+    items.push(Item {
+        name: "root",
+        result: if rustix::process::geteuid().is_root() {
+            Ok("running as root".into())
+        } else {
+            Err("gantry needs root (mounts, namespaces, cgroups)".into())
+        },
+    });
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    items.push(Item {
+        name: "overlayfs",
+        result: if filesystems
+            .lines()
+            .any(|l| l.trim_end().ends_with("overlay"))
+        {
+            Ok("overlay filesystem available".into())
+        } else {
+            Err("the kernel lists no overlay filesystem (modprobe overlay)".into())
+        },
+    });
+    items.push(Item {
+        name: "namespaces",
+        result: ["net", "ipc", "uts", "pid", "mnt"]
+            .iter()
+            .find(|ns| !Path::new("/proc/self/ns").join(ns).exists())
+            .map(|ns| Err(format!("the kernel lacks {ns} namespaces")))
+            .unwrap_or_else(|| Ok("net, ipc, uts, pid and mnt namespaces available".into())),
+    });
+    items.push(Item {
+        name: "cgroups",
+        result: cgroup_mode(),
+    });
+    for (name, handler) in &config.runtime.runtimes {
+        items.push(Item {
+            name: "runtime",
+            result: match find_in_path(&handler.path) {
+                Some(p) => Ok(format!("handler {name}: {}", p.display())),
+                None => Err(format!(
+                    "handler {name}: {} not found",
+                    handler.path.display()
+                )),
+            },
+        });
+    }
+    let want = (!config.cni.network_name.is_empty()).then_some(config.cni.network_name.as_str());
+    match gantry_cni::default_network(&config.cni.conf_dir, want) {
+        Ok(net) => {
+            items.push(Item {
+                name: "cni config",
+                result: Ok(format!("network {} from {}", net.name, net.path.display())),
+            });
+            for t in &net.plugin_types {
+                let found = config
+                    .cni
+                    .bin_dirs
+                    .iter()
+                    .map(|d| d.join(t))
+                    .find(|p| p.is_file());
+                items.push(Item {
+                    name: "cni plugin",
+                    result: match found {
+                        Some(p) => Ok(format!("{t}: {}", p.display())),
+                        None => Err(format!(
+                            "{t}: not found in {}",
+                            config
+                                .cni
+                                .bin_dirs
+                                .iter()
+                                .map(|d| d.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )),
+                    },
+                });
+            }
+        }
+        Err(e) => items.push(Item {
+            name: "cni config",
+            result: Err(e.to_string()),
+        }),
+    }
+    items
+}

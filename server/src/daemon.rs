@@ -1,0 +1,154 @@
+//! Runs the daemon: takes the instance lock, opens the stores, serves CRI on
+//! the unix socket and metrics on TCP, and shuts down cleanly on SIGTERM or
+//! SIGINT.
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use gantry_imageservice::{CriImageService, ImageMetrics, ImageStore};
+use gantry_proto::v1::image_service_server::ImageServiceServer;
+use gantry_proto::v1::runtime_service_server::RuntimeServiceServer;
+use gantry_runtimeservice::{CriRuntimeService, NetworkStatus};
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::instrument::{InstrumentLayer, RpcMetrics};
+
+/// Kubelet sends messages up to 16 MiB.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// Holds the state directory for this process: a second gantry on the same
+/// directories would corrupt both.
+fn take_lock(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("gantry.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            bail!(
+                "another gantry is running with state directory {} (lock {} is held)",
+                dir.display(),
+                path.display()
+            )
+        }
+        Err(e) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    // We hold the lock, so whatever socket is there belongs to a dead gantry.
+    match std::fs::remove_file(path) {
+        Ok(()) => info!(socket = %path.display(), "replaced a stale socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("removing stale socket {}", path.display()))
+        }
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    Ok(listener)
+}
+
+struct CniNetworkStatus {
+    conf_dir: std::path::PathBuf,
+    network_name: String,
+}
+
+impl NetworkStatus for CniNetworkStatus {
+    fn network_ready(&self) -> Result<(), (String, String)> {
+        let want = (!self.network_name.is_empty()).then_some(self.network_name.as_str());
+        match gantry_cni::default_network(&self.conf_dir, want) {
+            // A valid config exists, but gantry cannot attach pods to it yet.
+            Ok(net) => Err((
+                "NetworkPluginNotReady".into(),
+                format!(
+                    "network {} is configured, but pod networking is not implemented in gantry yet",
+                    net.name
+                ),
+            )),
+            Err(e) => Err((
+                "NetworkPluginNotReady".into(),
+                format!("cni config not loaded: {e}"),
+            )),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        warn!("cannot install signal handlers; stop gantry with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received, shutting down"),
+        _ = int.recv() => info!("SIGINT received, shutting down"),
+    }
+}
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    std::fs::create_dir_all(&config.root)
+        .with_context(|| format!("creating {}", config.root.display()))?;
+    let _lock = take_lock(&config.state_dir)?;
+
+    let registry = prometheus::Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    let rpc_metrics = RpcMetrics::new(&registry)?;
+    let image_metrics = ImageMetrics::new(&registry)?;
+
+    let store = Arc::new(ImageStore::open(config.image.clone(), image_metrics)?);
+    let images = CriImageService::new(store);
+    let runtime = CriRuntimeService::new(
+        config.runtime.clone(),
+        Box::new(CniNetworkStatus {
+            conf_dir: config.cni.conf_dir.clone(),
+            network_name: config.cni.network_name.clone(),
+        }),
+    );
+
+    if !config.metrics_address.is_empty() {
+        let listener = crate::metrics_http::bind(&config.metrics_address)
+            .await
+            .with_context(|| format!("binding metrics_address {}", config.metrics_address))?;
+        tokio::spawn(crate::metrics_http::serve(listener, registry.clone()));
+    }
+
+    let listener = bind_socket(&config.socket)?;
+    info!(socket = %config.socket.display(), version = env!("CARGO_PKG_VERSION"), "gantry serving CRI");
+    let result = tonic::transport::Server::builder()
+        .layer(InstrumentLayer::new(rpc_metrics))
+        .add_service(
+            RuntimeServiceServer::new(runtime).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(ImageServiceServer::new(images).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .await;
+    let _ = std::fs::remove_file(&config.socket);
+    result.context("gRPC server")?;
+    info!("gantry stopped");
+    Ok(())
+}

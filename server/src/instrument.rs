@@ -1,0 +1,223 @@
+//! One tower layer around every CRI RPC: a tracing span and log line per
+//! call (mutations at info, reads at debug, failures at warn), and the
+//! per-RPC request counter and latency histogram. Handlers stay free of
+//! this boilerplate.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+#[derive(Clone)]
+pub struct RpcMetrics {
+    requests: IntCounterVec,
+    latency: HistogramVec,
+}
+
+impl RpcMetrics {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gantry_cri_requests_total",
+                "CRI requests by method and gRPC code",
+            ),
+            &["method", "code"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "gantry_cri_request_duration_seconds",
+                "CRI request latency by method",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                60.0,
+            ]),
+            &["method"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        Ok(RpcMetrics { requests, latency })
+    }
+}
+
+#[derive(Clone)]
+pub struct InstrumentLayer {
+    metrics: RpcMetrics,
+}
+
+impl InstrumentLayer {
+    pub fn new(metrics: RpcMetrics) -> Self {
+        InstrumentLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for InstrumentLayer {
+    type Service = Instrumented<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Instrumented {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Instrumented<S> {
+    inner: S,
+    metrics: RpcMetrics,
+}
+
+/// Reads only: logged at debug so kubelet's polling does not flood the log.
+fn is_read_only(method: &str) -> bool {
+    method.starts_with("List")
+        || method.ends_with("Status")
+        || method.ends_with("Stats")
+        || matches!(
+            method,
+            "Version" | "ImageFsInfo" | "RuntimeConfig" | "ListMetricDescriptors"
+        )
+}
+
+fn code_name(code: i32) -> &'static str {
+    match tonic::Code::from_i32(code) {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "Canceled",
+        tonic::Code::Unknown => "Unknown",
+        tonic::Code::InvalidArgument => "InvalidArgument",
+        tonic::Code::DeadlineExceeded => "DeadlineExceeded",
+        tonic::Code::NotFound => "NotFound",
+        tonic::Code::AlreadyExists => "AlreadyExists",
+        tonic::Code::PermissionDenied => "PermissionDenied",
+        tonic::Code::ResourceExhausted => "ResourceExhausted",
+        tonic::Code::FailedPrecondition => "FailedPrecondition",
+        tonic::Code::Aborted => "Aborted",
+        tonic::Code::OutOfRange => "OutOfRange",
+        tonic::Code::Unimplemented => "Unimplemented",
+        tonic::Code::Internal => "Internal",
+        tonic::Code::Unavailable => "Unavailable",
+        tonic::Code::DataLoss => "DataLoss",
+        tonic::Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Instrumented<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let method = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or("unknown")
+            .to_string();
+        let metrics = self.metrics.clone();
+        let span = tracing::info_span!("cri", method = %method);
+        let future = self.inner.call(request);
+        Box::pin(
+            async move {
+                let started = Instant::now();
+                let result = future.await;
+                let elapsed = started.elapsed();
+                // Unary errors come back trailers-only, with grpc-status in the
+                // headers; a response without it succeeded.
+                let (code, message) = match &result {
+                    Ok(response) => (
+                        response
+                            .headers()
+                            .get("grpc-status")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<i32>().ok())
+                            .unwrap_or(0),
+                        response
+                            .headers()
+                            .get("grpc-message")
+                            .and_then(|v| v.to_str().ok())
+                            .map(percent_decode)
+                            .unwrap_or_default(),
+                    ),
+                    Err(_) => (tonic::Code::Internal as i32, "transport error".to_string()),
+                };
+                let name = code_name(code);
+                metrics
+                    .requests
+                    .with_label_values(&[method.as_str(), name])
+                    .inc();
+                metrics
+                    .latency
+                    .with_label_values(&[method.as_str()])
+                    .observe(elapsed.as_secs_f64());
+                let micros = elapsed.as_micros() as u64;
+                if code != 0 {
+                    tracing::warn!(code = name, error = %message, micros, "request failed");
+                } else if is_read_only(&method) {
+                    tracing::debug!(micros, "request done");
+                } else {
+                    tracing::info!(micros, "request done");
+                }
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_are_decoded() {
+        assert_eq!(
+            percent_decode("image%20%22x%22 not found"),
+            "image \"x\" not found"
+        );
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[test]
+    fn reads_are_told_from_mutations() {
+        assert!(is_read_only("ListImages"));
+        assert!(is_read_only("ImageStatus"));
+        assert!(is_read_only("ListContainerStats"));
+        assert!(!is_read_only("PullImage"));
+        assert!(!is_read_only("RemoveImage"));
+    }
+}

@@ -1,0 +1,108 @@
+//! The `gantry` binary: command line, logging and the runtime; everything
+//! else lives in the library crates and [`daemon`].
+
+mod check;
+mod config;
+mod daemon;
+mod instrument;
+mod metrics_http;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "gantry", version, about = "A Kubernetes CRI runtime")]
+struct Cli {
+    /// YAML config file; keys it omits keep their built-in defaults.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Print the effective configuration as YAML.
+    Config,
+    /// Check that the host has what gantry needs.
+    Check,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let config = match config::Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("gantry: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Config => match config.to_yaml() {
+            Ok(y) => {
+                print!("{y}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gantry: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::Check => {
+            let mut failed = false;
+            for item in check::run_checks(&config) {
+                match item.result {
+                    Ok(msg) => println!("ok    {:<11} {msg}", item.name),
+                    Err(msg) => {
+                        failed = true;
+                        println!("FAIL  {:<11} {msg}", item.name);
+                    }
+                }
+            }
+            if failed {
+                std::process::ExitCode::FAILURE
+            } else {
+                std::process::ExitCode::SUCCESS
+            }
+        }
+        Command::Run => {
+            let filter = EnvFilter::try_from_default_env()
+                .or_else(|_| EnvFilter::try_new(&config.log_level))
+                .unwrap_or_else(|_| EnvFilter::new("info"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+            // glibc gives every thread its own malloc arena; a handful of
+            // arenas keeps the idle footprint small at no cost here.
+            // SAFETY: mallopt only adjusts allocator tuning.
+            unsafe {
+                libc::mallopt(libc::M_ARENA_MAX, 2);
+            }
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .max_blocking_threads(16)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("gantry: starting the async runtime: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(daemon::run(config)) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    eprintln!("gantry: {e:#}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
