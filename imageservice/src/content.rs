@@ -131,16 +131,17 @@ impl ContentStore {
         if path.is_file() {
             return Ok(());
         }
-        let staged = self.root.join("ingest").join(digest_hex(digest)?);
-        let mut f = std::fs::File::create(&staged).map_err(Error::io("creating ingest file"))?;
-        let result = f
+        // A unique temp name: concurrent pulls may store the same manifest,
+        // and renaming identical content over itself is harmless.
+        let mut staged =
+            tempfile_in(&self.root.join("ingest")).map_err(Error::io("creating ingest file"))?;
+        staged
+            .1
             .write_all(bytes)
-            .and_then(|_| f.sync_all())
-            .and_then(|_| std::fs::rename(&staged, &path));
-        if let Err(e) = result {
-            let _ = std::fs::remove_file(&staged);
-            return Err(Error::io(format!("storing blob {digest}"))(e));
-        }
+            .and_then(|_| staged.1.sync_all())
+            .and_then(|_| std::fs::rename(&staged.0, &path))
+            .map_err(Error::io(format!("storing blob {digest}")))?;
+        staged.0 = PathBuf::new();
         Ok(())
     }
 

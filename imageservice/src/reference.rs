@@ -36,6 +36,18 @@ impl ImageRef {
             return Err(invalid("this is an image ID, not a name to pull".into()));
         }
         let parsed: Reference = input.parse().map_err(|e| invalid(format!("{e}")))?;
+        // Docker refuses upper case in repository paths; the parser above
+        // would take such a first component for a registry host.
+        let name_part = input.split(['@']).next().unwrap_or(input);
+        let path_part = name_part
+            .split_once('/')
+            .map(|(_, p)| p)
+            .unwrap_or(name_part);
+        if path_part.chars().any(|c| c.is_ascii_uppercase())
+            || parsed.repository().chars().any(|c| c.is_ascii_uppercase())
+        {
+            return Err(invalid("repository names must be lower case".into()));
+        }
         // A name with both tag and digest pulls by digest; the tag is kept so
         // the image can be listed under it, as docker and containerd do.
         Ok(ImageRef {

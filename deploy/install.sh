@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs a release build of gantry with its default config, systemd unit,
+# CNI network and crictl settings. Run from the repository root as root.
+set -euo pipefail
+cargo build --release -p gantry
+install -D -m 0755 target/release/gantry /usr/local/bin/gantry
+install -D -m 0644 deploy/gantry.yaml /etc/gantry/gantry.yaml
+install -D -m 0644 deploy/gantry.service /etc/systemd/system/gantry.service
+[ -e /etc/cni/net.d/10-gantry.conflist ] || install -D -m 0644 deploy/10-gantry.conflist /etc/cni/net.d/10-gantry.conflist
+[ -e /etc/crictl.yaml ] || install -D -m 0644 deploy/crictl.yaml /etc/crictl.yaml
+systemctl daemon-reload 2>/dev/null || true
+echo "installed; start with: systemctl enable --now gantry"

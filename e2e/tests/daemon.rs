@@ -1,0 +1,161 @@
+//! The daemon as an operator meets it: its socket, its lock, its
+//! subcommands, the runtime RPCs it answers and the ones it does not yet.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::process::Command;
+
+use gantry_e2e::daemon::{gantry_bin, Gantry};
+use gantry_e2e::require_host;
+use gantry_proto::v1::{
+    CgroupDriver, ListPodSandboxRequest, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest,
+    VersionRequest,
+};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_lock_and_runtime_rpcs() {
+    require_host();
+    let mut g = Gantry::start("runtime:\n  cgroup_driver: systemd\n").await;
+    let meta = std::fs::symlink_metadata(&g.socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+
+    // A second daemon on the same state directory is refused.
+    let out = Command::new(gantry_bin())
+        .arg("--config")
+        .arg(&g.config_path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("another gantry is running"),
+        "{out:?}"
+    );
+
+    let mut rt = g.runtime().await;
+    let v = rt
+        .version(VersionRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (v.runtime_name.as_str(), v.runtime_api_version.as_str()),
+        ("gantry", "v1")
+    );
+    let st = rt
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let conds = st.status.unwrap().conditions;
+    let ready = conds.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
+    assert!(ready.status);
+    let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
+    assert!(
+        !net.status && net.reason == "NetworkPluginNotReady",
+        "{net:?}"
+    );
+    assert!(st.runtime_handlers.iter().any(|h| h.name == "runc"));
+    assert!(st.info["config"].contains("systemd"));
+    let rc = rt
+        .runtime_config(RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rc.linux.unwrap().cgroup_driver,
+        CgroupDriver::Systemd as i32
+    );
+
+    // What is not built yet says so by name.
+    let e = rt
+        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(e.message().contains("RunPodSandbox"), "{e:?}");
+    let e = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap_err();
+    assert!(e.code() == Code::Unimplemented && e.message().contains("ListPodSandbox"));
+    let m = g.metrics().await;
+    assert!(
+        m.contains(r#"gantry_cri_requests_total{code="Unimplemented",method="RunPodSandbox"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("process_resident_memory_bytes"), "{m}");
+
+    // SIGTERM: a clean exit that removes the socket; a SIGKILLed daemon's
+    // stale socket is replaced at the next start.
+    assert!(g.stop().success());
+    assert!(!g.socket.exists());
+    g.restart().await;
+    g.kill();
+    assert!(g.socket.exists(), "a killed daemon leaves its socket");
+    g.restart().await;
+    let mut rt = g.runtime().await;
+    rt.version(VersionRequest::default()).await.unwrap();
+    assert!(g.log().contains("replaced a stale socket"));
+}
+
+#[test]
+fn config_and_check_subcommands() {
+    let out = Command::new(gantry_bin()).arg("config").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("socket: /run/gantry/gantry.sock")
+            && text.contains("max_concurrent_downloads: 3"),
+        "{text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "image:\n  max_concurent_downloads: 2\n").unwrap();
+    let out = Command::new(gantry_bin())
+        .arg("--config")
+        .arg(&bad)
+        .arg("config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("max_concurent_downloads"),
+        "{out:?}"
+    );
+
+    // check reports one line per item and fails on what is missing.
+    let cfg = dir.path().join("check.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "runtime:\n  runtimes:\n    runc:\n      path: runc\n    ghost:\n      path: /nonexistent/ghost-runtime\ncni:\n  conf_dir: {}\n",
+            dir.path().join("no-cni").display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(gantry_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("overlay")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("ghost")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("cni config")),
+        "{text}"
+    );
+}
