@@ -56,8 +56,14 @@ impl Gantry {
     pub async fn start_in(dir: &Path, extra_yaml: &str) -> Gantry {
         let socket = dir.join("state/gantry.sock");
         let metrics_addr = format!("127.0.0.1:{}", crate::free_port());
+        // Tests log at debug unless they choose otherwise.
+        let log_level = if extra_yaml.contains("log_level:") {
+            ""
+        } else {
+            "log_level: debug\n"
+        };
         let config = format!(
-            "root: {}\nstate_dir: {}\nsocket: {}\nmetrics_address: {metrics_addr}\nlog_level: debug\ncni:\n  conf_dir: {}\n{extra_yaml}",
+            "root: {}\nstate_dir: {}\nsocket: {}\nmetrics_address: {metrics_addr}\n{log_level}cni:\n  conf_dir: {}\n{extra_yaml}",
             dir.join("root").display(),
             dir.join("state").display(),
             socket.display(),

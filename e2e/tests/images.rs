@@ -787,7 +787,7 @@ async fn bad_content_is_refused_and_leaves_nothing() {
     // Names and endpoints that are wrong.
     for (name, code) in [
         ("", Code::InvalidArgument),
-        ("UPPER/case", Code::InvalidArgument),
+        ("library/UPPER", Code::InvalidArgument),
         ("127.0.0.1:5000/Mixed/Case:1", Code::InvalidArgument),
         ("bad name", Code::InvalidArgument),
         ("x@sha256:1234", Code::InvalidArgument),

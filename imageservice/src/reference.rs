@@ -1,13 +1,18 @@
 //! Image reference parsing and Docker-style normalisation
-//! (`busybox` → `docker.io/library/busybox:latest`).
+//! (`busybox` → `docker.io/library/busybox:latest`), plus the rules the CRI
+//! needs on top: canonical tag and digest forms, and telling an image ID
+//! apart from a name.
 //!
-//! Parsing itself is `oci-spec`'s; this module adds the rules the CRI needs on
-//! top: what a canonical tag or digest reference looks like, and how to tell an
-//! image ID apart from a name.
-
-use oci_spec::distribution::Reference;
+//! The grammar (distribution's `reference` package) is checked by hand here:
+//! `oci-spec`'s parser compiles a regular expression whose automaton and
+//! caches hold about 16 MiB for the life of the process, more than the whole
+//! idle daemon.
 
 use crate::error::{Error, Result};
+
+const DEFAULT_REGISTRY: &str = "docker.io";
+const NAME_MAX: usize = 255;
+const TAG_MAX: usize = 128;
 
 /// A parsed, normalised image name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,45 +25,163 @@ pub struct ImageRef {
     pub digest: Option<String>,
 }
 
+/// `[a-z0-9]+` separated by `.`, `_`, `__` or runs of `-`.
+fn valid_path_component(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        let ok = sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-');
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// A host name, IPv4 address or `[IPv6]`, with an optional port.
+fn valid_domain(d: &str) -> bool {
+    let (host, port) = if let Some(rest) = d.strip_prefix('[') {
+        match rest.split_once(']') {
+            Some((v6, after)) => {
+                if v6.parse::<std::net::Ipv6Addr>().is_err() {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    p => (None, p.strip_prefix(':')),
+                }
+            }
+            None => return false,
+        }
+    } else {
+        match d.rsplit_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(d), None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+    }
+    match host {
+        None => port.is_some(),
+        Some(h) => {
+            !h.is_empty()
+                && h.split('.').all(|label| {
+                    let b = label.as_bytes();
+                    !b.is_empty()
+                        && b[0].is_ascii_alphanumeric()
+                        && b[b.len() - 1].is_ascii_alphanumeric()
+                        && b.iter().all(|x| x.is_ascii_alphanumeric() || *x == b'-')
+                })
+        }
+    }
+}
+
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= TAG_MAX
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|x| x.is_ascii_alphanumeric() || matches!(x, b'_' | b'.' | b'-'))
+}
+
 impl ImageRef {
     pub fn parse(input: &str) -> Result<Self> {
-        let invalid = |reason: String| Error::InvalidReference {
+        let invalid = |reason: &str| Error::InvalidReference {
             reference: input.to_string(),
-            reason,
+            reason: reason.to_string(),
         };
         if input.trim().is_empty() {
-            return Err(invalid("the image name is empty".into()));
+            return Err(invalid("the image name is empty"));
         }
-        if input != input.trim() || input.chars().any(|c| c.is_whitespace()) {
-            return Err(invalid("the name contains whitespace".into()));
+        if input.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "the name contains whitespace or control characters",
+            ));
         }
         if is_image_id(input) {
-            return Err(invalid("this is an image ID, not a name to pull".into()));
+            return Err(invalid("this is an image ID, not a name to pull"));
         }
-        let parsed: Reference = input.parse().map_err(|e| invalid(format!("{e}")))?;
-        // Docker refuses upper case in repository paths; the parser above
-        // would take such a first component for a registry host.
-        let name_part = input.split(['@']).next().unwrap_or(input);
-        let path_part = name_part
-            .split_once('/')
-            .map(|(_, p)| p)
-            .unwrap_or(name_part);
-        if path_part.chars().any(|c| c.is_ascii_uppercase())
-            || parsed.repository().chars().any(|c| c.is_ascii_uppercase())
-        {
-            return Err(invalid("repository names must be lower case".into()));
+        let (rest, digest) = match input.split_once('@') {
+            Some((r, d)) => {
+                digest_hex(d)
+                    .map_err(|_| invalid("the digest must be sha256:<64 lower-case hex digits>"))?;
+                (r, Some(d.to_string()))
+            }
+            None => (input, None),
+        };
+        // A tag is a ':' after the last '/', so a registry port is not one.
+        let last_slash = rest.rfind('/').map(|i| i + 1).unwrap_or(0);
+        let (name, tag) = match rest[last_slash..].rfind(':') {
+            Some(i) => {
+                let (n, t) = rest.split_at(last_slash + i);
+                (n, Some(t[1..].to_string()))
+            }
+            None => (rest, None),
+        };
+        if let Some(t) = &tag {
+            if !valid_tag(t) {
+                return Err(invalid(
+                    "the tag must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}",
+                ));
+            }
         }
-        // A name with both tag and digest pulls by digest; the tag is kept so
-        // the image can be listed under it, as docker and containerd do.
+        if name.is_empty() || name.len() > NAME_MAX {
+            return Err(invalid("the repository name must be 1 to 255 characters"));
+        }
+        // Docker's rule: the first component is a registry if it looks like
+        // a host (a dot, a port, "localhost", or upper case).
+        let (registry, remote) = match name.split_once('/') {
+            Some((first, remote))
+                if first.contains(['.', ':'])
+                    || first == "localhost"
+                    || first.chars().any(|c| c.is_ascii_uppercase()) =>
+            {
+                if !valid_domain(first) {
+                    return Err(invalid("the registry host is not a valid host[:port]"));
+                }
+                (first.to_string(), remote.to_string())
+            }
+            _ => (DEFAULT_REGISTRY.to_string(), name.to_string()),
+        };
+        if remote.chars().any(|c| c.is_ascii_uppercase()) {
+            return Err(invalid("repository names must be lower case"));
+        }
+        if !remote.split('/').all(valid_path_component) {
+            return Err(invalid("the repository path has an invalid component"));
+        }
+        let repository = if registry == DEFAULT_REGISTRY && !remote.contains('/') {
+            format!("library/{remote}")
+        } else {
+            remote
+        };
+        // By digest alone, no tag; with both, the digest is what is pulled
+        // and the tag is kept to list the image under, as docker does.
+        let tag = match (&tag, &digest) {
+            (None, None) => Some("latest".to_string()),
+            _ => tag,
+        };
         Ok(ImageRef {
-            registry: parsed.registry().to_string(),
-            repository: parsed.repository().to_string(),
-            tag: if parsed.digest().is_some() && !has_explicit_tag(input) {
-                None
-            } else {
-                parsed.tag().map(str::to_string)
-            },
-            digest: parsed.digest().map(str::to_string),
+            registry,
+            repository,
+            tag,
+            digest,
         })
     }
 
@@ -97,12 +220,6 @@ impl std::fmt::Display for ImageRef {
         }
         Ok(())
     }
-}
-
-fn has_explicit_tag(input: &str) -> bool {
-    let name = input.split('@').next().unwrap_or(input);
-    let last = name.rsplit('/').next().unwrap_or(name);
-    last.contains(':')
 }
 
 /// A full image ID (`sha256:<64 hex>`) or its bare 64-hex form.
@@ -155,6 +272,28 @@ mod tests {
     }
 
     #[test]
+    fn hosts_ports_and_separators() {
+        let r = ImageRef::parse("[::1]:5000/a/b:1").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("[::1]:5000", "a/b")
+        );
+        let r = ImageRef::parse("localhost:5000/x").unwrap();
+        assert_eq!(
+            (r.registry.as_str(), r.tag.as_deref()),
+            ("localhost:5000", Some("latest"))
+        );
+        let r = ImageRef::parse("a.b-c.io/x__y/z-w.v--u:1.0_rc").unwrap();
+        assert_eq!(r.repository, "x__y/z-w.v--u");
+        assert_eq!(r.tag.as_deref(), Some("1.0_rc"));
+        let r = ImageRef::parse("registry.k8s.io/e2e-test-images/busybox:1.29-2").unwrap();
+        assert_eq!(
+            r.tagged().unwrap(),
+            "registry.k8s.io/e2e-test-images/busybox:1.29-2"
+        );
+    }
+
+    #[test]
     fn digests_win_over_tags_and_keep_the_tag() {
         let d = format!("sha256:{}", "a".repeat(64));
         let r = ImageRef::parse(&format!("busybox@{d}")).unwrap();
@@ -170,8 +309,17 @@ mod tests {
     fn bad_names_are_rejected() {
         for bad in [
             "",
+            "x:",
+            "a//b",
+            "a/-b",
+            "host:port:5000/x",
+            "reg.io:/x",
+            "a/b:-tag",
+            &format!("x:{}", "t".repeat(129)),
             " busybox",
             "Busybox",
+            "library/UPPER",
+            "reg.io/Repo:1",
             "a b",
             "busybox@sha256:12",
             "x:y:z",
