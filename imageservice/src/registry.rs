@@ -175,6 +175,7 @@ pub struct RegistryClient {
 }
 
 /// A manifest or index as the registry returned it.
+#[derive(Debug)]
 pub struct FetchedManifest {
     pub bytes: Vec<u8>,
     pub media_type: String,

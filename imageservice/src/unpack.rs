@@ -635,6 +635,87 @@ mod tests {
     }
 
     #[test]
+    fn ownership_special_files_and_xattrs_are_kept() {
+        if !is_root() {
+            eprintln!("skipping: chown and mknod need root");
+            return;
+        }
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("owned").unwrap();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o4750);
+        h.set_uid(1000);
+        h.set_gid(2000);
+        h.set_size(1);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_pax_extensions([("SCHILY.xattr.user.gantry", &b"yes"[..])])
+            .unwrap();
+        b.append(&h, &b"x"[..]).unwrap();
+        let mut f = tar::Header::new_ustar();
+        f.set_path("pipe").unwrap();
+        f.set_entry_type(EntryType::Fifo);
+        f.set_mode(0o600);
+        f.set_size(0);
+        f.set_uid(0);
+        f.set_gid(0);
+        f.set_mtime(0);
+        f.set_cksum();
+        b.append(&f, &[][..]).unwrap();
+        let mut n = tar::Header::new_ustar();
+        n.set_path("null").unwrap();
+        n.set_entry_type(EntryType::Char);
+        n.set_mode(0o666);
+        n.set_device_major(1).unwrap();
+        n.set_device_minor(3).unwrap();
+        n.set_size(0);
+        n.set_uid(0);
+        n.set_gid(0);
+        n.set_mtime(0);
+        n.set_cksum();
+        b.append(&n, &[][..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let (dir, r) = unpack(&tar, &Limits::default());
+        r.unwrap();
+        let root = dir.path().join("root");
+        let m = std::fs::metadata(root.join("owned")).unwrap();
+        assert_eq!(
+            (m.uid(), m.gid(), m.permissions().mode() & 0o7777),
+            (1000, 2000, 0o4750)
+        );
+        let mut buf = [0u8; 8];
+        let len = rfs::getxattr(root.join("owned").as_path(), "user.gantry", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..len], b"yes");
+        assert!(std::fs::symlink_metadata(root.join("pipe"))
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let null = std::fs::symlink_metadata(root.join("null")).unwrap();
+        assert!(null.file_type().is_char_device());
+        assert_eq!(null.rdev(), rfs::makedev(1, 3));
+    }
+
+    #[test]
+    fn overlay_xattrs_from_a_layer_are_refused() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("d").unwrap();
+        h.set_entry_type(EntryType::Directory);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_cksum();
+        b.append_pax_extensions([("SCHILY.xattr.trusted.overlay.redirect", &b"/etc"[..])])
+            .unwrap();
+        b.append(&h, &[][..]).unwrap();
+        let (_d, r) = unpack(&b.into_inner().unwrap(), &Limits::default());
+        assert!(matches!(r, Err(Error::UnsafeEntry { .. })), "{r:?}");
+    }
+
+    #[test]
     fn gzip_and_zstd_layers_give_the_same_diff_id() {
         let tar = Tb::new().file("a", b"alpha").finish();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
