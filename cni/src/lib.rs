@@ -1,8 +1,11 @@
 //! gantry's CNI client. No maintained Rust libcni exists, so it is written
-//! here. For now this crate owns network configuration loading: finding the
-//! default network in the conf dir the way libcni does (`.conflist`, `.conf`
-//! and `.json` files in lexical order, the first valid one wins). Plugin
-//! execution, the result cache and network namespaces come with pod support.
+//! here: network configuration loading (the default network is the first
+//! valid `.conflist`, `.conf` or `.json` file in lexical order, as libcni
+//! picks it), plugin execution with a result cache ([`exec`]), and pod
+//! namespaces pinned without a process ([`netns`]).
+
+pub mod exec;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 
