@@ -172,6 +172,8 @@ pub fn remove(pinned: &PinnedNamespaces) {
 /// Whether `path` is still a pinned namespace (a bind mount of nsfs).
 pub fn is_pinned(path: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
+    // f_type is i64 here but narrower on some targets.
+    #[allow(clippy::unnecessary_cast)]
     rustix::fs::statfs(path)
         .map(|s| s.f_type as i64 == NSFS_MAGIC)
         .unwrap_or(false)
