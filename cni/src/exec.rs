@@ -364,6 +364,32 @@ impl Executor {
         Ok(())
     }
 
+    /// DEL without a cached ADD result: for an ADD that was interrupted
+    /// before its result could be cached. Plugins get the current config
+    /// and no prevResult, which the spec allows for DEL.
+    pub async fn del_uncached(
+        &self,
+        net: &NetworkConfigList,
+        a: &Attachment,
+    ) -> Result<(), ExecError> {
+        if let Some(cached) = self.cached(&net.name, &a.container_id, &a.ifname) {
+            self.del_chain(&cached).await?;
+            let _ = std::fs::remove_file(self.cache_path(&net.name, a));
+            return Ok(());
+        }
+        let list = net.raw.clone();
+        let plugins = Self::plugins(&list);
+        for plugin in plugins.iter().rev() {
+            let conf = Self::plugin_config(&list, plugin, None, a);
+            if let Err(e) = self.invoke("DEL", &conf, a).await {
+                warn!(error = %e, "CNI DEL of an interrupted ADD failed");
+                return Err(e);
+            }
+        }
+        info!(network = %net.name, container = %a.container_id, "CNI DEL of an interrupted ADD done");
+        Ok(())
+    }
+
     /// CHECK against the cached result.
     pub async fn check(
         &self,

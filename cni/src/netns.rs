@@ -179,19 +179,41 @@ pub fn is_pinned(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Kinds of namespace a thread can join with [`run_in_ns`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NsKind {
+    Net,
+    Ipc,
+    Uts,
+}
+
 /// Runs `f` on a thread that has joined the network namespace at `netns`.
 pub fn run_in_netns<T: Send + 'static>(
     netns: &Path,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, NsError> {
-    let netns = netns.to_path_buf();
+    run_in_ns(netns, NsKind::Net, f)
+}
+
+/// Runs `f` on a fresh thread that has joined the namespace pinned at `path`.
+pub fn run_in_ns<T: Send + 'static>(
+    path: &Path,
+    kind: NsKind,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, NsError> {
+    let path = path.to_path_buf();
+    let ns_type = match kind {
+        NsKind::Net => LinkNameSpaceType::Network,
+        NsKind::Ipc => LinkNameSpaceType::InterProcessCommunication,
+        NsKind::Uts => LinkNameSpaceType::HostNameAndNISDomainName,
+    };
     std::thread::spawn(move || {
-        let file = File::open(&netns).map_err(|e| NsError::Sys {
-            what: format!("opening {}", netns.display()),
+        let file = File::open(&path).map_err(|e| NsError::Sys {
+            what: format!("opening {}", path.display()),
             source: e,
         })?;
-        rustix::thread::move_into_link_name_space(file.as_fd(), Some(LinkNameSpaceType::Network))
-            .map_err(sys(format!("entering {}", netns.display())))?;
+        rustix::thread::move_into_link_name_space(file.as_fd(), Some(ns_type))
+            .map_err(sys(format!("entering {}", path.display())))?;
         Ok(f())
     })
     .join()

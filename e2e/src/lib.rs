@@ -46,3 +46,5 @@ pub fn local_registries(hosts: &[&str]) -> String {
     }
     y
 }
+
+pub mod net;

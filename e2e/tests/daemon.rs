@@ -7,7 +7,7 @@ use std::process::Command;
 use gantry_e2e::daemon::{gantry_bin, Gantry};
 use gantry_e2e::require_host;
 use gantry_proto::v1::{
-    CgroupDriver, ListPodSandboxRequest, RunPodSandboxRequest, RuntimeConfigRequest, StatusRequest,
+    CgroupDriver, CreateContainerRequest, ExecSyncRequest, RuntimeConfigRequest, StatusRequest,
     VersionRequest,
 };
 use tonic::Code;
@@ -69,19 +69,16 @@ async fn socket_lock_and_runtime_rpcs() {
 
     // What is not built yet says so by name.
     let e = rt
-        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .create_container(CreateContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("RunPodSandbox"), "{e:?}");
-    let e = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap_err();
-    assert!(e.code() == Code::Unimplemented && e.message().contains("ListPodSandbox"));
+    assert!(e.message().contains("CreateContainer"), "{e:?}");
+    let e = rt.exec_sync(ExecSyncRequest::default()).await.unwrap_err();
+    assert!(e.code() == Code::Unimplemented && e.message().contains("ExecSync"));
     let m = g.metrics().await;
     assert!(
-        m.contains(r#"gantry_cri_requests_total{code="Unimplemented",method="RunPodSandbox"} 1"#),
+        m.contains(r#"gantry_cri_requests_total{code="Unimplemented",method="CreateContainer"} 1"#),
         "{m}"
     );
     assert!(m.contains("process_resident_memory_bytes"), "{m}");

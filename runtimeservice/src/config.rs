@@ -20,6 +20,9 @@ pub struct RuntimeConfig {
     /// root.
     #[serde(skip)]
     pub root: PathBuf,
+    /// Runtime state on tmpfs (pinned namespaces); set by the daemon.
+    #[serde(skip)]
+    pub state_dir: PathBuf,
     pub cgroup_driver: CgroupDriver,
     /// The handler used when a pod names none.
     pub default_runtime: String,
@@ -51,6 +54,7 @@ impl Default for RuntimeConfig {
         runtimes.insert("runc".to_string(), RuntimeHandler::default());
         RuntimeConfig {
             root: PathBuf::from("/var/lib/gantry/runtime"),
+            state_dir: PathBuf::from("/run/gantry"),
             cgroup_driver: CgroupDriver::Cgroupfs,
             default_runtime: "runc".to_string(),
             runtimes,

@@ -1,34 +1,30 @@
-//! The CRI RuntimeService over gRPC. `Version`, `Status` and `RuntimeConfig`
-//! are real; pods, containers and streaming are not built yet and answer
-//! `Unimplemented`, naming the RPC.
+//! The CRI RuntimeService over gRPC: converts CRI messages and calls the
+//! plain business code ([`crate::pods`]). Containers and streaming are not
+//! built yet and answer `Unimplemented`, naming the RPC.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use gantry_proto::v1 as cri;
 use gantry_proto::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::config::{CgroupDriver, RuntimeConfig};
+use crate::pods::PodService;
 
 /// The CRI API version gantry speaks.
 pub const CRI_API_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "gantry";
 
-/// Tells `Status` whether pod networking is usable; the CNI side answers.
-pub trait NetworkStatus: Send + Sync + 'static {
-    /// `Ok(())` when ready, or the reason and message when not.
-    fn network_ready(&self) -> Result<(), (String, String)>;
-}
-
 pub struct CriRuntimeService {
     config: RuntimeConfig,
-    network: Box<dyn NetworkStatus>,
+    pods: Arc<PodService>,
 }
 
 impl CriRuntimeService {
-    pub fn new(config: RuntimeConfig, network: Box<dyn NetworkStatus>) -> Self {
-        CriRuntimeService { config, network }
+    pub fn new(config: RuntimeConfig, pods: Arc<PodService>) -> Self {
+        CriRuntimeService { config, pods }
     }
 }
 
@@ -79,7 +75,7 @@ impl RuntimeService for CriRuntimeService {
             reason: String::new(),
             message: String::new(),
         };
-        let network_ready = match self.network.network_ready() {
+        let network_ready = match self.pods.network.ready() {
             Ok(()) => cri::RuntimeCondition {
                 r#type: "NetworkReady".into(),
                 status: true,
@@ -139,6 +135,56 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let req = request.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("pod sandbox config is required"))?;
+        let id = self.pods.run(config, req.runtime_handler).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse {
+            pod_sandbox_id: id,
+        }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        self.pods.stop(&request.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        self.pods
+            .remove(&request.into_inner().pod_sandbox_id)
+            .await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.pods.status(&req.pod_sandbox_id, req.verbose)?,
+        ))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let items = self.pods.list(request.into_inner().filter);
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -151,11 +197,6 @@ impl RuntimeService for CriRuntimeService {
     }
 
     unimplemented_rpcs! {
-        run_pod_sandbox: "RunPodSandbox", RunPodSandboxRequest => RunPodSandboxResponse;
-        stop_pod_sandbox: "StopPodSandbox", StopPodSandboxRequest => StopPodSandboxResponse;
-        remove_pod_sandbox: "RemovePodSandbox", RemovePodSandboxRequest => RemovePodSandboxResponse;
-        pod_sandbox_status: "PodSandboxStatus", PodSandboxStatusRequest => PodSandboxStatusResponse;
-        list_pod_sandbox: "ListPodSandbox", ListPodSandboxRequest => ListPodSandboxResponse;
         create_container: "CreateContainer", CreateContainerRequest => CreateContainerResponse;
         start_container: "StartContainer", StartContainerRequest => StartContainerResponse;
         stop_container: "StopContainer", StopContainerRequest => StopContainerResponse;

@@ -1,12 +1,19 @@
 //! gantry's runtime service: pod sandboxes, containers and the OCI runtime
 //! handlers behind them, served as the CRI RuntimeService.
 //!
-//! Today it answers `Version`, `Status` and `RuntimeConfig`; the pod and
-//! container lifecycle is the next piece of work and its RPCs say so with
-//! `Unimplemented`.
+//! Pods ([`pods`], records in [`pod`]) are real: namespaces pinned without a
+//! process, networking through [`network`]'s CNI implementation, state that
+//! survives restarts. Containers and streaming are the next piece of work
+//! and their RPCs say so with `Unimplemented`.
 
 pub mod config;
+pub mod error;
 pub mod grpc;
+pub mod network;
+pub mod pod;
+pub mod pods;
 
 pub use config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
-pub use grpc::{CriRuntimeService, NetworkStatus};
+pub use grpc::CriRuntimeService;
+pub use network::{CniNetwork, PodNetwork};
+pub use pods::PodService;

@@ -67,6 +67,7 @@ impl Config {
         let mut config: Config = serde_yaml::from_value(value)?;
         config.image.root = config.root.join("images");
         config.runtime.root = config.root.join("runtime");
+        config.runtime.state_dir = config.state_dir.clone();
         config.validate()?;
         Ok(config)
     }
@@ -130,6 +131,7 @@ mod tests {
         assert_eq!(c.image, image);
         let runtime = RuntimeConfig {
             root: PathBuf::from("/var/lib/gantry/runtime"),
+            state_dir: PathBuf::from("/run/gantry"),
             ..Default::default()
         };
         assert_eq!(c.runtime, runtime);

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use gantry_imageservice::{CriImageService, ImageMetrics, ImageStore};
 use gantry_proto::v1::image_service_server::ImageServiceServer;
 use gantry_proto::v1::runtime_service_server::RuntimeServiceServer;
-use gantry_runtimeservice::{CriRuntimeService, NetworkStatus};
+use gantry_runtimeservice::{CniNetwork, CriRuntimeService, PodService};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
@@ -65,31 +65,6 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-struct CniNetworkStatus {
-    conf_dir: std::path::PathBuf,
-    network_name: String,
-}
-
-impl NetworkStatus for CniNetworkStatus {
-    fn network_ready(&self) -> Result<(), (String, String)> {
-        let want = (!self.network_name.is_empty()).then_some(self.network_name.as_str());
-        match gantry_cni::default_network(&self.conf_dir, want) {
-            // A valid config exists, but gantry cannot attach pods to it yet.
-            Ok(net) => Err((
-                "NetworkPluginNotReady".into(),
-                format!(
-                    "network {} is configured, but pod networking is not implemented in gantry yet",
-                    net.name
-                ),
-            )),
-            Err(e) => Err((
-                "NetworkPluginNotReady".into(),
-                format!("cni config not loaded: {e}"),
-            )),
-        }
-    }
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -122,13 +97,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let store = Arc::new(ImageStore::open(config.image.clone(), image_metrics)?);
     let images = CriImageService::new(store);
-    let runtime = CriRuntimeService::new(
-        config.runtime.clone(),
-        Box::new(CniNetworkStatus {
-            conf_dir: config.cni.conf_dir.clone(),
-            network_name: config.cni.network_name.clone(),
-        }),
+    let network = CniNetwork::new(
+        &config.cni.conf_dir,
+        &config.cni.network_name,
+        config.cni.bin_dirs.clone(),
+        config.root.join("cni-cache"),
     );
+    let pods = Arc::new(PodService::new(config.runtime.clone(), Arc::new(network))?);
+    pods.recover().await;
+    let runtime = CriRuntimeService::new(config.runtime.clone(), pods);
 
     if !config.metrics_address.is_empty() {
         let listener = crate::metrics_http::bind(&config.metrics_address)

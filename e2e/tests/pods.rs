@@ -1,0 +1,575 @@
+//! Pod sandboxes end to end: real namespaces, the Debian CNI plugins on a
+//! throwaway bridge, the real gantry process.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::Command;
+
+use gantry_e2e::daemon::Gantry;
+use gantry_e2e::net::TestNetwork;
+use gantry_e2e::require_host;
+use gantry_proto::v1::{
+    DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata,
+    PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StatusRequest, StopPodSandboxRequest,
+};
+use tonic::Code;
+
+fn pod(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        labels: [
+            ("app".to_string(), name.to_string()),
+            ("suite".to_string(), "pods".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
+
+fn run_req(config: PodSandboxConfig) -> RunPodSandboxRequest {
+    RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    }
+}
+
+async fn start(net_dir: &std::path::Path) -> (Gantry, TestNetwork) {
+    let g = Gantry::start("").await;
+    let net = TestNetwork::create(&g.dir.join("cni"), &net_dir.join("ipam"));
+    (g, net)
+}
+
+fn info(g: &Gantry, status: &gantry_proto::v1::PodSandboxStatusResponse) -> serde_json::Value {
+    let _ = g;
+    serde_json::from_str(&status.info["info"]).unwrap()
+}
+
+fn nsenter(args: &[&str]) -> String {
+    let out = Command::new("nsenter")
+        .args(args)
+        .output()
+        .expect("nsenter");
+    assert!(
+        out.status.success(),
+        "nsenter {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_addresses_talk_and_leave_nothing_behind() {
+    require_host();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut g, net) = start(tmp.path()).await;
+    let mut rt = g.runtime().await;
+
+    let st = rt
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let ready = st
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(ready.status, "{ready:?}");
+
+    let mut a = pod("alpha");
+    a.dns_config = Some(DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["e2e.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    a.linux = Some(LinuxPodSandboxConfig {
+        sysctls: [("net.core.somaxconn".to_string(), "1234".to_string())].into(),
+        ..Default::default()
+    });
+    let a_id = rt
+        .run_pod_sandbox(run_req(a))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let b_id = rt
+        .run_pod_sandbox(run_req(pod("beta")))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    assert_eq!(a_id.len(), 64);
+
+    let status = |id: &str| PodSandboxStatusRequest {
+        pod_sandbox_id: id.to_string(),
+        verbose: true,
+    };
+    let sa = rt
+        .pod_sandbox_status(status(&a_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let sb = rt
+        .pod_sandbox_status(status(&b_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let (a_ip, b_ip) = {
+        let s = sa.status.as_ref().unwrap();
+        assert_eq!(s.state, PodSandboxState::SandboxReady as i32);
+        assert_eq!(s.labels["app"], "alpha");
+        assert!(s.created_at > 0);
+        (
+            s.network.as_ref().unwrap().ip.clone(),
+            sb.status
+                .as_ref()
+                .unwrap()
+                .network
+                .as_ref()
+                .unwrap()
+                .ip
+                .clone(),
+        )
+    };
+    assert!(
+        a_ip.starts_with(&net.subnet_prefix) && b_ip.starts_with(&net.subnet_prefix),
+        "{a_ip} {b_ip}"
+    );
+    assert_ne!(a_ip, b_ip);
+    let ia = info(&g, &sa);
+    let a_netns = PathBuf::from(ia["netns"].as_str().unwrap());
+    let a_uts = ia["utsNamespace"].as_str().unwrap().to_string();
+    let b_netns = info(&g, &sb)["netns"].as_str().unwrap().to_string();
+
+    // Inside pod A: its hostname, its sysctl, its resolv.conf; and B answers.
+    assert_eq!(
+        nsenter(&[&format!("--uts={a_uts}"), "hostname"]).trim(),
+        "alpha"
+    );
+    assert_eq!(
+        nsenter(&[
+            &format!("--net={}", a_netns.display()),
+            "cat",
+            "/proc/sys/net/core/somaxconn"
+        ])
+        .trim(),
+        "1234"
+    );
+    let resolv =
+        std::fs::read_to_string(PathBuf::from(ia["podDir"].as_str().unwrap()).join("resolv.conf"))
+            .unwrap();
+    assert_eq!(
+        resolv,
+        "nameserver 10.96.0.10\nsearch e2e.svc.cluster.local\noptions ndots:5\n"
+    );
+    nsenter(&[
+        &format!("--net={}", a_netns.display()),
+        "/bin/busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        &b_ip,
+    ]);
+    nsenter(&[
+        &format!("--net={b_netns}"),
+        "/bin/busybox",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "3",
+        &a_ip,
+    ]);
+    assert_eq!(net.bridge_ports().len(), 2);
+    assert_eq!(net.reservations().len(), 2);
+
+    // A host-network pod: no namespace, no address of its own.
+    let mut h = pod("hostnet");
+    h.linux = Some(LinuxPodSandboxConfig {
+        security_context: Some(LinuxSandboxSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Node as i32,
+                ipc: NamespaceMode::Node as i32,
+                pid: NamespaceMode::Node as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let h_id = rt
+        .run_pod_sandbox(run_req(h))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let sh = rt
+        .pod_sandbox_status(status(&h_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(sh.status.as_ref().unwrap().network.as_ref().unwrap().ip, "");
+    assert!(info(&g, &sh)["netns"].is_null());
+    let opts = sh
+        .status
+        .unwrap()
+        .linux
+        .unwrap()
+        .namespaces
+        .unwrap()
+        .options
+        .unwrap();
+    assert_eq!(opts.network, NamespaceMode::Node as i32);
+
+    // Filters: label, state, ID prefix.
+    let list = |f: PodSandboxFilter| ListPodSandboxRequest { filter: Some(f) };
+    let all = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(all.len(), 3);
+    let by_label = rt
+        .list_pod_sandbox(list(PodSandboxFilter {
+            label_selector: [("app".to_string(), "beta".to_string())].into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(
+        by_label.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        vec![b_id.clone()]
+    );
+    let by_prefix = rt
+        .list_pod_sandbox(list(PodSandboxFilter {
+            id: a_id[..12].to_string(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(by_prefix.len(), 1);
+
+    // Bad input, and nothing left of it.
+    let e = rt.run_pod_sandbox(run_req(pod("alpha"))).await.unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+    let e = rt
+        .run_pod_sandbox(run_req(PodSandboxConfig::default()))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("gamma")),
+            runtime_handler: "no-such-handler".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    for (k, v) in [("kernel.panic", "1"), ("net.core.somaxconn\n", "1")] {
+        let mut bad = pod("delta");
+        bad.linux = Some(LinuxPodSandboxConfig {
+            sysctls: [(k.to_string(), v.to_string())].into(),
+            ..Default::default()
+        });
+        let e = rt.run_pod_sandbox(run_req(bad)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{k}: {e:?}");
+    }
+    // A sysctl that passes validation but the kernel refuses: rolled back.
+    let mut refused = pod("epsilon");
+    refused.linux = Some(LinuxPodSandboxConfig {
+        sysctls: [("net.ipv4.no_such_knob".to_string(), "1".to_string())].into(),
+        ..Default::default()
+    });
+    assert!(rt.run_pod_sandbox(run_req(refused)).await.is_err());
+    assert_eq!(
+        rt.list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items
+            .len(),
+        3
+    );
+    assert_eq!(net.reservations().len(), 2);
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
+        2,
+        "only alpha and beta hold namespaces"
+    );
+
+    // Pods survive a restart of the daemon, still ready.
+    assert!(g.stop().success());
+    g.restart().await;
+    let mut rt = g.runtime().await;
+    let sb = rt
+        .pod_sandbox_status(status(&b_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        sb.status.unwrap().state,
+        PodSandboxState::SandboxReady as i32
+    );
+
+    // Stop: network gone, namespaces released; twice is fine.
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: a_id.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: a_id.clone(),
+    })
+    .await
+    .unwrap();
+    let sa = rt
+        .pod_sandbox_status(status(&a_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        sa.status.as_ref().unwrap().state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    assert!(!a_netns.exists());
+    assert_eq!(net.bridge_ports().len(), 1);
+    assert_eq!(net.reservations().len(), 1);
+    let not_ready = rt
+        .list_pod_sandbox(list(PodSandboxFilter {
+            state: Some(PodSandboxStateValue {
+                state: PodSandboxState::SandboxNotready as i32,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(not_ready.len(), 1);
+
+    // Remove (B without stopping it first); removing again, and unknown IDs, are fine.
+    for id in [&a_id, &b_id, &h_id, &a_id, &"0".repeat(64)] {
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: "f".repeat(64),
+    })
+    .await
+    .unwrap();
+    let e = rt.pod_sandbox_status(status(&a_id)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(
+        net.bridge_ports().is_empty(),
+        "veths left: {:?}",
+        net.bridge_ports()
+    );
+    assert!(
+        net.reservations().is_empty(),
+        "IPs left: {:?}",
+        net.reservations()
+    );
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_pods_and_a_crash_mid_start() {
+    require_host();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut g, net) = start(tmp.path()).await;
+
+    // 20 pods at once: distinct addresses.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let mut rt = g.runtime().await;
+        tasks.push(tokio::spawn(async move {
+            rt.run_pod_sandbox(run_req(pod(&format!("p{i}"))))
+                .await
+                .map(|r| r.into_inner().pod_sandbox_id)
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().expect("a concurrent RunPodSandbox failed"));
+    }
+    let mut rt = g.runtime().await;
+    let mut ips = HashSet::new();
+    for id in &ids {
+        let s = rt
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ips.insert(s.status.unwrap().network.unwrap().ip);
+    }
+    assert_eq!(ips.len(), 20, "addresses: {ips:?}");
+    assert_eq!(net.reservations().len(), 20);
+
+    // SIGKILL while more pods are starting; after a restart every pod is
+    // either listed or fully rolled back, and removing the listed ones
+    // leaves nothing.
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let mut rt = g.runtime().await;
+        tasks.push(tokio::spawn(async move {
+            rt.run_pod_sandbox(run_req(pod(&format!("k{i}")))).await
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(60)).await;
+    g.kill();
+    for t in tasks {
+        let _ = t.await;
+    }
+    g.restart().await;
+    let mut rt = g.runtime().await;
+    let listed = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(listed.len() >= 20, "the 20 ready pods are still there");
+    let listed_ids: HashMap<String, String> = listed
+        .iter()
+        .map(|p| (p.id.clone(), p.metadata.as_ref().unwrap().name.clone()))
+        .collect();
+    assert_eq!(
+        net.reservations().len(),
+        listed.len(),
+        "every reservation belongs to a listed pod"
+    );
+    for id in listed_ids.keys() {
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    }
+    assert!(rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    assert!(
+        net.reservations().is_empty(),
+        "IPs left: {:?}",
+        net.reservations()
+    );
+    assert!(
+        net.bridge_ports().is_empty(),
+        "veths left: {:?}",
+        net.bridge_ports()
+    );
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
+        0
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&g.dir.display().to_string()),
+        "namespace mounts left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_or_missing_network_config() {
+    require_host();
+    let g = Gantry::start("").await;
+    let mut rt = g.runtime().await;
+    let st = rt
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let cond = st
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(!cond.status && cond.reason == "NetworkPluginNotReady");
+    let e = rt
+        .run_pod_sandbox(run_req(pod("lonely")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    std::fs::create_dir_all(g.dir.join("cni")).unwrap();
+    std::fs::write(
+        g.dir.join("cni/10-broken.conflist"),
+        "{\"cniVersion\": \"1.0.0\", \"name\": \"x\", \"plugins\": [",
+    )
+    .unwrap();
+    let st = rt
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let cond = st
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(
+        !cond.status && cond.message.contains("10-broken.conflist"),
+        "{cond:?}"
+    );
+    let e = rt
+        .run_pod_sandbox(run_req(pod("lonely")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items
+        .is_empty());
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
+        0
+    );
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

@@ -1,0 +1,614 @@
+//! The pod sandbox operations: run, stop, remove, status and list, over the
+//! [`PodStore`] records, the pinned namespaces and the [`PodNetwork`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gantry_cni::netns::{self, PinnedNamespaces, Private};
+use gantry_proto::v1 as cri;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::config::RuntimeConfig;
+use crate::error::{Error, Result};
+use crate::network::{PodNetwork, PodNetworkRequest};
+use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
+
+pub struct PodService {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) store: PodStore,
+    pub(crate) network: Arc<dyn PodNetwork>,
+    /// Where namespaces are pinned: on tmpfs, so pins vanish with a reboot
+    /// just as the namespaces do.
+    ns_dir: PathBuf,
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+fn mode(
+    opts: Option<&cri::NamespaceOption>,
+    pick: fn(&cri::NamespaceOption) -> i32,
+) -> cri::NamespaceMode {
+    opts.map(pick)
+        .and_then(|m| cri::NamespaceMode::try_from(m).ok())
+        .unwrap_or(cri::NamespaceMode::Pod)
+}
+
+fn namespace_options(config: &cri::PodSandboxConfig) -> Option<&cri::NamespaceOption> {
+    config
+        .linux
+        .as_ref()?
+        .security_context
+        .as_ref()?
+        .namespace_options
+        .as_ref()
+}
+
+/// Sysctls a pod may set: those the kernel scopes to the pod's own IPC or
+/// network namespace (not when it shares the host's).
+fn validate_sysctls(
+    sysctls: &HashMap<String, String>,
+    host_net: bool,
+    host_ipc: bool,
+) -> Result<()> {
+    for (name, value) in sysctls {
+        let key = name.replace('/', ".");
+        if key.is_empty()
+            || key.starts_with('.')
+            || key.contains("..")
+            || !key.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
+            })
+        {
+            return Err(Error::InvalidArgument(format!(
+                "sysctl {name:?} is not a valid name"
+            )));
+        }
+        if value.contains(['\n', '\0']) {
+            return Err(Error::InvalidArgument(format!(
+                "sysctl {name:?} has a value with a newline or NUL"
+            )));
+        }
+        let ipc = key.starts_with("kernel.shm")
+            || key.starts_with("kernel.msg")
+            || key == "kernel.sem"
+            || key.starts_with("fs.mqueue.");
+        let net = key.starts_with("net.");
+        if ipc && host_ipc {
+            return Err(Error::InvalidArgument(format!(
+                "sysctl {name:?} would change the host: the pod shares the host IPC namespace"
+            )));
+        }
+        if net && host_net {
+            return Err(Error::InvalidArgument(format!(
+                "sysctl {name:?} would change the host: the pod uses the host network"
+            )));
+        }
+        if !ipc && !net {
+            return Err(Error::InvalidArgument(format!(
+                "sysctl {name:?} is not namespaced and cannot be set for one pod"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<Option<String>> {
+    let Some(dns) = dns else { return Ok(None) };
+    let mut out = String::new();
+    for s in &dns.servers {
+        s.parse::<IpAddr>().map_err(|_| {
+            Error::InvalidArgument(format!("DNS server {s:?} is not an IP address"))
+        })?;
+        out.push_str(&format!("nameserver {s}\n"));
+    }
+    for (what, items) in [("search", &dns.searches), ("options", &dns.options)] {
+        if items
+            .iter()
+            .any(|i| i.is_empty() || i.contains(char::is_whitespace))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "DNS {what} entries must be single words"
+            )));
+        }
+        if !items.is_empty() {
+            out.push_str(&format!("{what} {}\n", items.join(" ")));
+        }
+    }
+    Ok(Some(out))
+}
+
+fn write_sysctls(which: &str, sysctls: &[(String, String)]) -> std::result::Result<(), String> {
+    for (k, v) in sysctls {
+        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
+        std::fs::write(&path, v).map_err(|e| format!("{which} sysctl {k}={v}: {e}"))?;
+    }
+    Ok(())
+}
+
+impl PodService {
+    pub fn new(config: RuntimeConfig, network: Arc<dyn PodNetwork>) -> Result<Self> {
+        let store = PodStore::open(&config.root.join("sandboxes"))?;
+        let ns_dir = config.state_dir.join("pods");
+        std::fs::create_dir_all(&ns_dir)
+            .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
+        Ok(PodService {
+            config,
+            store,
+            network,
+            ns_dir,
+        })
+    }
+
+    /// Brings records in line with the host after a start: half-made pods
+    /// are rolled back, pods whose namespaces vanished are not ready.
+    pub async fn recover(&self) {
+        for rec in self.store.list() {
+            match rec.state {
+                PodState::Creating => {
+                    warn!(pod = %rec.id, "rolling back a sandbox whose creation was interrupted");
+                    self.teardown(&rec).await;
+                    if let Err(e) = self.store.remove(&rec.id) {
+                        warn!(pod = %rec.id, error = %e, "removing an interrupted sandbox");
+                    }
+                }
+                PodState::Ready => {
+                    let gone = [&rec.netns, &rec.ipc_ns, &rec.uts_ns]
+                        .into_iter()
+                        .flatten()
+                        .any(|p| !netns::is_pinned(p));
+                    if gone {
+                        warn!(pod = %rec.id, "namespaces of a ready sandbox are gone; marking it not ready");
+                        let _ = self.store.update(&rec.id, |r| r.state = PodState::NotReady);
+                    }
+                }
+                PodState::NotReady => {}
+            }
+        }
+        info!(pods = self.store.list().len(), "sandboxes recovered");
+    }
+
+    fn pinned(rec: &PodRecord) -> PinnedNamespaces {
+        PinnedNamespaces {
+            net: rec.netns.clone(),
+            ipc: rec.ipc_ns.clone(),
+            uts: rec.uts_ns.clone(),
+        }
+    }
+
+    /// Undoes every host effect a record says may exist. Safe to repeat.
+    async fn teardown(&self, rec: &PodRecord) -> bool {
+        let mut clean = true;
+        if let Some(network) = &rec.network {
+            if let Err(e) = self
+                .network
+                .detach(network, &rec.id, rec.netns.as_deref())
+                .await
+            {
+                warn!(pod = %rec.id, error = %e, "detaching the pod network");
+                clean = false;
+            }
+        }
+        let pinned = Self::pinned(rec);
+        let _ = tokio::task::spawn_blocking(move || netns::remove(&pinned)).await;
+        let _ = std::fs::remove_dir(self.ns_dir.join(&rec.id));
+        clean
+    }
+
+    pub async fn run(&self, config: cri::PodSandboxConfig, handler: String) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("pod sandbox metadata is required".into()))?;
+        for (what, v) in [
+            ("name", &meta.name),
+            ("namespace", &meta.namespace),
+            ("uid", &meta.uid),
+        ] {
+            if v.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "pod sandbox metadata.{what} is required"
+                )));
+            }
+        }
+        if !handler.is_empty() && !self.config.runtimes.contains_key(&handler) {
+            return Err(Error::InvalidArgument(format!(
+                "runtime handler {handler:?} is not configured (known: {})",
+                self.config
+                    .runtimes
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let opts = namespace_options(&config);
+        let host_net = mode(opts, |o| o.network) == cri::NamespaceMode::Node;
+        let host_ipc = mode(opts, |o| o.ipc) == cri::NamespaceMode::Node;
+        let sysctls = config
+            .linux
+            .as_ref()
+            .map(|l| l.sysctls.clone())
+            .unwrap_or_default();
+        validate_sysctls(&sysctls, host_net, host_ipc)?;
+        let resolv = resolv_conf(config.dns_config.as_ref())?;
+        if !config.hostname.is_empty()
+            && (config.hostname.len() > 64 || config.hostname.contains(['\n', '\0', '/']))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "hostname {:?} is not valid",
+                config.hostname
+            )));
+        }
+
+        let id = new_id()?;
+        let span = info_span!("pod", pod = %id, name = %meta.name, namespace = %meta.namespace);
+        async {
+            let _guard = self.store.lock(&id).await;
+            let rec = PodRecord {
+                version: RECORD_VERSION,
+                id: id.clone(),
+                state: PodState::Creating,
+                created_at: now_nanos(),
+                config: config.clone(),
+                runtime_handler: handler.clone(),
+                netns: None,
+                ipc_ns: None,
+                uts_ns: None,
+                network: None,
+                ips: Vec::new(),
+            };
+            self.store.insert(rec)?;
+            match self
+                .create(&id, &config, host_net, host_ipc, resolv, &sysctls)
+                .await
+            {
+                Ok(()) => {
+                    info!("pod sandbox ready");
+                    Ok(id.clone())
+                }
+                Err(e) => {
+                    warn!(error = %e, "pod sandbox failed; rolling back");
+                    if let Some(rec) = self.store.get(&id) {
+                        self.teardown(&rec).await;
+                    }
+                    let _ = self.store.remove(&id);
+                    Err(e)
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn create(
+        &self,
+        id: &str,
+        config: &cri::PodSandboxConfig,
+        host_net: bool,
+        host_ipc: bool,
+        resolv: Option<String>,
+        sysctls: &HashMap<String, String>,
+    ) -> Result<()> {
+        let pod_dir = self.store.pod_dir(id);
+        // Files the pod's containers will mount.
+        let resolv = match resolv {
+            Some(r) => r,
+            None => std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        };
+        std::fs::write(pod_dir.join("resolv.conf"), resolv)
+            .map_err(Error::io("writing resolv.conf"))?;
+        let hostname = if config.hostname.is_empty() {
+            rustix_hostname()
+        } else {
+            config.hostname.clone()
+        };
+        std::fs::write(pod_dir.join("hostname"), format!("{hostname}\n"))
+            .map_err(Error::io("writing hostname"))?;
+        std::fs::write(
+            pod_dir.join("hosts"),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        )
+        .map_err(Error::io("writing hosts"))?;
+
+        let which = Private {
+            net: !host_net,
+            ipc: !host_ipc,
+            uts: !host_net,
+        };
+        if which.net || which.ipc || which.uts {
+            let ns_dir = self.ns_dir.join(id);
+            std::fs::create_dir_all(&ns_dir)
+                .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
+            // Record where the pins will be before making them, so a crash
+            // in between still finds them.
+            self.store.update(id, |r| {
+                r.netns = which.net.then(|| ns_dir.join("net"));
+                r.ipc_ns = which.ipc.then(|| ns_dir.join("ipc"));
+                r.uts_ns = which.uts.then(|| ns_dir.join("uts"));
+            })?;
+            // An empty hostname keeps the one the new UTS namespace inherits.
+            let host = config.hostname.clone();
+            let dir = ns_dir.clone();
+            tokio::task::spawn_blocking(move || netns::create(&dir, which, &host))
+                .await
+                .map_err(|e| Error::Internal(format!("namespace task: {e}")))?
+                .map_err(|e| Error::Internal(format!("creating pod namespaces: {e}")))?;
+        }
+        let rec = self
+            .store
+            .get(id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?;
+
+        let (net_sysctls, ipc_sysctls): (Vec<_>, Vec<_>) = sysctls
+            .iter()
+            .map(|(k, v)| (k.replace('/', "."), v.clone()))
+            .partition(|(k, _)| k.starts_with("net."));
+        if let (Some(ns), false) = (&rec.netns, net_sysctls.is_empty()) {
+            netns::run_in_netns(ns, move || write_sysctls("network", &net_sysctls))
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(Error::InvalidArgument)?;
+        }
+        if let (Some(ns), false) = (&rec.ipc_ns, ipc_sysctls.is_empty()) {
+            netns::run_in_ns(ns, netns::NsKind::Ipc, move || {
+                write_sysctls("IPC", &ipc_sysctls)
+            })
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::InvalidArgument)?;
+        }
+
+        if let Some(ns) = &rec.netns {
+            let meta = config.metadata.clone().unwrap_or_default();
+            let req = PodNetworkRequest {
+                id: id.to_string(),
+                name: meta.name,
+                namespace: meta.namespace,
+                uid: meta.uid,
+                netns: ns.clone(),
+                port_mappings: config
+                    .port_mappings
+                    .iter()
+                    .filter(|p| p.host_port > 0)
+                    .map(|p| {
+                        let proto = match cri::Protocol::try_from(p.protocol) {
+                            Ok(cri::Protocol::Udp) => "udp",
+                            Ok(cri::Protocol::Sctp) => "sctp",
+                            _ => "tcp",
+                        };
+                        (
+                            p.container_port,
+                            p.host_port,
+                            proto.to_string(),
+                            p.host_ip.clone(),
+                        )
+                    })
+                    .collect(),
+                dns: config
+                    .dns_config
+                    .as_ref()
+                    .map(|d| (d.servers.clone(), d.searches.clone(), d.options.clone())),
+            };
+            // The network name is recorded before ADD: a crash during ADD
+            // must still lead to a DEL.
+            if let Some(name) = self.network.current_name() {
+                self.store.update(id, |r| r.network = Some(name))?;
+            }
+            let attached = self.network.attach(&req).await?;
+            self.store.update(id, |r| {
+                r.network = Some(attached.network.clone());
+                r.ips = attached
+                    .ips
+                    .iter()
+                    .map(|ip| ip.split('/').next().unwrap_or(ip).to_string())
+                    .collect();
+            })?;
+        }
+        self.store.update(id, |r| r.state = PodState::Ready)?;
+        Ok(())
+    }
+
+    fn resolve(&self, id: &str) -> Result<Option<String>> {
+        self.store.resolve(id)
+    }
+
+    /// Stops the pod: network torn down, namespaces released. Unknown pods
+    /// and repeated calls succeed.
+    pub async fn stop(&self, id: &str) -> Result<()> {
+        let Some(id) = self.resolve(id)? else {
+            return Ok(());
+        };
+        let span = info_span!("pod", pod = %id);
+        async {
+            let _guard = self.store.lock(&id).await;
+            let Some(rec) = self.store.get(&id) else {
+                return Ok(());
+            };
+            if !self.teardown(&rec).await {
+                return Err(Error::Network(format!(
+                    "tearing down the network of pod {id} failed; retry StopPodSandbox"
+                )));
+            }
+            self.store.update(&id, |r| {
+                r.state = PodState::NotReady;
+                r.network = None;
+                r.netns = None;
+                r.ipc_ns = None;
+                r.uts_ns = None;
+            })?;
+            info!("pod sandbox stopped");
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Removes the pod and all its state, stopping it first if needed.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let Some(id) = self.resolve(id)? else {
+            return Ok(());
+        };
+        self.stop(&id).await?;
+        let _guard = self.store.lock(&id).await;
+        self.store.remove(&id)?;
+        info!(pod = %id, "pod sandbox removed");
+        Ok(())
+    }
+
+    pub fn status(&self, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse> {
+        let id = self
+            .resolve(id)?
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?;
+        let rec = self
+            .store
+            .get(&id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?;
+        let mut info = HashMap::new();
+        if verbose {
+            let detail = serde_json::json!({
+                "id": rec.id,
+                "state": format!("{:?}", rec.state),
+                "netns": rec.netns,
+                "ipcNamespace": rec.ipc_ns,
+                "utsNamespace": rec.uts_ns,
+                "network": rec.network,
+                "runtimeHandler": rec.runtime_handler,
+                "podDir": self.store.pod_dir(&rec.id),
+                "config": rec.config,
+            });
+            info.insert("info".to_string(), detail.to_string());
+        }
+        let opts = namespace_options(&rec.config).cloned().unwrap_or_default();
+        let ip = rec.ips.first().cloned().unwrap_or_default();
+        Ok(cri::PodSandboxStatusResponse {
+            status: Some(cri::PodSandboxStatus {
+                id: rec.id.clone(),
+                metadata: rec.config.metadata.clone(),
+                state: state_of(&rec) as i32,
+                created_at: rec.created_at,
+                network: Some(cri::PodSandboxNetworkStatus {
+                    ip,
+                    additional_ips: rec
+                        .ips
+                        .iter()
+                        .skip(1)
+                        .map(|ip| cri::PodIp { ip: ip.clone() })
+                        .collect(),
+                }),
+                linux: Some(cri::LinuxPodSandboxStatus {
+                    namespaces: Some(cri::Namespace {
+                        options: Some(opts),
+                    }),
+                }),
+                labels: rec.config.labels.clone(),
+                annotations: rec.config.annotations.clone(),
+                runtime_handler: rec.runtime_handler.clone(),
+            }),
+            info,
+            containers_statuses: Vec::new(),
+            timestamp: now_nanos(),
+        })
+    }
+
+    pub fn list(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
+        self.store
+            .list()
+            .into_iter()
+            .filter(|r| r.state != PodState::Creating)
+            .filter(|r| match &filter {
+                None => true,
+                Some(f) => {
+                    (f.id.is_empty() || r.id.starts_with(&f.id))
+                        && f.state
+                            .as_ref()
+                            .is_none_or(|s| s.state == state_of(r) as i32)
+                        && f.label_selector
+                            .iter()
+                            .all(|(k, v)| r.config.labels.get(k) == Some(v))
+                }
+            })
+            .map(|r| cri::PodSandbox {
+                id: r.id.clone(),
+                metadata: r.config.metadata.clone(),
+                state: state_of(&r) as i32,
+                created_at: r.created_at,
+                labels: r.config.labels.clone(),
+                annotations: r.config.annotations.clone(),
+                runtime_handler: r.runtime_handler.clone(),
+            })
+            .collect()
+    }
+}
+
+fn state_of(r: &PodRecord) -> cri::PodSandboxState {
+    match r.state {
+        PodState::Ready => cri::PodSandboxState::SandboxReady,
+        _ => cri::PodSandboxState::SandboxNotready,
+    }
+}
+
+fn rustix_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_namespaced_sysctls_pass() {
+        let ok: HashMap<String, String> = [
+            ("net.ipv4.ip_forward", "1"),
+            ("kernel.shm_rmid_forced", "1"),
+            ("net/core/somaxconn", "1024"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        validate_sysctls(&ok, false, false).unwrap();
+        for (k, v, host_net, host_ipc) in [
+            ("kernel.panic", "1", false, false),
+            ("vm.swappiness", "1", false, false),
+            ("net.ipv4.ip_forward", "1", true, false),
+            ("kernel.msgmax", "1", false, true),
+            ("net..x", "1", false, false),
+            ("net.ipv4.ip_forward", "1\n2", false, false),
+            ("../etc/passwd", "x", false, false),
+        ] {
+            let m: HashMap<String, String> = [(k.to_string(), v.to_string())].into();
+            assert!(
+                validate_sysctls(&m, host_net, host_ipc).is_err(),
+                "{k}={v:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn resolv_conf_is_built_and_checked() {
+        let dns = cri::DnsConfig {
+            servers: vec!["10.96.0.10".into(), "fd00::a".into()],
+            searches: vec![
+                "default.svc.cluster.local".into(),
+                "svc.cluster.local".into(),
+            ],
+            options: vec!["ndots:5".into()],
+        };
+        assert_eq!(
+            resolv_conf(Some(&dns)).unwrap().unwrap(),
+            "nameserver 10.96.0.10\nnameserver fd00::a\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n"
+        );
+        let bad = cri::DnsConfig {
+            servers: vec!["not-an-ip".into()],
+            ..Default::default()
+        };
+        assert!(resolv_conf(Some(&bad)).is_err());
+        assert!(resolv_conf(None).unwrap().is_none());
+    }
+}
