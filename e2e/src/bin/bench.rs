@@ -18,7 +18,11 @@ use clap::Parser;
 use gantry_e2e::daemon::{rss_kib, Gantry};
 use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
 use gantry_proto::v1::image_service_client::ImageServiceClient;
-use gantry_proto::v1::{ImageSpec as CriImageSpec, PullImageRequest, RemoveImageRequest};
+use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
+use gantry_proto::v1::{
+    ImageSpec as CriImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
+};
 use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -41,9 +45,22 @@ struct Args {
     /// Size of the large image in MiB (spread over 5 layers).
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
+    /// What to measure: pull, pods or all.
+    #[arg(long, default_value = "all")]
+    mode: String,
+    /// Pods started (then stopped and removed) per runtime in pods mode.
+    #[arg(long, default_value_t = 50)]
+    pods: usize,
+    /// The peer's sandbox image, pulled before pods are timed.
+    #[arg(long, default_value = "registry.k8s.io/pause:3.6")]
+    pause_image: String,
 }
 
 async fn connect(endpoint: &str) -> anyhow::Result<ImageServiceClient<Channel>> {
+    Ok(ImageServiceClient::new(channel(endpoint).await?))
+}
+
+async fn channel(endpoint: &str) -> anyhow::Result<Channel> {
     let Some(path) = endpoint.strip_prefix("unix://") else {
         bail!("endpoint must be unix:///path")
     };
@@ -57,7 +74,7 @@ async fn connect(endpoint: &str) -> anyhow::Result<ImageServiceClient<Channel>> 
         }))
         .await
         .with_context(|| format!("connecting to {endpoint}"))?;
-    Ok(ImageServiceClient::new(channel))
+    Ok(channel)
 }
 
 /// A layer of `mib` MiB in files of 128 KiB: half random bytes, half
@@ -129,6 +146,18 @@ fn ms(d: Duration) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    match args.mode.as_str() {
+        "pull" => bench_pull(&args).await,
+        "pods" => bench_pods(&args).await,
+        "all" => {
+            bench_pull(&args).await?;
+            bench_pods(&args).await
+        }
+        other => bail!("unknown mode {other:?}: pull, pods or all"),
+    }
+}
+
+async fn bench_pull(args: &Args) -> anyhow::Result<()> {
     let run_id: u64 = rand::rng().random();
     let pusher = Pusher::new(&args.registry, None);
     let gantry = Gantry::start(&format!(
@@ -230,6 +259,192 @@ async fn main() -> anyhow::Result<()> {
     );
     if let Some(p) = peer_idle_rss {
         println!("peer RSS at start of run: {:.1} MiB", p as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut v = v.to_vec();
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Resident KiB of every process whose command name starts with one of
+/// `names` (the peer's shims and pause containers).
+fn rss_of_processes(names: &[&str]) -> (u64, usize) {
+    let mut total = 0;
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if names.iter().any(|n| comm.trim().starts_with(n)) {
+            total += rss_kib(pid);
+            count += 1;
+        }
+    }
+    (total, count)
+}
+
+fn sandbox_config(who: &str, run: u64, i: usize) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: format!("bench-{who}-{i}"),
+            uid: format!("{run:x}-{who}-{i}"),
+            namespace: "bench".into(),
+            attempt: 0,
+        }),
+        hostname: format!("bench-{i}"),
+        log_directory: format!("/tmp/gantry-bench-logs/{run:x}-{who}-{i}"),
+        ..Default::default()
+    }
+}
+
+/// RunPodSandbox, then StopPodSandbox + RemovePodSandbox, N times each on
+/// gantry and the peer (alternating), with resident memory at the top.
+async fn bench_pods(args: &Args) -> anyhow::Result<()> {
+    let run: u64 = rand::rng().random();
+    let tmp = tempfile::tempdir()?;
+    let gantry = Gantry::start("log_level: warn\n").await;
+    let cni_dir = gantry.dir.join("cni");
+    std::fs::create_dir_all(&cni_dir)?;
+    // The same plugins the yardstick peer uses: bridge + host-local + portmap.
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "gantry-bench",
+        "plugins": [
+            {"type": "bridge", "bridge": "gtbench0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.203.0.0/16"}]], "dataDir": tmp.path().join("ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    std::fs::write(
+        cni_dir.join("10-bench.conflist"),
+        serde_json::to_vec(&conf)?,
+    )?;
+    let ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    let mut g = gantry.runtime().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let gantry_idle = gantry.rss_kib();
+    let mut peer = match &args.peer {
+        Some(e) => {
+            let ch = channel(e).await?;
+            let mut images = ImageServiceClient::new(ch.clone());
+            timed_pull(&mut images, &args.pause_image).await?;
+            Some(RuntimeServiceClient::new(ch))
+        }
+        None => None,
+    };
+    let n = args.pods;
+    let mut ids = (Vec::new(), Vec::new());
+    let mut run_times = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for turn in [i % 2, 1 - i % 2] {
+            if turn == 0 {
+                let t = Instant::now();
+                let id = g
+                    .run_pod_sandbox(RunPodSandboxRequest {
+                        config: Some(sandbox_config("gantry", run, i)),
+                        runtime_handler: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .pod_sandbox_id;
+                run_times.0.push(t.elapsed());
+                ids.0.push(id);
+            } else if let Some(p) = peer.as_mut() {
+                let t = Instant::now();
+                let id = p
+                    .run_pod_sandbox(RunPodSandboxRequest {
+                        config: Some(sandbox_config("peer", run, i)),
+                        runtime_handler: String::new(),
+                    })
+                    .await?
+                    .into_inner()
+                    .pod_sandbox_id;
+                run_times.1.push(t.elapsed());
+                ids.1.push(id);
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let gantry_rss = gantry.rss_kib();
+    let peer_rss = args.peer_pid.map(rss_kib);
+    let (shim_rss, shims) = rss_of_processes(&["containerd-shim"]);
+    let (pause_rss, pauses) = rss_of_processes(&["pause"]);
+
+    let mut stop_times = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for turn in [i % 2, 1 - i % 2] {
+            if turn == 0 {
+                let id = ids.0[i].clone();
+                let t = Instant::now();
+                g.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await?;
+                g.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await?;
+                stop_times.0.push(t.elapsed());
+            } else if let Some(p) = peer.as_mut() {
+                let id = ids.1[i].clone();
+                let t = Instant::now();
+                p.stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: id.clone(),
+                })
+                .await?;
+                p.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await?;
+                stop_times.1.push(t.elapsed());
+            }
+        }
+    }
+    drop(gantry);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "gtbench0"])
+        .status();
+    if !ip_forward.is_empty() {
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", ip_forward.trim());
+    }
+
+    println!("pod sandbox benchmark: {n} pods per runtime, run {run:x}");
+    for (what, t) in [
+        ("RunPodSandbox", &run_times),
+        ("Stop+RemovePodSandbox", &stop_times),
+    ] {
+        let (g50, g95) = (percentile(&t.0, 0.5), percentile(&t.0, 0.95));
+        print!(
+            "{what:>22}: gantry p50 {:7.1} ms p95 {:7.1} ms",
+            ms(g50),
+            ms(g95)
+        );
+        if !t.1.is_empty() {
+            let (p50, p95) = (percentile(&t.1, 0.5), percentile(&t.1, 0.95));
+            print!(
+                "  peer p50 {:7.1} ms p95 {:7.1} ms  ratio p50 {:.2} p95 {:.2}",
+                ms(p50),
+                ms(p95),
+                g50.as_secs_f64() / p50.as_secs_f64(),
+                g95.as_secs_f64() / p95.as_secs_f64()
+            );
+        }
+        println!();
+    }
+    println!(
+        "resident memory with {n} pods up: gantry {:.1} MiB (idle {:.1}), no per-pod processes: {:.3} MiB per pod",
+        gantry_rss as f64 / 1024.0,
+        gantry_idle as f64 / 1024.0,
+        gantry_rss.saturating_sub(gantry_idle) as f64 / 1024.0 / n.max(1) as f64
+    );
+    if let Some(p) = peer_rss {
+        println!(
+            "  peer: containerd {:.1} MiB + {shims} shims {:.1} MiB + {pauses} pause {:.1} MiB = {:.1} MiB ({:.2} MiB per pod)",
+            p as f64 / 1024.0,
+            shim_rss as f64 / 1024.0,
+            pause_rss as f64 / 1024.0,
+            (p + shim_rss + pause_rss) as f64 / 1024.0,
+            (shim_rss + pause_rss) as f64 / 1024.0 / n.max(1) as f64
+        );
     }
     Ok(())
 }
