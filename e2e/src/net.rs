@@ -93,3 +93,94 @@ impl Drop for TestNetwork {
         }
     }
 }
+
+/// The nat-table chains portmap creates on first use. If a test made them,
+/// [`HostportChains::drop`] removes them again, with the jumps to them.
+pub struct HostportChains {
+    existed: bool,
+}
+
+fn nat_rules() -> String {
+    std::process::Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+impl HostportChains {
+    pub fn snapshot() -> HostportChains {
+        HostportChains {
+            existed: nat_rules().contains("-N CNI-HOSTPORT-DNAT"),
+        }
+    }
+
+    /// Per-pod chains portmap still holds (one `CNI-DN-*` per mapped pod).
+    pub fn pod_chains() -> usize {
+        nat_rules()
+            .lines()
+            .filter(|l| l.starts_with("-N CNI-DN-"))
+            .count()
+    }
+}
+
+impl Drop for HostportChains {
+    fn drop(&mut self) {
+        if self.existed {
+            return;
+        }
+        let rules = nat_rules();
+        let iptables = |args: &[&str]| {
+            let _ = std::process::Command::new("iptables")
+                .args(["-w", "-t", "nat"])
+                .args(args)
+                .status();
+        };
+        // Jumps from the built-in chains first, then the chains themselves.
+        for rule in rules
+            .lines()
+            .filter(|l| l.starts_with("-A ") && l.contains("-j CNI-HOSTPORT"))
+        {
+            let spec = split_quoted(rule);
+            let mut args = vec!["-D"];
+            args.extend(spec.iter().skip(1).map(String::as_str));
+            iptables(&args);
+        }
+        for chain in rules
+            .lines()
+            .filter_map(|l| l.strip_prefix("-N "))
+            .filter(|c| c.starts_with("CNI-HOSTPORT") || c.starts_with("CNI-DN-"))
+        {
+            iptables(&["-F", chain]);
+        }
+        for chain in rules
+            .lines()
+            .filter_map(|l| l.strip_prefix("-N "))
+            .filter(|c| c.starts_with("CNI-HOSTPORT") || c.starts_with("CNI-DN-"))
+        {
+            iptables(&["-X", chain]);
+        }
+    }
+}
+
+/// Splits an `iptables -S` line into words, keeping "quoted phrases" whole.
+fn split_quoted(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}

@@ -573,3 +573,112 @@ async fn broken_or_missing_network_config() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_port_reaches_a_listener_in_the_pod() {
+    require_host();
+    let chains = gantry_e2e::net::HostportChains::snapshot();
+    let tmp = tempfile::tempdir().unwrap();
+    let (g, net) = start(tmp.path()).await;
+    let mut rt = g.runtime().await;
+    let host_port = gantry_e2e::free_port();
+    let mut web = pod("web");
+    web.port_mappings = vec![gantry_proto::v1::PortMapping {
+        protocol: gantry_proto::v1::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
+    let id = rt
+        .run_pod_sandbox(run_req(web))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let pod_ip = st
+        .status
+        .as_ref()
+        .unwrap()
+        .network
+        .as_ref()
+        .unwrap()
+        .ip
+        .clone();
+    let netns = info(&g, &st)["netns"].as_str().unwrap().to_string();
+    assert_eq!(gantry_e2e::net::HostportChains::pod_chains(), 1);
+
+    // busybox httpd inside the pod's network namespace.
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from the pod\n").unwrap();
+    // Ended (by its PID) even if an assertion fails.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let httpd = Kill(
+        Command::new("nsenter")
+            .arg(format!("--net={netns}"))
+            .args(["/bin/busybox", "httpd", "-f", "-p", "8080", "-h"])
+            .arg(&www)
+            .spawn()
+            .unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let gateway = format!("{}1", net.subnet_prefix);
+    let mut last = String::new();
+    for _ in 0..50 {
+        match client
+            .get(format!("http://{gateway}:{host_port}/index.html"))
+            .send()
+            .await
+        {
+            Ok(r) => {
+                last = r.text().await.unwrap_or_default();
+                break;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        last, "hello from the pod\n",
+        "through the host port on the bridge address"
+    );
+    let direct = client
+        .get(format!("http://{pod_ip}:8080/index.html"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(direct, "hello from the pod\n");
+    drop(httpd);
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert_eq!(
+        gantry_e2e::net::HostportChains::pod_chains(),
+        0,
+        "the pod's DNAT chain is gone"
+    );
+    assert!(net.reservations().is_empty());
+    drop(chains);
+}
