@@ -4,10 +4,8 @@
 //! place, so a crash or a bad download never leaves a partial blob under a
 //! digest name.
 
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
@@ -76,7 +74,7 @@ pub struct ContentStore {
     root: PathBuf,
     /// One lock per digest being written, so concurrent pulls of images that
     /// share a blob download it once.
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    inflight: crate::locks::KeyedLocks,
 }
 
 impl ContentStore {
@@ -91,7 +89,7 @@ impl ContentStore {
             .map_err(Error::io(format!("creating {}", ingest.display())))?;
         Ok(ContentStore {
             root: root.to_path_buf(),
-            inflight: Mutex::default(),
+            inflight: Default::default(),
         })
     }
 
@@ -110,12 +108,7 @@ impl ContentStore {
     /// Serialises writers of one digest; hold the guard while checking for and
     /// writing the blob.
     pub async fn lock(&self, digest: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, l| Arc::strong_count(l) > 1);
-            map.entry(digest.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.inflight.lock(digest).await
     }
 
     /// Stores bytes already in memory after checking them.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod content;
 pub mod error;
 pub mod grpc;
+mod locks;
 pub mod manifest;
 pub mod metrics;
 pub mod reference;

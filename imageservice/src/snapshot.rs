@@ -3,9 +3,7 @@
 //! images are unpacked once. A snapshot is built under a temp name and
 //! renamed into place only when its content matched the diff ID.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
@@ -15,7 +13,7 @@ use crate::unpack::{unpack_layer, UnpackStats};
 #[derive(Debug)]
 pub struct SnapshotStore {
     root: PathBuf,
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    inflight: crate::locks::KeyedLocks,
 }
 
 const TEMP_PREFIX: &str = ".tmp-";
@@ -34,7 +32,7 @@ impl SnapshotStore {
         }
         Ok(SnapshotStore {
             root: root.to_path_buf(),
-            inflight: Mutex::default(),
+            inflight: Default::default(),
         })
     }
 
@@ -47,12 +45,7 @@ impl SnapshotStore {
     }
 
     pub async fn lock(&self, diff_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, l| Arc::strong_count(l) > 1);
-            map.entry(diff_id.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.inflight.lock(diff_id).await
     }
 
     /// Unpacks `blob` as the snapshot for `diff_id` on a blocking thread.
