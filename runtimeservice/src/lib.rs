@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod network;
+pub mod oci;
 pub mod pod;
 pub mod pods;
 

@@ -1,0 +1,309 @@
+//! OCI runtimes behind one small trait. runc, crun, youki and gVisor's
+//! runsc share the runc command line, so one implementation, [`CliRuntime`],
+//! drives them all; each configured handler is an instance with its own
+//! binary, extra arguments and state root. The trait is what the container
+//! code uses, so it can be tested with a double.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+use crate::error::{Error, Result};
+
+/// `<runtime> state` output.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct RuntimeState {
+    pub id: String,
+    /// created, running, paused or stopped.
+    pub status: String,
+    #[serde(default)]
+    pub pid: i32,
+    #[serde(default)]
+    pub bundle: String,
+}
+
+/// Where the container's standard streams go when it is created.
+#[derive(Debug)]
+pub struct ContainerIo {
+    pub stdin: Stdio,
+    pub stdout: Stdio,
+    pub stderr: Stdio,
+}
+
+impl ContainerIo {
+    pub fn null() -> Self {
+        ContainerIo {
+            stdin: Stdio::null(),
+            stdout: Stdio::null(),
+            stderr: Stdio::null(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait OciRuntime: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    /// Creates the container from `bundle`; its init's PID goes to `pid_file`.
+    async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, io: ContainerIo)
+        -> Result<()>;
+    async fn start(&self, id: &str) -> Result<()>;
+    /// Signals the container's init (or every process, with `all`).
+    async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()>;
+    /// Deletes the container; `force` kills it first if it still runs.
+    async fn delete(&self, id: &str, force: bool) -> Result<()>;
+    /// The runtime's view of the container, or `NotFound`.
+    async fn state(&self, id: &str) -> Result<RuntimeState>;
+    async fn pause(&self, id: &str) -> Result<()>;
+    async fn resume(&self, id: &str) -> Result<()>;
+    /// Applies new resources (an OCI `LinuxResources` JSON file).
+    async fn update(&self, id: &str, resources_json: &Path) -> Result<()>;
+}
+
+/// A runtime with the runc command line.
+#[derive(Debug, Clone)]
+pub struct CliRuntime {
+    pub name: String,
+    pub binary: PathBuf,
+    pub args: Vec<String>,
+    /// The runtime's own state directory (`--root`), one per handler.
+    pub root: PathBuf,
+}
+
+impl CliRuntime {
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.binary);
+        c.args(&self.args).arg("--root").arg(&self.root);
+        c.kill_on_drop(true);
+        c
+    }
+
+    /// Runs a runtime command and turns a failure into an error carrying
+    /// what the runtime said.
+    async fn run(&self, what: &str, id: &str, mut cmd: Command) -> Result<Vec<u8>> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = cmd.output().await.map_err(Error::io(format!(
+            "running {} {what} {id}",
+            self.binary.display()
+        )))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        Err(classify(&self.name, what, id, &said))
+    }
+}
+
+/// Maps runtime complaints onto our error kinds.
+fn classify(runtime: &str, what: &str, id: &str, said: &str) -> Error {
+    let lower = said.to_ascii_lowercase();
+    if lower.contains("does not exist")
+        || lower.contains("not found")
+        || lower.contains("no such file") && lower.contains(id)
+    {
+        Error::NotFound(format!("container {id} in runtime {runtime}"))
+    } else if lower.contains("not running")
+        || lower.contains("container not running")
+        || lower.contains("already")
+    {
+        Error::FailedPrecondition(format!("{runtime} {what} {id}: {said}"))
+    } else {
+        Error::Internal(format!("{runtime} {what} {id} failed: {said}"))
+    }
+}
+
+#[async_trait::async_trait]
+impl OciRuntime for CliRuntime {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn create(
+        &self,
+        id: &str,
+        bundle: &Path,
+        pid_file: &Path,
+        io: ContainerIo,
+    ) -> Result<()> {
+        std::fs::create_dir_all(&self.root)
+            .map_err(Error::io(format!("creating {}", self.root.display())))?;
+        // The runtime's own messages go to a log file: its stderr is the
+        // container's.
+        let log = bundle.join("runtime.log");
+        let mut cmd = self.command();
+        cmd.arg("--log")
+            .arg(&log)
+            .arg("--log-format")
+            .arg("json")
+            .arg("create")
+            .arg("--bundle")
+            .arg(bundle)
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .stdin(io.stdin)
+            .stdout(io.stdout)
+            .stderr(io.stderr);
+        let status = cmd.status().await.map_err(Error::io(format!(
+            "running {} create {id}",
+            self.binary.display()
+        )))?;
+        if status.success() {
+            return Ok(());
+        }
+        Err(classify(&self.name, "create", id, &last_error(&log)))
+    }
+
+    async fn start(&self, id: &str) -> Result<()> {
+        let mut c = self.command();
+        c.arg("start").arg(id);
+        self.run("start", id, c).await.map(drop)
+    }
+
+    async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let mut c = self.command();
+        c.arg("kill");
+        if all {
+            c.arg("--all");
+        }
+        c.arg(id).arg(signal.to_string());
+        self.run("kill", id, c).await.map(drop)
+    }
+
+    async fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let mut c = self.command();
+        c.arg("delete");
+        if force {
+            c.arg("--force");
+        }
+        c.arg(id);
+        match self.run("delete", id, c).await {
+            Err(Error::NotFound(_)) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    async fn state(&self, id: &str) -> Result<RuntimeState> {
+        let mut c = self.command();
+        c.arg("state").arg(id);
+        let out = self.run("state", id, c).await?;
+        serde_json::from_slice(&out).map_err(|e| {
+            Error::Internal(format!("{} state {id}: unreadable output: {e}", self.name))
+        })
+    }
+
+    async fn pause(&self, id: &str) -> Result<()> {
+        let mut c = self.command();
+        c.arg("pause").arg(id);
+        self.run("pause", id, c).await.map(drop)
+    }
+
+    async fn resume(&self, id: &str) -> Result<()> {
+        let mut c = self.command();
+        c.arg("resume").arg(id);
+        self.run("resume", id, c).await.map(drop)
+    }
+
+    async fn update(&self, id: &str, resources_json: &Path) -> Result<()> {
+        let mut c = self.command();
+        c.arg("update")
+            .arg("--resources")
+            .arg(resources_json)
+            .arg(id);
+        self.run("update", id, c).await.map(drop)
+    }
+}
+
+/// The last error message in a runtime's JSON log, or its last line.
+fn last_error(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut last_line = String::new();
+    for line in text.lines() {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            if v.get("level").and_then(|l| l.as_str()) == Some("error") {
+                if let Some(m) = v.get("msg").and_then(|m| m.as_str()) {
+                    last_line = m.to_string();
+                    continue;
+                }
+            }
+        }
+        if last_line.is_empty() {
+            last_line = line.to_string();
+        }
+    }
+    if last_line.is_empty() {
+        "no message from the runtime".into()
+    } else {
+        last_line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_messages_map_to_error_kinds() {
+        assert!(matches!(
+            classify("runc", "state", "abc", "container \"abc\" does not exist"),
+            Error::NotFound(_)
+        ));
+        assert!(matches!(
+            classify(
+                "runc",
+                "start",
+                "abc",
+                "cannot start a container that has stopped: container not running"
+            ),
+            Error::FailedPrecondition(_)
+        ));
+        assert!(matches!(
+            classify("runc", "start", "abc", "permission denied"),
+            Error::Internal(_)
+        ));
+    }
+
+    #[test]
+    fn the_json_log_yields_the_error_message() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("log");
+        std::fs::write(
+            &log,
+            "{\"level\":\"info\",\"msg\":\"starting\"}\n{\"level\":\"error\",\"msg\":\"exec: \\\"nope\\\": executable file not found in $PATH\"}\n",
+        )
+        .unwrap();
+        assert!(last_error(&log).contains("executable file not found"));
+        assert_eq!(
+            last_error(&d.path().join("missing")),
+            "no message from the runtime"
+        );
+    }
+
+    /// Argument building, with /bin/echo standing in for the runtime: the
+    /// "state" it prints is the command line, which must not parse.
+    #[tokio::test]
+    async fn commands_carry_root_and_extra_args() {
+        let rt = CliRuntime {
+            name: "echo".into(),
+            binary: "/bin/echo".into(),
+            args: vec!["--debug".into()],
+            root: "/run/x".into(),
+        };
+        let mut c = rt.command();
+        c.arg("kill").arg("id1").arg("9");
+        let out = rt.run("kill", "id1", c).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim(),
+            "--debug --root /run/x kill id1 9"
+        );
+        assert!(matches!(rt.state("id1").await, Err(Error::Internal(_))));
+        let failing = CliRuntime {
+            binary: "/bin/false".into(),
+            ..rt
+        };
+        assert!(failing.start("id1").await.is_err());
+    }
+}
