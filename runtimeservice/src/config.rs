@@ -28,6 +28,9 @@ pub struct RuntimeConfig {
     pub default_runtime: String,
     /// OCI runtime handlers by name, as `RuntimeClass` handlers refer to them.
     pub runtimes: BTreeMap<String, RuntimeHandler>,
+    /// The container monitor binary; empty means `gantry-monitor` next to
+    /// the gantry binary.
+    pub monitor_path: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -58,6 +61,7 @@ impl Default for RuntimeConfig {
             cgroup_driver: CgroupDriver::Cgroupfs,
             default_runtime: "runc".to_string(),
             runtimes,
+            monitor_path: PathBuf::new(),
         }
     }
 }

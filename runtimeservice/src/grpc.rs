@@ -1,6 +1,7 @@
 //! The CRI RuntimeService over gRPC: converts CRI messages and calls the
-//! plain business code ([`crate::pods`]). Containers and streaming are not
-//! built yet and answer `Unimplemented`, naming the RPC.
+//! plain business code ([`crate::pods`], [`crate::containers`]). What is not
+//! built yet (exec, attach, port forward, stats, events, updates) answers
+//! `Unimplemented`, naming the RPC.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -11,6 +12,7 @@ use gantry_proto::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::config::{CgroupDriver, RuntimeConfig};
+use crate::containers::ContainerService;
 use crate::pods::PodService;
 
 /// The CRI API version gantry speaks.
@@ -20,11 +22,35 @@ pub const RUNTIME_NAME: &str = "gantry";
 pub struct CriRuntimeService {
     config: RuntimeConfig,
     pods: Arc<PodService>,
+    containers: Arc<ContainerService>,
 }
 
 impl CriRuntimeService {
-    pub fn new(config: RuntimeConfig, pods: Arc<PodService>) -> Self {
-        CriRuntimeService { config, pods }
+    pub fn new(
+        config: RuntimeConfig,
+        pods: Arc<PodService>,
+        containers: Arc<ContainerService>,
+    ) -> Self {
+        CriRuntimeService {
+            config,
+            pods,
+            containers,
+        }
+    }
+
+    /// A pod's containers are stopped (or removed) before the pod itself.
+    async fn stop_containers(&self, pod_id: &str, remove: bool) -> Result<(), Status> {
+        let Some(pod_id) = self.pods.store.resolve(pod_id)? else {
+            return Ok(());
+        };
+        for id in self.containers.in_pod(&pod_id) {
+            if remove {
+                self.containers.remove(&id).await?;
+            } else {
+                self.containers.stop(&id, 0).await?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -153,7 +179,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
-        self.pods.stop(&request.into_inner().pod_sandbox_id).await?;
+        let id = request.into_inner().pod_sandbox_id;
+        self.stop_containers(&id, false).await?;
+        self.pods.stop(&id).await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -161,9 +189,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
-        self.pods
-            .remove(&request.into_inner().pod_sandbox_id)
-            .await?;
+        let id = request.into_inner().pod_sandbox_id;
+        self.stop_containers(&id, true).await?;
+        self.pods.remove(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -185,6 +213,67 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::ListPodSandboxResponse { items }))
     }
 
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let req = request.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("container config is required"))?;
+        let id = self.containers.create(&req.pod_sandbox_id, config).await?;
+        Ok(Response::new(cri::CreateContainerResponse {
+            container_id: id,
+        }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        self.containers
+            .start(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let req = request.into_inner();
+        self.containers.stop(&req.container_id, req.timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        self.containers
+            .remove(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.containers.status(&req.container_id, req.verbose)?,
+        ))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let containers = self.containers.list(request.into_inner().filter);
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -197,12 +286,6 @@ impl RuntimeService for CriRuntimeService {
     }
 
     unimplemented_rpcs! {
-        create_container: "CreateContainer", CreateContainerRequest => CreateContainerResponse;
-        start_container: "StartContainer", StartContainerRequest => StartContainerResponse;
-        stop_container: "StopContainer", StopContainerRequest => StopContainerResponse;
-        remove_container: "RemoveContainer", RemoveContainerRequest => RemoveContainerResponse;
-        list_containers: "ListContainers", ListContainersRequest => ListContainersResponse;
-        container_status: "ContainerStatus", ContainerStatusRequest => ContainerStatusResponse;
         update_container_resources: "UpdateContainerResources", UpdateContainerResourcesRequest => UpdateContainerResourcesResponse;
         reopen_container_log: "ReopenContainerLog", ReopenContainerLogRequest => ReopenContainerLogResponse;
         exec_sync: "ExecSync", ExecSyncRequest => ExecSyncResponse;

@@ -7,12 +7,15 @@
 //! and their RPCs say so with `Unimplemented`.
 
 pub mod config;
+pub mod containers;
+pub mod crilog;
 pub mod error;
 pub mod grpc;
 pub mod network;
 pub mod oci;
 pub mod pod;
 pub mod pods;
+pub mod spec;
 
 pub use config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;

@@ -16,8 +16,8 @@ use crate::network::{PodNetwork, PodNetworkRequest};
 use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
 
 pub struct PodService {
-    pub(crate) config: RuntimeConfig,
-    pub(crate) store: PodStore,
+    pub config: RuntimeConfig,
+    pub store: PodStore,
     pub(crate) network: Arc<dyn PodNetwork>,
     /// Where namespaces are pinned: on tmpfs, so pins vanish with a reboot
     /// just as the namespaces do.

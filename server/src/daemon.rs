@@ -11,6 +11,7 @@ use anyhow::{bail, Context};
 use gantry_imageservice::{CriImageService, ImageMetrics, ImageStore};
 use gantry_proto::v1::image_service_server::ImageServiceServer;
 use gantry_proto::v1::runtime_service_server::RuntimeServiceServer;
+use gantry_runtimeservice::containers::{ContainerService, ImageLookup, ResolvedImage};
 use gantry_runtimeservice::{CniNetwork, CriRuntimeService, PodService};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
@@ -65,6 +66,31 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The runtime side's view of the image store.
+struct StoreImages(Arc<ImageStore>);
+
+impl ImageLookup for StoreImages {
+    fn lookup(&self, image: &str) -> Option<ResolvedImage> {
+        let img = self.0.resolve(image).ok().flatten()?;
+        let snapshots = self.0.snapshot_paths(&img).ok()?;
+        let config = self
+            .0
+            .config_json(&img)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())?;
+        Some(ResolvedImage {
+            id: img.id.clone(),
+            image_ref: img
+                .repo_digests
+                .first()
+                .cloned()
+                .unwrap_or_else(|| img.id.clone()),
+            snapshots,
+            config,
+        })
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
@@ -96,7 +122,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let image_metrics = ImageMetrics::new(&registry)?;
 
     let store = Arc::new(ImageStore::open(config.image.clone(), image_metrics)?);
-    let images = CriImageService::new(store);
+    let images = CriImageService::new(store.clone());
     let network = CniNetwork::new(
         &config.cni.conf_dir,
         &config.cni.network_name,
@@ -105,7 +131,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let pods = Arc::new(PodService::new(config.runtime.clone(), Arc::new(network))?);
     pods.recover().await;
-    let runtime = CriRuntimeService::new(config.runtime.clone(), pods);
+    let monitor = if config.runtime.monitor_path.as_os_str().is_empty() {
+        std::env::current_exe()
+            .context("locating the gantry binary")?
+            .with_file_name("gantry-monitor")
+    } else {
+        config.runtime.monitor_path.clone()
+    };
+    let containers = Arc::new(ContainerService::new(
+        pods.clone(),
+        Arc::new(StoreImages(store.clone())),
+        monitor,
+    )?);
+    containers.recover().await;
+    let runtime = CriRuntimeService::new(config.runtime.clone(), pods, containers);
 
     if !config.metrics_address.is_empty() {
         let listener = crate::metrics_http::bind(&config.metrics_address)

@@ -1,0 +1,581 @@
+//! Containers end to end on real runc: logs, exit codes, users, read-only
+//! rootfs, stop, a daemon SIGKILL with containers running and exiting, and
+//! the errors a caller can make.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gantry_e2e::daemon::Gantry;
+use gantry_e2e::net::TestNetwork;
+use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
+use gantry_e2e::registry::Registry;
+use gantry_e2e::{local_registries, require_host};
+use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
+use gantry_proto::v1::{
+    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue,
+    ContainerStatusRequest, CreateContainerRequest, ImageSpec as CriImageSpec, Int64Value,
+    LinuxContainerConfig, LinuxContainerSecurityContext, ListContainersRequest, Mount,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
+};
+use tonic::transport::Channel;
+use tonic::Code;
+
+struct Env {
+    _registry: Registry,
+    g: Gantry,
+    _net: TestNetwork,
+    image: String,
+    logs: tempfile::TempDir,
+}
+
+async fn setup() -> Env {
+    require_host();
+    let registry = Registry::start().await;
+    let img = ImageSpec::new(vec![Layer::busybox()])
+        .label("containers")
+        .build();
+    Pusher::new(&registry.addr, None)
+        .image("e2e/busybox", &["1"], &img)
+        .await;
+    let image = format!("{}/e2e/busybox:1", registry.addr);
+    let g = Gantry::start(&local_registries(&[&registry.addr])).await;
+    let ipam = g.dir.join("ipam");
+    let net = TestNetwork::create(&g.dir.join("cni"), &ipam);
+    let mut images = g.images().await;
+    images
+        .pull_image(PullImageRequest {
+            image: Some(CriImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    Env {
+        _registry: registry,
+        g,
+        _net: net,
+        image,
+        logs: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: env.logs.path().join(name).display().to_string(),
+        ..Default::default()
+    }
+}
+
+fn container(env: &Env, name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(CriImageSpec {
+            image: env.image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        labels: [("name".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .pod_sandbox_id
+}
+
+async fn create(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_cfg: &PodSandboxConfig,
+    c: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(c),
+        sandbox_config: Some(pod_cfg.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {
+    rt.start_container(StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .unwrap();
+}
+
+async fn status(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> gantry_proto::v1::ContainerStatus {
+    rt.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+}
+
+async fn wait_exited(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> gantry_proto::v1::ContainerStatus {
+    for _ in 0..200 {
+        let s = status(rt, id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("container {id} did not exit");
+}
+
+/// The text of a CRI log, as (stream, text) pairs of full lines.
+fn log_lines(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut p = l.splitn(4, ' ');
+            let ts = p.next().unwrap();
+            assert!(
+                ts.ends_with('Z') && ts.contains('T') && ts.len() == 30,
+                "timestamp {ts:?}"
+            );
+            let stream = p.next().unwrap().to_string();
+            assert_eq!(p.next(), Some("F"));
+            (stream, p.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+fn leftovers(g: &Gantry) -> (usize, bool) {
+    let dirs = std::fs::read_dir(g.dir.join("root/runtime/containers"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    (
+        dirs,
+        mounts.contains(&format!("{}/root/runtime/containers", g.dir.display())),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_exit_codes_users_and_stop() {
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let pc = pod_config(&env, "work");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+
+    let c1 = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(&env, "c1", "echo out; echo err >&2; hostname; exit 7"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&mut rt, &c1).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    start(&mut rt, &c1).await;
+    let s = wait_exited(&mut rt, &c1).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (7, "Error"));
+    assert!(s.started_at > 0 && s.finished_at >= s.started_at);
+    let log = PathBuf::from(&s.log_path);
+    assert_eq!(log, env.logs.path().join("work/c1.log"));
+    let lines = log_lines(&log);
+    assert!(
+        lines.contains(&("stdout".into(), "out".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("stderr".into(), "err".into())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&("stdout".into(), "work".into())),
+        "hostname from the pod: {lines:?}"
+    );
+
+    // run_as_user and a read-only rootfs.
+    let mut c2 = container(
+        &env,
+        "c2",
+        "id -u; echo x > /probe || echo readonly; exit 0",
+    );
+    c2.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1000 }),
+            readonly_rootfs: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let c2 = create(&mut rt, &pod, &pc, c2).await.unwrap();
+    start(&mut rt, &c2).await;
+    let s = wait_exited(&mut rt, &c2).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
+    let texts: Vec<String> = log_lines(Path::new(&s.log_path))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(texts[0], "1000");
+    assert!(texts.iter().any(|t| t == "readonly"), "{texts:?}");
+
+    // A process that handles SIGTERM ends with it.
+    let graceful = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(
+            &env,
+            "graceful",
+            "trap 'exit 143' TERM; while true; do sleep 0.1; done",
+        ),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &graceful).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt.stop_container(StopContainerRequest {
+        container_id: graceful.clone(),
+        timeout: 10,
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&mut rt, &graceful).await.exit_code, 143);
+    rt.remove_container(RemoveContainerRequest {
+        container_id: graceful,
+    })
+    .await
+    .unwrap();
+
+    // PID 1 without a SIGTERM handler ignores it: SIGKILL after the grace
+    // period. Then stop and remove are idempotent.
+    let c3 = create(&mut rt, &pod, &pc, container(&env, "c3", "exec sleep 1000"))
+        .await
+        .unwrap();
+    start(&mut rt, &c3).await;
+    assert_eq!(
+        status(&mut rt, &c3).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let e = rt
+        .start_container(StartContainerRequest {
+            container_id: c3.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let t = std::time::Instant::now();
+    rt.stop_container(StopContainerRequest {
+        container_id: c3.clone(),
+        timeout: 1,
+    })
+    .await
+    .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "the grace period was honoured"
+    );
+    let s = status(&mut rt, &c3).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 137);
+    rt.stop_container(StopContainerRequest {
+        container_id: c3.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    rt.stop_container(StopContainerRequest {
+        container_id: "f".repeat(64),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+
+    // Filters.
+    let list = |f: ContainerFilter| ListContainersRequest { filter: Some(f) };
+    let all = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(all.len(), 3);
+    let exited = rt
+        .list_containers(list(ContainerFilter {
+            state: Some(ContainerStateValue {
+                state: ContainerState::ContainerExited as i32,
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(exited.len(), 3);
+    let by_label = rt
+        .list_containers(list(ContainerFilter {
+            label_selector: [("name".to_string(), "c2".to_string())].into(),
+            pod_sandbox_id: pod.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert_eq!(
+        by_label.iter().map(|c| c.id.clone()).collect::<Vec<_>>(),
+        vec![c2.clone()]
+    );
+
+    for id in [&c1, &c1, &"0".repeat(64)] {
+        rt.remove_container(RemoveContainerRequest {
+            container_id: id.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    let e = rt
+        .container_status(ContainerStatusRequest {
+            container_id: c1.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+
+    // Removing the pod removes its containers, including a running one.
+    let c4 = create(&mut rt, &pod, &pc, container(&env, "c4", "exec sleep 1000"))
+        .await
+        .unwrap();
+    start(&mut rt, &c4).await;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .is_empty());
+    assert_eq!(leftovers(&env.g), (0, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_outlive_a_killed_daemon() {
+    let mut env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let pc = pod_config(&env, "survivor");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let long = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(&env, "long", "echo started; exec sleep 1000"),
+    )
+    .await
+    .unwrap();
+    let short = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(&env, "short", "sleep 2; echo done; exit 5"),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &long).await;
+    start(&mut rt, &short).await;
+    let pid_before = {
+        let v = rt
+            .container_status(ContainerStatusRequest {
+                container_id: long.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        serde_json::from_str::<serde_json::Value>(&v.info["info"]).unwrap()["pid"]
+            .as_i64()
+            .unwrap()
+    };
+    drop(rt);
+    env.g.kill();
+    // "short" exits while no daemon runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.g.restart().await;
+    let mut rt = env.g.runtime().await;
+    let s = status(&mut rt, &short).await;
+    assert_eq!(
+        (s.state, s.exit_code),
+        (ContainerState::ContainerExited as i32, 5)
+    );
+    let texts: Vec<String> = log_lines(Path::new(&s.log_path))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(texts, ["done"]);
+    let l = rt
+        .container_status(ContainerStatusRequest {
+            container_id: long.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        l.status.as_ref().unwrap().state,
+        ContainerState::ContainerRunning as i32
+    );
+    let pid_after = serde_json::from_str::<serde_json::Value>(&l.info["info"]).unwrap()["pid"]
+        .as_i64()
+        .unwrap();
+    assert_eq!(pid_before, pid_after);
+    assert!(
+        Path::new(&format!("/proc/{pid_after}")).exists(),
+        "the running container was not disturbed"
+    );
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&mut rt, &long).await.state,
+        ContainerState::ContainerExited as i32
+    );
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+    assert!(!Path::new(&format!("/proc/{pid_after}")).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_leave_nothing() {
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let pc = pod_config(&env, "errors");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+
+    let e = create(&mut rt, &"a".repeat(64), &pc, container(&env, "x", "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let mut missing = container(&env, "x", "true");
+    missing.image = Some(CriImageSpec {
+        image: "127.0.0.1:1/not/pulled:1".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        create(&mut rt, &pod, &pc, missing)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let mut bad_mount = container(&env, "x", "true");
+    bad_mount.mounts = vec![Mount {
+        container_path: "/data".into(),
+        host_path: "/nonexistent/gantry/path".into(),
+        ..Default::default()
+    }];
+    assert_eq!(
+        create(&mut rt, &pod, &pc, bad_mount)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    let mut no_such_cmd = container(&env, "x", "true");
+    no_such_cmd.command = vec!["/bin/does-not-exist".into()];
+    let e = create(&mut rt, &pod, &pc, no_such_cmd).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("does-not-exist"), "{e:?}");
+    let no_name = ContainerConfig {
+        metadata: None,
+        ..container(&env, "x", "true")
+    };
+    assert_eq!(
+        create(&mut rt, &pod, &pc, no_name)
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    let ok = create(&mut rt, &pod, &pc, container(&env, "dup", "true"))
+        .await
+        .unwrap();
+    assert_eq!(
+        create(&mut rt, &pod, &pc, container(&env, "dup", "true"))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::AlreadyExists
+    );
+    rt.remove_container(RemoveContainerRequest { container_id: ok })
+        .await
+        .unwrap();
+    assert_eq!(
+        leftovers(&env.g),
+        (0, false),
+        "failed creates left state behind"
+    );
+
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let e = create(&mut rt, &pod, &pc, container(&env, "late", "true"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let e = rt
+        .start_container(StartContainerRequest {
+            container_id: "b".repeat(64),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}

@@ -1,0 +1,722 @@
+//! Containers: records, rootfs, the monitor that owns each one, and the CRI
+//! lifecycle (create, start, stop, remove, status, list).
+//!
+//! ```text
+//!  CreateContainer        StartContainer       exit (monitor records it)
+//! ─────────────► Created ───────────────► Running ───────────────────► Exited
+//!     │ failure: rolled back                                   RemoveContainer ─► gone
+//! ```
+//!
+//! Like pods, a record is written in state `Creating` before the rootfs is
+//! mounted or a monitor started, so a daemon killed mid-create finds the
+//! record at start and rolls it back. The monitor writes `exit.json` in the
+//! container's directory; that file, not the daemon, is the source of truth
+//! for how a container ended, so exits that happen while the daemon is down
+//! are reported with their real codes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gantry_proto::v1 as cri;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::error::{Error, Result};
+use crate::oci::{CliRuntime, OciRuntime};
+use crate::pod::{new_id, write_atomic, PodState};
+use crate::pods::PodService;
+use crate::spec::{generate, SpecInput};
+
+/// What the runtime needs to know of an image: the image service answers.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub id: String,
+    /// The reference to report as `image_ref` (a repo digest if known).
+    pub image_ref: String,
+    /// Layer directories, bottom first.
+    pub snapshots: Vec<PathBuf>,
+    /// The image config JSON.
+    pub config: Value,
+}
+
+pub trait ImageLookup: Send + Sync + 'static {
+    fn lookup(&self, image: &str) -> Option<ResolvedImage>;
+}
+
+const RECORD_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum ContainerState {
+    Creating,
+    Created,
+    Running,
+    Exited,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub version: u32,
+    pub id: String,
+    pub pod_id: String,
+    pub state: ContainerState,
+    pub created_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: i32,
+    pub reason: String,
+    pub message: String,
+    pub config: cri::ContainerConfig,
+    pub image_id: String,
+    pub image_ref: String,
+    pub log_path: String,
+    pub handler: String,
+    pub pid: i32,
+    pub monitor_pid: i32,
+    pub rootfs_mounted: bool,
+}
+
+#[derive(Deserialize)]
+struct ExitFile {
+    exit_code: i32,
+    signal: i32,
+    finished_at: i64,
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub struct ContainerService {
+    dir: PathBuf,
+    records: Mutex<BTreeMap<String, ContainerRecord>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pods: Arc<PodService>,
+    images: Arc<dyn ImageLookup>,
+    runtimes: BTreeMap<String, CliRuntime>,
+    default_runtime: String,
+    monitor: PathBuf,
+}
+
+impl ContainerService {
+    pub fn new(
+        pods: Arc<PodService>,
+        images: Arc<dyn ImageLookup>,
+        monitor: PathBuf,
+    ) -> Result<Self> {
+        let config = pods.config.clone();
+        let dir = config.root.join("containers");
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        let mut records = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir)
+            .map_err(Error::io("listing containers"))?
+            .flatten()
+        {
+            let path = entry.path().join("container.json");
+            match std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ContainerRecord>(&b).ok())
+            {
+                Some(r) if r.version == RECORD_VERSION => {
+                    records.insert(r.id.clone(), r);
+                }
+                _ => warn!(path = %path.display(), "container directory without a readable record"),
+            }
+        }
+        let runtimes = config
+            .runtimes
+            .iter()
+            .map(|(name, h)| {
+                (
+                    name.clone(),
+                    CliRuntime {
+                        name: name.clone(),
+                        binary: h.path.clone(),
+                        args: h.args.clone(),
+                        root: config.state_dir.join("runtime").join(name),
+                    },
+                )
+            })
+            .collect();
+        Ok(ContainerService {
+            dir,
+            records: Mutex::new(records),
+            locks: Mutex::default(),
+            pods,
+            images,
+            runtimes,
+            default_runtime: config.default_runtime.clone(),
+            monitor,
+        })
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ContainerRecord>> {
+        self.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+            locks.entry(id.to_string()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    fn cdir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn persist(&self, r: &ContainerRecord) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&self.cdir(&r.id).join("container.json"), &bytes).map_err(Error::io(format!(
+            "writing the record of container {}",
+            r.id
+        )))
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Result<ContainerRecord> {
+        let mut recs = self.records();
+        let mut r = recs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        f(&mut r);
+        self.persist(&r)?;
+        recs.insert(id.to_string(), r.clone());
+        Ok(r)
+    }
+
+    fn runtime(&self, handler: &str) -> Result<&CliRuntime> {
+        let name = if handler.is_empty() {
+            &self.default_runtime
+        } else {
+            handler
+        };
+        self.runtimes.get(name).ok_or_else(|| {
+            Error::InvalidArgument(format!("runtime handler {name:?} is not configured"))
+        })
+    }
+
+    /// Full ID or unique prefix.
+    fn resolve(&self, id: &str) -> Result<Option<String>> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("container ID is empty".into()));
+        }
+        let recs = self.records();
+        if recs.contains_key(id) {
+            return Ok(Some(id.to_string()));
+        }
+        let mut m = recs.keys().filter(|k| k.starts_with(id));
+        match (m.next(), m.next()) {
+            (Some(one), None) => Ok(Some(one.clone())),
+            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+                "container ID prefix {id:?} is ambiguous"
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Folds the monitor's exit file into the record.
+    fn refresh(&self, id: &str) -> Option<ContainerRecord> {
+        let rec = self.records().get(id).cloned()?;
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Some(rec);
+        }
+        let Some(exit) = std::fs::read(self.cdir(id).join("exit.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ExitFile>(&b).ok())
+        else {
+            return Some(rec);
+        };
+        let updated = self.update(id, |r| {
+            r.state = ContainerState::Exited;
+            r.exit_code = exit.exit_code;
+            r.finished_at = exit.finished_at;
+            r.reason = if exit.exit_code == 0 {
+                "Completed".into()
+            } else {
+                "Error".into()
+            };
+            if exit.signal != 0 {
+                r.message = format!("killed by signal {}", exit.signal);
+            }
+        });
+        updated.ok().or(Some(rec))
+    }
+
+    pub async fn create(&self, pod_id: &str, config: cri::ContainerConfig) -> Result<String> {
+        let pod_id = self
+            .pods
+            .store
+            .resolve(pod_id)?
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
+        let pod = self
+            .pods
+            .store
+            .get(&pod_id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
+        if pod.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {pod_id} is not ready"
+            )));
+        }
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("container metadata is required".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "container metadata.name is required".into(),
+            ));
+        }
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(Error::InvalidArgument("container image is required".into()));
+        }
+        let image = self
+            .images
+            .lookup(&image_name)
+            .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))?;
+        let runtime = self.runtime(&pod.runtime_handler)?.clone();
+        let key = format!("{}_{}_{}", meta.name, meta.attempt, pod_id);
+        let id = new_id()?;
+        {
+            let mut recs = self.records();
+            if let Some(other) = recs.values().find(|r| {
+                let m = r.config.metadata.clone().unwrap_or_default();
+                format!("{}_{}_{}", m.name, m.attempt, r.pod_id) == key
+            }) {
+                return Err(Error::AlreadyExists(format!(
+                    "container name {key:?} is already used by {}",
+                    other.id
+                )));
+            }
+            let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
+                (d, l) if !d.is_empty() && !l.is_empty() => {
+                    Path::new(d).join(l).display().to_string()
+                }
+                _ => self.cdir(&id).join("container.log").display().to_string(),
+            };
+            let rec = ContainerRecord {
+                version: RECORD_VERSION,
+                id: id.clone(),
+                pod_id: pod_id.clone(),
+                state: ContainerState::Creating,
+                created_at: now_nanos(),
+                started_at: 0,
+                finished_at: 0,
+                exit_code: 0,
+                reason: String::new(),
+                message: String::new(),
+                config: config.clone(),
+                image_id: image.id.clone(),
+                image_ref: image.image_ref.clone(),
+                log_path,
+                handler: runtime.name.clone(),
+                pid: 0,
+                monitor_pid: 0,
+                rootfs_mounted: false,
+            };
+            std::fs::create_dir_all(self.cdir(&id).join("bundle"))
+                .map_err(Error::io("creating the container directory"))?;
+            self.persist(&rec)?;
+            recs.insert(id.clone(), rec);
+        }
+        let span = info_span!("container", container = %id, pod = %pod_id, name = %meta.name);
+        let _guard = self.lock(&id).await;
+        let result = self
+            .create_inner(&id, &pod, &config, &image, &runtime)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(()) => {
+                let _e = span.enter();
+                info!("container created");
+                Ok(id)
+            }
+            Err(e) => {
+                warn!(container = %id, error = %e, "container create failed; rolling back");
+                self.destroy(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn create_inner(
+        &self,
+        id: &str,
+        pod: &crate::pod::PodRecord,
+        config: &cri::ContainerConfig,
+        image: &ResolvedImage,
+        runtime: &CliRuntime,
+    ) -> Result<()> {
+        let cdir = self.cdir(id);
+        let bundle = cdir.join("bundle");
+        let rootfs = bundle.join("rootfs");
+        for d in [&rootfs, &cdir.join("upper"), &cdir.join("work")] {
+            std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
+        }
+        if image.snapshots.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "image {} has no layers",
+                image.id
+            )));
+        }
+        let lower = image
+            .snapshots
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        let data = format!(
+            "lowerdir={lower},upperdir={},workdir={}",
+            cdir.join("upper").display(),
+            cdir.join("work").display()
+        );
+        self.update(id, |r| r.rootfs_mounted = true)?;
+        let data = std::ffi::CString::new(data)
+            .map_err(|_| Error::Internal("overlay options contain NUL".into()))?;
+        rustix::mount::mount(
+            "overlay",
+            &rootfs,
+            "overlay",
+            rustix::mount::MountFlags::empty(),
+            Some(data.as_c_str()),
+        )
+        .map_err(|e| Error::Internal(format!("mounting the container rootfs: {e}")))?;
+        let spec = generate(&SpecInput {
+            id,
+            config,
+            pod: &pod.config,
+            image_config: &image.config,
+            rootfs: &rootfs,
+            pod_dir: &self.pods.store.pod_dir(&pod.id),
+            netns: pod.netns.as_deref(),
+            ipc_ns: pod.ipc_ns.as_deref(),
+            uts_ns: pod.uts_ns.as_deref(),
+        })?;
+        spec.save(bundle.join("config.json"))
+            .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;
+        let log_path = self
+            .records()
+            .get(id)
+            .map(|r| r.log_path.clone())
+            .unwrap_or_default();
+
+        let mut cmd = tokio::process::Command::new(&self.monitor);
+        cmd.arg("--id")
+            .arg(id)
+            .arg("--bundle")
+            .arg(&bundle)
+            .arg("--runtime")
+            .arg(&runtime.binary)
+            .arg("--runtime-root")
+            .arg(&runtime.root);
+        for a in &runtime.args {
+            cmd.arg("--runtime-arg").arg(a);
+        }
+        cmd.arg("--log-path")
+            .arg(&log_path)
+            .arg("--exit-file")
+            .arg(cdir.join("exit.json"))
+            .arg("--pid-file")
+            .arg(cdir.join("pid"))
+            .stdin(std::process::Stdio::null())
+            .stderr(
+                std::fs::File::create(cdir.join("monitor.log"))
+                    .map(std::process::Stdio::from)
+                    .unwrap_or(std::process::Stdio::null()),
+            );
+        std::fs::create_dir_all(&runtime.root).map_err(Error::io("creating the runtime root"))?;
+        // Only the report line is read: the monitor keeps running, so
+        // waiting for its pipes to close (as `output()` does) would hang.
+        cmd.stdout(std::process::Stdio::piped()).kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(Error::io(format!("starting {}", self.monitor.display())))?;
+        let mut line = String::new();
+        if let Some(stdout) = child.stdout.take() {
+            let mut reader = tokio::io::BufReader::new(stdout);
+            tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line)
+                .await
+                .map_err(Error::io("reading the monitor's report"))?;
+        }
+        // The first monitor process exits right after relaying the report.
+        let _ = child.wait().await;
+        let line = line.trim().to_string();
+        let mut words = line.split_whitespace();
+        match (
+            words.next(),
+            words.next().and_then(|p| p.parse().ok()),
+            words.next().and_then(|p| p.parse().ok()),
+        ) {
+            (Some("ok"), Some(mpid), Some(cpid)) => {
+                self.update(id, |r| {
+                    r.state = ContainerState::Created;
+                    r.monitor_pid = mpid;
+                    r.pid = cpid;
+                })?;
+                Ok(())
+            }
+            _ => {
+                let msg = line.strip_prefix("error ").unwrap_or(&line).to_string();
+                Err(Error::FailedPrecondition(format!(
+                    "creating the container failed: {msg}"
+                )))
+            }
+        }
+    }
+
+    /// Undoes a container entirely: runtime state, rootfs mount, directory.
+    async fn destroy(&self, id: &str) {
+        let Some(rec) = self.records().get(id).cloned() else {
+            return;
+        };
+        if let Ok(rt) = self.runtime(&rec.handler) {
+            if let Err(e) = rt.delete(id, true).await {
+                warn!(container = %id, error = %e, "deleting from the runtime");
+            }
+        }
+        let rootfs = self.cdir(id).join("bundle/rootfs");
+        if rec.rootfs_mounted {
+            let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
+        }
+        let _ = std::fs::remove_dir_all(self.cdir(id));
+        self.records().remove(id);
+    }
+
+    pub async fn start(&self, id: &str) -> Result<()> {
+        let id = self
+            .resolve(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let _guard = self.lock(&id).await;
+        let rec = self
+            .refresh(&id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        if rec.state != ContainerState::Created {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is {:?}, not created",
+                rec.state
+            )));
+        }
+        self.runtime(&rec.handler)?.start(&id).await?;
+        self.update(&id, |r| {
+            r.state = ContainerState::Running;
+            r.started_at = now_nanos();
+        })?;
+        info!(container = %id, "container started");
+        Ok(())
+    }
+
+    async fn wait_exit(&self, id: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.cdir(id).join("exit.json").exists() {
+                self.refresh(id);
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGTERM, `timeout` seconds, then SIGKILL. Stopped and unknown
+    /// containers succeed.
+    pub async fn stop(&self, id: &str, timeout: i64) -> Result<()> {
+        let Some(id) = self.resolve(id)? else {
+            return Ok(());
+        };
+        let _guard = self.lock(&id).await;
+        let Some(rec) = self.refresh(&id) else {
+            return Ok(());
+        };
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Ok(());
+        }
+        let rt = self.runtime(&rec.handler)?.clone();
+        if timeout > 0 && rec.state == ContainerState::Running {
+            match rt.kill(&id, libc::SIGTERM, false).await {
+                Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if self
+                .wait_exit(&id, Duration::from_secs(timeout as u64))
+                .await
+            {
+                return Ok(());
+            }
+        }
+        match rt.kill(&id, libc::SIGKILL, true).await {
+            Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if !self.wait_exit(&id, Duration::from_secs(10)).await {
+            return Err(Error::Internal(format!(
+                "container {id} did not exit after SIGKILL"
+            )));
+        }
+        info!(container = %id, "container stopped");
+        Ok(())
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let Some(id) = self.resolve(id)? else {
+            return Ok(());
+        };
+        self.stop(&id, 0).await?;
+        let _guard = self.lock(&id).await;
+        self.destroy(&id).await;
+        info!(container = %id, "container removed");
+        Ok(())
+    }
+
+    /// Every container of a pod, for StopPodSandbox and RemovePodSandbox.
+    pub fn in_pod(&self, pod_id: &str) -> Vec<String> {
+        self.records()
+            .values()
+            .filter(|r| r.pod_id == pod_id)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    pub fn status(&self, id: &str, verbose: bool) -> Result<cri::ContainerStatusResponse> {
+        let id = self
+            .resolve(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let r = self
+            .refresh(&id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let mut info = HashMap::new();
+        if verbose {
+            let spec: Value = std::fs::read(self.cdir(&id).join("bundle/config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or(Value::Null);
+            info.insert(
+                "info".to_string(),
+                serde_json::json!({"pid": r.pid, "monitorPid": r.monitor_pid, "runtimeSpec": spec, "handler": r.handler}).to_string(),
+            );
+        }
+        Ok(cri::ContainerStatusResponse {
+            status: Some(cri::ContainerStatus {
+                id: r.id.clone(),
+                metadata: r.config.metadata.clone(),
+                state: cri_state(r.state) as i32,
+                created_at: r.created_at,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                exit_code: r.exit_code,
+                image: r.config.image.clone(),
+                image_ref: r.image_ref.clone(),
+                reason: r.reason.clone(),
+                message: r.message.clone(),
+                labels: r.config.labels.clone(),
+                annotations: r.config.annotations.clone(),
+                mounts: r.config.mounts.clone(),
+                log_path: r.log_path.clone(),
+                resources: None,
+                image_id: r.image_id.clone(),
+                user: None,
+            }),
+            info,
+        })
+    }
+
+    pub fn list(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
+        let ids: Vec<String> = self.records().keys().cloned().collect();
+        ids.iter()
+            .filter_map(|id| self.refresh(id))
+            .filter(|r| r.state != ContainerState::Creating)
+            .filter(|r| match &filter {
+                None => true,
+                Some(f) => {
+                    (f.id.is_empty() || r.id.starts_with(&f.id))
+                        && (f.pod_sandbox_id.is_empty() || r.pod_id.starts_with(&f.pod_sandbox_id))
+                        && f.state
+                            .as_ref()
+                            .is_none_or(|s| s.state == cri_state(r.state) as i32)
+                        && f.label_selector
+                            .iter()
+                            .all(|(k, v)| r.config.labels.get(k) == Some(v))
+                }
+            })
+            .map(|r| cri::Container {
+                id: r.id.clone(),
+                pod_sandbox_id: r.pod_id.clone(),
+                metadata: r.config.metadata.clone(),
+                image: r.config.image.clone(),
+                image_ref: r.image_ref.clone(),
+                state: cri_state(r.state) as i32,
+                created_at: r.created_at,
+                labels: r.config.labels.clone(),
+                annotations: r.config.annotations.clone(),
+                image_id: r.image_id.clone(),
+            })
+            .collect()
+    }
+
+    /// After a daemon start: interrupted creates are rolled back; containers
+    /// whose monitor vanished without recording an exit are reported exited.
+    pub async fn recover(&self) {
+        let ids: Vec<String> = self.records().keys().cloned().collect();
+        for id in ids {
+            let Some(r) = self.refresh(&id) else { continue };
+            match r.state {
+                ContainerState::Creating => {
+                    warn!(container = %id, "rolling back a container whose creation was interrupted");
+                    self.destroy(&id).await;
+                }
+                ContainerState::Created | ContainerState::Running => {
+                    if !monitor_alive(r.monitor_pid, &id)
+                        && !self.cdir(&id).join("exit.json").exists()
+                    {
+                        warn!(container = %id, "the monitor is gone and recorded no exit");
+                        let _ = self.update(&id, |r| {
+                            r.state = ContainerState::Exited;
+                            r.exit_code = 255;
+                            r.finished_at = now_nanos();
+                            r.reason = "Unknown".into();
+                            r.message = "the container monitor exited without recording the container's exit".into();
+                        });
+                    }
+                }
+                ContainerState::Exited => {}
+            }
+        }
+    }
+}
+
+/// Whether `pid` is still this container's monitor (PIDs wrap, so the
+/// command line must name the container too).
+fn monitor_alive(pid: i32, id: &str) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let s = String::from_utf8_lossy(&c);
+            s.contains("gantry-monitor") && s.contains(id)
+        })
+        .unwrap_or(false)
+}
+
+fn cri_state(s: ContainerState) -> cri::ContainerState {
+    match s {
+        ContainerState::Creating | ContainerState::Created => cri::ContainerState::ContainerCreated,
+        ContainerState::Running => cri::ContainerState::ContainerRunning,
+        ContainerState::Exited => cri::ContainerState::ContainerExited,
+    }
+}

@@ -1,0 +1,461 @@
+//! OCI runtime spec generation for a container, in small steps (process,
+//! user, mounts, namespaces, security, resources), each a plain function of
+//! the CRI config, the pod and the image config. `oci-spec`'s `Spec` gives
+//! the base (the runtime-spec defaults: /proc, /dev, masked paths, …) and
+//! validates the result; the steps edit its JSON form, which keeps each of
+//! them a few lines.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use gantry_proto::v1 as cri;
+use oci_spec::runtime::Spec;
+use serde_json::{json, Value};
+
+use crate::error::{Error, Result};
+
+/// containerd's default capability set.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Everything a container's spec is made from.
+pub struct SpecInput<'a> {
+    pub id: &'a str,
+    pub config: &'a cri::ContainerConfig,
+    pub pod: &'a cri::PodSandboxConfig,
+    /// The image config JSON (`config` holds Env, Cmd, Entrypoint, ...).
+    pub image_config: &'a Value,
+    pub rootfs: &'a Path,
+    pub pod_dir: &'a Path,
+    pub netns: Option<&'a Path>,
+    pub ipc_ns: Option<&'a Path>,
+    pub uts_ns: Option<&'a Path>,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The command line, by the CRI rules: `command` replaces the image's
+/// entrypoint (and drops its cmd), `args` replaces its cmd.
+pub fn command_line(config: &cri::ContainerConfig, image: &Value) -> Result<Vec<String>> {
+    let entrypoint = strings(&image["config"]["Entrypoint"]);
+    let cmd = strings(&image["config"]["Cmd"]);
+    let mut argv = if !config.command.is_empty() {
+        config.command.clone()
+    } else {
+        entrypoint
+    };
+    if !config.args.is_empty() {
+        argv.extend(config.args.iter().cloned());
+    } else if config.command.is_empty() {
+        argv.extend(cmd);
+    }
+    if argv.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no command: neither the container config nor the image names one".into(),
+        ));
+    }
+    Ok(argv)
+}
+
+/// Image env first, container env overriding by name.
+pub fn environment(config: &cri::ContainerConfig, image: &Value) -> Vec<String> {
+    let mut out: Vec<String> = strings(&image["config"]["Env"]);
+    for kv in &config.envs {
+        out.retain(|e| e.split('=').next() != Some(kv.key.as_str()));
+        out.push(format!("{}={}", kv.key, kv.value));
+    }
+    if !out.iter().any(|e| e.starts_with("PATH=")) {
+        out.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
+    }
+    out
+}
+
+/// Looks a name up in a passwd/group style file of the rootfs: its id and,
+/// for passwd, its primary group.
+fn lookup(rootfs: &Path, file: &str, name: &str) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        if f.len() < 3 || f[0] != name {
+            return None;
+        }
+        let id = f[2].parse().ok()?;
+        Some((id, f.get(3).and_then(|g| g.parse().ok()).unwrap_or(0)))
+    })
+}
+
+/// uid, gid and extra groups: `run_as_user`/`run_as_username`/`run_as_group`
+/// first, else the image's USER (`uid`, `name`, `uid:gid`, `name:group`).
+pub fn user(
+    config: &cri::ContainerConfig,
+    image: &Value,
+    rootfs: &Path,
+) -> Result<(u32, u32, Vec<u32>)> {
+    let sc = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref());
+    let image_user = image["config"]["User"].as_str().unwrap_or("");
+    let (user_part, group_part) = match image_user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (image_user, None),
+    };
+    let resolve_user = |name: &str| -> Result<(u32, u32)> {
+        if name.is_empty() {
+            return Ok((0, 0));
+        }
+        if let Ok(uid) = name.parse::<u32>() {
+            return Ok((uid, lookup_uid_gid(rootfs, uid).unwrap_or(0)));
+        }
+        lookup(rootfs, "etc/passwd", name).ok_or_else(|| {
+            Error::InvalidArgument(format!("user {name:?} is not in the image's /etc/passwd"))
+        })
+    };
+    let (mut uid, mut gid) = match (
+        sc.and_then(|s| s.run_as_user.as_ref()),
+        sc.map(|s| s.run_as_username.as_str()),
+    ) {
+        (Some(u), _) => {
+            let uid = u32::try_from(u.value).map_err(|_| {
+                Error::InvalidArgument(format!("run_as_user {} is out of range", u.value))
+            })?;
+            (uid, lookup_uid_gid(rootfs, uid).unwrap_or(0))
+        }
+        (None, Some(name)) if !name.is_empty() => resolve_user(name)?,
+        _ => resolve_user(user_part)?,
+    };
+    if sc.and_then(|s| s.run_as_user.as_ref()).is_none()
+        && sc.is_none_or(|s| s.run_as_username.is_empty())
+    {
+        if let Some(g) = group_part {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => lookup(rootfs, "etc/group", g)
+                    .map(|(gid, _)| gid)
+                    .ok_or_else(|| {
+                        Error::InvalidArgument(format!(
+                            "group {g:?} is not in the image's /etc/group"
+                        ))
+                    })?,
+            };
+        }
+    }
+    if let Some(g) = sc.and_then(|s| s.run_as_group.as_ref()) {
+        gid = u32::try_from(g.value).map_err(|_| {
+            Error::InvalidArgument(format!("run_as_group {} is out of range", g.value))
+        })?;
+    }
+    if uid == u32::MAX {
+        uid = 0;
+    }
+    let extra = sc
+        .map(|s| {
+            s.supplemental_groups
+                .iter()
+                .filter_map(|g| u32::try_from(*g).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok((uid, gid, extra))
+}
+
+fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 4 && f[2].parse::<u32>().ok()? == uid)
+            .then(|| f[3].parse().ok())
+            .flatten()
+    })
+}
+
+fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Value {
+    let mut options = vec!["rbind", propagation];
+    options.push(if readonly { "ro" } else { "rw" });
+    json!({"destination": dest, "type": "bind", "source": source, "options": options})
+}
+
+/// The highest oom_score_adj we can hand out is no lower than our own:
+/// lowering it needs CAP_SYS_RESOURCE, which a host may not give us.
+fn clamp_oom(want: i64) -> i64 {
+    let ours: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    want.clamp(ours, 1000)
+}
+
+pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
+    let c = input.config;
+    let sc = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.clone())
+        .unwrap_or_default();
+    if c.tty {
+        return Err(Error::FailedPrecondition(
+            "containers with a TTY are not supported by gantry yet".into(),
+        ));
+    }
+    let mut spec =
+        serde_json::to_value(Spec::default()).map_err(|e| Error::Internal(e.to_string()))?;
+
+    // Process.
+    let (uid, gid, extra) = user(c, input.image_config, input.rootfs)?;
+    let cwd = if !c.working_dir.is_empty() {
+        c.working_dir.clone()
+    } else {
+        input.image_config["config"]["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("/")
+            .to_string()
+    };
+    if !cwd.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "working_dir {cwd:?} must be absolute"
+        )));
+    }
+    let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+    if let Some(cap) = &sc.capabilities {
+        let norm = |s: &String| {
+            if s.starts_with("CAP_") {
+                s.clone()
+            } else {
+                format!("CAP_{s}")
+            }
+        };
+        if cap.drop_capabilities.iter().any(|d| d == "ALL") {
+            caps.clear();
+        }
+        caps.retain(|k| !cap.drop_capabilities.iter().map(norm).any(|d| &d == k));
+        for a in &cap.add_capabilities {
+            if !caps.contains(&norm(a)) {
+                caps.push(norm(a));
+            }
+        }
+    }
+    let caps = json!(caps);
+    spec["process"] = json!({
+        "terminal": false,
+        "user": {"uid": uid, "gid": gid, "additionalGids": extra},
+        "args": command_line(c, input.image_config)?,
+        "env": environment(c, input.image_config),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": sc.no_new_privs,
+    });
+    if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        if r.oom_score_adj != 0 {
+            spec["process"]["oomScoreAdj"] = json!(clamp_oom(r.oom_score_adj));
+        }
+    }
+
+    spec["root"] = json!({"path": input.rootfs, "readonly": sc.readonly_rootfs});
+    if !input.pod.hostname.is_empty() && input.uts_ns.is_some() {
+        spec["hostname"] = json!(input.pod.hostname);
+    } else {
+        spec.as_object_mut().map(|o| o.remove("hostname"));
+    }
+
+    // Mounts: the pod's files, then the config's own.
+    let mounts = spec["mounts"]
+        .as_array_mut()
+        .ok_or_else(|| Error::Internal("base spec has no mounts".into()))?;
+    for (dest, file) in [
+        ("/etc/hosts", "hosts"),
+        ("/etc/resolv.conf", "resolv.conf"),
+        ("/etc/hostname", "hostname"),
+    ] {
+        if !c.mounts.iter().any(|m| m.container_path == dest) {
+            mounts.push(bind(dest, &input.pod_dir.join(file), false, "rprivate"));
+        }
+    }
+    for m in &c.mounts {
+        if !m.container_path.starts_with('/') {
+            return Err(Error::InvalidArgument(format!(
+                "mount container_path {:?} must be absolute",
+                m.container_path
+            )));
+        }
+        let host = PathBuf::from(&m.host_path);
+        if m.host_path.is_empty() || !host.exists() {
+            return Err(Error::InvalidArgument(format!(
+                "mount host_path {:?} does not exist",
+                m.host_path
+            )));
+        }
+        let propagation = match cri::MountPropagation::try_from(m.propagation) {
+            Ok(cri::MountPropagation::PropagationHostToContainer) => "rslave",
+            Ok(cri::MountPropagation::PropagationBidirectional) => "rshared",
+            _ => "rprivate",
+        };
+        mounts.retain(|x| x["destination"] != json!(m.container_path));
+        mounts.push(bind(&m.container_path, &host, m.readonly, propagation));
+    }
+
+    // Namespaces: the pod's network, IPC and UTS; its own PID and mount.
+    let mut ns = vec![json!({"type": "pid"}), json!({"type": "mount"})];
+    for (kind, path) in [
+        ("network", input.netns),
+        ("ipc", input.ipc_ns),
+        ("uts", input.uts_ns),
+    ] {
+        if let Some(p) = path {
+            ns.push(json!({"type": kind, "path": p}));
+        }
+    }
+    spec["linux"]["namespaces"] = json!(ns);
+    let parent = input
+        .pod
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.as_str())
+        .unwrap_or("");
+    let parent = if parent.is_empty() { "/gantry" } else { parent };
+    spec["linux"]["cgroupsPath"] = json!(format!("{}/{}", parent.trim_end_matches('/'), input.id));
+
+    if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        let mut res = json!({});
+        if r.memory_limit_in_bytes > 0 {
+            res["memory"] = json!({"limit": r.memory_limit_in_bytes});
+        }
+        let mut cpu = json!({});
+        if r.cpu_shares > 0 {
+            cpu["shares"] = json!(r.cpu_shares);
+        }
+        if r.cpu_quota > 0 {
+            cpu["quota"] = json!(r.cpu_quota);
+        }
+        if r.cpu_period > 0 {
+            cpu["period"] = json!(r.cpu_period);
+        }
+        if !r.cpuset_cpus.is_empty() {
+            cpu["cpus"] = json!(r.cpuset_cpus);
+        }
+        if !r.cpuset_mems.is_empty() {
+            cpu["mems"] = json!(r.cpuset_mems);
+        }
+        if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+            res["cpu"] = cpu;
+        }
+        spec["linux"]["resources"] = res;
+    }
+    if sc.privileged {
+        spec["linux"]["maskedPaths"] = json!([]);
+        spec["linux"]["readonlyPaths"] = json!([]);
+    } else {
+        if !sc.masked_paths.is_empty() {
+            spec["linux"]["maskedPaths"] = json!(sc.masked_paths);
+        }
+        if !sc.readonly_paths.is_empty() {
+            spec["linux"]["readonlyPaths"] = json!(sc.readonly_paths);
+        }
+    }
+    let annotations: HashMap<String, String> = c.annotations.clone();
+    spec["annotations"] = json!(annotations);
+
+    serde_json::from_value(spec)
+        .map_err(|e| Error::Internal(format!("generated an invalid OCI spec: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> Value {
+        json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["default"], "Env": ["PATH=/bin", "A=image"], "User": "app"}})
+    }
+
+    #[test]
+    fn command_follows_cri_rules() {
+        let img = image();
+        let mut c = cri::ContainerConfig::default();
+        assert_eq!(command_line(&c, &img).unwrap(), ["/ep", "default"]);
+        c.args = vec!["x".into()];
+        assert_eq!(command_line(&c, &img).unwrap(), ["/ep", "x"]);
+        c.command = vec!["/bin/sh".into()];
+        assert_eq!(command_line(&c, &img).unwrap(), ["/bin/sh", "x"]);
+        c.args.clear();
+        assert_eq!(command_line(&c, &img).unwrap(), ["/bin/sh"]);
+        assert!(command_line(&cri::ContainerConfig::default(), &json!({})).is_err());
+    }
+
+    #[test]
+    fn env_merges_by_name() {
+        let c = cri::ContainerConfig {
+            envs: vec![
+                cri::KeyValue {
+                    key: "A".into(),
+                    value: "mine".into(),
+                },
+                cri::KeyValue {
+                    key: "B".into(),
+                    value: "b".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        assert_eq!(environment(&c, &image()), ["PATH=/bin", "A=mine", "B=b"]);
+        assert!(environment(&c, &json!({}))[0].starts_with("PATH="));
+    }
+
+    #[test]
+    fn users_resolve_against_the_rootfs() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "root:x:0:0::/:/bin/sh\napp:x:1000:1001::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        let c = cri::ContainerConfig::default();
+        assert_eq!(user(&c, &image(), d.path()).unwrap(), (1000, 1001, vec![]));
+        let img = json!({"config": {"User": "app:staff"}});
+        assert_eq!(user(&c, &img, d.path()).unwrap(), (1000, 50, vec![]));
+        let img = json!({"config": {"User": "nobody"}});
+        assert!(user(&c, &img, d.path()).is_err());
+        let c = cri::ContainerConfig {
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 1000 }),
+                    run_as_group: Some(cri::Int64Value { value: 7 }),
+                    supplemental_groups: vec![8, 9],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            user(&c, &json!({}), d.path()).unwrap(),
+            (1000, 7, vec![8, 9])
+        );
+    }
+}
