@@ -13,11 +13,12 @@ use gantry_e2e::{local_registries, require_host};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue,
-    ContainerStatusRequest, CreateContainerRequest, ImageSpec as CriImageSpec, Int64Value,
-    LinuxContainerConfig, LinuxContainerSecurityContext, ListContainersRequest, Mount,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    ContainerStatsRequest, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest,
+    ImageSpec as CriImageSpec, Int64Value, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, ListContainersRequest, Mount, PodSandboxConfig,
+    PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    ReopenContainerLogRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -578,4 +579,181 @@ async fn bad_requests_leave_nothing() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_stats_updates_and_log_reopening() {
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let pc = pod_config(&env, "busy");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let mut busy = container(&env, "spin", "echo first; while true; do :; done");
+    busy.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, &pc, busy).await.unwrap();
+    start(&mut rt, &id).await;
+
+    let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let r = rt
+        .exec_sync(exec(
+            &["/bin/sh", "-c", "echo out; echo err >&2; exit 4"],
+            10,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 4)
+    );
+    let t = std::time::Instant::now();
+    let e = rt
+        .exec_sync(exec(&["/bin/sleep", "60"], 1))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    // The timed-out process is gone.
+    let ps = rt
+        .exec_sync(exec(&["/bin/sh", "-c", "cat /proc/[0-9]*/stat"], 10))
+        .await
+        .unwrap()
+        .into_inner();
+    // A killed process stays a zombie until the container's PID 1 (a busy
+    // loop here) reaps it; it must not be running.
+    let stats = String::from_utf8_lossy(&ps.stdout).into_owned();
+    assert!(stats.contains("(sh)"), "{stats}");
+    assert!(
+        !stats
+            .lines()
+            .any(|l| l.contains("(sleep)") && !l.contains("(sleep) Z")),
+        "the timed-out sleep still runs: {stats}"
+    );
+    assert_eq!(
+        rt.exec_sync(exec(&[], 1)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    // Stats: a busy container uses CPU and memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s1 = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s2 = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let cpu1 = s1
+        .cpu
+        .as_ref()
+        .unwrap()
+        .usage_core_nano_seconds
+        .as_ref()
+        .unwrap()
+        .value;
+    let cpu2 = s2.cpu.as_ref().unwrap();
+    assert!(cpu1 > 100_000_000, "half a second of spinning: {cpu1}");
+    assert!(cpu2.usage_core_nano_seconds.as_ref().unwrap().value > cpu1);
+    assert!(
+        cpu2.usage_nano_cores.as_ref().unwrap().value > 100_000_000,
+        "{cpu2:?}"
+    );
+    assert!(
+        s2.memory
+            .as_ref()
+            .unwrap()
+            .working_set_bytes
+            .as_ref()
+            .unwrap()
+            .value
+            > 0
+    );
+    let listed = rt
+        .list_container_stats(gantry_proto::v1::ListContainerStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+
+    // UpdateContainerResources changes the cgroup.
+    let cgroup = format!("/sys/fs/cgroup/memory/gantry/{id}/memory.limit_in_bytes");
+    let read_limit = || {
+        std::fs::read_to_string(&cgroup)
+            .ok()
+            .map(|s| s.trim().to_string())
+    };
+    if let Some(before) = read_limit() {
+        assert_eq!(before, (64u64 << 20).to_string());
+        rt.update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(read_limit().unwrap(), (96u64 << 20).to_string());
+    } else {
+        let v2 = format!("/sys/fs/cgroup/gantry/{id}/memory.max");
+        assert_eq!(
+            std::fs::read_to_string(&v2).unwrap().trim(),
+            (64u64 << 20).to_string()
+        );
+    }
+
+    // Log rotation: move the file away, reopen, new output lands anew.
+    let log = PathBuf::from(status(&mut rt, &id).await.log_path);
+    std::fs::rename(&log, log.with_extension("1")).unwrap();
+    rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    for _ in 0..50 {
+        if log.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(log.exists(), "the monitor reopened the log");
+    assert!(log_lines(&log.with_extension("1")).contains(&("stdout".into(), "first".into())));
+
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let e = rt.exec_sync(exec(&["/bin/true"], 1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(leftovers(&env.g), (0, false));
 }

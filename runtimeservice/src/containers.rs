@@ -101,6 +101,7 @@ pub struct ContainerService {
     runtimes: BTreeMap<String, CliRuntime>,
     default_runtime: String,
     monitor: PathBuf,
+    cpu_rates: crate::stats::CpuRates,
 }
 
 impl ContainerService {
@@ -152,6 +153,7 @@ impl ContainerService {
             runtimes,
             default_runtime: config.default_runtime.clone(),
             monitor,
+            cpu_rates: Default::default(),
         })
     }
 
@@ -493,6 +495,7 @@ impl ContainerService {
             let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
         }
         let _ = std::fs::remove_dir_all(self.cdir(id));
+        self.cpu_rates.forget(id);
         self.records().remove(id);
     }
 
@@ -581,6 +584,197 @@ impl ContainerService {
         self.destroy(&id).await;
         info!(container = %id, "container removed");
         Ok(())
+    }
+
+    fn running(&self, id: &str) -> Result<ContainerRecord> {
+        let id = self
+            .resolve(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let r = self
+            .refresh(&id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        if r.state != ContainerState::Running {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        Ok(r)
+    }
+
+    /// Runs a command in a running container; on timeout the process is
+    /// killed and the call fails with DeadlineExceeded.
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout_secs: i64,
+    ) -> Result<cri::ExecSyncResponse> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let r = self.running(id)?;
+        let rt = self.runtime(&r.handler)?.clone();
+        let pid_file = self
+            .cdir(&r.id)
+            .join(format!("exec-{}.pid", &new_id()?[..16]));
+        let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
+        // Kubelet accepts messages up to 16 MiB; keep both streams under it.
+        match rt
+            .exec_sync(&r.id, &cmd, timeout, &pid_file, 8 << 20)
+            .await?
+        {
+            Some(out) => Ok(cri::ExecSyncResponse {
+                stdout: out.stdout,
+                stderr: out.stderr,
+                exit_code: out.exit_code,
+            }),
+            None => Err(Error::DeadlineExceeded(format!(
+                "command {cmd:?} in container {} timed out after {timeout_secs}s and was killed",
+                r.id
+            ))),
+        }
+    }
+
+    /// Asks the container's monitor to reopen its log file.
+    pub fn reopen_log(&self, id: &str) -> Result<()> {
+        let r = self.running(id)?;
+        if !monitor_alive(r.monitor_pid, &r.id) {
+            return Err(Error::FailedPrecondition(format!(
+                "the monitor of container {} is gone",
+                r.id
+            )));
+        }
+        // SAFETY: signalling the monitor we verified by its command line.
+        if unsafe { libc::kill(r.monitor_pid, libc::SIGUSR1) } != 0 {
+            return Err(Error::Internal(format!(
+                "signalling the monitor: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Applies new resources through the runtime and records them.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        res: cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let r = self.running(id)?;
+        let mut oci = serde_json::json!({});
+        if res.memory_limit_in_bytes > 0 {
+            oci["memory"] = serde_json::json!({"limit": res.memory_limit_in_bytes});
+        }
+        let mut cpu = serde_json::json!({});
+        if res.cpu_shares > 0 {
+            cpu["shares"] = res.cpu_shares.into();
+        }
+        if res.cpu_quota != 0 {
+            cpu["quota"] = res.cpu_quota.into();
+        }
+        if res.cpu_period > 0 {
+            cpu["period"] = res.cpu_period.into();
+        }
+        if !res.cpuset_cpus.is_empty() {
+            cpu["cpus"] = res.cpuset_cpus.clone().into();
+        }
+        if !res.cpuset_mems.is_empty() {
+            cpu["mems"] = res.cpuset_mems.clone().into();
+        }
+        oci["cpu"] = cpu;
+        let file = self.cdir(&r.id).join("resources.json");
+        write_atomic(&file, oci.to_string().as_bytes())
+            .map_err(Error::io("writing resources.json"))?;
+        self.runtime(&r.handler)?.update(&r.id, &file).await?;
+        self.update(&r.id, |rec| {
+            let linux = rec.config.linux.get_or_insert_with(Default::default);
+            linux.resources = Some(res);
+        })?;
+        Ok(())
+    }
+
+    fn cgroup_path(&self, r: &ContainerRecord) -> String {
+        std::fs::read(self.cdir(&r.id).join("bundle/config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+
+    pub fn stats_of(&self, r: &ContainerRecord) -> cri::ContainerStats {
+        let now = now_nanos();
+        let sample = if r.state == ContainerState::Running {
+            crate::stats::read_cgroup(Path::new("/sys/fs/cgroup"), &self.cgroup_path(r))
+        } else {
+            None
+        };
+        let sample = sample.unwrap_or_default();
+        let (bytes, inodes) = crate::stats::dir_usage(&self.cdir(&r.id).join("upper"));
+        let u = |v: u64| Some(cri::UInt64Value { value: v });
+        cri::ContainerStats {
+            attributes: Some(cri::ContainerAttributes {
+                id: r.id.clone(),
+                metadata: r.config.metadata.clone(),
+                labels: r.config.labels.clone(),
+                annotations: r.config.annotations.clone(),
+            }),
+            cpu: Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: u(sample.cpu_usage_ns),
+                usage_nano_cores: self
+                    .cpu_rates
+                    .nano_cores(&r.id, now, sample.cpu_usage_ns)
+                    .and_then(u),
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: u(sample.working_set),
+                available_bytes: sample
+                    .memory_limit
+                    .map(|l| l.saturating_sub(sample.working_set))
+                    .and_then(u),
+                usage_bytes: u(sample.memory_usage),
+                rss_bytes: u(sample.rss),
+                page_faults: u(sample.page_faults),
+                major_page_faults: u(sample.major_page_faults),
+            }),
+            writable_layer: Some(cri::FilesystemUsage {
+                timestamp: now,
+                fs_id: Some(cri::FilesystemIdentifier {
+                    mountpoint: self.dir.display().to_string(),
+                }),
+                used_bytes: u(bytes),
+                inodes_used: u(inodes),
+            }),
+            swap: None,
+        }
+    }
+
+    pub fn stats(&self, id: &str) -> Result<cri::ContainerStats> {
+        let id = self
+            .resolve(id)?
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let r = self
+            .refresh(&id)
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        Ok(self.stats_of(&r))
+    }
+
+    pub fn list_stats(
+        &self,
+        filter: Option<cri::ContainerStatsFilter>,
+    ) -> Vec<cri::ContainerStats> {
+        let f = filter.map(|f| cri::ContainerFilter {
+            id: f.id,
+            pod_sandbox_id: f.pod_sandbox_id,
+            label_selector: f.label_selector,
+            state: None,
+        });
+        let ids: Vec<String> = self.list(f).into_iter().map(|c| c.id).collect();
+        ids.iter()
+            .filter_map(|id| self.refresh(id))
+            .map(|r| self.stats_of(&r))
+            .collect()
     }
 
     /// Every container of a pod, for StopPodSandbox and RemovePodSandbox.

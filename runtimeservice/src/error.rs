@@ -10,6 +10,8 @@ pub enum Error {
     AlreadyExists(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    DeadlineExceeded(String),
     #[error("pod network: {0}")]
     Network(String),
     #[error("{context}: {source}")]
@@ -40,6 +42,7 @@ impl From<Error> for tonic::Status {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Network(_) => Code::Unavailable,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())

@@ -274,6 +274,59 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        let req = request.into_inner();
+        Ok(Response::new(
+            self.containers
+                .exec_sync(&req.container_id, req.cmd, req.timeout)
+                .await?,
+        ))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        self.containers
+            .reopen_log(&request.into_inner().container_id)?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let req = request.into_inner();
+        let res = req
+            .linux
+            .ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
+        self.containers
+            .update_resources(&req.container_id, res)
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let stats = self.containers.stats(&request.into_inner().container_id)?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let stats = self.containers.list_stats(request.into_inner().filter);
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -286,14 +339,9 @@ impl RuntimeService for CriRuntimeService {
     }
 
     unimplemented_rpcs! {
-        update_container_resources: "UpdateContainerResources", UpdateContainerResourcesRequest => UpdateContainerResourcesResponse;
-        reopen_container_log: "ReopenContainerLog", ReopenContainerLogRequest => ReopenContainerLogResponse;
-        exec_sync: "ExecSync", ExecSyncRequest => ExecSyncResponse;
         exec: "Exec", ExecRequest => ExecResponse;
         attach: "Attach", AttachRequest => AttachResponse;
         port_forward: "PortForward", PortForwardRequest => PortForwardResponse;
-        container_stats: "ContainerStats", ContainerStatsRequest => ContainerStatsResponse;
-        list_container_stats: "ListContainerStats", ListContainerStatsRequest => ListContainerStatsResponse;
         pod_sandbox_stats: "PodSandboxStats", PodSandboxStatsRequest => PodSandboxStatsResponse;
         list_pod_sandbox_stats: "ListPodSandboxStats", ListPodSandboxStatsRequest => ListPodSandboxStatsResponse;
         update_runtime_config: "UpdateRuntimeConfig", UpdateRuntimeConfigRequest => UpdateRuntimeConfigResponse;

@@ -16,6 +16,7 @@ pub mod oci;
 pub mod pod;
 pub mod pods;
 pub mod spec;
+pub mod stats;
 
 pub use config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;

@@ -59,6 +59,24 @@ pub trait OciRuntime: Send + Sync + 'static {
     async fn resume(&self, id: &str) -> Result<()>;
     /// Applies new resources (an OCI `LinuxResources` JSON file).
     async fn update(&self, id: &str, resources_json: &Path) -> Result<()>;
+    /// Runs a command in the running container and collects its output
+    /// (each stream capped at `max_output` bytes). On timeout the process is
+    /// killed and `Ok(None)` returned.
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Option<std::time::Duration>,
+        pid_file: &Path,
+        max_output: usize,
+    ) -> Result<Option<ExecOutput>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
 }
 
 /// A runtime with the runc command line.
@@ -215,6 +233,92 @@ impl OciRuntime for CliRuntime {
             .arg(id);
         self.run("update", id, c).await.map(drop)
     }
+
+    async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Option<std::time::Duration>,
+        pid_file: &Path,
+        max_output: usize,
+    ) -> Result<Option<ExecOutput>> {
+        let mut c = self.command();
+        c.arg("exec")
+            .arg("--pid-file")
+            .arg(pid_file)
+            .arg(id)
+            .args(cmd);
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().map_err(Error::io(format!(
+            "running {} exec {id}",
+            self.binary.display()
+        )))?;
+        let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(Error::Internal("exec pipes missing".into()));
+        };
+        let work = async {
+            tokio::join!(
+                capped(&mut out, max_output),
+                capped(&mut err, max_output),
+                child.wait()
+            )
+        };
+        let result = match timeout {
+            Some(t) => tokio::time::timeout(t, work).await.ok(),
+            None => Some(work.await),
+        };
+        match result {
+            Some((stdout, stderr, status)) => {
+                let status = status.map_err(Error::io("waiting for exec"))?;
+                let _ = std::fs::remove_file(pid_file);
+                Ok(Some(ExecOutput {
+                    stdout,
+                    stderr,
+                    exit_code: status.code().unwrap_or(255),
+                }))
+            }
+            None => {
+                // The exec'd process belongs to the container, not to us:
+                // kill it by the PID the runtime records. Under load the
+                // runtime may not have written it yet, so wait a little.
+                for _ in 0..100 {
+                    if let Some(pid) = std::fs::read_to_string(pid_file)
+                        .ok()
+                        .and_then(|p| p.trim().parse::<i32>().ok())
+                    {
+                        // SAFETY: signalling the PID the runtime just reported for this exec.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        break;
+                    }
+                    if let Ok(Some(_)) = child.try_wait() {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                let _ = child.kill().await;
+                let _ = std::fs::remove_file(pid_file);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Reads at most `max` bytes of a stream, then drains (and drops) the rest
+/// so the writer never blocks.
+async fn capped(r: &mut (impl tokio::io::AsyncRead + Unpin), max: usize) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while let Ok(n) = r.read(&mut chunk).await {
+        if n == 0 {
+            break;
+        }
+        let room = max.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..n.min(room)]);
+    }
+    buf
 }
 
 /// The last error message in a runtime's JSON log, or its last line.
