@@ -635,7 +635,8 @@ impl ContainerService {
         }
     }
 
-    /// Asks the container's monitor to reopen its log file.
+    /// Asks the container's monitor to reopen its log file. The file is
+    /// created here first, so it exists when the call returns.
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let r = self.running(id)?;
         if !monitor_alive(r.monitor_pid, &r.id) {
@@ -644,6 +645,11 @@ impl ContainerService {
                 r.id
             )));
         }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&r.log_path)
+            .map_err(Error::io(format!("creating {}", r.log_path)))?;
         // SAFETY: signalling the monitor we verified by its command line.
         if unsafe { libc::kill(r.monitor_pid, libc::SIGUSR1) } != 0 {
             return Err(Error::Internal(format!(

@@ -297,7 +297,15 @@ impl OciRuntime for CliRuntime {
                     }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
-                let _ = child.kill().await;
+                // The runtime's exec waits for (and reaps) the killed process;
+                // killing the runtime first would leave a zombie for the
+                // container's init, which may never reap it.
+                if tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = child.kill().await;
+                }
                 let _ = std::fs::remove_file(pid_file);
                 Ok(None)
             }

@@ -32,6 +32,51 @@ pub const DEFAULT_CAPS: &[&str] = &[
     "CAP_AUDIT_WRITE",
 ];
 
+/// Every capability the kernel knows, for `ALL` and privileged containers.
+pub const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
 /// Everything a container's spec is made from.
 pub struct SpecInput<'a> {
     pub id: &'a str,
@@ -136,6 +181,13 @@ pub fn user(
             Error::InvalidArgument(format!("user {name:?} is not in the image's /etc/passwd"))
         })
     };
+    if sc.is_some_and(|s| {
+        s.run_as_group.is_some() && s.run_as_user.is_none() && s.run_as_username.is_empty()
+    }) {
+        return Err(Error::InvalidArgument(
+            "run_as_group needs run_as_user or run_as_username".into(),
+        ));
+    }
     let (mut uid, mut gid) = match (
         sc.and_then(|s| s.run_as_user.as_ref()),
         sc.map(|s| s.run_as_username.as_str()),
@@ -250,15 +302,21 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
                 format!("CAP_{s}")
             }
         };
+        if cap.add_capabilities.iter().any(|a| a == "ALL") {
+            caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
+        }
         if cap.drop_capabilities.iter().any(|d| d == "ALL") {
             caps.clear();
         }
         caps.retain(|k| !cap.drop_capabilities.iter().map(norm).any(|d| &d == k));
         for a in &cap.add_capabilities {
-            if !caps.contains(&norm(a)) {
+            if a != "ALL" && !caps.contains(&norm(a)) {
                 caps.push(norm(a));
             }
         }
+    }
+    if sc.privileged {
+        caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
     }
     let caps = json!(caps);
     spec["process"] = json!({

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use tower::{Layer, Service};
@@ -104,9 +104,28 @@ fn code_name(code: i32) -> &'static str {
     }
 }
 
-impl<S, B, RB> Service<http::Request<B>> for Instrumented<S>
+/// The caller's deadline from the `grpc-timeout` header (`<n><unit>`).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (n, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl<S, B> Service<http::Request<B>> for Instrumented<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<RB>> + Clone + Send + 'static,
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     B: Send + 'static,
@@ -129,11 +148,28 @@ where
             .to_string();
         let metrics = self.metrics.clone();
         let span = tracing::info_span!("cri", method = %method);
+        let deadline = grpc_timeout(request.headers());
         let future = self.inner.call(request);
         Box::pin(
             async move {
                 let started = Instant::now();
-                let result = future.await;
+                // tonic itself ends a call past its grpc-timeout with
+                // CANCELLED; callers (kubelet, critest) expect
+                // DEADLINE_EXCEEDED, so the deadline is enforced here, a
+                // hair earlier than tonic's own timer.
+                let result = match deadline {
+                    Some(d) => {
+                        let early = d.saturating_sub((d / 10).min(Duration::from_millis(10)));
+                        match tokio::time::timeout(early, future).await {
+                            Ok(r) => r,
+                            Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                                "{method} did not finish within the caller's deadline of {d:?}"
+                            ))
+                            .into_http()),
+                        }
+                    }
+                    None => future.await,
+                };
                 let elapsed = started.elapsed();
                 // Unary errors come back trailers-only, with grpc-status in the
                 // headers; a response without it succeeded.
@@ -225,6 +261,49 @@ mod tests {
             "image \"x\" not found"
         );
         assert_eq!(percent_decode("100%"), "100%");
+    }
+
+    #[tokio::test]
+    async fn a_missed_deadline_is_deadline_exceeded() {
+        let registry = Registry::new();
+        let layer = InstrumentLayer::new(RpcMetrics::new(&registry).unwrap());
+        let slow = tower::service_fn(|_req: http::Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(tonic::body::Body::empty()))
+        });
+        let mut svc = layer.layer(slow);
+        let req = http::Request::builder()
+            .uri("/runtime.v1.ImageService/PullImage")
+            .header("grpc-timeout", "50m")
+            .body(())
+            .unwrap();
+        let started = Instant::now();
+        let resp = svc.call(req).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert_eq!(resp.headers()["grpc-status"], "4");
+        let text = registry
+            .gather()
+            .iter()
+            .map(|m| format!("{m:?}"))
+            .collect::<String>();
+        assert!(text.contains("DeadlineExceeded"), "{text}");
+    }
+
+    #[test]
+    fn grpc_timeouts_parse() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(grpc_timeout(&h), None);
+        for (v, d) in [
+            ("2S", Duration::from_secs(2)),
+            ("150m", Duration::from_millis(150)),
+            ("1H", Duration::from_secs(3600)),
+            ("999n", Duration::from_nanos(999)),
+        ] {
+            h.insert("grpc-timeout", v.parse().unwrap());
+            assert_eq!(grpc_timeout(&h), Some(d));
+        }
+        h.insert("grpc-timeout", "x".parse().unwrap());
+        assert_eq!(grpc_timeout(&h), None);
     }
 
     #[test]
