@@ -754,3 +754,30 @@ async fn exec_stats_updates_and_log_reopening() {
     .unwrap();
     assert_eq!(leftovers(&env.g), (0, false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_killed_container_says_so() {
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let pc = pod_config(&env, "oom");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    // The string doubles until the 32 MiB limit is hit.
+    let mut hog = container(&env, "hog", "a=x; while true; do a=\"$a$a\"; done");
+    hog.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, &pc, hog).await.unwrap();
+    start(&mut rt, &id).await;
+    let s = wait_exited(&mut rt, &id).await;
+    assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"));
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(leftovers(&env.g), (0, false));
+}

@@ -236,11 +236,17 @@ impl ContainerService {
         else {
             return Some(rec);
         };
+        // The cgroup outlives the processes until the runtime deletes the
+        // container, so the OOM count is still there to read.
+        let oom = exit.signal == libc::SIGKILL
+            && crate::stats::oom_kills(Path::new("/sys/fs/cgroup"), &self.cgroup_path(&rec)) > 0;
         let updated = self.update(id, |r| {
             r.state = ContainerState::Exited;
             r.exit_code = exit.exit_code;
             r.finished_at = exit.finished_at;
-            r.reason = if exit.exit_code == 0 {
+            r.reason = if oom {
+                "OOMKilled".into()
+            } else if exit.exit_code == 0 {
                 "Completed".into()
             } else {
                 "Error".into()

@@ -78,6 +78,19 @@ pub fn read_cgroup(root: &Path, cgroup: &str) -> Option<CgroupSample> {
     })
 }
 
+/// How many times the kernel's OOM killer struck inside the cgroup.
+pub fn oom_kills(root: &Path, cgroup: &str) -> u64 {
+    let rel = cgroup.trim_start_matches('/');
+    let v2 = keyed(&root.join(rel).join("memory.events"));
+    if let Some(n) = v2.get("oom_kill") {
+        return *n;
+    }
+    keyed(&root.join("memory").join(rel).join("memory.oom_control"))
+        .get("oom_kill")
+        .copied()
+        .unwrap_or(0)
+}
+
 /// Bytes (allocated) and inodes of a directory tree, not crossing mounts.
 pub fn dir_usage(dir: &Path) -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
@@ -184,6 +197,19 @@ mod tests {
             (42_000, 1500, 1500, Some(4096))
         );
         assert!(read_cgroup(d.path(), "nope").is_none());
+        std::fs::write(
+            v1.join("memory/gantry/c/memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills(&v1, "/gantry/c"), 2);
+        std::fs::write(
+            v2.join("gantry/c/memory.events"),
+            "low 0\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert_eq!(oom_kills(&v2, "gantry/c"), 1);
+        assert_eq!(oom_kills(d.path(), "nope"), 0);
     }
 
     #[test]
