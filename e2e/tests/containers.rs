@@ -20,6 +20,7 @@ use gantry_proto::v1::{
     ReopenContainerLogRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
     StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
+use gantry_proto::v1::{LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption};
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -74,6 +75,17 @@ fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
         }),
         hostname: name.into(),
         log_directory: env.logs.path().join(name).display().to_string(),
+        // What kubelet sends unless the pod shares its process namespace.
+        linux: Some(gantry_proto::v1::LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -780,4 +792,143 @@ async fn an_oom_killed_container_says_so() {
     .await
     .unwrap();
     assert_eq!(leftovers(&env.g), (0, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid_namespace_modes() {
+    use gantry_proto::v1::{
+        LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    };
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let with_pid = |mode: NamespaceMode, name: &str| {
+        let mut pc = pod_config(&env, name);
+        pc.linux = Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: mode as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        pc
+    };
+    let comms = |out: &[u8]| {
+        String::from_utf8_lossy(out)
+            .lines()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let list_cmd = |id: &str| ExecSyncRequest {
+        container_id: id.into(),
+        cmd: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cat /proc/[0-9]*/comm".into(),
+        ],
+        timeout: 10,
+    };
+
+    // Shared: one container sees the other's process; a small init is PID 1.
+    let pc = with_pid(NamespaceMode::Pod, "shared");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let a = create(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000"))
+        .await
+        .unwrap();
+    let b = create(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000"))
+        .await
+        .unwrap();
+    start(&mut rt, &a).await;
+    start(&mut rt, &b).await;
+    let seen = comms(
+        &rt.exec_sync(list_cmd(&b))
+            .await
+            .unwrap()
+            .into_inner()
+            .stdout,
+    );
+    assert_eq!(seen.iter().filter(|c| *c == "sleep").count(), 2, "{seen:?}");
+    assert!(
+        seen.iter().any(|c| c == "gantry-monitor"),
+        "the pod's init is PID 1: {seen:?}"
+    );
+    let st = rt
+        .pod_sandbox_status(gantry_proto::v1::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let init_pid = serde_json::from_str::<serde_json::Value>(&st.info["info"]).unwrap()["initPid"]
+        .as_i64()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{init_pid}")).exists());
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{init_pid}/cmdline")).exists()
+            || !std::fs::read_to_string(format!("/proc/{init_pid}/cmdline"))
+                .unwrap_or_default()
+                .contains("--pod-init")
+    );
+
+    // Private (what kubelet asks for unless shareProcessNamespace): only
+    // its own process. (An absent option means POD in CRI, as above.)
+    let pc = with_pid(NamespaceMode::Container, "private");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let a = create(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000"))
+        .await
+        .unwrap();
+    let b = create(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000"))
+        .await
+        .unwrap();
+    start(&mut rt, &a).await;
+    start(&mut rt, &b).await;
+    let seen = comms(
+        &rt.exec_sync(list_cmd(&b))
+            .await
+            .unwrap()
+            .into_inner()
+            .stdout,
+    );
+    assert_eq!(seen.iter().filter(|c| *c == "sleep").count(), 1, "{seen:?}");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+
+    // Host: the daemon itself is visible.
+    let pc = with_pid(NamespaceMode::Node, "hostpid");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let a = create(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000"))
+        .await
+        .unwrap();
+    start(&mut rt, &a).await;
+    let seen = comms(
+        &rt.exec_sync(list_cmd(&a))
+            .await
+            .unwrap()
+            .into_inner()
+            .stdout,
+    );
+    assert!(seen.iter().any(|c| c == "gantry"), "{seen:?}");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(leftovers(&env.g), (0, false));
+    assert_eq!(
+        std::fs::read_dir(env.g.dir.join("state/pods"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

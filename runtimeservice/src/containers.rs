@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::oci::{CliRuntime, OciRuntime};
 use crate::pod::{new_id, write_atomic, PodState};
 use crate::pods::PodService;
-use crate::spec::{generate, SpecInput};
+use crate::spec::{generate, PidNamespace, SpecInput};
 
 /// What the runtime needs to know of an image: the image service answers.
 #[derive(Debug, Clone)]
@@ -403,6 +403,7 @@ impl ContainerService {
             Some(data.as_c_str()),
         )
         .map_err(|e| Error::Internal(format!("mounting the container rootfs: {e}")))?;
+        let pid = self.pid_namespace(pod, config)?;
         let spec = generate(&SpecInput {
             id,
             config,
@@ -413,6 +414,7 @@ impl ContainerService {
             netns: pod.netns.as_deref(),
             ipc_ns: pod.ipc_ns.as_deref(),
             uts_ns: pod.uts_ns.as_deref(),
+            pid,
         })?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;
@@ -483,6 +485,53 @@ impl ContainerService {
                     "creating the container failed: {msg}"
                 )))
             }
+        }
+    }
+
+    /// The container's PID namespace per its (or else the pod's) options.
+    fn pid_namespace(
+        &self,
+        pod: &crate::pod::PodRecord,
+        config: &cri::ContainerConfig,
+    ) -> Result<PidNamespace> {
+        let own = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        let pod_opts = pod
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.as_ref())
+            .and_then(|s| s.namespace_options.clone());
+        let opts = own.or(pod_opts).unwrap_or_default();
+        match cri::NamespaceMode::try_from(opts.pid).unwrap_or(cri::NamespaceMode::Container) {
+            cri::NamespaceMode::Node => Ok(PidNamespace::Host),
+            cri::NamespaceMode::Pod => match &pod.pid_ns {
+                Some(p) => Ok(PidNamespace::Join(p.clone())),
+                // The pod was not started with a shared PID namespace.
+                None => Ok(PidNamespace::Private),
+            },
+            cri::NamespaceMode::Target => {
+                let target = self
+                    .resolve(&opts.target_id)?
+                    .and_then(|id| self.refresh(&id))
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("target container {}", opts.target_id))
+                    })?;
+                if target.state != ContainerState::Running {
+                    return Err(Error::FailedPrecondition(format!(
+                        "target container {} is not running",
+                        target.id
+                    )));
+                }
+                Ok(PidNamespace::Join(PathBuf::from(format!(
+                    "/proc/{}/ns/pid",
+                    target.pid
+                ))))
+            }
+            cri::NamespaceMode::Container => Ok(PidNamespace::Private),
         }
     }
 

@@ -50,6 +50,12 @@ pub struct PodRecord {
     pub netns: Option<PathBuf>,
     pub ipc_ns: Option<PathBuf>,
     pub uts_ns: Option<PathBuf>,
+    /// The pinned PID namespace of a pod whose containers share one, and
+    /// its init process.
+    #[serde(default)]
+    pub pid_ns: Option<PathBuf>,
+    #[serde(default)]
+    pub init_pid: i32,
     /// The CNI network the pod was attached to, once the ADD succeeded or
     /// may have happened.
     pub network: Option<String>,
@@ -249,6 +255,8 @@ mod tests {
             netns: None,
             ipc_ns: None,
             uts_ns: None,
+            pid_ns: None,
+            init_pid: 0,
             network: None,
             ips: vec![],
         }

@@ -17,6 +17,8 @@ use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
 
 pub struct PodService {
     pub config: RuntimeConfig,
+    /// gantry-monitor, which also serves as the init of shared PID namespaces.
+    monitor: PathBuf,
     pub store: PodStore,
     pub(crate) network: Arc<dyn PodNetwork>,
     /// Where namespaces are pinned: on tmpfs, so pins vanish with a reboot
@@ -133,13 +135,18 @@ fn write_sysctls(which: &str, sysctls: &[(String, String)]) -> std::result::Resu
 }
 
 impl PodService {
-    pub fn new(config: RuntimeConfig, network: Arc<dyn PodNetwork>) -> Result<Self> {
+    pub fn new(
+        config: RuntimeConfig,
+        network: Arc<dyn PodNetwork>,
+        monitor: PathBuf,
+    ) -> Result<Self> {
         let store = PodStore::open(&config.root.join("sandboxes"))?;
         let ns_dir = config.state_dir.join("pods");
         std::fs::create_dir_all(&ns_dir)
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
         Ok(PodService {
             config,
+            monitor,
             store,
             network,
             ns_dir,
@@ -195,8 +202,30 @@ impl PodService {
                 clean = false;
             }
         }
+        // A crash between starting the init and recording its PID leaves
+        // only the pin path in the record: then the init is found by name.
+        let init = if rec.init_pid > 0 && pod_init_alive(rec.init_pid, &rec.id) {
+            Some(rec.init_pid)
+        } else if rec.pid_ns.is_some() {
+            find_pod_init(&rec.id)
+        } else {
+            None
+        };
+        if let Some(pid) = init {
+            // SAFETY: the PID was checked to be this pod's init; killing a
+            // PID namespace's init ends every process in it.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let pinned = Self::pinned(rec);
-        let _ = tokio::task::spawn_blocking(move || netns::remove(&pinned)).await;
+        let pid_pin = rec.pid_ns.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            netns::remove(&pinned);
+            if let Some(p) = pid_pin {
+                let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+                let _ = std::fs::remove_file(&p);
+            }
+        })
+        .await;
         let _ = std::fs::remove_dir(self.ns_dir.join(&rec.id));
         clean
     }
@@ -261,6 +290,8 @@ impl PodService {
                 netns: None,
                 ipc_ns: None,
                 uts_ns: None,
+                pid_ns: None,
+                init_pid: 0,
                 network: None,
                 ips: Vec::new(),
             };
@@ -341,6 +372,9 @@ impl PodService {
                 .map_err(|e| Error::Internal(format!("namespace task: {e}")))?
                 .map_err(|e| Error::Internal(format!("creating pod namespaces: {e}")))?;
         }
+        if mode(namespace_options(config), |o| o.pid) == cri::NamespaceMode::Pod {
+            self.start_pid_init(id).await?;
+        }
         let rec = self
             .store
             .get(id)
@@ -413,6 +447,35 @@ impl PodService {
         Ok(())
     }
 
+    /// Starts the init of the pod's shared PID namespace and pins it.
+    async fn start_pid_init(&self, id: &str) -> Result<()> {
+        let ns_dir = self.ns_dir.join(id);
+        std::fs::create_dir_all(&ns_dir)
+            .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
+        let pin = ns_dir.join("pid");
+        self.store.update(id, |r| r.pid_ns = Some(pin.clone()))?;
+        let out = tokio::process::Command::new(&self.monitor)
+            .arg("--pod-init")
+            .arg(id)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .await
+            .map_err(Error::io(format!("starting {}", self.monitor.display())))?;
+        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let pid: i32 = line
+            .strip_prefix("ok ")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| {
+                Error::Internal(format!("starting the pod's PID namespace init: {line}"))
+            })?;
+        self.store.update(id, |r| r.init_pid = pid)?;
+        std::fs::File::create(&pin).map_err(Error::io(format!("creating {}", pin.display())))?;
+        rustix::mount::mount_bind(format!("/proc/{pid}/ns/pid").as_str(), &pin)
+            .map_err(|e| Error::Internal(format!("pinning the pod's PID namespace: {e}")))?;
+        Ok(())
+    }
+
     fn resolve(&self, id: &str) -> Result<Option<String>> {
         self.store.resolve(id)
     }
@@ -440,6 +503,8 @@ impl PodService {
                 r.netns = None;
                 r.ipc_ns = None;
                 r.uts_ns = None;
+                r.pid_ns = None;
+                r.init_pid = 0;
             })?;
             info!("pod sandbox stopped");
             Ok(())
@@ -476,6 +541,8 @@ impl PodService {
                 "netns": rec.netns,
                 "ipcNamespace": rec.ipc_ns,
                 "utsNamespace": rec.uts_ns,
+                "pidNamespace": rec.pid_ns,
+                "initPid": rec.init_pid,
                 "network": rec.network,
                 "runtimeHandler": rec.runtime_handler,
                 "podDir": self.store.pod_dir(&rec.id),
@@ -550,6 +617,25 @@ fn state_of(r: &PodRecord) -> cri::PodSandboxState {
         PodState::Ready => cri::PodSandboxState::SandboxReady,
         _ => cri::PodSandboxState::SandboxNotready,
     }
+}
+
+/// Whether `pid` is still this pod's PID-namespace init (PIDs wrap).
+fn pod_init_alive(pid: i32, id: &str) -> bool {
+    pid > 0
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|c| {
+                let s = String::from_utf8_lossy(&c);
+                s.contains("--pod-init") && s.contains(id)
+            })
+            .unwrap_or(false)
+}
+
+fn find_pod_init(id: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .find(|pid| pod_init_alive(*pid, id))
 }
 
 fn rustix_hostname() -> String {

@@ -89,6 +89,18 @@ pub struct SpecInput<'a> {
     pub netns: Option<&'a Path>,
     pub ipc_ns: Option<&'a Path>,
     pub uts_ns: Option<&'a Path>,
+    pub pid: PidNamespace,
+}
+
+/// Where a container's processes live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// Its own PID namespace.
+    Private,
+    /// The host's.
+    Host,
+    /// One that already exists (the pod's shared one, or a target's).
+    Join(PathBuf),
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -378,7 +390,12 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
     }
 
     // Namespaces: the pod's network, IPC and UTS; its own PID and mount.
-    let mut ns = vec![json!({"type": "pid"}), json!({"type": "mount"})];
+    let mut ns = vec![json!({"type": "mount"})];
+    match &input.pid {
+        PidNamespace::Private => ns.push(json!({"type": "pid"})),
+        PidNamespace::Join(p) => ns.push(json!({"type": "pid", "path": p})),
+        PidNamespace::Host => {}
+    }
     for (kind, path) in [
         ("network", input.netns),
         ("ipc", input.ipc_ns),

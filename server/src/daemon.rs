@@ -129,8 +129,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config.cni.bin_dirs.clone(),
         config.root.join("cni-cache"),
     );
-    let pods = Arc::new(PodService::new(config.runtime.clone(), Arc::new(network))?);
-    pods.recover().await;
     let monitor = if config.runtime.monitor_path.as_os_str().is_empty() {
         std::env::current_exe()
             .context("locating the gantry binary")?
@@ -138,6 +136,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         config.runtime.monitor_path.clone()
     };
+    let pods = Arc::new(PodService::new(
+        config.runtime.clone(),
+        Arc::new(network),
+        monitor.clone(),
+    )?);
+    pods.recover().await;
     let containers = Arc::new(ContainerService::new(
         pods.clone(),
         Arc::new(StoreImages(store.clone())),

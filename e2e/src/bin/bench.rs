@@ -297,6 +297,17 @@ fn sandbox_config(who: &str, run: u64, i: usize) -> PodSandboxConfig {
         }),
         hostname: format!("bench-{i}"),
         log_directory: format!("/tmp/gantry-bench-logs/{run:x}-{who}-{i}"),
+        // What kubelet sends for a pod without shareProcessNamespace.
+        linux: Some(gantry_proto::v1::LinuxPodSandboxConfig {
+            security_context: Some(gantry_proto::v1::LinuxSandboxSecurityContext {
+                namespace_options: Some(gantry_proto::v1::NamespaceOption {
+                    pid: gantry_proto::v1::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

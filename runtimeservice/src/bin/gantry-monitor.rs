@@ -11,6 +11,10 @@
 //!
 //! Protocol with the daemon: one line on stdout, `ok <monitor pid>
 //! <container pid>` once the container is created, or `error <message>`.
+//!
+//! `gantry-monitor --pod-init <pod id>` is the other mode: the PID 1 of a
+//! pod whose containers share one PID namespace. It only reaps orphans,
+//! sleeping in `sigwaitinfo`; its line is `ok <its pid>`.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -159,7 +163,51 @@ fn create(args: &Args, out_w: OwnedFd, err_w: OwnedFd) -> Result<i32, String> {
         .map_err(|e| format!("bad pid file: {e}"))
 }
 
+/// The shared PID namespace's init: unshare, fork, and as PID 1 reap
+/// whatever is reparented to us until killed.
+fn pod_init() -> ! {
+    // SAFETY: single-threaded; unshare(CLONE_NEWPID) affects our children.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        println!("error unshare: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    // SAFETY: single-threaded fork.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        println!("error fork: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    if pid > 0 {
+        println!("ok {pid}");
+        let _ = std::io::stdout().flush();
+        std::process::exit(0);
+    }
+    close_inherited(&[]);
+    // SAFETY: plain syscalls on our own process; the set is ours.
+    unsafe {
+        libc::setsid();
+        if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+            for fd in 0..3 {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        loop {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::sigwaitinfo(&set, &mut info);
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+        }
+    }
+}
+
 fn main() {
+    let mut argv = std::env::args().skip(1);
+    if argv.next().as_deref() == Some("--pod-init") {
+        pod_init();
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
