@@ -932,3 +932,120 @@ async fn pid_namespace_modes() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seccomp_and_privileges() {
+    use gantry_proto::v1::{security_profile::ProfileType, Capability, SecurityProfile};
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let pc = pod_config(&env, "secure");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let profile = env.logs.path().join("no-chmod.json");
+    std::fs::write(
+        &profile,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chmod","fchmodat","fchmodat2"],"action":"SCMP_ACT_ERRNO"}]}"#,
+    )
+    .unwrap();
+    let run = |name: &str, script: &str, sc: LinuxContainerSecurityContext| {
+        let mut c = container(&env, name, script);
+        c.linux = Some(LinuxContainerConfig {
+            security_context: Some(sc),
+            ..Default::default()
+        });
+        c
+    };
+    let seccomp_field = "grep Seccomp: /proc/self/status; chmod 600 /etc/group && echo chmod-ok || echo chmod-denied";
+    let cases = [
+        ("unconfined", None, "Seccomp:\t0", "chmod-ok"),
+        (
+            "default",
+            Some(SecurityProfile {
+                profile_type: ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
+            "Seccomp:\t2",
+            "chmod-ok",
+        ),
+        (
+            "localhost",
+            Some(SecurityProfile {
+                profile_type: ProfileType::Localhost as i32,
+                localhost_ref: profile.display().to_string(),
+            }),
+            "Seccomp:\t2",
+            "chmod-denied",
+        ),
+    ];
+    for (name, seccomp, want_field, want_chmod) in cases {
+        let id = create(
+            &mut rt,
+            &pod,
+            &pc,
+            run(
+                name,
+                seccomp_field,
+                LinuxContainerSecurityContext {
+                    seccomp,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await
+        .unwrap();
+        start(&mut rt, &id).await;
+        let s = wait_exited(&mut rt, &id).await;
+        let texts: Vec<String> = log_lines(Path::new(&s.log_path))
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect();
+        assert!(texts.iter().any(|t| t == want_field), "{name}: {texts:?}");
+        assert!(texts.iter().any(|t| t == want_chmod), "{name}: {texts:?}");
+    }
+
+    // ALL capabilities (clamped to what the host grants) and privileged
+    // containers start; a plain one has no CAP_NET_ADMIN (bit 12).
+    let capeff = "grep CapEff: /proc/self/status";
+    let all = LinuxContainerSecurityContext {
+        capabilities: Some(Capability {
+            add_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let privileged = LinuxContainerSecurityContext {
+        privileged: true,
+        ..Default::default()
+    };
+    let mut masks = Vec::new();
+    for (name, sc) in [
+        ("plain", LinuxContainerSecurityContext::default()),
+        ("all", all),
+        ("privileged", privileged),
+    ] {
+        let id = create(&mut rt, &pod, &pc, run(name, capeff, sc))
+            .await
+            .unwrap();
+        start(&mut rt, &id).await;
+        let s = wait_exited(&mut rt, &id).await;
+        assert_eq!(s.exit_code, 0, "{name}");
+        let line = log_lines(Path::new(&s.log_path))
+            .into_iter()
+            .map(|(_, t)| t)
+            .next()
+            .unwrap();
+        masks.push(u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).unwrap());
+    }
+    assert_eq!(
+        masks[0] & (1 << 12),
+        0,
+        "plain containers lack CAP_NET_ADMIN"
+    );
+    assert_ne!(masks[1] & (1 << 12), 0, "ALL includes CAP_NET_ADMIN");
+    assert_ne!(masks[2] & (1 << 21), 0, "privileged includes CAP_SYS_ADMIN");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(leftovers(&env.g), (0, false));
+}

@@ -77,6 +77,152 @@ pub const ALL_CAPS: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The capabilities this process holds (effective and bounding): a
+/// container cannot be given more, so requests are clamped to these.
+pub fn host_caps() -> Vec<&'static str> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let mask = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap_or(u64::MAX)
+    };
+    let have = mask("CapEff:") & mask("CapBnd:");
+    ALL_CAPS
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| have & (1u64 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+/// The runtime-default seccomp profile: everything allowed but the
+/// syscalls that reach outside a container (kernel modules, keyrings,
+/// clocks, reboot, tracing other processes, …), as a denylist. Mount and
+/// namespace syscalls stay allowed when the container holds CAP_SYS_ADMIN.
+/// This is narrower than containerd's allowlist profile.
+pub fn default_seccomp(caps: &[String]) -> Value {
+    let mut denied = vec![
+        "acct",
+        "add_key",
+        "bpf",
+        "clock_adjtime",
+        "clock_settime",
+        "create_module",
+        "delete_module",
+        "finit_module",
+        "get_kernel_syms",
+        "get_mempolicy",
+        "init_module",
+        "ioperm",
+        "iopl",
+        "kcmp",
+        "kexec_file_load",
+        "kexec_load",
+        "keyctl",
+        "lookup_dcookie",
+        "mbind",
+        "move_pages",
+        "nfsservctl",
+        "open_by_handle_at",
+        "perf_event_open",
+        "process_vm_readv",
+        "process_vm_writev",
+        "ptrace",
+        "query_module",
+        "quotactl",
+        "reboot",
+        "request_key",
+        "set_mempolicy",
+        "settimeofday",
+        "stime",
+        "swapon",
+        "swapoff",
+        "sysfs",
+        "_sysctl",
+        "uselib",
+        "userfaultfd",
+        "ustat",
+        "vm86",
+        "vm86old",
+    ];
+    if !caps.iter().any(|c| c == "CAP_SYS_ADMIN") {
+        denied.extend([
+            "mount",
+            "umount",
+            "umount2",
+            "pivot_root",
+            "setns",
+            "unshare",
+            "name_to_handle_at",
+        ]);
+    }
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
+    })
+}
+
+/// A profile file (Docker or OCI layout) as the OCI `linux.seccomp` value.
+pub fn localhost_seccomp(path: &str) -> Result<Value> {
+    let path = path.strip_prefix("localhost/").unwrap_or(path);
+    if !path.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "seccomp profile path {path:?} must be absolute"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidArgument(format!("reading seccomp profile {path}: {e}")))?;
+    let p: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::InvalidArgument(format!("seccomp profile {path} is not JSON: {e}")))?;
+    let mut out = json!({"defaultAction": p["defaultAction"].clone()});
+    if out["defaultAction"].is_null() {
+        return Err(Error::InvalidArgument(format!(
+            "seccomp profile {path} has no defaultAction"
+        )));
+    }
+    for key in ["defaultErrnoRet", "architectures", "flags", "listenerPath"] {
+        if !p[key].is_null() {
+            out[key] = p[key].clone();
+        }
+    }
+    if let Some(map) = p["archMap"].as_array() {
+        let mut arches = Vec::new();
+        for a in map {
+            if let Some(x) = a["architecture"].as_str() {
+                arches.push(json!(x));
+            }
+            for sub in a["subArchitectures"].as_array().into_iter().flatten() {
+                arches.push(sub.clone());
+            }
+        }
+        out["architectures"] = json!(arches);
+    }
+    let syscalls: Vec<Value> = p["syscalls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let mut x = json!({"names": s["names"].clone(), "action": s["action"].clone()});
+            if x["names"].is_null() {
+                if let Some(n) = s["name"].as_str() {
+                    x["names"] = json!([n]);
+                }
+            }
+            for key in ["errnoRet", "args"] {
+                if !s[key].is_null() {
+                    x[key] = s[key].clone();
+                }
+            }
+            x
+        })
+        .collect();
+    out["syscalls"] = json!(syscalls);
+    Ok(out)
+}
+
 /// Everything a container's spec is made from.
 pub struct SpecInput<'a> {
     pub id: &'a str,
@@ -330,6 +476,22 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
     if sc.privileged {
         caps = ALL_CAPS.iter().map(|s| s.to_string()).collect();
     }
+    let held = host_caps();
+    caps.retain(|c| held.contains(&c.as_str()));
+    let seccomp = if sc.privileged {
+        None
+    } else {
+        match sc.seccomp.as_ref() {
+            None => None,
+            Some(p) => match cri::security_profile::ProfileType::try_from(p.profile_type) {
+                Ok(cri::security_profile::ProfileType::Unconfined) => None,
+                Ok(cri::security_profile::ProfileType::Localhost) => {
+                    Some(localhost_seccomp(&p.localhost_ref)?)
+                }
+                _ => Some(default_seccomp(&caps)),
+            },
+        }
+    };
     let caps = json!(caps);
     spec["process"] = json!({
         "terminal": false,
@@ -366,6 +528,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
             mounts.push(bind(dest, &input.pod_dir.join(file), false, "rprivate"));
         }
     }
+    let mut rootfs_propagation: Option<&str> = None;
     for m in &c.mounts {
         if !m.container_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
@@ -387,6 +550,16 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         };
         mounts.retain(|x| x["destination"] != json!(m.container_path));
         mounts.push(bind(&m.container_path, &host, m.readonly, propagation));
+        // Propagation back out of (or into) the container needs its root
+        // mount to take part too.
+        match propagation {
+            "rshared" => rootfs_propagation = Some("rshared"),
+            "rslave" if rootfs_propagation.is_none() => rootfs_propagation = Some("rslave"),
+            _ => {}
+        }
+    }
+    if let Some(p) = rootfs_propagation {
+        spec["linux"]["rootfsPropagation"] = json!(p);
     }
 
     // Namespaces: the pod's network, IPC and UTS; its own PID and mount.
@@ -452,6 +625,9 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
             spec["linux"]["readonlyPaths"] = json!(sc.readonly_paths);
         }
     }
+    if let Some(profile) = seccomp {
+        spec["linux"]["seccomp"] = profile;
+    }
     let annotations: HashMap<String, String> = c.annotations.clone();
     spec["annotations"] = json!(annotations);
 
@@ -465,6 +641,39 @@ mod tests {
 
     fn image() -> Value {
         json!({"config": {"Entrypoint": ["/ep"], "Cmd": ["default"], "Env": ["PATH=/bin", "A=image"], "User": "app"}})
+    }
+
+    #[test]
+    fn seccomp_profiles_translate() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("p.json");
+        std::fs::write(
+            &p,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","archMap":[{"architecture":"SCMP_ARCH_X86_64","subArchitectures":["SCMP_ARCH_X86"]}],"syscalls":[{"names":["chmod"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let v = localhost_seccomp(&format!("localhost/{}", p.display())).unwrap();
+        assert_eq!(
+            v["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+        );
+        assert_eq!(v["syscalls"][0]["names"], json!(["chmod"]));
+        // The result must be a valid OCI seccomp section.
+        let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(v).unwrap();
+        assert!(localhost_seccomp("relative.json").is_err());
+        assert!(localhost_seccomp("/nonexistent/profile.json").is_err());
+        let def = default_seccomp(&[]);
+        let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(def.clone()).unwrap();
+        assert!(def["syscalls"][0]["names"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("mount")));
+        assert!(
+            !default_seccomp(&["CAP_SYS_ADMIN".into()])["syscalls"][0]["names"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("mount"))
+        );
     }
 
     #[test]

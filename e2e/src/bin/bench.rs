@@ -20,8 +20,11 @@ use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
 use gantry_proto::v1::image_service_client::ImageServiceClient;
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ImageSpec as CriImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopPodSandboxRequest,
+    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
+    ExecSyncRequest, ImageSpec as CriImageSpec, ListContainersRequest, PodSandboxConfig,
+    PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemoveImageRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
@@ -48,6 +51,9 @@ struct Args {
     /// What to measure: pull, pods or all.
     #[arg(long, default_value = "all")]
     mode: String,
+    /// Containers per runtime in containers mode.
+    #[arg(long, default_value_t = 50)]
+    containers: usize,
     /// Pods started (then stopped and removed) per runtime in pods mode.
     #[arg(long, default_value_t = 50)]
     pods: usize,
@@ -149,11 +155,13 @@ async fn main() -> anyhow::Result<()> {
     match args.mode.as_str() {
         "pull" => bench_pull(&args).await,
         "pods" => bench_pods(&args).await,
+        "containers" => bench_containers(&args).await,
         "all" => {
             bench_pull(&args).await?;
-            bench_pods(&args).await
+            bench_pods(&args).await?;
+            bench_containers(&args).await
         }
-        other => bail!("unknown mode {other:?}: pull, pods or all"),
+        other => bail!("unknown mode {other:?}: pull, pods, containers or all"),
     }
 }
 
@@ -455,6 +463,292 @@ async fn bench_pods(args: &Args) -> anyhow::Result<()> {
             pause_rss as f64 / 1024.0,
             (p + shim_rss + pause_rss) as f64 / 1024.0,
             (shim_rss + pause_rss) as f64 / 1024.0 / n.max(1) as f64
+        );
+    }
+    Ok(())
+}
+
+/// One runtime under test in containers mode.
+struct Side {
+    name: &'static str,
+    rt: RuntimeServiceClient<Channel>,
+}
+
+fn container_config(image: &str, name: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(CriImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sleep".into(), "100000".into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+async fn create_start(
+    side: &mut Side,
+    pod: &str,
+    pc: &PodSandboxConfig,
+    cfg: ContainerConfig,
+) -> anyhow::Result<String> {
+    let id = side
+        .rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(cfg),
+            sandbox_config: Some(pc.clone()),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    side.rt
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await?;
+    Ok(id)
+}
+
+fn report(what: &str, g: &[Duration], p: &[Duration]) {
+    let (g50, g95) = (percentile(g, 0.5), percentile(g, 0.95));
+    print!(
+        "{what:>26}: gantry p50 {:8.2} ms p95 {:8.2} ms",
+        ms(g50),
+        ms(g95)
+    );
+    if !p.is_empty() {
+        let (p50, p95) = (percentile(p, 0.5), percentile(p, 0.95));
+        print!(
+            "  peer p50 {:8.2} ms p95 {:8.2} ms  ratio p50 {:.2} p95 {:.2}",
+            ms(p50),
+            ms(p95),
+            g50.as_secs_f64() / p50.as_secs_f64(),
+            g95.as_secs_f64() / p95.as_secs_f64()
+        );
+    }
+    println!();
+}
+
+/// Container lifecycle latencies and memory, gantry against the peer.
+async fn bench_containers(args: &Args) -> anyhow::Result<()> {
+    let run: u64 = rand::rng().random();
+    let pusher = Pusher::new(&args.registry, None);
+    let img = ImageSpec::new(vec![Layer::busybox()])
+        .label("bench-containers")
+        .build();
+    let repo = format!("bench/containers-{run:x}");
+    pusher.image(&repo, &["1"], &img).await;
+    let image = format!("{}/{repo}:1", args.registry);
+    let tmp = tempfile::tempdir()?;
+    let gantry = Gantry::start(&format!(
+        "log_level: warn\nimage:\n  registries:\n    \"{}\":\n      insecure: true\n",
+        args.registry
+    ))
+    .await;
+    let cni_dir = gantry.dir.join("cni");
+    std::fs::create_dir_all(&cni_dir)?;
+    let conf = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "gantry-bench",
+        "plugins": [
+            {"type": "bridge", "bridge": "gtbench0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.203.0.0/16"}]], "dataDir": tmp.path().join("ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}
+        ]
+    });
+    std::fs::write(
+        cni_dir.join("10-bench.conflist"),
+        serde_json::to_vec(&conf)?,
+    )?;
+    let ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+
+    let mut sides = vec![Side {
+        name: "gantry",
+        rt: gantry.runtime().await,
+    }];
+    timed_pull(&mut gantry.images().await, &image).await?;
+    if let Some(e) = &args.peer {
+        let ch = channel(e).await?;
+        let mut images = ImageServiceClient::new(ch.clone());
+        timed_pull(&mut images, &args.pause_image).await?;
+        timed_pull(&mut images, &image).await?;
+        sides.push(Side {
+            name: "peer",
+            rt: RuntimeServiceClient::new(ch),
+        });
+    }
+    let n = args.containers;
+    let mut create_start_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut pod_to_running: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut exec_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut list_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut status_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut stop_rm_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut pods = Vec::new();
+    let mut ids: Vec<Vec<String>> = vec![Vec::new(); sides.len()];
+
+    // Whole pod + container start, 10 times each.
+    for i in 0..10 {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let pc = sandbox_config(side.name, run, 1000 + i);
+            let t = Instant::now();
+            let pod = side
+                .rt
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pc.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await?
+                .into_inner()
+                .pod_sandbox_id;
+            create_start(side, &pod, &pc, container_config(&image, "first")).await?;
+            pod_to_running[k].push(t.elapsed());
+            side.rt
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await?;
+            side.rt
+                .remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod,
+                })
+                .await?;
+        }
+    }
+
+    // N running containers in one pod per runtime.
+    for side in sides.iter_mut() {
+        let pc = sandbox_config(side.name, run, 0);
+        let pod = side
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pc.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        pods.push((pod, pc));
+    }
+    for i in 0..n {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let (pod, pc) = pods[k].clone();
+            let t = Instant::now();
+            let id =
+                create_start(side, &pod, &pc, container_config(&image, &format!("c{i}"))).await?;
+            create_start_t[k].push(t.elapsed());
+            ids[k].push(id);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let gantry_rss = gantry.rss_kib();
+    let (monitor_rss, monitors) = rss_of_processes(&["gantry-monitor"]);
+    let peer_rss = args.peer_pid.map(rss_kib);
+    let (shim_rss, shims) = rss_of_processes(&["containerd-shim"]);
+    let (pause_rss, _) = rss_of_processes(&["pause"]);
+
+    for (k, side) in sides.iter_mut().enumerate() {
+        let target = ids[k][0].clone();
+        for _ in 0..20 {
+            let t = Instant::now();
+            side.rt
+                .exec_sync(ExecSyncRequest {
+                    container_id: target.clone(),
+                    cmd: vec!["/bin/true".into()],
+                    timeout: 10,
+                })
+                .await?;
+            exec_t[k].push(t.elapsed());
+            let t = Instant::now();
+            side.rt
+                .list_containers(ListContainersRequest::default())
+                .await?;
+            list_t[k].push(t.elapsed());
+            let t = Instant::now();
+            side.rt
+                .container_status(ContainerStatusRequest {
+                    container_id: target.clone(),
+                    verbose: false,
+                })
+                .await?;
+            status_t[k].push(t.elapsed());
+        }
+    }
+    // Both runtimes take turns, container by container.
+    #[allow(clippy::needless_range_loop)]
+    for i in 0..n {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let id = ids[k][i].clone();
+            let t = Instant::now();
+            side.rt
+                .stop_container(StopContainerRequest {
+                    container_id: id.clone(),
+                    timeout: 0,
+                })
+                .await?;
+            side.rt
+                .remove_container(RemoveContainerRequest { container_id: id })
+                .await?;
+            stop_rm_t[k].push(t.elapsed());
+        }
+    }
+    for (k, side) in sides.iter_mut().enumerate() {
+        side.rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pods[k].0.clone(),
+            })
+            .await?;
+        side.rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pods[k].0.clone(),
+            })
+            .await?;
+    }
+    drop(sides);
+    drop(gantry);
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", "gtbench0"])
+        .status();
+    if !ip_forward.is_empty() {
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", ip_forward.trim());
+    }
+
+    let peer = |v: &Vec<Vec<Duration>>| v.get(1).cloned().unwrap_or_default();
+    println!("container benchmark: {n} containers per runtime, run {run:x}");
+    report(
+        "Create+StartContainer",
+        &create_start_t[0],
+        &peer(&create_start_t),
+    );
+    report(
+        "pod+container to running",
+        &pod_to_running[0],
+        &peer(&pod_to_running),
+    );
+    report("ExecSync /bin/true", &exec_t[0], &peer(&exec_t));
+    report(&format!("ListContainers ({n})"), &list_t[0], &peer(&list_t));
+    report("ContainerStatus", &status_t[0], &peer(&status_t));
+    report("Stop+RemoveContainer", &stop_rm_t[0], &peer(&stop_rm_t));
+    let ours = gantry_rss + monitor_rss;
+    println!(
+        "resident memory with {n} running containers: gantry {:.1} MiB + {monitors} monitors {:.1} MiB = {:.1} MiB",
+        gantry_rss as f64 / 1024.0,
+        monitor_rss as f64 / 1024.0,
+        ours as f64 / 1024.0
+    );
+    if let Some(p) = peer_rss {
+        let theirs = p + shim_rss + pause_rss;
+        println!(
+            "  peer: containerd {:.1} MiB + {shims} shims {:.1} MiB + pause {:.1} MiB = {:.1} MiB; ratio gantry/peer {:.3}",
+            p as f64 / 1024.0,
+            shim_rss as f64 / 1024.0,
+            pause_rss as f64 / 1024.0,
+            theirs as f64 / 1024.0,
+            ours as f64 / theirs.max(1) as f64
         );
     }
     Ok(())
