@@ -277,6 +277,34 @@ fn percentile(v: &[Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Proportional set size in KiB: shared pages (the binary's text, shared
+/// by every monitor) divided among the processes that map them.
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Summed PSS (KiB) of the processes named like `names`.
+fn pss_of_processes(names: &[&str]) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if names.iter().any(|n| comm.trim().starts_with(n)) {
+            total += pss_kib(pid);
+        }
+    }
+    total
+}
+
 /// Resident KiB of every process whose command name starts with one of
 /// `names` (the peer's shims and pause containers).
 fn rss_of_processes(names: &[&str]) -> (u64, usize) {
@@ -650,6 +678,9 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     let peer_rss = args.peer_pid.map(rss_kib);
     let (shim_rss, shims) = rss_of_processes(&["containerd-shim"]);
     let (pause_rss, _) = rss_of_processes(&["pause"]);
+    let gantry_pss = pss_kib(gantry.pid()) + pss_of_processes(&["gantry-monitor"]);
+    let peer_pss =
+        args.peer_pid.map(pss_kib).unwrap_or(0) + pss_of_processes(&["containerd-shim", "pause"]);
 
     for (k, side) in sides.iter_mut().enumerate() {
         let target = ids[k][0].clone();
@@ -749,6 +780,12 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
             pause_rss as f64 / 1024.0,
             theirs as f64 / 1024.0,
             ours as f64 / theirs.max(1) as f64
+        );
+        println!(
+            "  proportional (PSS, shared pages split): gantry + monitors {:.1} MiB, peer {:.1} MiB; ratio {:.3}",
+            gantry_pss as f64 / 1024.0,
+            peer_pss as f64 / 1024.0,
+            gantry_pss as f64 / peer_pss.max(1) as f64
         );
     }
     Ok(())
