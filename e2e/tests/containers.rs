@@ -709,6 +709,34 @@ async fn exec_stats_updates_and_log_reopening() {
         .stats;
     assert_eq!(listed.len(), 1);
 
+    // The pod's stats sum its containers and show its network.
+    let ps = rt
+        .pod_sandbox_stats(gantry_proto::v1::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let linux = ps.linux.unwrap();
+    assert_eq!(linux.containers.len(), 1);
+    assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value >= cpu1);
+    assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
+    let net = linux.network.unwrap();
+    assert_eq!(
+        net.default_interface.as_ref().map(|i| i.name.as_str()),
+        Some("eth0"),
+        "{net:?}"
+    );
+    let listed = rt
+        .list_pod_sandbox_stats(gantry_proto::v1::ListPodSandboxStatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+
     // UpdateContainerResources changes the cgroup.
     let cgroup = format!("/sys/fs/cgroup/memory/gantry/{id}/memory.limit_in_bytes");
     let read_limit = || {

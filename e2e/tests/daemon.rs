@@ -7,7 +7,7 @@ use std::process::Command;
 use gantry_e2e::daemon::{gantry_bin, Gantry};
 use gantry_e2e::require_host;
 use gantry_proto::v1::{
-    AttachRequest, CgroupDriver, PodSandboxStatsRequest, RuntimeConfigRequest, StatusRequest,
+    AttachRequest, CgroupDriver, ListMetricDescriptorsRequest, RuntimeConfigRequest, StatusRequest,
     VersionRequest,
 };
 use tonic::Code;
@@ -69,16 +69,18 @@ async fn socket_lock_and_runtime_rpcs() {
 
     // What is not built yet says so by name.
     let e = rt
-        .pod_sandbox_stats(PodSandboxStatsRequest::default())
+        .list_metric_descriptors(ListMetricDescriptorsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("PodSandboxStats"), "{e:?}");
+    assert!(e.message().contains("ListMetricDescriptors"), "{e:?}");
     let e = rt.attach(AttachRequest::default()).await.unwrap_err();
     assert!(e.code() == Code::Unimplemented && e.message().contains("Attach"));
     let m = g.metrics().await;
     assert!(
-        m.contains(r#"gantry_cri_requests_total{code="Unimplemented",method="PodSandboxStats"} 1"#),
+        m.contains(
+            r#"gantry_cri_requests_total{code="Unimplemented",method="ListMetricDescriptors"} 1"#
+        ),
         "{m}"
     );
     assert!(m.contains("process_resident_memory_bytes"), "{m}");

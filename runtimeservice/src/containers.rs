@@ -838,6 +838,141 @@ impl ContainerService {
             .collect()
     }
 
+    /// A pod's usage: the sum of its containers', plus its network
+    /// interfaces read inside its network namespace.
+    pub fn pod_stats(&self, pod_id: &str) -> Result<cri::PodSandboxStats> {
+        let pod_id = self
+            .pods
+            .store
+            .resolve(pod_id)?
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
+        let pod = self
+            .pods
+            .store
+            .get(&pod_id)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
+        let containers: Vec<cri::ContainerStats> = self
+            .in_pod(&pod_id)
+            .iter()
+            .filter_map(|id| self.refresh(id))
+            .map(|r| self.stats_of(&r))
+            .collect();
+        let now = now_nanos();
+        let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
+            Some(cri::UInt64Value {
+                value: containers.iter().filter_map(f).sum(),
+            })
+        };
+        let cpu = cri::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: sum(&|c| {
+                c.cpu
+                    .as_ref()?
+                    .usage_core_nano_seconds
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+            usage_nano_cores: sum(&|c| c.cpu.as_ref()?.usage_nano_cores.as_ref().map(|v| v.value)),
+        };
+        let memory = cri::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: sum(&|c| {
+                c.memory
+                    .as_ref()?
+                    .working_set_bytes
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+            available_bytes: None,
+            usage_bytes: sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
+            rss_bytes: sum(&|c| c.memory.as_ref()?.rss_bytes.as_ref().map(|v| v.value)),
+            page_faults: sum(&|c| c.memory.as_ref()?.page_faults.as_ref().map(|v| v.value)),
+            major_page_faults: sum(&|c| {
+                c.memory
+                    .as_ref()?
+                    .major_page_faults
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+        };
+        let network = pod.netns.as_ref().and_then(|ns| {
+            gantry_cni::netns::run_in_netns(ns, || {
+                std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default()
+            })
+            .ok()
+        });
+        let interfaces: Vec<cri::NetworkInterfaceUsage> = network
+            .as_deref()
+            .unwrap_or("")
+            .lines()
+            .skip(2)
+            .filter_map(|l| {
+                let (name, rest) = l.split_once(':')?;
+                let f: Vec<u64> = rest
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                let u = |v: u64| Some(cri::UInt64Value { value: v });
+                (f.len() >= 11 && name.trim() != "lo").then(|| cri::NetworkInterfaceUsage {
+                    name: name.trim().to_string(),
+                    rx_bytes: u(f[0]),
+                    rx_errors: u(f[2]),
+                    tx_bytes: u(f[8]),
+                    tx_errors: u(f[10]),
+                })
+            })
+            .collect();
+        let processes: u64 = containers
+            .iter()
+            .filter_map(|c| c.attributes.as_ref())
+            .filter_map(|a| self.records().get(&a.id).cloned())
+            .filter(|r| r.state == ContainerState::Running)
+            .map(|r| {
+                crate::stats::process_count(Path::new("/sys/fs/cgroup"), &self.cgroup_path(&r))
+            })
+            .sum();
+        Ok(cri::PodSandboxStats {
+            attributes: Some(cri::PodSandboxAttributes {
+                id: pod.id.clone(),
+                metadata: pod.config.metadata.clone(),
+                labels: pod.config.labels.clone(),
+                annotations: pod.config.annotations.clone(),
+            }),
+            linux: Some(cri::LinuxPodSandboxStats {
+                cpu: Some(cpu),
+                memory: Some(memory),
+                network: Some(cri::NetworkUsage {
+                    timestamp: now,
+                    default_interface: interfaces.iter().find(|i| i.name == "eth0").cloned(),
+                    interfaces,
+                }),
+                process: Some(cri::ProcessUsage {
+                    timestamp: now,
+                    process_count: Some(cri::UInt64Value { value: processes }),
+                }),
+                containers,
+            }),
+            windows: None,
+        })
+    }
+
+    pub fn list_pod_stats(
+        &self,
+        filter: Option<cri::PodSandboxStatsFilter>,
+    ) -> Vec<cri::PodSandboxStats> {
+        let f = filter.map(|f| cri::PodSandboxFilter {
+            id: f.id,
+            label_selector: f.label_selector,
+            state: None,
+        });
+        self.pods
+            .list(f)
+            .into_iter()
+            .filter(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
+            .filter_map(|p| self.pod_stats(&p.id).ok())
+            .collect()
+    }
+
     /// Every container of a pod, for StopPodSandbox and RemovePodSandbox.
     pub fn in_pod(&self, pod_id: &str) -> Vec<String> {
         self.records()

@@ -327,6 +327,26 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let stats = self
+            .containers
+            .pod_stats(&request.into_inner().pod_sandbox_id)?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let stats = self.containers.list_pod_stats(request.into_inner().filter);
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -342,8 +362,6 @@ impl RuntimeService for CriRuntimeService {
         exec: "Exec", ExecRequest => ExecResponse;
         attach: "Attach", AttachRequest => AttachResponse;
         port_forward: "PortForward", PortForwardRequest => PortForwardResponse;
-        pod_sandbox_stats: "PodSandboxStats", PodSandboxStatsRequest => PodSandboxStatsResponse;
-        list_pod_sandbox_stats: "ListPodSandboxStats", ListPodSandboxStatsRequest => ListPodSandboxStatsResponse;
         update_runtime_config: "UpdateRuntimeConfig", UpdateRuntimeConfigRequest => UpdateRuntimeConfigResponse;
         checkpoint_container: "CheckpointContainer", CheckpointContainerRequest => CheckpointContainerResponse;
         list_metric_descriptors: "ListMetricDescriptors", ListMetricDescriptorsRequest => ListMetricDescriptorsResponse;

@@ -78,6 +78,20 @@ pub fn read_cgroup(root: &Path, cgroup: &str) -> Option<CgroupSample> {
     })
 }
 
+/// Processes in the cgroup (pids controller on v1, cgroup.procs on v2).
+pub fn process_count(root: &Path, cgroup: &str) -> u64 {
+    let rel = cgroup.trim_start_matches('/');
+    for p in [
+        root.join(rel).join("cgroup.procs"),
+        root.join("pids").join(rel).join("cgroup.procs"),
+    ] {
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            return text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+        }
+    }
+    0
+}
+
 /// How many times the kernel's OOM killer struck inside the cgroup.
 pub fn oom_kills(root: &Path, cgroup: &str) -> u64 {
     let rel = cgroup.trim_start_matches('/');
