@@ -259,16 +259,8 @@ impl ContainerService {
     }
 
     pub async fn create(&self, pod_id: &str, config: cri::ContainerConfig) -> Result<String> {
-        let pod_id = self
-            .pods
-            .store
-            .resolve(pod_id)?
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
-        let pod = self
-            .pods
-            .store
-            .get(&pod_id)
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
+        let pod = self.pods.store.find(pod_id)?;
+        let pod_id = pod.id.clone();
         if pod.state != PodState::Ready {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {pod_id} is not ready"
@@ -641,16 +633,19 @@ impl ContainerService {
         Ok(())
     }
 
+    /// The up-to-date record of a container named by ID or prefix.
+    fn existing(&self, id: &str) -> Result<ContainerRecord> {
+        self.resolve(id)?
+            .and_then(|full| self.refresh(&full))
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))
+    }
+
     fn running(&self, id: &str) -> Result<ContainerRecord> {
-        let id = self
-            .resolve(id)?
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
-        let r = self
-            .refresh(&id)
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let r = self.existing(id)?;
         if r.state != ContainerState::Running {
             return Err(Error::FailedPrecondition(format!(
-                "container {id} is not running"
+                "container {} is not running",
+                r.id
             )));
         }
         Ok(r)
@@ -812,13 +807,7 @@ impl ContainerService {
     }
 
     pub fn stats(&self, id: &str) -> Result<cri::ContainerStats> {
-        let id = self
-            .resolve(id)?
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
-        let r = self
-            .refresh(&id)
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
-        Ok(self.stats_of(&r))
+        Ok(self.stats_of(&self.existing(id)?))
     }
 
     pub fn list_stats(
@@ -841,16 +830,8 @@ impl ContainerService {
     /// A pod's usage: the sum of its containers', plus its network
     /// interfaces read inside its network namespace.
     pub fn pod_stats(&self, pod_id: &str) -> Result<cri::PodSandboxStats> {
-        let pod_id = self
-            .pods
-            .store
-            .resolve(pod_id)?
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
-        let pod = self
-            .pods
-            .store
-            .get(&pod_id)
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {pod_id}")))?;
+        let pod = self.pods.store.find(pod_id)?;
+        let pod_id = pod.id.clone();
         let containers: Vec<cri::ContainerStats> = self
             .in_pod(&pod_id)
             .iter()
@@ -983,12 +964,8 @@ impl ContainerService {
     }
 
     pub fn status(&self, id: &str, verbose: bool) -> Result<cri::ContainerStatusResponse> {
-        let id = self
-            .resolve(id)?
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
-        let r = self
-            .refresh(&id)
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
+        let r = self.existing(id)?;
+        let id = r.id.clone();
         let mut info = HashMap::new();
         if verbose {
             let spec: Value = std::fs::read(self.cdir(&id).join("bundle/config.json"))

@@ -218,6 +218,13 @@ impl PodStore {
         }
     }
 
+    /// The record of a pod named by full ID or unique prefix, or NotFound.
+    pub fn find(&self, id: &str) -> Result<PodRecord> {
+        self.resolve(id)?
+            .and_then(|full| self.get(&full))
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))
+    }
+
     pub fn list(&self) -> Vec<PodRecord> {
         self.pods().values().cloned().collect()
     }

@@ -526,13 +526,7 @@ impl PodService {
     }
 
     pub fn status(&self, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse> {
-        let id = self
-            .resolve(id)?
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?;
-        let rec = self
-            .store
-            .get(&id)
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?;
+        let rec = self.store.find(id)?;
         let mut info = HashMap::new();
         if verbose {
             let detail = serde_json::json!({

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use gantry_e2e::daemon::{rss_kib, Gantry};
+use gantry_e2e::net::TestNetwork;
 use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
 use gantry_proto::v1::image_service_client::ImageServiceClient;
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
@@ -354,22 +355,9 @@ async fn bench_pods(args: &Args) -> anyhow::Result<()> {
     let run: u64 = rand::rng().random();
     let tmp = tempfile::tempdir()?;
     let gantry = Gantry::start("log_level: warn\n").await;
-    let cni_dir = gantry.dir.join("cni");
-    std::fs::create_dir_all(&cni_dir)?;
-    // The same plugins the yardstick peer uses: bridge + host-local + portmap.
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "gantry-bench",
-        "plugins": [
-            {"type": "bridge", "bridge": "gtbench0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.203.0.0/16"}]], "dataDir": tmp.path().join("ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
-    std::fs::write(
-        cni_dir.join("10-bench.conflist"),
-        serde_json::to_vec(&conf)?,
-    )?;
-    let ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    // The same plugins the yardstick peer uses (bridge, host-local,
+    // portmap) on a throwaway bridge that is removed afterwards.
+    let net = TestNetwork::create(&gantry.dir.join("cni"), &tmp.path().join("ipam"));
     let mut g = gantry.runtime().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let gantry_idle = gantry.rss_kib();
@@ -447,12 +435,7 @@ async fn bench_pods(args: &Args) -> anyhow::Result<()> {
         }
     }
     drop(gantry);
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", "gtbench0"])
-        .status();
-    if !ip_forward.is_empty() {
-        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", ip_forward.trim());
-    }
+    drop(net);
 
     println!("pod sandbox benchmark: {n} pods per runtime, run {run:x}");
     for (what, t) in [
@@ -578,21 +561,9 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
         args.registry
     ))
     .await;
-    let cni_dir = gantry.dir.join("cni");
-    std::fs::create_dir_all(&cni_dir)?;
-    let conf = serde_json::json!({
-        "cniVersion": "1.0.0", "name": "gantry-bench",
-        "plugins": [
-            {"type": "bridge", "bridge": "gtbench0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.203.0.0/16"}]], "dataDir": tmp.path().join("ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": true}}
-        ]
-    });
-    std::fs::write(
-        cni_dir.join("10-bench.conflist"),
-        serde_json::to_vec(&conf)?,
-    )?;
-    let ip_forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    // The same plugins the yardstick peer uses (bridge, host-local,
+    // portmap) on a throwaway bridge that is removed afterwards.
+    let net = TestNetwork::create(&gantry.dir.join("cni"), &tmp.path().join("ipam"));
 
     let mut sides = vec![Side {
         name: "gantry",
@@ -741,12 +712,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     }
     drop(sides);
     drop(gantry);
-    let _ = std::process::Command::new("ip")
-        .args(["link", "del", "gtbench0"])
-        .status();
-    if !ip_forward.is_empty() {
-        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", ip_forward.trim());
-    }
+    drop(net);
 
     let peer = |v: &Vec<Vec<Duration>>| v.get(1).cloned().unwrap_or_default();
     println!("container benchmark: {n} containers per runtime, run {run:x}");
