@@ -95,7 +95,7 @@ fn now_nanos() -> i64 {
 pub struct ContainerService {
     dir: PathBuf,
     records: Mutex<BTreeMap<String, ContainerRecord>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::locks::KeyedLocks,
     pods: Arc<PodService>,
     images: Arc<dyn ImageLookup>,
     runtimes: BTreeMap<String, CliRuntime>,
@@ -147,7 +147,7 @@ impl ContainerService {
         Ok(ContainerService {
             dir,
             records: Mutex::new(records),
-            locks: Mutex::default(),
+            locks: Default::default(),
             pods,
             images,
             runtimes,
@@ -162,12 +162,7 @@ impl ContainerService {
     }
 
     async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
-            locks.entry(id.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.locks.lock(id).await
     }
 
     fn cdir(&self, id: &str) -> PathBuf {

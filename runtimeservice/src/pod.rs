@@ -17,10 +17,10 @@
 //! Pod names are reserved from the records themselves, so a stale
 //! reservation cannot outlive the record that made it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use gantry_proto::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
@@ -91,7 +91,7 @@ pub struct PodStore {
     dir: PathBuf,
     pods: Mutex<BTreeMap<String, PodRecord>>,
     /// One lock per pod, so calls on one pod run one at a time.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: crate::locks::KeyedLocks,
 }
 
 impl PodStore {
@@ -124,7 +124,7 @@ impl PodStore {
         Ok(PodStore {
             dir: dir.to_path_buf(),
             pods: Mutex::new(pods),
-            locks: Mutex::default(),
+            locks: Default::default(),
         })
     }
 
@@ -137,12 +137,7 @@ impl PodStore {
     }
 
     pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
-            locks.entry(id.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.locks.lock(id).await
     }
 
     /// Persists a new record, failing if its name is taken.
