@@ -7,8 +7,8 @@ use std::process::Command;
 use gantry_e2e::daemon::{gantry_bin, Gantry};
 use gantry_e2e::require_host;
 use gantry_proto::v1::{
-    AttachRequest, CgroupDriver, ListMetricDescriptorsRequest, RuntimeConfigRequest, StatusRequest,
-    VersionRequest,
+    AttachRequest, CgroupDriver, CheckpointContainerRequest, ListMetricDescriptorsRequest,
+    RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -74,8 +74,15 @@ async fn socket_lock_and_runtime_rpcs() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     assert!(e.message().contains("ListMetricDescriptors"), "{e:?}");
+    let e = rt
+        .checkpoint_container(CheckpointContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert!(e.code() == Code::Unimplemented && e.message().contains("CheckpointContainer"));
+    // A streaming request that asks for no stream is refused before a URL
+    // is minted.
     let e = rt.attach(AttachRequest::default()).await.unwrap_err();
-    assert!(e.code() == Code::Unimplemented && e.message().contains("Attach"));
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     let m = g.metrics().await;
     assert!(
         m.contains(

@@ -25,7 +25,8 @@ use serde_json::Value;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
-use crate::oci::{CliRuntime, OciRuntime};
+use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSession, Pty};
+use crate::oci::{CliRuntime, ExecStreams, OciRuntime};
 use crate::pod::{new_id, write_atomic, PodState};
 use crate::pods::PodService;
 use crate::spec::{generate, PidNamespace, SpecInput};
@@ -423,6 +424,18 @@ impl ContainerService {
         for a in &runtime.args {
             cmd.arg("--runtime-arg").arg(a);
         }
+        let (tty, stdin, stdin_once) = self
+            .records()
+            .get(id)
+            .map(|r| (r.config.tty, r.config.stdin, r.config.stdin_once))
+            .unwrap_or_default();
+        if tty {
+            cmd.arg("--tty").arg("true");
+        }
+        if stdin {
+            cmd.arg("--stdin")
+                .arg(if stdin_once { "once" } else { "true" });
+        }
         cmd.arg("--log-path")
             .arg(&log_path)
             .arg("--exit-file")
@@ -566,8 +579,25 @@ impl ContainerService {
 
     async fn wait_exit(&self, id: &str, within: Duration) -> bool {
         let deadline = Instant::now() + within;
+        let (monitor, init) = self
+            .records()
+            .get(id)
+            .map(|r| (r.monitor_pid, r.pid))
+            .unwrap_or_default();
         loop {
-            if self.cdir(id).join("exit.json").exists() {
+            let exit_file = self.cdir(id).join("exit.json");
+            if !exit_file.exists() && !monitor_alive(monitor, id) && !process_running(init) {
+                // The monitor died without recording the exit (it was
+                // killed, or crashed): nobody else will. The code is
+                // unknown, which 255 says, as the runtimes do.
+                warn!(container = %id, "the container's monitor is gone; recording an unknown exit");
+                let body = format!(
+                    "{{\"exit_code\":255,\"signal\":0,\"finished_at\":{}}}\n",
+                    now_nanos()
+                );
+                let _ = write_atomic(&exit_file, body.as_bytes());
+            }
+            if exit_file.exists() {
                 self.refresh(id);
                 return true;
             }
@@ -678,6 +708,102 @@ impl ContainerService {
                 r.id
             ))),
         }
+    }
+
+    /// The full ID of a running container (the streaming RPCs check it
+    /// before minting a URL).
+    pub fn running_id(&self, id: &str) -> Result<String> {
+        Ok(self.running(id)?.id)
+    }
+
+    /// Starts a command in a running container for a streaming session.
+    pub async fn exec_session(
+        &self,
+        id: &str,
+        cmd: &[String],
+        tty: bool,
+        streams: ExecStreams,
+        initial_size: Option<(u16, u16)>,
+    ) -> Result<ExecSession> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let r = self.running(id)?;
+        let rt = self.runtime(&r.handler)?.clone();
+        let pid_file = self
+            .cdir(&r.id)
+            .join(format!("exec-{}.pid", &new_id()?[..16]));
+        if !tty {
+            let mut child = rt
+                .exec_interactive(&r.id, cmd, streams, &pid_file, None)
+                .await?;
+            return Ok(ExecSession {
+                stdin: child.stdin.take().map(|s| Box::new(s) as BoxWriter),
+                stdout: child.stdout.take().map(|s| Box::new(s) as BoxReader),
+                stderr: child.stderr.take().map(|s| Box::new(s) as BoxReader),
+                resize: None,
+                child,
+                pid_file,
+            });
+        }
+        let (master, follower) = open_pty()?;
+        if let Some((w, h)) = initial_size {
+            // The runtime gives the command's terminal this size at start.
+            Pty::set_size(&master, w, h);
+        }
+        let child = rt
+            .exec_interactive(&r.id, cmd, streams, &pid_file, Some(&follower))
+            .await?;
+        // Only the runtime holds the follower now, so the terminal reads
+        // EOF once it is gone.
+        drop(follower);
+        let runtime_pid = child.id().unwrap_or(0) as i32;
+        let mut session = ExecSession {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+            child,
+            pid_file,
+        };
+        let pty = match Pty::new(master, runtime_pid) {
+            Ok(p) => p,
+            Err(e) => {
+                session.kill().await;
+                return Err(Error::io("setting up the terminal")(e));
+            }
+        };
+        if streams.stdin {
+            session.stdin = Some(Box::new(pty.writer()));
+        }
+        session.stdout = Some(Box::new(pty.reader()));
+        session.resize = Some(pty);
+        Ok(session)
+    }
+
+    /// Connects to a running container's monitor for an attach session;
+    /// also says whether the container has a terminal and an open stdin.
+    pub async fn attach(&self, id: &str) -> Result<(tokio::net::UnixStream, bool, bool)> {
+        let r = self.running(id)?;
+        let stream = connect_attach(&self.cdir(&r.id)).await.map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "container {} cannot be attached to (its monitor does not answer: {e})",
+                r.id
+            ))
+        })?;
+        Ok((stream, r.config.tty, r.config.stdin))
+    }
+
+    /// The network namespace to port-forward into, for a ready pod.
+    pub fn port_forward_target(&self, pod_id: &str) -> Result<Option<PathBuf>> {
+        let pod = self.pods.store.find(pod_id)?;
+        if pod.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        Ok(pod.netns.clone())
     }
 
     /// Asks the container's monitor to reopen its log file. The file is
@@ -1063,6 +1189,18 @@ impl ContainerService {
 
 /// Whether `pid` is still this container's monitor (PIDs wrap, so the
 /// command line must name the container too).
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn process_running(pid: i32) -> bool {
+    pid > 0
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
+            })
+            .unwrap_or(false)
+}
+
 fn monitor_alive(pid: i32, id: &str) -> bool {
     if pid <= 0 {
         return false;

@@ -1,7 +1,8 @@
 //! The CRI RuntimeService over gRPC: converts CRI messages and calls the
-//! plain business code ([`crate::pods`], [`crate::containers`]). What is not
-//! built yet (exec, attach, port forward, stats, events, updates) answers
-//! `Unimplemented`, naming the RPC.
+//! plain business code ([`crate::pods`], [`crate::containers`]). Exec,
+//! Attach and PortForward are checked here and answered with a URL minted by
+//! the daemon's streaming server ([`StreamUrls`]). What is not built yet
+//! answers `Unimplemented`, naming the RPC.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -23,6 +24,15 @@ pub struct CriRuntimeService {
     config: RuntimeConfig,
     pods: Arc<PodService>,
     containers: Arc<ContainerService>,
+    streaming: Option<Arc<dyn StreamUrls>>,
+}
+
+/// Mints single-use URLs on the streaming server for requests that were
+/// already checked. The daemon implements it.
+pub trait StreamUrls: Send + Sync + 'static {
+    fn exec(&self, req: cri::ExecRequest) -> Result<String, Status>;
+    fn attach(&self, req: cri::AttachRequest) -> Result<String, Status>;
+    fn port_forward(&self, req: cri::PortForwardRequest) -> Result<String, Status>;
 }
 
 impl CriRuntimeService {
@@ -35,7 +45,19 @@ impl CriRuntimeService {
             config,
             pods,
             containers,
+            streaming: None,
         }
+    }
+
+    pub fn with_streaming(mut self, urls: Arc<dyn StreamUrls>) -> Self {
+        self.streaming = Some(urls);
+        self
+    }
+
+    fn streaming(&self, rpc: &str) -> Result<&Arc<dyn StreamUrls>, Status> {
+        self.streaming
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented(format!("{rpc}: the streaming server is off")))
     }
 
     /// A pod's containers are stopped (or removed) before the pod itself.
@@ -358,10 +380,68 @@ impl RuntimeService for CriRuntimeService {
         ))
     }
 
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let mut req = request.into_inner();
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("exec needs a command"));
+        }
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be requested",
+            ));
+        }
+        if req.tty && req.stderr {
+            // A terminal merges the two streams.
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be true",
+            ));
+        }
+        req.container_id = self.containers.running_id(&req.container_id)?;
+        let url = self.streaming("Exec")?.exec(req)?;
+        Ok(Response::new(cri::ExecResponse { url }))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let mut req = request.into_inner();
+        if !(req.stdin || req.stdout || req.stderr) {
+            return Err(Status::invalid_argument(
+                "one of stdin, stdout and stderr must be requested",
+            ));
+        }
+        if req.tty && req.stderr {
+            // A terminal merges the two streams.
+            return Err(Status::invalid_argument(
+                "tty and stderr cannot both be true",
+            ));
+        }
+        req.container_id = self.containers.running_id(&req.container_id)?;
+        let url = self.streaming("Attach")?.attach(req)?;
+        Ok(Response::new(cri::AttachResponse { url }))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let mut req = request.into_inner();
+        if let Some(p) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+            return Err(Status::invalid_argument(format!(
+                "port {p} is out of range"
+            )));
+        }
+        req.pod_sandbox_id = self.pods.store.find(&req.pod_sandbox_id)?.id;
+        self.containers.port_forward_target(&req.pod_sandbox_id)?;
+        let url = self.streaming("PortForward")?.port_forward(req)?;
+        Ok(Response::new(cri::PortForwardResponse { url }))
+    }
+
     unimplemented_rpcs! {
-        exec: "Exec", ExecRequest => ExecResponse;
-        attach: "Attach", AttachRequest => AttachResponse;
-        port_forward: "PortForward", PortForwardRequest => PortForwardResponse;
         update_runtime_config: "UpdateRuntimeConfig", UpdateRuntimeConfigRequest => UpdateRuntimeConfigResponse;
         checkpoint_container: "CheckpointContainer", CheckpointContainerRequest => CheckpointContainerResponse;
         list_metric_descriptors: "ListMetricDescriptors", ListMetricDescriptorsRequest => ListMetricDescriptorsResponse;

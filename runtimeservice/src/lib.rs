@@ -11,6 +11,7 @@ pub mod containers;
 pub mod crilog;
 pub mod error;
 pub mod grpc;
+pub mod interactive;
 mod locks;
 pub mod network;
 pub mod oci;

@@ -70,6 +70,28 @@ pub trait OciRuntime: Send + Sync + 'static {
         pid_file: &Path,
         max_output: usize,
     ) -> Result<Option<ExecOutput>>;
+    /// Starts a command in the running container for an interactive
+    /// session and returns the runtime's exec process, which exits with the
+    /// command's status. With a `terminal` (the follower side of a pty) the
+    /// command gets a terminal of its own, which the runtime relays to this
+    /// one; otherwise the command's streams are the returned child's pipes
+    /// (or /dev/null where not wanted).
+    async fn exec_interactive(
+        &self,
+        id: &str,
+        cmd: &[String],
+        streams: ExecStreams,
+        pid_file: &Path,
+        terminal: Option<&std::os::fd::OwnedFd>,
+    ) -> Result<tokio::process::Child>;
+}
+
+/// Which of an interactive exec's streams are wanted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecStreams {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,6 +332,50 @@ impl OciRuntime for CliRuntime {
                 Ok(None)
             }
         }
+    }
+
+    async fn exec_interactive(
+        &self,
+        id: &str,
+        cmd: &[String],
+        streams: ExecStreams,
+        pid_file: &Path,
+        terminal: Option<&std::os::fd::OwnedFd>,
+    ) -> Result<tokio::process::Child> {
+        let pipe = |wanted: bool| {
+            if wanted {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            }
+        };
+        let mut c = self.command();
+        c.arg("exec").arg("--pid-file").arg(pid_file);
+        match terminal {
+            Some(t) => {
+                // Without --detach the runtime cannot hand the container's
+                // terminal over a console socket; it relays it to its own
+                // terminal instead, and exits with the command's status.
+                let dup = || {
+                    t.try_clone()
+                        .map(Stdio::from)
+                        .map_err(Error::io("duplicating the terminal"))
+                };
+                c.arg("--tty").stdin(dup()?).stdout(dup()?).stderr(dup()?);
+            }
+            None => {
+                c.stdin(pipe(streams.stdin))
+                    .stdout(pipe(streams.stdout))
+                    .stderr(pipe(streams.stderr));
+            }
+        }
+        c.arg(id).args(cmd);
+        // The session decides when the command dies, by its PID.
+        c.kill_on_drop(false);
+        c.spawn().map_err(Error::io(format!(
+            "running {} exec {id}",
+            self.binary.display()
+        )))
     }
 }
 

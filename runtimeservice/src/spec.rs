@@ -427,11 +427,6 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         .as_ref()
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
-    if c.tty {
-        return Err(Error::FailedPrecondition(
-            "containers with a TTY are not supported by gantry yet".into(),
-        ));
-    }
     let mut spec =
         serde_json::to_value(Spec::default()).map_err(|e| Error::Internal(e.to_string()))?;
 
@@ -494,7 +489,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
     };
     let caps = json!(caps);
     spec["process"] = json!({
-        "terminal": false,
+        "terminal": c.tty,
         "user": {"uid": uid, "gid": gid, "additionalGids": extra},
         "args": command_line(c, input.image_config)?,
         "env": environment(c, input.image_config),

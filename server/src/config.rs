@@ -20,6 +20,7 @@ pub struct Config {
     pub socket: PathBuf,
     pub log_level: String,
     pub metrics_address: String,
+    pub streaming: crate::streaming::StreamingConfig,
     pub image: ImageConfig,
     pub runtime: RuntimeConfig,
     pub cni: CniConfig,
@@ -97,6 +98,18 @@ impl Config {
                         self.metrics_address
                     )
                 })?;
+        }
+        self.streaming
+            .address
+            .parse::<SocketAddr>()
+            .with_context(|| {
+                format!(
+                    "streaming.address {:?} is not host:port",
+                    self.streaming.address
+                )
+            })?;
+        if self.streaming.token_ttl_secs == 0 {
+            bail!("streaming.token_ttl_secs must be at least 1");
         }
         if self.image.max_concurrent_downloads == 0 {
             bail!("image.max_concurrent_downloads must be at least 1");

@@ -13,6 +13,8 @@ use gantry_proto::v1::image_service_server::ImageServiceServer;
 use gantry_proto::v1::runtime_service_server::RuntimeServiceServer;
 use gantry_runtimeservice::containers::{ContainerService, ImageLookup, ResolvedImage};
 use gantry_runtimeservice::{CniNetwork, CriRuntimeService, PodService};
+
+use crate::streaming::StreamingServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tracing::{info, warn};
@@ -148,7 +150,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         monitor,
     )?);
     containers.recover().await;
-    let runtime = CriRuntimeService::new(config.runtime.clone(), pods, containers);
+    let (streaming, stream_listener) =
+        StreamingServer::bind(config.streaming.clone(), containers.clone())
+            .await
+            .with_context(|| format!("binding streaming.address {}", config.streaming.address))?;
+    tokio::spawn(streaming.clone().serve(stream_listener));
+    let runtime =
+        CriRuntimeService::new(config.runtime.clone(), pods, containers).with_streaming(streaming);
 
     if !config.metrics_address.is_empty() {
         let listener = crate::metrics_http::bind(&config.metrics_address)

@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 mod instrument;
 mod metrics_http;
+mod streaming;
 
 use std::path::PathBuf;
 

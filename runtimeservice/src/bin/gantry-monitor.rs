@@ -6,8 +6,16 @@
 //! restarted without touching the container.
 //!
 //! It is single-threaded, uses no async runtime, and sleeps in one `poll`
-//! on the two pipes and a signalfd: no periodic wake-ups. SIGUSR1 reopens
-//! the log file (`ReopenContainerLog`).
+//! on the container's output, a signalfd and its attach socket: no
+//! periodic wake-ups. SIGUSR1 reopens the log file (`ReopenContainerLog`).
+//!
+//! Attach: the monitor listens on `attach.sock` next to the exit file.
+//! Every connected client gets a copy of the container's output and may
+//! write to its stdin (kept open here for containers configured with
+//! `stdin`) and resize its terminal (containers with `tty`, whose master
+//! the runtime hands over on a console socket), in the frames of
+//! `gantry_runtimeservice::interactive::attach_wire`. A client that cannot
+//! keep up is dropped: the container's output never waits for it.
 //!
 //! Protocol with the daemon: one line on stdout, `ok <monitor pid>
 //! <container pid>` once the container is created, or `error <message>`.
@@ -23,7 +31,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use std::os::unix::net::{UnixListener, UnixStream};
+
 use gantry_runtimeservice::crilog::LineSplitter;
+use gantry_runtimeservice::interactive::{attach_wire, recv_fd};
 
 struct Args {
     id: String,
@@ -34,6 +45,9 @@ struct Args {
     log_path: PathBuf,
     exit_file: PathBuf,
     pid_file: PathBuf,
+    tty: bool,
+    /// `Some(once)` when the container's stdin is kept open for attach.
+    stdin: Option<bool>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,7 +59,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--runtime-arg" => runtime_args.push(value),
             "--id" | "--bundle" | "--runtime" | "--runtime-root" | "--log-path" | "--exit-file"
-            | "--pid-file" => {
+            | "--pid-file" | "--tty" | "--stdin" => {
                 flags.insert(flag, value);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -65,6 +79,12 @@ fn parse_args() -> Result<Args, String> {
         log_path: need("--log-path")?.into(),
         exit_file: need("--exit-file")?.into(),
         pid_file: need("--pid-file")?.into(),
+        tty: flags.remove("--tty").as_deref() == Some("true"),
+        stdin: match flags.remove("--stdin").as_deref() {
+            Some("once") => Some(true),
+            Some(_) => Some(false),
+            None => None,
+        },
     })
 }
 
@@ -123,11 +143,23 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
+/// The container's standard streams at create time.
+struct CreateIo {
+    stdin: Option<OwnedFd>,
+    stdout: Option<OwnedFd>,
+    stderr: Option<OwnedFd>,
+    console_socket: Option<PathBuf>,
+}
+
+fn stdio(fd: Option<OwnedFd>) -> Stdio {
+    fd.map(Stdio::from).unwrap_or(Stdio::null())
+}
+
 /// Creates the container and returns its init's PID.
-fn create(args: &Args, out_w: OwnedFd, err_w: OwnedFd) -> Result<i32, String> {
+fn create(args: &Args, io: CreateIo) -> Result<i32, String> {
     let log = args.bundle.join("runtime.log");
-    let status = Command::new(&args.runtime)
-        .args(&args.runtime_args)
+    let mut cmd = Command::new(&args.runtime);
+    cmd.args(&args.runtime_args)
         .arg("--root")
         .arg(&args.runtime_root)
         .arg("--log")
@@ -138,11 +170,15 @@ fn create(args: &Args, out_w: OwnedFd, err_w: OwnedFd) -> Result<i32, String> {
         .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
-        .arg(&args.pid_file)
+        .arg(&args.pid_file);
+    if let Some(sock) = &io.console_socket {
+        cmd.arg("--console-socket").arg(sock);
+    }
+    let status = cmd
         .arg(&args.id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w))
+        .stdin(stdio(io.stdin))
+        .stdout(stdio(io.stdout))
+        .stderr(stdio(io.stderr))
         .status()
         .map_err(|e| format!("running {}: {e}", args.runtime.display()))?;
     if !status.success() {
@@ -283,8 +319,6 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         libc::setsid();
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
-    let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
-    let (err_r, err_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
     // SIGCHLD and SIGUSR1 arrive through a signalfd, handled in the loop.
     let sigfd = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -298,7 +332,95 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         }
         OwnedFd::from_raw_fd(fd)
     };
-    let cpid = create(args, out_w, err_w)?;
+    // The container's streams: pipes, or a terminal the runtime creates
+    // and hands over on a console socket.
+    let mut sources: Vec<(Option<OwnedFd>, LineSplitter, u8)> = Vec::new();
+    let mut stdin_w: Option<OwnedFd> = None;
+    let mut io = CreateIo {
+        stdin: None,
+        stdout: None,
+        stderr: None,
+        console_socket: None,
+    };
+    let console = if args.tty {
+        let path = std::env::temp_dir().join(format!(
+            "gantry-mon-{}-{}.sock",
+            std::process::id(),
+            &args.id[..args.id.len().min(12)]
+        ));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).map_err(|e| format!("console socket: {e}"))?;
+        io.console_socket = Some(path.clone());
+        Some((l, path))
+    } else {
+        let (out_r, out_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        let (err_r, err_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+        io.stdout = Some(out_w);
+        io.stderr = Some(err_w);
+        sources.push((
+            Some(out_r),
+            LineSplitter::new("stdout"),
+            attach_wire::STDOUT,
+        ));
+        sources.push((
+            Some(err_r),
+            LineSplitter::new("stderr"),
+            attach_wire::STDERR,
+        ));
+        if args.stdin.is_some() {
+            let (in_r, in_w) = pipe().map_err(|e| format!("pipe: {e}"))?;
+            io.stdin = Some(in_r);
+            stdin_w = Some(in_w);
+        }
+        None
+    };
+    let created = create(args, io);
+    let cpid = match (created, console) {
+        (Err(e), Some((_, path))) => {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        (Err(e), None) => return Err(e),
+        (Ok(pid), None) => pid,
+        (Ok(pid), Some((l, path))) => {
+            let _ = std::fs::remove_file(&path);
+            // The runtime sent the terminal before its create returned.
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            let (conn, _) = l
+                .accept()
+                .map_err(|e| format!("the runtime sent no terminal: {e}"))?;
+            let master = recv_fd(&conn).map_err(|e| format!("receiving the terminal: {e}"))?;
+            if args.stdin.is_some() {
+                stdin_w = Some(master.try_clone().map_err(|e| e.to_string())?);
+            }
+            sources.push((
+                Some(master),
+                LineSplitter::new("stdout"),
+                attach_wire::STDOUT,
+            ));
+            pid
+        }
+    };
+    // Writes to a closed pipe or a vanished client must fail, not kill us.
+    // Set only now: the runtime and the container were started with the
+    // default disposition, which they inherit.
+    // SAFETY: changing our own signal disposition.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    if let Some(w) = &stdin_w {
+        set_nonblocking(w.as_raw_fd());
+    }
+    for (fd, _, _) in &sources {
+        if let Some(f) = fd {
+            set_nonblocking(f.as_raw_fd());
+        }
+    }
+    let state_dir = args
+        .exit_file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let attach = bind_attach(&state_dir).map_err(|e| format!("attach socket: {e}"))?;
+
     let mut log = open_log(&args.log_path)
         .map_err(|e| format!("opening {}: {e}", args.log_path.display()))?;
     writeln!(report, "ok {} {cpid}", std::process::id()).map_err(|e| format!("reporting: {e}"))?;
@@ -323,24 +445,28 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         }
     }
 
-    let mut streams = [
-        (Some(out_r), LineSplitter::new("stdout")),
-        (Some(err_r), LineSplitter::new("stderr")),
-    ];
+    let mut clients: Vec<Client> = Vec::new();
+    let mut pending_stdin: Vec<u8> = Vec::new();
+    let mut close_stdin_when_flushed = false;
     let mut buf = vec![0u8; 64 * 1024];
     let mut exit_status: Option<i32> = None;
     while exit_status.is_none() {
-        let mut pfds: Vec<libc::pollfd> = vec![libc::pollfd {
-            fd: sigfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        for (fd, _) in &streams {
-            pfds.push(libc::pollfd {
-                fd: fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
-                events: libc::POLLIN,
-                revents: 0,
-            });
+        let mut pfds: Vec<libc::pollfd> = vec![pollfd(sigfd.as_raw_fd(), libc::POLLIN)];
+        for (fd, _, _) in &sources {
+            pfds.push(pollfd(
+                fd.as_ref().map(|f| f.as_raw_fd()).unwrap_or(-1),
+                libc::POLLIN,
+            ));
+        }
+        let base = pfds.len();
+        pfds.push(pollfd(attach.as_raw_fd(), libc::POLLIN));
+        let stdin_fd = match &stdin_w {
+            Some(w) if !pending_stdin.is_empty() => w.as_raw_fd(),
+            _ => -1,
+        };
+        pfds.push(pollfd(stdin_fd, libc::POLLOUT));
+        for c in &clients {
+            pfds.push(pollfd(c.sock.as_raw_fd(), libc::POLLIN));
         }
         // SAFETY: pfds is a valid array for the duration of the call.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
@@ -351,7 +477,7 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
             }
             return Err(format!("poll: {e}"));
         }
-        for (i, (fd, splitter)) in streams.iter_mut().enumerate() {
+        for (i, (fd, splitter, kind)) in sources.iter_mut().enumerate() {
             if pfds[i + 1].revents == 0 {
                 continue;
             }
@@ -359,12 +485,84 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
             // SAFETY: reading into our buffer from an fd we own.
             let r = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if r > 0 {
-                let _ = splitter.feed(&mut log, &buf[..r as usize]);
-            } else if r == 0 || pfds[i + 1].revents & (libc::POLLHUP | libc::POLLERR) != 0 && r < 0
-            {
+                let data = &buf[..r as usize];
+                let _ = splitter.feed(&mut log, data);
+                broadcast(&mut clients, *kind, data);
+            } else if r == 0 || is_gone(r) {
                 let _ = splitter.finish(&mut log);
                 *fd = None;
             }
+        }
+        if pfds[base + 1].revents != 0 {
+            flush_stdin(&mut stdin_w, &mut pending_stdin);
+        }
+        let mut gone = Vec::new();
+        // Only the clients that were polled; output broadcast above may
+        // already have dropped some, so match them by descriptor.
+        let polled = &pfds[base + 2..];
+        for (i, c) in clients.iter_mut().enumerate() {
+            let fd = c.sock.as_raw_fd();
+            if !polled.iter().any(|p| p.fd == fd && p.revents != 0) {
+                continue;
+            }
+            match c.sock.read(&mut buf) {
+                Ok(0) => gone.push(i),
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&buf[..n]);
+                    for (kind, payload) in attach_wire::decode(&mut c.inbuf) {
+                        match kind {
+                            attach_wire::STDIN if stdin_w.is_some() => {
+                                pending_stdin.extend_from_slice(&payload)
+                            }
+                            attach_wire::STDIN_CLOSE if args.stdin == Some(true) => {
+                                close_stdin_when_flushed = true;
+                            }
+                            attach_wire::RESIZE if args.tty && payload.len() == 4 => {
+                                if let Some((Some(master), _, _)) = sources.first() {
+                                    resize(
+                                        master,
+                                        u16::from_be_bytes([payload[0], payload[1]]),
+                                        u16::from_be_bytes([payload[2], payload[3]]),
+                                    );
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => gone.push(i),
+            }
+        }
+        for i in gone.into_iter().rev() {
+            clients.remove(i);
+            // With `stdin_once`, the first attach session's end closes stdin.
+            if args.stdin == Some(true) {
+                close_stdin_when_flushed = true;
+            }
+        }
+        if pfds[base].revents != 0 {
+            if let Ok((sock, _)) = attach.accept() {
+                let _ = sock.set_nonblocking(true);
+                set_send_buffer(&sock);
+                clients.push(Client {
+                    sock,
+                    inbuf: Vec::new(),
+                });
+            }
+        }
+        if !pending_stdin.is_empty() {
+            flush_stdin(&mut stdin_w, &mut pending_stdin);
+        }
+        if close_stdin_when_flushed && pending_stdin.is_empty() && stdin_w.is_some() {
+            if args.tty {
+                // A terminal has no half-close: send the EOF character.
+                if let Some(w) = &stdin_w {
+                    // SAFETY: writing one byte from a local buffer.
+                    unsafe { libc::write(w.as_raw_fd(), [4u8].as_ptr().cast(), 1) };
+                }
+            }
+            stdin_w = None;
         }
         if pfds[0].revents != 0 {
             let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
@@ -396,21 +594,105 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     }
     // The init is gone; whatever its descendants still write is drained
     // without waiting for them.
-    for (fd, splitter) in streams.iter_mut() {
+    for (fd, splitter, kind) in sources.iter_mut() {
         if let Some(f) = fd.take() {
-            set_nonblocking(f.as_raw_fd());
             loop {
                 // SAFETY: as above.
                 let r = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                 if r <= 0 {
                     break;
                 }
-                let _ = splitter.feed(&mut log, &buf[..r as usize]);
+                let data = &buf[..r as usize];
+                let _ = splitter.feed(&mut log, data);
+                broadcast(&mut clients, *kind, data);
             }
         }
         let _ = splitter.finish(&mut log);
     }
+    let _ = std::fs::remove_file(state_dir.join("attach.sock"));
+    drop(clients);
     let _ = log.sync_all();
     write_exit(&args.exit_file, exit_status.unwrap_or(255 << 8))
         .map_err(|e| format!("writing the exit file: {e}"))
+}
+
+struct Client {
+    sock: UnixStream,
+    inbuf: Vec<u8>,
+}
+
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events,
+        revents: 0,
+    }
+}
+
+/// A read error that means the other side is gone: a terminal whose
+/// last user closed it reports EIO rather than EOF.
+fn is_gone(r: isize) -> bool {
+    r < 0 && {
+        let e = std::io::Error::last_os_error();
+        e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::Interrupted
+    }
+}
+
+/// Sends output to every attached client; one that would block is
+/// dropped, so a stalled client never stalls the container.
+fn broadcast(clients: &mut Vec<Client>, kind: u8, data: &[u8]) {
+    if clients.is_empty() {
+        return;
+    }
+    let frame = attach_wire::encode(kind, data);
+    clients.retain_mut(|c| c.sock.write_all(&frame).is_ok());
+}
+
+fn flush_stdin(stdin_w: &mut Option<OwnedFd>, pending: &mut Vec<u8>) {
+    let Some(w) = stdin_w.as_ref() else {
+        pending.clear();
+        return;
+    };
+    while !pending.is_empty() {
+        // SAFETY: writing from our buffer to an fd we own.
+        let r = unsafe { libc::write(w.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
+        if r > 0 {
+            pending.drain(..r as usize);
+        } else {
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::WouldBlock
+                && e.kind() != std::io::ErrorKind::Interrupted
+            {
+                // The container closed its stdin.
+                *stdin_w = None;
+                pending.clear();
+            }
+            return;
+        }
+    }
+}
+
+fn resize(master: &OwnedFd, width: u16, height: u16) {
+    let size = rustix::termios::Winsize {
+        ws_row: height,
+        ws_col: width,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    let _ = rustix::termios::tcsetwinsize(master, size);
+}
+
+fn set_send_buffer(sock: &UnixStream) {
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(sock, 4 << 20);
+}
+
+/// Binds `attach.sock` in `dir`, through a descriptor of the directory
+/// because the full path may not fit in `sun_path`.
+fn bind_attach(dir: &Path) -> std::io::Result<UnixListener> {
+    let d = File::open(dir)?;
+    let path = format!("/proc/self/fd/{}/attach.sock", d.as_raw_fd());
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path)?;
+    l.set_nonblocking(true)?;
+    Ok(l)
 }

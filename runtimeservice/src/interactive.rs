@@ -1,0 +1,388 @@
+//! Live I/O with containers and pods, for the streaming server: exec
+//! sessions with piped stdio or a terminal, the wire format between the
+//! daemon and a container's monitor for attach, terminals received over a
+//! console socket, and TCP connections opened inside a pod's network
+//! namespace for port forwarding.
+//!
+//! The streaming protocols themselves (SPDY, WebSocket) live in the
+//! daemon; this module hands them plain async readers and writers.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::{Error, Result};
+
+pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
+pub type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Applies terminal size changes to a session's terminal.
+pub trait Resize: Send + Sync {
+    fn resize(&self, width: u16, height: u16);
+}
+
+/// A command running in a container, with whichever streams were asked for.
+pub struct ExecSession {
+    pub stdin: Option<BoxWriter>,
+    pub stdout: Option<BoxReader>,
+    pub stderr: Option<BoxReader>,
+    pub resize: Option<Arc<dyn Resize>>,
+    /// The runtime's `exec` process: it exits with the command's status.
+    pub(crate) child: tokio::process::Child,
+    pub(crate) pid_file: PathBuf,
+}
+
+impl ExecSession {
+    /// Waits for the command to end and returns its exit code.
+    pub async fn wait(&mut self) -> io::Result<i32> {
+        let status = self.child.wait().await?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status
+            .code()
+            .or_else(|| status.signal().map(|s| 128 + s))
+            .unwrap_or(255))
+    }
+
+    /// Kills the command (not only the runtime's exec process, which would
+    /// leave the command running in the container) and reaps the runtime.
+    pub async fn kill(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        for _ in 0..40 {
+            if let Some(pid) = std::fs::read_to_string(&self.pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+            {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+                break;
+            }
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+impl Drop for ExecSession {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// A new pseudo-terminal: the leader side and the follower side.
+pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    use rustix::pty::OpenptFlags;
+    let fail = |what: &str| {
+        let what = what.to_string();
+        move |e: rustix::io::Errno| Error::io(what)(io::Error::from(e))
+    };
+    let leader =
+        rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+            .map_err(fail("opening a pseudo-terminal"))?;
+    rustix::pty::grantpt(&leader).map_err(fail("granting the pseudo-terminal"))?;
+    rustix::pty::unlockpt(&leader).map_err(fail("unlocking the pseudo-terminal"))?;
+    let name =
+        rustix::pty::ptsname(&leader, Vec::new()).map_err(fail("naming the pseudo-terminal"))?;
+    let follower = rustix::fs::open(
+        name.as_c_str(),
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(fail("opening the pseudo-terminal's follower"))?;
+    // Raw from the start: the runtime relays bytes both ways and sets raw
+    // mode itself, but input arriving before that must not be echoed or
+    // translated.
+    let mut t = rustix::termios::tcgetattr(&follower).map_err(fail("reading terminal modes"))?;
+    t.make_raw();
+    rustix::termios::tcsetattr(&follower, rustix::termios::OptionalActions::Now, &t)
+        .map_err(fail("setting terminal modes"))?;
+    Ok((leader, follower))
+}
+
+/// The leader side of a pseudo-terminal, shared by a reader and a writer.
+/// `relay` is the process relaying it to the command's own terminal (the
+/// runtime's exec), told of size changes with SIGWINCH; 0 for none.
+pub struct Pty {
+    fd: AsyncFd<OwnedFd>,
+    relay: i32,
+}
+
+impl Pty {
+    pub fn new(fd: OwnedFd, relay: i32) -> io::Result<Arc<Self>> {
+        rustix::io::ioctl_fionbio(&fd, true)?;
+        // SAFETY: the OwnedFd moves into the AsyncFd, which keeps it open
+        // and unchanged for its whole life.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Arc::new(Pty { fd, relay }))
+    }
+
+    pub fn reader(self: &Arc<Self>) -> PtyReader {
+        PtyReader(self.clone())
+    }
+
+    pub fn writer(self: &Arc<Self>) -> PtyWriter {
+        PtyWriter(self.clone())
+    }
+}
+
+impl Pty {
+    /// Sets the size without telling anyone: before the relay starts.
+    pub fn set_size(fd: &OwnedFd, width: u16, height: u16) {
+        let size = rustix::termios::Winsize {
+            ws_row: height,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(fd, size);
+    }
+}
+
+impl Resize for Pty {
+    fn resize(&self, width: u16, height: u16) {
+        let size = rustix::termios::Winsize {
+            ws_row: height,
+            ws_col: width,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(self.fd.get_ref(), size);
+        if let Some(pid) = rustix::process::Pid::from_raw(self.relay) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::WINCH);
+        }
+    }
+}
+
+pub struct PtyReader(Arc<Pty>);
+pub struct PtyWriter(Arc<Pty>);
+
+impl AsyncRead for PtyReader {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.0.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| {
+                rustix::io::read(fd.get_ref(), &mut *unfilled).map_err(io::Error::from)
+            }) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                // The last holder of the terminal's other side is gone.
+                Ok(Err(e)) if e.raw_os_error() == Some(libc::EIO) => return Poll::Ready(Ok(())),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PtyWriter {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            let mut guard = ready!(self.0.fd.poll_write_ready(cx))?;
+            match guard.try_io(|fd| rustix::io::write(fd.get_ref(), data).map_err(io::Error::from))
+            {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // A terminal has no half-close; an EOF is the VEOF character, which
+        // the line discipline turns into a zero-length read for the
+        // process (what `cat` needs to exit).
+        let eof = [0x04u8];
+        let _ = rustix::io::write(self.0.fd.get_ref(), &eof);
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Receives one file descriptor sent with `SCM_RIGHTS` on `sock` (how OCI
+/// runtimes hand over a terminal's master on their `--console-socket`).
+pub fn recv_fd(sock: impl AsFd) -> io::Result<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let mut buf = [0u8; 4096];
+    let mut iov = [io::IoSliceMut::new(&mut buf)];
+    rustix::net::recvmsg(sock, &mut iov, &mut cmsg, RecvFlags::CMSG_CLOEXEC)?;
+    for msg in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg {
+            if let Some(fd) = fds.next() {
+                return Ok(fd);
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no file descriptor on the console socket",
+    ))
+}
+
+/// Frames between the daemon and a monitor's attach socket: one kind byte,
+/// a big-endian u32 length, the payload.
+pub mod attach_wire {
+    /// Monitor → daemon: container output.
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    /// Daemon → monitor.
+    pub const STDIN: u8 = 0;
+    /// The attached client closed its stdin.
+    pub const STDIN_CLOSE: u8 = 3;
+    /// Payload: width then height, big-endian u16s.
+    pub const RESIZE: u8 = 4;
+
+    pub fn encode(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(5 + payload.len());
+        out.push(kind);
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    /// Splits whole frames off the front of `buf`.
+    pub fn decode(buf: &mut Vec<u8>) -> Vec<(u8, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while buf.len() - at >= 5 {
+            let len =
+                u32::from_be_bytes([buf[at + 1], buf[at + 2], buf[at + 3], buf[at + 4]]) as usize;
+            if buf.len() - at - 5 < len {
+                break;
+            }
+            out.push((buf[at], buf[at + 5..at + 5 + len].to_vec()));
+            at += 5 + len;
+        }
+        buf.drain(..at);
+        out
+    }
+}
+
+/// Connects to a monitor's attach socket. The path may be too long for
+/// `sun_path`, so it is reached through a descriptor of its directory.
+pub async fn connect_attach(dir: &Path) -> io::Result<tokio::net::UnixStream> {
+    let d = std::fs::File::open(dir)?;
+    let path = format!(
+        "/proc/self/fd/{}/attach.sock",
+        std::os::fd::AsRawFd::as_raw_fd(&d)
+    );
+    let s = tokio::net::UnixStream::connect(&path).await;
+    drop(d);
+    s
+}
+
+/// Opens a TCP connection to `port` on 127.0.0.1 inside the network
+/// namespace pinned at `netns` (or the host's, for host-network pods).
+/// Connecting from a thread that joined the namespace yields a socket that
+/// stays in it, so the copying happens on ordinary tokio tasks.
+pub async fn connect_port(netns: Option<PathBuf>, port: u16) -> io::Result<tokio::net::TcpStream> {
+    let connect = move || {
+        std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], port).into(),
+            Duration::from_secs(10),
+        )
+    };
+    let stream = match netns {
+        Some(ns) => tokio::task::spawn_blocking(move || {
+            gantry_cni::netns::run_in_netns(&ns, connect)
+                .map_err(|e| io::Error::other(e.to_string()))?
+        })
+        .await
+        .map_err(io::Error::other)??,
+        None => tokio::task::spawn_blocking(connect)
+            .await
+            .map_err(io::Error::other)??,
+    };
+    stream.set_nonblocking(true)?;
+    let _ = stream.set_nodelay(true);
+    tokio::net::TcpStream::from_std(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::attach_wire::*;
+
+    #[test]
+    fn attach_frames_round_trip_across_partial_reads() {
+        let mut wire = encode(STDOUT, b"hello");
+        wire.extend(encode(RESIZE, &[0, 80, 0, 24]));
+        wire.extend(encode(STDIN_CLOSE, b""));
+        let mut buf = wire[..7].to_vec();
+        assert!(decode(&mut buf).is_empty(), "a partial frame waits");
+        buf.extend_from_slice(&wire[7..]);
+        let frames = decode(&mut buf);
+        assert_eq!(
+            frames,
+            vec![
+                (STDOUT, b"hello".to_vec()),
+                (RESIZE, vec![0, 80, 0, 24]),
+                (STDIN_CLOSE, vec![])
+            ]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_terminal_passed_over_a_socket_is_received() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let sender = std::thread::spawn(move || {
+            let s = std::os::unix::net::UnixStream::connect(&path).unwrap();
+            let f = std::fs::File::open("/dev/null").unwrap();
+            use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+            let mut space =
+                [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut cmsg = SendAncillaryBuffer::new(&mut space);
+            let fds = [std::os::fd::AsFd::as_fd(&f)];
+            assert!(cmsg.push(SendAncillaryMessage::ScmRights(&fds)));
+            rustix::net::sendmsg(
+                &s,
+                &[std::io::IoSlice::new(b"x")],
+                &mut cmsg,
+                SendFlags::empty(),
+            )
+            .unwrap();
+        });
+        let (conn, _) = listener.accept().unwrap();
+        let fd = super::recv_fd(&conn).unwrap();
+        sender.join().unwrap();
+        let link = std::fs::read_link(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ))
+        .unwrap();
+        assert_eq!(link, std::path::Path::new("/dev/null"));
+    }
+}

@@ -1,0 +1,287 @@
+//! The streaming server: the HTTP endpoint behind the URLs that the Exec,
+//! Attach and PortForward RPCs return. Each URL carries only a random
+//! single-use token that expires if unused; the request it stands for
+//! stays here. The client's upgrade request picks the protocol: SPDY/3.1
+//! ([`spdy`]) or WebSocket ([`ws`]), with the Kubernetes stream protocol
+//! versions negotiated on top ([`remotecommand`] for exec and attach,
+//! [`portforward`]).
+
+pub mod portforward;
+pub mod remotecommand;
+pub mod spdy;
+pub mod ws;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gantry_proto::v1 as cri;
+use gantry_runtimeservice::containers::ContainerService;
+use gantry_runtimeservice::grpc::StreamUrls;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tracing::{debug, info, info_span, Instrument};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StreamingConfig {
+    /// host:port; port 0 takes a free port at start.
+    pub address: String,
+    pub token_ttl_secs: u64,
+    pub stream_idle_timeout_secs: u64,
+    pub stream_creation_timeout_secs: u64,
+}
+
+/// What a token stands for.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    Exec(cri::ExecRequest),
+    Attach(cri::AttachRequest),
+    PortForward(cri::PortForwardRequest),
+}
+
+impl Pending {
+    fn kind(&self) -> &'static str {
+        match self {
+            Pending::Exec(_) => "exec",
+            Pending::Attach(_) => "attach",
+            Pending::PortForward(_) => "portforward",
+        }
+    }
+}
+
+pub struct StreamingServer {
+    base_url: String,
+    config: StreamingConfig,
+    tokens: Mutex<HashMap<String, (Pending, Instant)>>,
+    pub(crate) containers: Arc<ContainerService>,
+}
+
+impl StreamingServer {
+    /// Binds the configured address; the URLs use the address actually
+    /// bound.
+    pub async fn bind(
+        config: StreamingConfig,
+        containers: Arc<ContainerService>,
+    ) -> anyhow::Result<(Arc<Self>, TcpListener)> {
+        let addr: SocketAddr = config.address.parse()?;
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        info!(address = %local, "streaming server listening");
+        Ok((
+            Arc::new(StreamingServer {
+                base_url: format!("http://{local}"),
+                config,
+                tokens: Mutex::new(HashMap::new()),
+                containers,
+            }),
+            listener,
+        ))
+    }
+
+    fn tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Pending, Instant)>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn mint(&self, pending: Pending) -> Result<String, tonic::Status> {
+        let token = gantry_runtimeservice::pod::new_id()
+            .map_err(|e| tonic::Status::internal(format!("minting a token: {e}")))?;
+        let kind = pending.kind();
+        let now = Instant::now();
+        let mut tokens = self.tokens();
+        // Unused tokens are dropped as new ones are minted: no timer needed.
+        tokens.retain(|_, (_, expires)| *expires > now);
+        let ttl = Duration::from_secs(self.config.token_ttl_secs);
+        tokens.insert(token.clone(), (pending, now + ttl));
+        Ok(format!("{}/{kind}/{token}", self.base_url))
+    }
+
+    /// Takes a token's request: once only, and only before it expires.
+    fn redeem(&self, kind: &str, token: &str) -> Option<Pending> {
+        let mut tokens = self.tokens();
+        let (pending, expires) = tokens.remove(token)?;
+        (expires > Instant::now() && pending.kind() == kind).then_some(pending)
+    }
+
+    pub(crate) fn creation_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.stream_creation_timeout_secs.max(1))
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.stream_idle_timeout_secs.max(1))
+    }
+
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let me = me.clone();
+                    async move { Ok::<_, Infallible>(me.handle(req)) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await
+                {
+                    debug!(error = %e, "streaming connection ended with an error");
+                }
+            });
+        }
+    }
+
+    fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = req.uri().path().trim_matches('/').to_string();
+        let mut parts = path.splitn(2, '/');
+        let (kind, token) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
+        // Nothing about the request is told to a caller without a valid
+        // token: every miss looks the same.
+        let Some(pending) = self.redeem(kind, token) else {
+            return reply(StatusCode::NOT_FOUND, "not found\n");
+        };
+        let header = |name: &str| -> Vec<String> {
+            req.headers()
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .collect()
+        };
+        let upgrade = header("upgrade")
+            .first()
+            .map(|u| u.to_ascii_lowercase())
+            .unwrap_or_default();
+        let span = match &pending {
+            Pending::Exec(r) => info_span!("exec", container_id = %r.container_id),
+            Pending::Attach(r) => info_span!("attach", container_id = %r.container_id),
+            Pending::PortForward(r) => info_span!("portforward", pod_id = %r.pod_sandbox_id),
+        };
+        if upgrade == "spdy/3.1" {
+            let offered = header("x-stream-protocol-version");
+            let supported: &[&str] = match pending {
+                Pending::PortForward(_) => portforward::PROTOCOLS,
+                _ => remotecommand::PROTOCOLS,
+            };
+            let chosen = match negotiate(&offered, supported) {
+                Ok(p) => p,
+                Err(msg) => return reply(StatusCode::FORBIDDEN, &msg),
+            };
+            let on_upgrade = hyper::upgrade::on(req);
+            let protocol = chosen.clone();
+            tokio::spawn(
+                async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => {
+                            let conn = spdy::Connection::serve(TokioIo::new(upgraded));
+                            self.run_spdy(conn, pending, &protocol).await;
+                        }
+                        Err(e) => debug!(error = %e, "SPDY upgrade failed"),
+                    }
+                }
+                .instrument(span),
+            );
+            let mut r = reply(StatusCode::SWITCHING_PROTOCOLS, "");
+            let h = r.headers_mut();
+            h.insert(hyper::header::CONNECTION, hv("Upgrade"));
+            h.insert(hyper::header::UPGRADE, hv("SPDY/3.1"));
+            if let Some(p) = chosen {
+                h.insert("X-Stream-Protocol-Version", hv(&p));
+            }
+            return r;
+        }
+        if upgrade == "websocket" {
+            return ws::upgrade(self, req, pending, span);
+        }
+        reply(
+            StatusCode::BAD_REQUEST,
+            "an upgrade to SPDY/3.1 or websocket is required\n",
+        )
+    }
+
+    async fn run_spdy(
+        self: Arc<Self>,
+        conn: spdy::Connection,
+        pending: Pending,
+        protocol: &Option<String>,
+    ) {
+        match pending {
+            Pending::PortForward(req) => portforward::serve_spdy(self, conn, req).await,
+            other => remotecommand::serve_spdy(self, conn, other, protocol.as_deref()).await,
+        }
+    }
+}
+
+impl StreamUrls for StreamingServer {
+    fn exec(&self, req: cri::ExecRequest) -> Result<String, tonic::Status> {
+        self.mint(Pending::Exec(req))
+    }
+
+    fn attach(&self, req: cri::AttachRequest) -> Result<String, tonic::Status> {
+        self.mint(Pending::Attach(req))
+    }
+
+    fn port_forward(&self, req: cri::PortForwardRequest) -> Result<String, tonic::Status> {
+        self.mint(Pending::PortForward(req))
+    }
+}
+
+/// Picks the first protocol the client offers that we support; a client
+/// that offers none gets the protocol's oldest form (`None`).
+fn negotiate(offered: &[String], supported: &[&str]) -> Result<Option<String>, String> {
+    if offered.is_empty() {
+        return Ok(None);
+    }
+    offered
+        .iter()
+        .find(|o| supported.contains(&o.as_str()))
+        .map(|o| Some(o.clone()))
+        .ok_or_else(|| {
+            format!(
+                "none of the offered protocols {offered:?} is supported; supported: {supported:?}\n"
+            )
+        })
+}
+
+fn hv(s: &str) -> hyper::header::HeaderValue {
+    hyper::header::HeaderValue::from_str(s)
+        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static(""))
+}
+
+pub(crate) fn reply(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_follows_the_clients_order() {
+        let offered = vec!["v9.channel.k8s.io".to_string(), "v4.channel.k8s.io".into()];
+        assert_eq!(
+            negotiate(&offered, remotecommand::PROTOCOLS)
+                .unwrap()
+                .as_deref(),
+            Some("v4.channel.k8s.io")
+        );
+        assert_eq!(negotiate(&[], remotecommand::PROTOCOLS).unwrap(), None);
+        assert!(negotiate(&["v9".to_string()], remotecommand::PROTOCOLS).is_err());
+    }
+}
