@@ -191,6 +191,9 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         self.stop_containers(&id, true).await?;
+        if let Ok(Some(full)) = self.pods.store.resolve(&id) {
+            self.containers.forget_pod(&full);
+        }
         self.pods.remove(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }

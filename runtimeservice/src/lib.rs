@@ -6,6 +6,7 @@
 //! survives restarts. Containers and streaming are the next piece of work
 //! and their RPCs say so with `Unimplemented`.
 
+pub mod cgroup;
 pub mod config;
 pub mod containers;
 pub mod crilog;

@@ -10,7 +10,8 @@ use gantry_cni::netns::{self, PinnedNamespaces, Private};
 use gantry_proto::v1 as cri;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::config::RuntimeConfig;
+use crate::cgroup::{self, Hierarchy};
+use crate::config::{CgroupDriver, RuntimeConfig};
 use crate::error::{Error, Result};
 use crate::network::{PodNetwork, PodNetworkRequest};
 use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
@@ -24,6 +25,8 @@ pub struct PodService {
     /// Where namespaces are pinned: on tmpfs, so pins vanish with a reboot
     /// just as the namespaces do.
     ns_dir: PathBuf,
+    /// The mounted cgroup hierarchies pod cgroups are made in.
+    hierarchies: Vec<Hierarchy>,
 }
 
 fn now_nanos() -> i64 {
@@ -150,6 +153,7 @@ impl PodService {
             store,
             network,
             ns_dir,
+            hierarchies: cgroup::hierarchies(),
         })
     }
 
@@ -161,6 +165,9 @@ impl PodService {
                 PodState::Creating => {
                     warn!(pod = %rec.id, "rolling back a sandbox whose creation was interrupted");
                     self.teardown(&rec).await;
+                    if let Err(e) = self.remove_cgroup(&rec).await {
+                        warn!(pod = %rec.id, error = %e, "removing the cgroup of an interrupted sandbox");
+                    }
                     if let Err(e) = self.store.remove(&rec.id) {
                         warn!(pod = %rec.id, error = %e, "removing an interrupted sandbox");
                     }
@@ -172,6 +179,9 @@ impl PodService {
                         .any(|p| !netns::is_pinned(p));
                     if gone {
                         warn!(pod = %rec.id, "namespaces of a ready sandbox are gone; marking it not ready");
+                        let _ = self.store.update(&rec.id, |r| r.state = PodState::NotReady);
+                    } else if let Some(d) = rec.cgroup_created.iter().find(|d| !d.is_dir()) {
+                        warn!(pod = %rec.id, cgroup = %d.display(), "the cgroup of a ready sandbox is gone; marking it not ready");
                         let _ = self.store.update(&rec.id, |r| r.state = PodState::NotReady);
                     }
                 }
@@ -230,6 +240,39 @@ impl PodService {
         clean
     }
 
+    /// Removes the cgroup directories gantry made for the pod.
+    async fn remove_cgroup(&self, rec: &PodRecord) -> Result<()> {
+        if rec.cgroup_created.is_empty() {
+            return Ok(());
+        }
+        let dirs = rec.cgroup_created.clone();
+        tokio::task::spawn_blocking(move || cgroup::remove(&dirs))
+            .await
+            .map_err(|e| Error::Internal(format!("cgroup task: {e}")))?
+            .map_err(|e| Error::Internal(format!("removing the pod cgroup: {e}")))?;
+        if self.store.get(&rec.id).is_some() {
+            self.store.update(&rec.id, |r| r.cgroup_created.clear())?;
+        }
+        Ok(())
+    }
+
+    /// Makes the pod's cgroup (cgroupfs driver only: under systemd the
+    /// runtime has systemd make the slice).
+    fn create_cgroup(&self, id: &str, parent: &str) -> Result<String> {
+        let driver = self.config.cgroup_driver;
+        let path = cgroup::pod_cgroup(driver, parent, id);
+        self.store.update(id, |r| r.cgroup = path.clone())?;
+        if driver == CgroupDriver::Cgroupfs {
+            cgroup::create(&self.hierarchies, &path, |dir| {
+                let dir = dir.to_path_buf();
+                self.store
+                    .update(id, |r| r.cgroup_created.push(dir))
+                    .map(drop)
+            })?;
+        }
+        Ok(path)
+    }
+
     pub async fn run(&self, config: cri::PodSandboxConfig, handler: String) -> Result<String> {
         let meta = config
             .metadata
@@ -266,6 +309,12 @@ impl PodService {
             .map(|l| l.sysctls.clone())
             .unwrap_or_default();
         validate_sysctls(&sysctls, host_net, host_ipc)?;
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        cgroup::validate_parent(self.config.cgroup_driver, &cgroup_parent)?;
         let resolv = resolv_conf(config.dns_config.as_ref())?;
         if !config.hostname.is_empty()
             && (config.hostname.len() > 64 || config.hostname.contains(['\n', '\0', '/']))
@@ -294,6 +343,8 @@ impl PodService {
                 init_pid: 0,
                 network: None,
                 ips: Vec::new(),
+                cgroup: String::new(),
+                cgroup_created: Vec::new(),
             };
             self.store.insert(rec)?;
             match self
@@ -308,6 +359,9 @@ impl PodService {
                     warn!(error = %e, "pod sandbox failed; rolling back");
                     if let Some(rec) = self.store.get(&id) {
                         self.teardown(&rec).await;
+                        if let Err(e) = self.remove_cgroup(&rec).await {
+                            warn!(error = %e, "removing the pod cgroup");
+                        }
                     }
                     let _ = self.store.remove(&id);
                     Err(e)
@@ -328,6 +382,12 @@ impl PodService {
         sysctls: &HashMap<String, String>,
     ) -> Result<()> {
         let pod_dir = self.store.pod_dir(id);
+        let parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.as_str())
+            .unwrap_or("");
+        let pod_cgroup = self.create_cgroup(id, parent)?;
         // Files the pod's containers will mount.
         let resolv = match resolv {
             Some(r) => r,
@@ -373,7 +433,10 @@ impl PodService {
                 .map_err(|e| Error::Internal(format!("creating pod namespaces: {e}")))?;
         }
         if mode(namespace_options(config), |o| o.pid) == cri::NamespaceMode::Pod {
-            self.start_pid_init(id).await?;
+            let pid = self.start_pid_init(id).await?;
+            if self.config.cgroup_driver == CgroupDriver::Cgroupfs {
+                cgroup::enter(&self.hierarchies, &pod_cgroup, pid)?;
+            }
         }
         let rec = self
             .store
@@ -448,7 +511,7 @@ impl PodService {
     }
 
     /// Starts the init of the pod's shared PID namespace and pins it.
-    async fn start_pid_init(&self, id: &str) -> Result<()> {
+    async fn start_pid_init(&self, id: &str) -> Result<i32> {
         let ns_dir = self.ns_dir.join(id);
         std::fs::create_dir_all(&ns_dir)
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
@@ -473,7 +536,7 @@ impl PodService {
         std::fs::File::create(&pin).map_err(Error::io(format!("creating {}", pin.display())))?;
         rustix::mount::mount_bind(format!("/proc/{pid}/ns/pid").as_str(), &pin)
             .map_err(|e| Error::Internal(format!("pinning the pod's PID namespace: {e}")))?;
-        Ok(())
+        Ok(pid)
     }
 
     fn resolve(&self, id: &str) -> Result<Option<String>> {
@@ -520,6 +583,9 @@ impl PodService {
         };
         self.stop(&id).await?;
         let _guard = self.store.lock(&id).await;
+        if let Some(rec) = self.store.get(&id) {
+            self.remove_cgroup(&rec).await?;
+        }
         self.store.remove(&id)?;
         info!(pod = %id, "pod sandbox removed");
         Ok(())
@@ -538,6 +604,7 @@ impl PodService {
                 "pidNamespace": rec.pid_ns,
                 "initPid": rec.init_pid,
                 "network": rec.network,
+                "cgroup": rec.cgroup,
                 "runtimeHandler": rec.runtime_handler,
                 "podDir": self.store.pod_dir(&rec.id),
                 "config": rec.config,
