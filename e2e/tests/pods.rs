@@ -682,3 +682,120 @@ async fn host_port_reaches_a_listener_in_the_pod() {
     assert!(net.reservations().is_empty());
     drop(chains);
 }
+
+fn tc_qdiscs(dev: Option<&str>) -> String {
+    let mut cmd = Command::new("tc");
+    cmd.args(["qdisc", "show"]);
+    if let Some(d) = dev {
+        cmd.args(["dev", d]);
+    }
+    let out = cmd.output().expect("tc");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
+    require_host();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Gantry::start("").await;
+    let net = TestNetwork::create_with(
+        &g.dir.join("cni"),
+        &tmp.path().join("ipam"),
+        serde_json::json!({"ips": true}),
+        vec![
+            serde_json::json!({"type": "tuning", "capabilities": {"mac": true}}),
+            serde_json::json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        ],
+    );
+    let mut rt = g.runtime().await;
+
+    // Malformed annotations are refused before anything exists.
+    for (k, v) in [
+        ("kubernetes.io/ingress-bandwidth", "lots"),
+        ("kubernetes.io/egress-bandwidth", "10"),
+        ("gantry.dev/ips", "10.1.0.7"),
+        ("gantry.dev/mac", "0a:58"),
+    ] {
+        let mut p = pod("shaped");
+        p.annotations = [(k.to_string(), v.to_string())].into();
+        let e = rt.run_pod_sandbox(run_req(p)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{k}={v}: {e:?}");
+    }
+    assert!(net.bridge_ports().is_empty());
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let want_ip = format!("{}77", net.subnet_prefix);
+    let mac = "0a:58:0a:c9:4d:4d";
+    let mut p = pod("shaped");
+    p.annotations = [
+        ("kubernetes.io/ingress-bandwidth", "1M"),
+        ("kubernetes.io/egress-bandwidth", "2M"),
+        ("gantry.dev/ips", &format!("{want_ip}/24") as &str),
+        ("gantry.dev/mac", mac),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let id = rt
+        .run_pod_sandbox(run_req(p))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.status.as_ref().unwrap().network.as_ref().unwrap().ip,
+        want_ip,
+        "the ips capability chose the address"
+    );
+    let netns = info(&g, &st)["netns"].as_str().unwrap().to_string();
+    let link = nsenter(&[&format!("--net={netns}"), "ip", "link", "show", "eth0"]);
+    assert!(link.contains(&format!("link/ether {mac}")), "{link}");
+
+    // Ingress is shaped on the host end of the veth, egress on an ifb.
+    let ports = net.bridge_ports();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    let veth = ports[0].clone();
+    let on_veth = tc_qdiscs(Some(&veth));
+    assert!(
+        on_veth.contains("qdisc tbf") && on_veth.contains("rate 1Mbit"),
+        "{veth}: {on_veth}"
+    );
+    let all = tc_qdiscs(None);
+    let ifb = all
+        .lines()
+        .find(|l| l.contains("qdisc tbf") && l.contains("rate 2Mbit"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "dev").nth(1))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no egress tbf: {all}"));
+    assert!(std::path::Path::new("/sys/class/net").join(&ifb).exists());
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    for dev in [&veth, &ifb] {
+        assert!(
+            !std::path::Path::new("/sys/class/net").join(dev).exists(),
+            "{dev} outlived the pod"
+        );
+    }
+    assert!(
+        !tc_qdiscs(None).contains(&format!("dev {ifb} ")),
+        "the egress qdisc outlived the pod"
+    );
+    assert!(net.reservations().is_empty());
+}

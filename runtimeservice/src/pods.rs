@@ -13,7 +13,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::cgroup::{self, Hierarchy};
 use crate::config::{CgroupDriver, RuntimeConfig};
 use crate::error::{Error, Result};
-use crate::network::{PodNetwork, PodNetworkRequest};
+use crate::network::{NetworkExtras, PodNetwork, PodNetworkRequest};
 use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
 
 pub struct PodService {
@@ -127,6 +127,16 @@ fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<Option<String>> {
         }
     }
     Ok(Some(out))
+}
+
+/// What RunPodSandbox derived from the config and checked before making
+/// anything.
+struct Checked {
+    host_net: bool,
+    host_ipc: bool,
+    resolv: Option<String>,
+    sysctls: HashMap<String, String>,
+    extras: NetworkExtras,
 }
 
 fn write_sysctls(which: &str, sysctls: &[(String, String)]) -> std::result::Result<(), String> {
@@ -309,6 +319,7 @@ impl PodService {
             .map(|l| l.sysctls.clone())
             .unwrap_or_default();
         validate_sysctls(&sysctls, host_net, host_ipc)?;
+        let extras = NetworkExtras::from_annotations(&config.annotations)?;
         let cgroup_parent = config
             .linux
             .as_ref()
@@ -348,7 +359,17 @@ impl PodService {
             };
             self.store.insert(rec)?;
             match self
-                .create(&id, &config, host_net, host_ipc, resolv, &sysctls)
+                .create(
+                    &id,
+                    &config,
+                    Checked {
+                        host_net,
+                        host_ipc,
+                        resolv,
+                        sysctls,
+                        extras,
+                    },
+                )
                 .await
             {
                 Ok(()) => {
@@ -376,11 +397,15 @@ impl PodService {
         &self,
         id: &str,
         config: &cri::PodSandboxConfig,
-        host_net: bool,
-        host_ipc: bool,
-        resolv: Option<String>,
-        sysctls: &HashMap<String, String>,
+        checked: Checked,
     ) -> Result<()> {
+        let Checked {
+            host_net,
+            host_ipc,
+            resolv,
+            sysctls,
+            extras,
+        } = checked;
         let pod_dir = self.store.pod_dir(id);
         let parent = config
             .linux
@@ -490,6 +515,7 @@ impl PodService {
                     .dns_config
                     .as_ref()
                     .map(|d| (d.servers.clone(), d.searches.clone(), d.options.clone())),
+                extras,
             };
             // The network name is recorded before ADD: a crash during ADD
             // must still lead to a DEL.
