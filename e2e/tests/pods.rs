@@ -799,3 +799,151 @@ async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
     );
     assert!(net.reservations().is_empty());
 }
+
+async fn network_condition(
+    rt: &mut gantry_proto::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> gantry_proto::v1::RuntimeCondition {
+    rt.status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap()
+}
+
+/// A CNI 1.1 network whose only plugin is a script: it logs every call
+/// with its stdin, fails STATUS while a marker file exists, and answers ADD
+/// with a made-up address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_1_1_status_and_gc_with_a_fake_plugin() {
+    require_host();
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = tmp.path().join("calls");
+    let broken = tmp.path().join("broken");
+    std::fs::write(
+        bin.join("fakenet"),
+        format!(
+            "#!/bin/sh\nin=$(cat)\necho \"$CNI_COMMAND $in\" >> {log}\n\
+             case \"$CNI_COMMAND\" in\n\
+             STATUS) if [ -e {broken} ]; then echo '{{\"cniVersion\":\"1.1.0\",\"code\":50,\"msg\":\"fake fabric unreachable\"}}'; exit 1; fi ;;\n\
+             ADD) echo \"{{\\\"cniVersion\\\":\\\"1.1.0\\\",\\\"interfaces\\\":[{{\\\"name\\\":\\\"eth0\\\",\\\"sandbox\\\":\\\"$CNI_NETNS\\\"}}],\\\"ips\\\":[{{\\\"address\\\":\\\"10.250.0.5/24\\\",\\\"interface\\\":0}}]}}\" ;;\n\
+             VERSION) echo '{{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}}' ;;\n\
+             esac\n",
+            log = log.display(),
+            broken = broken.display()
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("fakenet"))
+        .status()
+        .unwrap()
+        .success());
+    let mut g = Gantry::start(&format!("  bin_dirs: [{}]\n", bin.display())).await;
+    std::fs::create_dir_all(g.dir.join("cni")).unwrap();
+    std::fs::write(
+        g.dir.join("cni/10-fake.conflist"),
+        r#"{"cniVersion": "1.1.0", "name": "fake", "plugins": [{"type": "fakenet"}]}"#,
+    )
+    .unwrap();
+    let calls = |cmd: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{cmd} ")))
+            .map(|j| serde_json::from_str(j).unwrap())
+            .collect()
+    };
+    let mut rt = g.runtime().await;
+
+    let cond = network_condition(&mut rt).await;
+    assert!(cond.status, "{cond:?}");
+    assert!(!calls("STATUS").is_empty(), "STATUS was asked");
+    std::fs::write(&broken, "").unwrap();
+    let cond = network_condition(&mut rt).await;
+    assert!(
+        !cond.status
+            && cond.reason == "NetworkPluginNotReady"
+            && cond.message.contains("fake fabric unreachable"),
+        "{cond:?}"
+    );
+    std::fs::remove_file(&broken).unwrap();
+    assert!(network_condition(&mut rt).await.status);
+
+    // Two pods, one stopped: after a restart GC is told only of the other,
+    // and the stale cached result of a pod gantry never knew goes.
+    let keep = rt
+        .run_pod_sandbox(run_req(pod("keep")))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let stopped = rt
+        .run_pod_sandbox(run_req(pod("stopped")))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: keep.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.status.unwrap().network.unwrap().ip, "10.250.0.5");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: stopped.clone(),
+    })
+    .await
+    .unwrap();
+    let cache = g.dir.join("root/cni-cache");
+    let keep_cache = cache.join(format!("fake-{keep}-eth0.json"));
+    assert!(keep_cache.exists());
+    let stale = cache.join("fake-stale0-eth0.json");
+    let mut planted: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&keep_cache).unwrap()).unwrap();
+    planted["attachment"]["container_id"] = "stale0".into();
+    std::fs::write(&stale, serde_json::to_vec(&planted).unwrap()).unwrap();
+    assert!(calls("GC").is_empty(), "{:?}", calls("GC"));
+    drop(rt);
+    g.stop();
+    g.restart().await;
+    let gc = calls("GC");
+    assert_eq!(gc.len(), 1, "{gc:?}");
+    assert_eq!(
+        gc[0]["cni.dev/valid-attachments"],
+        serde_json::json!([{"containerID": keep, "ifname": "eth0"}])
+    );
+    assert_eq!(gc[0]["name"], "fake");
+    assert!(!stale.exists(), "the stale cached result was dropped");
+    assert!(keep_cache.exists());
+
+    // A 1.0.0 network gets neither STATUS nor GC.
+    std::fs::write(
+        g.dir.join("cni/10-fake.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "fakenet"}]}"#,
+    )
+    .unwrap();
+    let before = calls("STATUS").len();
+    let mut rt = g.runtime().await;
+    assert!(network_condition(&mut rt).await.status);
+    assert_eq!(calls("STATUS").len(), before);
+
+    for id in [keep, stopped] {
+        rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+    assert_eq!(calls("DEL").len(), 2, "one DEL per attached pod");
+}

@@ -101,7 +101,7 @@ impl RuntimeService for CriRuntimeService {
             reason: String::new(),
             message: String::new(),
         };
-        let network_ready = match self.pods.network.ready() {
+        let network_ready = match self.pods.network.ready().await {
             Ok(()) => cri::RuntimeCondition {
                 r#type: "NetworkReady".into(),
                 status: true,

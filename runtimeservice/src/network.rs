@@ -220,13 +220,17 @@ pub struct Attached {
 #[async_trait::async_trait]
 pub trait PodNetwork: Send + Sync + 'static {
     /// `Ok(())` when pods can be attached, or (reason, message) if not.
-    fn ready(&self) -> std::result::Result<(), (String, String)>;
+    async fn ready(&self) -> std::result::Result<(), (String, String)>;
     /// The network new pods would join now, if one is configured.
     fn current_name(&self) -> Option<String>;
     async fn attach(&self, req: &PodNetworkRequest) -> Result<Attached>;
     /// Detach; nothing to do is success (idempotent). `netns` is where the
     /// pod's namespace was, for a detach whose attach never finished.
     async fn detach(&self, network: &str, id: &str, netns: Option<&Path>) -> Result<()>;
+    /// Lets the network free whatever belongs to pods other than `live`
+    /// (pod IDs attached to the current network). Must not run alongside
+    /// an attach.
+    async fn gc(&self, live: &[String]) -> Result<()>;
 }
 
 pub struct CniNetwork {
@@ -265,7 +269,9 @@ const IFNAME: &str = "eth0";
 
 #[async_trait::async_trait]
 impl PodNetwork for CniNetwork {
-    fn ready(&self) -> std::result::Result<(), (String, String)> {
+    /// The config loads, every plugin is installed and, for CNI 1.1
+    /// networks, every plugin's STATUS succeeds.
+    async fn ready(&self) -> std::result::Result<(), (String, String)> {
         let net = self.current().map_err(|e| {
             (
                 "NetworkPluginNotReady".to_string(),
@@ -280,7 +286,24 @@ impl PodNetwork for CniNetwork {
                 ));
             }
         }
-        Ok(())
+        self.executor
+            .status(&net)
+            .await
+            .map_err(|e| ("NetworkPluginNotReady".to_string(), e.to_string()))
+    }
+
+    async fn gc(&self, live: &[String]) -> Result<()> {
+        let Ok(net) = self.current() else {
+            return Ok(());
+        };
+        let valid: Vec<(String, String)> = live
+            .iter()
+            .map(|id| (id.clone(), IFNAME.to_string()))
+            .collect();
+        self.executor
+            .gc(&net, &valid)
+            .await
+            .map_err(|e| Error::Network(e.to_string()))
     }
 
     fn current_name(&self) -> Option<String> {

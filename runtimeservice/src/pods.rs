@@ -201,6 +201,25 @@ impl PodService {
         info!(pods = self.store.list().len(), "sandboxes recovered");
     }
 
+    /// Has the network free what belongs to pods gantry no longer has
+    /// attached (CNI GC). Run at start, after [`PodService::recover`] and
+    /// before any RunPodSandbox can attach a pod.
+    pub async fn gc_network(&self) {
+        let Some(current) = self.network.current_name() else {
+            return;
+        };
+        let live: Vec<String> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|r| r.network.as_deref() == Some(current.as_str()))
+            .map(|r| r.id)
+            .collect();
+        if let Err(e) = self.network.gc(&live).await {
+            warn!(network = %current, error = %e, "CNI GC failed");
+        }
+    }
+
     fn pinned(rec: &PodRecord) -> PinnedNamespaces {
         PinnedNamespaces {
             net: rec.netns.clone(),

@@ -147,6 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         monitor.clone(),
     )?);
     pods.recover().await;
+    pods.gc_network().await;
     let containers = Arc::new(ContainerService::new(
         pods.clone(),
         Arc::new(StoreImages(store.clone())),
