@@ -1324,3 +1324,97 @@ async fn pods_own_cgroups_their_containers_live_in() {
     remove_cgroup_tree(&test_root);
     assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
 }
+
+fn interfaces(proc_net_dev: &str) -> std::collections::BTreeSet<String> {
+    proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pods_see_the_host_interfaces() {
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let run = |rt: &RuntimeServiceClient<Channel>, id: &str, cmd: &[&str]| {
+        let req = ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        };
+        let mut rt = rt.clone();
+        async move {
+            let r = rt.exec_sync(req).await.unwrap().into_inner();
+            assert_eq!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stderr));
+            String::from_utf8_lossy(&r.stdout).into_owned()
+        }
+    };
+    let mut started = vec![];
+    for (name, host) in [("hostnet", true), ("podnet", false)] {
+        let mut pc = pod_config(&env, name);
+        if host {
+            let opts = pc
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .and_then(|s| s.namespace_options.as_mut())
+                .unwrap();
+            opts.network = NamespaceMode::Node as i32;
+        }
+        let pod = run_pod(&mut rt, pc.clone()).await;
+        let id = create(&mut rt, &pod, &pc, container(&env, name, "exec sleep 1000"))
+            .await
+            .unwrap();
+        start(&mut rt, &id).await;
+        started.push((pod, id));
+    }
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let host_before = interfaces(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let in_host_pod = interfaces(&run(&rt, &started[0].1, &["/bin/cat", "/proc/net/dev"]).await);
+    let host_after = interfaces(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let in_pod = interfaces(&run(&rt, &started[1].1, &["/bin/cat", "/proc/net/dev"]).await);
+
+    // Interfaces present on the host throughout (others' veths may come
+    // and go meanwhile) are all seen from the host-network container.
+    let stable: Vec<&String> = host_before.intersection(&host_after).collect();
+    assert!(stable.contains(&&env._net.bridge), "{stable:?}");
+    for i in &stable {
+        assert!(in_host_pod.contains(*i), "{i} missing in {in_host_pod:?}");
+    }
+    assert_eq!(
+        run(
+            &mut rt,
+            &started[0].1,
+            &["/bin/busybox", "readlink", "/proc/self/ns/net"]
+        )
+        .await
+        .trim(),
+        host_ns.to_string_lossy()
+    );
+    // The pod-network container sees only its own.
+    assert_eq!(
+        in_pod,
+        ["eth0", "lo"].iter().map(|s| s.to_string()).collect(),
+        "{in_pod:?}"
+    );
+    assert_ne!(
+        run(
+            &mut rt,
+            &started[1].1,
+            &["/bin/busybox", "readlink", "/proc/self/ns/net"]
+        )
+        .await
+        .trim(),
+        host_ns.to_string_lossy()
+    );
+
+    for (pod, _) in started {
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+}
