@@ -6,8 +6,10 @@
 //! `/kubepods/besteffort/pod<uid>`), or `/gantry/<pod id>` when none is
 //! given. gantry creates it in every mounted hierarchy (each v1 controller,
 //! the v2 unified one, or both on a hybrid host) if it is missing, and
-//! removes only the directories it created, never a parent it was handed
-//! that already existed. Containers live at `<pod cgroup>/<container id>`.
+//! removes only the pod directories it created: never a pod cgroup it was
+//! handed that already existed, nor the parents above it (`/gantry`,
+//! `/kubepods/...`), which other pods share. Containers live at
+//! `<pod cgroup>/<container id>`.
 //!
 //! With the `systemd` driver the pod's cgroup is a slice (`cgroup_parent`,
 //! such as `kubepods-besteffort-pod123.slice`, or `gantry-pod<id>.slice`),
