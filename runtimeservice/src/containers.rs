@@ -572,10 +572,13 @@ impl ContainerService {
                 rec.state
             )));
         }
+        // Taken before the start: a process that exits at once may be
+        // reaped, and its finish time written, before `start` returns.
+        let started_at = now_nanos();
         self.runtime(&rec.handler)?.start(&id).await?;
         self.update(&id, |r| {
             r.state = ContainerState::Running;
-            r.started_at = now_nanos();
+            r.started_at = started_at;
         })?;
         info!(container = %id, "container started");
         Ok(())
