@@ -1,4 +1,5 @@
-//! Runs CNI plugin chains (ADD, CHECK, DEL) the way the spec and libcni do,
+//! Runs CNI plugin chains (ADD, CHECK, DEL, and STATUS and GC for networks
+//! of CNI 1.1 or later) the way the spec and libcni do,
 //! written here because no maintained Rust CNI client exists: each plugin of
 //! a network configuration list gets its own config on stdin (the list's
 //! `name` and `cniVersion`, the previous plugin's result as `prevResult`,
@@ -184,11 +185,13 @@ impl Executor {
         }
     }
 
+    /// Runs one plugin. STATUS and GC concern no attachment, and get no
+    /// container variables.
     async fn invoke(
         &self,
         command: &str,
         plugin_conf: &Value,
-        a: &Attachment,
+        a: Option<&Attachment>,
     ) -> Result<Value, ExecError> {
         let plugin = plugin_conf
             .get("type")
@@ -196,25 +199,28 @@ impl Executor {
             .unwrap_or_default()
             .to_string();
         let bin = self.find(&plugin)?;
-        let cni_args = a
-            .args
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(";");
         let cni_path = std::env::join_paths(&self.bin_dirs).unwrap_or_default();
-        let mut child = tokio::process::Command::new(&bin)
-            .env_clear()
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.env_clear()
             .env(
                 "PATH",
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
             )
             .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", &a.container_id)
-            .env("CNI_NETNS", &a.netns)
-            .env("CNI_IFNAME", &a.ifname)
-            .env("CNI_ARGS", cni_args)
-            .env("CNI_PATH", cni_path)
+            .env("CNI_PATH", cni_path);
+        if let Some(a) = a {
+            let cni_args = a
+                .args
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(";");
+            cmd.env("CNI_CONTAINERID", &a.container_id)
+                .env("CNI_NETNS", &a.netns)
+                .env("CNI_IFNAME", &a.ifname)
+                .env("CNI_ARGS", cni_args);
+        }
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -287,7 +293,7 @@ impl Executor {
         let mut prev: Option<Value> = None;
         for plugin in Self::plugins(list) {
             let conf = Self::plugin_config(list, &plugin, prev.as_ref(), a);
-            match self.invoke("ADD", &conf, a).await {
+            match self.invoke("ADD", &conf, Some(a)).await {
                 Ok(result) => prev = Some(result),
                 Err(e) => {
                     // Undo what the earlier plugins did before reporting.
@@ -336,7 +342,7 @@ impl Executor {
         let mut first_error = None;
         for plugin in Self::plugins(list).iter().rev() {
             let conf = Self::plugin_config(list, plugin, Some(&cached.result), &cached.attachment);
-            if let Err(e) = self.invoke("DEL", &conf, &cached.attachment).await {
+            if let Err(e) = self.invoke("DEL", &conf, Some(&cached.attachment)).await {
                 warn!(error = %e, "CNI DEL step failed");
                 first_error.get_or_insert(e);
             }
@@ -381,7 +387,7 @@ impl Executor {
         let plugins = Self::plugins(&list);
         for plugin in plugins.iter().rev() {
             let conf = Self::plugin_config(&list, plugin, None, a);
-            if let Err(e) = self.invoke("DEL", &conf, a).await {
+            if let Err(e) = self.invoke("DEL", &conf, Some(a)).await {
                 warn!(error = %e, "CNI DEL of an interrupted ADD failed");
                 return Err(e);
             }
@@ -407,10 +413,105 @@ impl Executor {
                 Some(&cached.result),
                 &cached.attachment,
             );
-            self.invoke("CHECK", &conf, &cached.attachment).await?;
+            self.invoke("CHECK", &conf, Some(&cached.attachment))
+                .await?;
         }
         Ok(())
     }
+
+    /// The stdin config of a STATUS or GC call: the plugin's own with the
+    /// list's name and version, and no runtime config.
+    fn bare_config(list: &Value, plugin: &Value) -> Value {
+        let mut conf = plugin.clone();
+        if let Some(obj) = conf.as_object_mut() {
+            for key in ["name", "cniVersion"] {
+                obj.insert(key.into(), list.get(key).cloned().unwrap_or(Value::Null));
+            }
+        }
+        conf
+    }
+
+    /// STATUS on every plugin of the chain: whether they can take ADDs.
+    /// Networks older than CNI 1.1 have no STATUS and count as ready.
+    pub async fn status(&self, net: &NetworkConfigList) -> Result<(), ExecError> {
+        if !has_status_and_gc(&net.cni_version) {
+            return Ok(());
+        }
+        for plugin in Self::plugins(&net.raw) {
+            let conf = Self::bare_config(&net.raw, &plugin);
+            self.invoke("STATUS", &conf, None).await?;
+        }
+        Ok(())
+    }
+
+    /// GC on every plugin of the chain, telling them which attachments
+    /// (container ID, interface) are still in use, so they free what
+    /// belongs to any other; cached results of other attachments of the
+    /// network are dropped once every plugin succeeded. Nothing happens
+    /// for networks older than CNI 1.1. Must not run alongside an ADD on
+    /// the same network: the attachment it makes is not yet valid.
+    pub async fn gc(
+        &self,
+        net: &NetworkConfigList,
+        valid: &[(String, String)],
+    ) -> Result<(), ExecError> {
+        if !has_status_and_gc(&net.cni_version) {
+            return Ok(());
+        }
+        let attachments: Vec<Value> = valid
+            .iter()
+            .map(|(id, ifname)| json!({"containerID": id, "ifname": ifname}))
+            .collect();
+        let mut first_error = None;
+        for plugin in Self::plugins(&net.raw) {
+            let mut conf = Self::bare_config(&net.raw, &plugin);
+            conf["cni.dev/valid-attachments"] = json!(attachments);
+            if let Err(e) = self.invoke("GC", &conf, None).await {
+                warn!(network = %net.name, error = %e, "CNI GC step failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let mut dropped = 0;
+        for entry in std::fs::read_dir(&self.cache_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let path = entry.path();
+            let Some(cached) = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<CachedResult>(&b).ok())
+            else {
+                continue;
+            };
+            let a = &cached.attachment;
+            if cached.network.get("name").and_then(|n| n.as_str()) == Some(net.name.as_str())
+                && !valid
+                    .iter()
+                    .any(|(id, ifname)| *id == a.container_id && *ifname == a.ifname)
+                && std::fs::remove_file(&path).is_ok()
+            {
+                dropped += 1;
+            }
+        }
+        info!(network = %net.name, valid = valid.len(), dropped, "CNI GC done");
+        Ok(())
+    }
+}
+
+/// Whether a config's `cniVersion` is 1.1.0 or later, which brought STATUS
+/// and GC.
+pub fn has_status_and_gc(version: &str) -> bool {
+    let mut parts = version
+        .trim()
+        .split('.')
+        .map(|p| p.parse::<u64>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) >= (1, 1)
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -548,5 +649,106 @@ mod tests {
             missing.add(&net, &a).await,
             Err(ExecError::PluginNotFound { .. })
         ));
+    }
+
+    #[test]
+    fn status_and_gc_start_at_cni_1_1() {
+        for (v, want) in [
+            ("1.1.0", true),
+            ("1.2.0", true),
+            ("2.0.0", true),
+            ("1.0.0", false),
+            ("0.4.0", false),
+            ("", false),
+        ] {
+            assert_eq!(has_status_and_gc(v), want, "{v}");
+        }
+    }
+
+    /// STATUS and GC against a fake plugin that logs its command, its
+    /// container variables and its stdin, and fails STATUS while a marker
+    /// file exists.
+    #[tokio::test]
+    async fn status_and_gc_run_each_plugin_without_container_args() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let log = dir.path().join("calls");
+        let broken = dir.path().join("broken");
+        let script = format!(
+            "#!/bin/sh\nin=$(cat)\necho \"$CNI_COMMAND [${{CNI_CONTAINERID-unset}}] $in\" >> {log}\n\
+             if [ \"$CNI_COMMAND\" = STATUS ] && [ -e {broken} ]; then echo '{{\"code\":50,\"msg\":\"plugin down\",\"details\":\"no daemon\"}}'; exit 1; fi\n\
+             if [ \"$CNI_COMMAND\" = ADD ]; then echo '{{\"cniVersion\":\"1.1.0\"}}'; fi\n",
+            log = log.display(),
+            broken = broken.display()
+        );
+        std::fs::write(bin.join("fake"), script).unwrap();
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(bin.join("fake"))
+            .status()
+            .unwrap();
+        let exec = Executor {
+            bin_dirs: vec![bin],
+            cache_dir: dir.path().join("cache"),
+            timeout: Duration::from_secs(10),
+        };
+        let net = |version: &str| NetworkConfigList {
+            path: "x".into(),
+            name: "n".into(),
+            cni_version: version.into(),
+            plugin_types: vec!["fake".into(), "fake".into()],
+            raw: json!({"cniVersion": version, "name": "n", "plugins": [{"type": "fake", "a": 1}, {"type": "fake", "a": 2}]}),
+        };
+        let lines = || -> Vec<String> {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+
+        // Before 1.1 neither command exists: nothing runs.
+        exec.status(&net("1.0.0")).await.unwrap();
+        exec.gc(&net("1.0.0"), &[]).await.unwrap();
+        assert!(lines().is_empty());
+
+        exec.status(&net("1.1.0")).await.unwrap();
+        let calls = lines();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls[0].starts_with("STATUS [unset] "), "{calls:?}");
+        assert!(calls[1].contains("\"a\":2") && calls[1].contains("\"cniVersion\":\"1.1.0\""));
+
+        std::fs::write(&broken, "").unwrap();
+        let e = exec.status(&net("1.1.0")).await.unwrap_err();
+        assert!(e.to_string().contains("plugin down: no daemon"), "{e}");
+        std::fs::remove_file(&broken).unwrap();
+
+        // Two attachments cached; GC keeps one of them.
+        let a = |id: &str| Attachment {
+            container_id: id.into(),
+            netns: "/proc/self/ns/net".into(),
+            ifname: "eth0".into(),
+            args: vec![],
+            capability_args: BTreeMap::new(),
+        };
+        exec.add(&net("1.1.0"), &a("keep")).await.unwrap();
+        exec.add(&net("1.1.0"), &a("gone")).await.unwrap();
+        std::fs::write(&log, "").unwrap();
+        exec.gc(&net("1.1.0"), &[("keep".into(), "eth0".into())])
+            .await
+            .unwrap();
+        let calls = lines();
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        for c in &calls {
+            assert!(c.starts_with("GC [unset] "), "{c}");
+            let conf: Value = serde_json::from_str(c.splitn(3, ' ').nth(2).unwrap()).unwrap();
+            assert_eq!(
+                conf["cni.dev/valid-attachments"],
+                json!([{"containerID": "keep", "ifname": "eth0"}])
+            );
+        }
+        assert!(exec.cached("n", "keep", "eth0").is_some());
+        assert!(exec.cached("n", "gone", "eth0").is_none());
     }
 }

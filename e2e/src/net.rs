@@ -16,13 +16,24 @@ pub struct TestNetwork {
 impl TestNetwork {
     /// Writes `10-<name>.conflist` into `conf_dir`.
     pub fn create(conf_dir: &Path, ipam_dir: &Path) -> TestNetwork {
+        Self::create_with(conf_dir, ipam_dir, serde_json::json!({}), vec![])
+    }
+
+    /// Like [`TestNetwork::create`], with capabilities for the bridge
+    /// plugin (its IPAM reads them too) and more plugins after portmap.
+    pub fn create_with(
+        conf_dir: &Path,
+        ipam_dir: &Path,
+        bridge_capabilities: serde_json::Value,
+        more_plugins: Vec<serde_json::Value>,
+    ) -> TestNetwork {
         let tag: u32 = rand::random();
         let bridge = format!("gte{:06x}", tag & 0xff_ffff);
         let third = (tag >> 24) as u8;
         let subnet_prefix = format!("10.201.{third}.");
         let name = format!("e2e-{bridge}");
         std::fs::create_dir_all(conf_dir).expect("creating the CNI conf dir");
-        let conf = serde_json::json!({
+        let mut conf = serde_json::json!({
             "cniVersion": "1.0.0",
             "name": name,
             "plugins": [
@@ -41,6 +52,10 @@ impl TestNetwork {
                 {"type": "portmap", "capabilities": {"portMappings": true}}
             ]
         });
+        conf["plugins"][0]["capabilities"] = bridge_capabilities;
+        if let Some(plugins) = conf["plugins"].as_array_mut() {
+            plugins.extend(more_plugins);
+        }
         std::fs::write(
             conf_dir.join(format!("10-{name}.conflist")),
             serde_json::to_vec_pretty(&conf).unwrap(),

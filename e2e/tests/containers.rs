@@ -709,7 +709,8 @@ async fn exec_stats_updates_and_log_reopening() {
         .stats;
     assert_eq!(listed.len(), 1);
 
-    // The pod's stats sum its containers and show its network.
+    // The pod's stats come from its cgroup, which holds its containers,
+    // and show its network.
     let ps = rt
         .pod_sandbox_stats(gantry_proto::v1::PodSandboxStatsRequest {
             pod_sandbox_id: pod.clone(),
@@ -722,6 +723,15 @@ async fn exec_stats_updates_and_log_reopening() {
     let linux = ps.linux.unwrap();
     assert_eq!(linux.containers.len(), 1);
     assert!(linux.cpu.unwrap().usage_core_nano_seconds.unwrap().value >= cpu1);
+    let mem_of = |m: Option<&gantry_proto::v1::MemoryUsage>| {
+        m.and_then(|m| m.usage_bytes.as_ref()).map(|v| v.value)
+    };
+    let pod_mem = mem_of(linux.memory.as_ref()).unwrap();
+    let container_mem = mem_of(linux.containers[0].memory.as_ref()).unwrap();
+    assert!(
+        pod_mem >= container_mem / 2 && container_mem > 0,
+        "pod {pod_mem} bytes, its container {container_mem}"
+    );
     assert!(linux.process.unwrap().process_count.unwrap().value >= 1);
     let net = linux.network.unwrap();
     assert_eq!(
@@ -737,15 +747,15 @@ async fn exec_stats_updates_and_log_reopening() {
         .stats;
     assert_eq!(listed.len(), 1);
 
-    // UpdateContainerResources changes the cgroup.
-    let cgroup = format!("/sys/fs/cgroup/memory/gantry/{id}/memory.limit_in_bytes");
+    // UpdateContainerResources changes the cgroup, which is the pod's.
+    let cgroup = format!("/sys/fs/cgroup/memory/gantry/{pod}/{id}/memory.limit_in_bytes");
     let read_limit = || {
         std::fs::read_to_string(&cgroup)
             .ok()
             .map(|s| s.trim().to_string())
     };
-    if let Some(before) = read_limit() {
-        assert_eq!(before, (64u64 << 20).to_string());
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(read_limit().as_deref(), Some("67108864"));
         rt.update_container_resources(UpdateContainerResourcesRequest {
             container_id: id.clone(),
             linux: Some(LinuxContainerResources {
@@ -758,7 +768,7 @@ async fn exec_stats_updates_and_log_reopening() {
         .unwrap();
         assert_eq!(read_limit().unwrap(), (96u64 << 20).to_string());
     } else {
-        let v2 = format!("/sys/fs/cgroup/gantry/{id}/memory.max");
+        let v2 = format!("/sys/fs/cgroup/gantry/{pod}/{id}/memory.max");
         assert_eq!(
             std::fs::read_to_string(&v2).unwrap().trim(),
             (64u64 << 20).to_string()
@@ -1076,4 +1086,335 @@ async fn seccomp_and_privileges() {
     .await
     .unwrap();
     assert_eq!(leftovers(&env.g), (0, false));
+}
+
+/// The cgroup hierarchies of this host: each v1 controller, or the one v2
+/// tree (on a hybrid host the v2 tree is `unified`, one of the former).
+fn hierarchies() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.to_path_buf()];
+    }
+    std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// The cgroup of `pid` in the memory hierarchy (v1) or the v2 tree.
+fn memory_cgroup(pid: i64) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let v1 = Path::new("/sys/fs/cgroup/memory").is_dir();
+    text.lines()
+        .find_map(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, controllers, path) = (f.next()?, f.next()?, f.next()?);
+            let hit = if v1 {
+                controllers.split(',').any(|c| c == "memory")
+            } else {
+                controllers.is_empty()
+            };
+            hit.then(|| path.to_string())
+        })
+        .unwrap_or_default()
+}
+
+fn verbose_info(v: &std::collections::HashMap<String, String>) -> serde_json::Value {
+    serde_json::from_str(&v["info"]).unwrap()
+}
+
+/// Removes a test's own cgroup tree from every hierarchy, deepest first.
+fn remove_cgroup_tree(rel: &str) {
+    for h in hierarchies() {
+        let top = h.join(rel.trim_start_matches('/'));
+        let mut dirs = vec![];
+        let mut stack = vec![top.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+                dirs.push(d);
+            }
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_own_cgroups_their_containers_live_in() {
+    let mut env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let mem = if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        PathBuf::from("/sys/fs/cgroup/memory")
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    };
+    let test_root = format!("/gantry-e2e-{}", std::process::id());
+
+    // No cgroup_parent, a shared PID namespace: the pod's init is in the
+    // pod's cgroup, the container below it.
+    let mut shared = pod_config(&env, "cg-shared");
+    if let Some(l) = shared.linux.as_mut() {
+        l.security_context = None;
+    }
+    let pod = run_pod(&mut rt, shared.clone()).await;
+    let pod_dir = mem.join(format!("gantry/{pod}"));
+    assert!(pod_dir.is_dir(), "{} missing", pod_dir.display());
+    let ps = rt
+        .pod_sandbox_status(gantry_proto::v1::PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = verbose_info(&ps.info);
+    assert_eq!(info["cgroup"], format!("/gantry/{pod}"));
+    let init = info["initPid"].as_i64().unwrap();
+    assert!(init > 0);
+    let init_cgroup = memory_cgroup(init);
+    assert!(
+        init_cgroup == format!("/gantry/{pod}") || init_cgroup == format!("/gantry/{pod}/pod-init"),
+        "pod init in {init_cgroup}"
+    );
+    let id = create(
+        &mut rt,
+        &pod,
+        &shared,
+        container(&env, "cg", "exec sleep 1000"),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &id).await;
+    let v = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cpid = verbose_info(&v.info)["pid"].as_i64().unwrap();
+    assert_eq!(memory_cgroup(cpid), format!("/gantry/{pod}/{id}"));
+
+    // A parent kubelet made (here in the memory hierarchy only) is used and
+    // kept; what gantry had to make is removed with the pod.
+    let kube = format!("{test_root}/kubepods/podk");
+    std::fs::create_dir_all(mem.join(kube.trim_start_matches('/'))).unwrap();
+    let mut kpod = pod_config(&env, "cg-kubelet");
+    kpod.linux.as_mut().unwrap().cgroup_parent = kube.clone();
+    let kid_pod = run_pod(&mut rt, kpod.clone()).await;
+    let kc = create(
+        &mut rt,
+        &kid_pod,
+        &kpod,
+        container(&env, "kc", "exec sleep 1000"),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &kc).await;
+    let v = rt
+        .container_status(ContainerStatusRequest {
+            container_id: kc.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let kpid = verbose_info(&v.info)["pid"].as_i64().unwrap();
+    assert_eq!(memory_cgroup(kpid), format!("{kube}/{kc}"));
+    let made_by_gantry: Vec<PathBuf> = hierarchies()
+        .into_iter()
+        .filter(|h| h != &mem)
+        .map(|h| h.join(kube.trim_start_matches('/')))
+        .collect();
+    assert!(made_by_gantry.iter().all(|d| d.is_dir()));
+
+    // Malformed parents are refused before anything is made.
+    for bad in ["kubepods/pod1", "/kubepods/../pod1"] {
+        let mut p = pod_config(&env, "cg-bad");
+        p.linux.as_mut().unwrap().cgroup_parent = bad.into();
+        let e = rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(p),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+    }
+    // A failure after the cgroup was made takes it away again.
+    let failing = format!("{test_root}/failing");
+    let mut p = pod_config(&env, "cg-fail");
+    let l = p.linux.as_mut().unwrap();
+    l.cgroup_parent = failing.clone();
+    l.sysctls = [("net.ipv4.ip_forward".to_string(), "x".to_string())].into();
+    let e = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(p),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    for h in hierarchies() {
+        let d = h.join(failing.trim_start_matches('/'));
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+
+    // A pod whose cgroup vanished while gantry was down is not ready.
+    let fragile_cfg = pod_config(&env, "cg-fragile");
+    let fragile = run_pod(&mut rt, fragile_cfg).await;
+    drop(rt);
+    env.g.kill();
+    for h in hierarchies() {
+        let d = h.join(format!("gantry/{fragile}"));
+        let _ = std::fs::remove_dir(d.join("pod-init"));
+        std::fs::remove_dir(&d).unwrap();
+    }
+    env.g.restart().await;
+    let mut rt = env.g.runtime().await;
+    let st = rt
+        .pod_sandbox_status(gantry_proto::v1::PodSandboxStatusRequest {
+            pod_sandbox_id: fragile.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.status.unwrap().state,
+        gantry_proto::v1::PodSandboxState::SandboxNotready as i32
+    );
+
+    for p in [&pod, &kid_pod, &fragile] {
+        for c in [&id, &kc] {
+            let _ = rt
+                .stop_container(StopContainerRequest {
+                    container_id: c.to_string(),
+                    timeout: 0,
+                })
+                .await;
+        }
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .unwrap();
+    }
+    for h in hierarchies() {
+        let d = h.join(format!("gantry/{pod}"));
+        assert!(!d.exists(), "{} left behind", d.display());
+    }
+    assert!(
+        made_by_gantry.iter().all(|d| !d.exists()),
+        "gantry's own directories of the kubelet parent stayed"
+    );
+    assert!(
+        mem.join(kube.trim_start_matches('/')).is_dir(),
+        "kubelet's cgroup was removed"
+    );
+    remove_cgroup_tree(&test_root);
+    assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+}
+
+fn interfaces(proc_net_dev: &str) -> std::collections::BTreeSet<String> {
+    proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_network_pods_see_the_host_interfaces() {
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let run = |rt: &RuntimeServiceClient<Channel>, id: &str, cmd: &[&str]| {
+        let req = ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        };
+        let mut rt = rt.clone();
+        async move {
+            let r = rt.exec_sync(req).await.unwrap().into_inner();
+            assert_eq!(r.exit_code, 0, "{}", String::from_utf8_lossy(&r.stderr));
+            String::from_utf8_lossy(&r.stdout).into_owned()
+        }
+    };
+    let mut started = vec![];
+    for (name, host) in [("hostnet", true), ("podnet", false)] {
+        let mut pc = pod_config(&env, name);
+        if host {
+            let opts = pc
+                .linux
+                .as_mut()
+                .and_then(|l| l.security_context.as_mut())
+                .and_then(|s| s.namespace_options.as_mut())
+                .unwrap();
+            opts.network = NamespaceMode::Node as i32;
+        }
+        let pod = run_pod(&mut rt, pc.clone()).await;
+        let id = create(&mut rt, &pod, &pc, container(&env, name, "exec sleep 1000"))
+            .await
+            .unwrap();
+        start(&mut rt, &id).await;
+        started.push((pod, id));
+    }
+    let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let host_before = interfaces(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let in_host_pod = interfaces(&run(&rt, &started[0].1, &["/bin/cat", "/proc/net/dev"]).await);
+    let host_after = interfaces(&std::fs::read_to_string("/proc/self/net/dev").unwrap());
+    let in_pod = interfaces(&run(&rt, &started[1].1, &["/bin/cat", "/proc/net/dev"]).await);
+
+    // Interfaces present on the host throughout (others' veths may come
+    // and go meanwhile) are all seen from the host-network container.
+    let stable: Vec<&String> = host_before.intersection(&host_after).collect();
+    assert!(stable.contains(&&env._net.bridge), "{stable:?}");
+    for i in &stable {
+        assert!(in_host_pod.contains(*i), "{i} missing in {in_host_pod:?}");
+    }
+    assert_eq!(
+        run(
+            &mut rt,
+            &started[0].1,
+            &["/bin/busybox", "readlink", "/proc/self/ns/net"]
+        )
+        .await
+        .trim(),
+        host_ns.to_string_lossy()
+    );
+    // The pod-network container sees only its own.
+    assert_eq!(
+        in_pod,
+        ["eth0", "lo"].iter().map(|s| s.to_string()).collect(),
+        "{in_pod:?}"
+    );
+    assert_ne!(
+        run(
+            &mut rt,
+            &started[1].1,
+            &["/bin/busybox", "readlink", "/proc/self/ns/net"]
+        )
+        .await
+        .trim(),
+        host_ns.to_string_lossy()
+    );
+
+    for (pod, _) in started {
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
 }

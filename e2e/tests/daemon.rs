@@ -7,7 +7,8 @@ use std::process::Command;
 use gantry_e2e::daemon::{gantry_bin, Gantry};
 use gantry_e2e::require_host;
 use gantry_proto::v1::{
-    AttachRequest, CgroupDriver, CheckpointContainerRequest, ListMetricDescriptorsRequest,
+    AttachRequest, CgroupDriver, CheckpointContainerRequest, LinuxPodSandboxConfig,
+    ListMetricDescriptorsRequest, PodSandboxConfig, PodSandboxMetadata, RunPodSandboxRequest,
     RuntimeConfigRequest, StatusRequest, VersionRequest,
 };
 use tonic::Code;
@@ -66,6 +67,31 @@ async fn socket_lock_and_runtime_rpcs() {
         rc.linux.unwrap().cgroup_driver,
         CgroupDriver::Systemd as i32
     );
+    // Under the systemd driver cgroup_parent is a slice name; paths are
+    // refused before anything else is looked at.
+    for bad in ["/kubepods/besteffort/pod1", "kubepods-besteffort-pod1"] {
+        let e = rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(PodSandboxConfig {
+                    metadata: Some(PodSandboxMetadata {
+                        name: "slice".into(),
+                        uid: "uid-slice".into(),
+                        namespace: "e2e".into(),
+                        attempt: 0,
+                    }),
+                    linux: Some(LinuxPodSandboxConfig {
+                        cgroup_parent: bad.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{bad}: {e:?}");
+        assert!(e.message().contains("cgroup_parent"), "{e:?}");
+    }
 
     // What is not built yet says so by name.
     let e = rt
@@ -164,4 +190,34 @@ fn config_and_check_subcommands() {
             .any(|l| l.starts_with("FAIL") && l.contains("cni config")),
         "{text}"
     );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ok") && l.contains("cgroup driver")),
+        "{text}"
+    );
+
+    // The systemd driver needs systemd running; this host has none.
+    std::fs::write(&cfg, "runtime:\n  cgroup_driver: systemd\n").unwrap();
+    let out = Command::new(gantry_bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("cgroup driver"))
+        .unwrap_or_default();
+    if std::path::Path::new("/run/systemd/system").is_dir() {
+        assert!(
+            line.starts_with("ok") && line.contains("--systemd-cgroup"),
+            "{text}"
+        );
+    } else {
+        assert!(
+            line.starts_with("FAIL") && line.contains("systemd is not running"),
+            "{text}"
+        );
+    }
 }

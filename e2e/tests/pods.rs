@@ -682,3 +682,268 @@ async fn host_port_reaches_a_listener_in_the_pod() {
     assert!(net.reservations().is_empty());
     drop(chains);
 }
+
+fn tc_qdiscs(dev: Option<&str>) -> String {
+    let mut cmd = Command::new("tc");
+    cmd.args(["qdisc", "show"]);
+    if let Some(d) = dev {
+        cmd.args(["dev", d]);
+    }
+    let out = cmd.output().expect("tc");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
+    require_host();
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Gantry::start("").await;
+    let net = TestNetwork::create_with(
+        &g.dir.join("cni"),
+        &tmp.path().join("ipam"),
+        serde_json::json!({"ips": true}),
+        vec![
+            serde_json::json!({"type": "tuning", "capabilities": {"mac": true}}),
+            serde_json::json!({"type": "bandwidth", "capabilities": {"bandwidth": true}}),
+        ],
+    );
+    let mut rt = g.runtime().await;
+
+    // Malformed annotations are refused before anything exists.
+    for (k, v) in [
+        ("kubernetes.io/ingress-bandwidth", "lots"),
+        ("kubernetes.io/egress-bandwidth", "10"),
+        ("gantry.dev/ips", "10.1.0.7"),
+        ("gantry.dev/mac", "0a:58"),
+    ] {
+        let mut p = pod("shaped");
+        p.annotations = [(k.to_string(), v.to_string())].into();
+        let e = rt.run_pod_sandbox(run_req(p)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{k}={v}: {e:?}");
+    }
+    assert!(net.bridge_ports().is_empty());
+    assert_eq!(
+        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    let want_ip = format!("{}77", net.subnet_prefix);
+    let mac = "0a:58:0a:c9:4d:4d";
+    let mut p = pod("shaped");
+    p.annotations = [
+        ("kubernetes.io/ingress-bandwidth", "1M"),
+        ("kubernetes.io/egress-bandwidth", "2M"),
+        ("gantry.dev/ips", &format!("{want_ip}/24") as &str),
+        ("gantry.dev/mac", mac),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let id = rt
+        .run_pod_sandbox(run_req(p))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.status.as_ref().unwrap().network.as_ref().unwrap().ip,
+        want_ip,
+        "the ips capability chose the address"
+    );
+    let netns = info(&g, &st)["netns"].as_str().unwrap().to_string();
+    let link = nsenter(&[&format!("--net={netns}"), "ip", "link", "show", "eth0"]);
+    assert!(link.contains(&format!("link/ether {mac}")), "{link}");
+
+    // Ingress is shaped on the host end of the veth, egress on an ifb.
+    let ports = net.bridge_ports();
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    let veth = ports[0].clone();
+    let on_veth = tc_qdiscs(Some(&veth));
+    assert!(
+        on_veth.contains("qdisc tbf") && on_veth.contains("rate 1Mbit"),
+        "{veth}: {on_veth}"
+    );
+    let all = tc_qdiscs(None);
+    let ifb = all
+        .lines()
+        .find(|l| l.contains("qdisc tbf") && l.contains("rate 2Mbit"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "dev").nth(1))
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no egress tbf: {all}"));
+    assert!(std::path::Path::new("/sys/class/net").join(&ifb).exists());
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    for dev in [&veth, &ifb] {
+        assert!(
+            !std::path::Path::new("/sys/class/net").join(dev).exists(),
+            "{dev} outlived the pod"
+        );
+    }
+    assert!(
+        !tc_qdiscs(None).contains(&format!("dev {ifb} ")),
+        "the egress qdisc outlived the pod"
+    );
+    assert!(net.reservations().is_empty());
+}
+
+async fn network_condition(
+    rt: &mut gantry_proto::v1::runtime_service_client::RuntimeServiceClient<
+        tonic::transport::Channel,
+    >,
+) -> gantry_proto::v1::RuntimeCondition {
+    rt.status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap()
+}
+
+/// A CNI 1.1 network whose only plugin is a script: it logs every call
+/// with its stdin, fails STATUS while a marker file exists, and answers ADD
+/// with a made-up address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_1_1_status_and_gc_with_a_fake_plugin() {
+    require_host();
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = tmp.path().join("calls");
+    let broken = tmp.path().join("broken");
+    std::fs::write(
+        bin.join("fakenet"),
+        format!(
+            "#!/bin/sh\nin=$(cat)\necho \"$CNI_COMMAND $in\" >> {log}\n\
+             case \"$CNI_COMMAND\" in\n\
+             STATUS) if [ -e {broken} ]; then echo '{{\"cniVersion\":\"1.1.0\",\"code\":50,\"msg\":\"fake fabric unreachable\"}}'; exit 1; fi ;;\n\
+             ADD) echo \"{{\\\"cniVersion\\\":\\\"1.1.0\\\",\\\"interfaces\\\":[{{\\\"name\\\":\\\"eth0\\\",\\\"sandbox\\\":\\\"$CNI_NETNS\\\"}}],\\\"ips\\\":[{{\\\"address\\\":\\\"10.250.0.5/24\\\",\\\"interface\\\":0}}]}}\" ;;\n\
+             VERSION) echo '{{\"cniVersion\":\"1.1.0\",\"supportedVersions\":[\"1.0.0\",\"1.1.0\"]}}' ;;\n\
+             esac\n",
+            log = log.display(),
+            broken = broken.display()
+        ),
+    )
+    .unwrap();
+    assert!(Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("fakenet"))
+        .status()
+        .unwrap()
+        .success());
+    let mut g = Gantry::start(&format!("  bin_dirs: [{}]\n", bin.display())).await;
+    std::fs::create_dir_all(g.dir.join("cni")).unwrap();
+    std::fs::write(
+        g.dir.join("cni/10-fake.conflist"),
+        r#"{"cniVersion": "1.1.0", "name": "fake", "plugins": [{"type": "fakenet"}]}"#,
+    )
+    .unwrap();
+    let calls = |cmd: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{cmd} ")))
+            .map(|j| serde_json::from_str(j).unwrap())
+            .collect()
+    };
+    let mut rt = g.runtime().await;
+
+    let cond = network_condition(&mut rt).await;
+    assert!(cond.status, "{cond:?}");
+    assert!(!calls("STATUS").is_empty(), "STATUS was asked");
+    std::fs::write(&broken, "").unwrap();
+    let cond = network_condition(&mut rt).await;
+    assert!(
+        !cond.status
+            && cond.reason == "NetworkPluginNotReady"
+            && cond.message.contains("fake fabric unreachable"),
+        "{cond:?}"
+    );
+    std::fs::remove_file(&broken).unwrap();
+    assert!(network_condition(&mut rt).await.status);
+
+    // Two pods, one stopped: after a restart GC is told only of the other,
+    // and the stale cached result of a pod gantry never knew goes.
+    let keep = rt
+        .run_pod_sandbox(run_req(pod("keep")))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let stopped = rt
+        .run_pod_sandbox(run_req(pod("stopped")))
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: keep.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(st.status.unwrap().network.unwrap().ip, "10.250.0.5");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: stopped.clone(),
+    })
+    .await
+    .unwrap();
+    let cache = g.dir.join("root/cni-cache");
+    let keep_cache = cache.join(format!("fake-{keep}-eth0.json"));
+    assert!(keep_cache.exists());
+    let stale = cache.join("fake-stale0-eth0.json");
+    let mut planted: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&keep_cache).unwrap()).unwrap();
+    planted["attachment"]["container_id"] = "stale0".into();
+    std::fs::write(&stale, serde_json::to_vec(&planted).unwrap()).unwrap();
+    assert!(calls("GC").is_empty(), "{:?}", calls("GC"));
+    drop(rt);
+    g.stop();
+    g.restart().await;
+    let gc = calls("GC");
+    assert_eq!(gc.len(), 1, "{gc:?}");
+    assert_eq!(
+        gc[0]["cni.dev/valid-attachments"],
+        serde_json::json!([{"containerID": keep, "ifname": "eth0"}])
+    );
+    assert_eq!(gc[0]["name"], "fake");
+    assert!(!stale.exists(), "the stale cached result was dropped");
+    assert!(keep_cache.exists());
+
+    // A 1.0.0 network gets neither STATUS nor GC.
+    std::fs::write(
+        g.dir.join("cni/10-fake.conflist"),
+        r#"{"cniVersion": "1.0.0", "name": "fake", "plugins": [{"type": "fakenet"}]}"#,
+    )
+    .unwrap();
+    let before = calls("STATUS").len();
+    let mut rt = g.runtime().await;
+    assert!(network_condition(&mut rt).await.status);
+    assert_eq!(calls("STATUS").len(), before);
+
+    for id in [keep, stopped] {
+        rt.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap();
+    }
+    assert_eq!(calls("DEL").len(), 2, "one DEL per attached pod");
+}

@@ -141,6 +141,7 @@ impl ContainerService {
                         binary: h.path.clone(),
                         args: h.args.clone(),
                         root: config.state_dir.join("runtime").join(name),
+                        systemd_cgroup: config.cgroup_driver == crate::CgroupDriver::Systemd,
                     },
                 )
             })
@@ -392,6 +393,21 @@ impl ContainerService {
         )
         .map_err(|e| Error::Internal(format!("mounting the container rootfs: {e}")))?;
         let pid = self.pid_namespace(pod, config)?;
+        let driver = self.pods.config.cgroup_driver;
+        // Records from before pods owned a cgroup keep the old layout.
+        let pod_cgroup = if pod.cgroup.is_empty() {
+            let parent = pod
+                .config
+                .linux
+                .as_ref()
+                .map(|l| l.cgroup_parent.as_str())
+                .filter(|p| !p.is_empty())
+                .unwrap_or("/gantry");
+            parent.to_string()
+        } else {
+            pod.cgroup.clone()
+        };
+        let cgroups_path = crate::cgroup::container_path(driver, &pod_cgroup, id);
         let spec = generate(&SpecInput {
             id,
             config,
@@ -403,6 +419,7 @@ impl ContainerService {
             ipc_ns: pod.ipc_ns.as_deref(),
             uts_ns: pod.uts_ns.as_deref(),
             pid,
+            cgroups_path: &cgroups_path,
         })?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;
@@ -421,7 +438,7 @@ impl ContainerService {
             .arg(&runtime.binary)
             .arg("--runtime-root")
             .arg(&runtime.root);
-        for a in &runtime.args {
+        for a in runtime.global_args() {
             cmd.arg("--runtime-arg").arg(a);
         }
         let (tty, stdin, stdin_once) = self
@@ -568,10 +585,13 @@ impl ContainerService {
                 rec.state
             )));
         }
+        // Taken before the start: a process that exits at once may be
+        // reaped, and its finish time written, before `start` returns.
+        let started_at = now_nanos();
         self.runtime(&rec.handler)?.start(&id).await?;
         self.update(&id, |r| {
             r.state = ContainerState::Running;
-            r.started_at = now_nanos();
+            r.started_at = started_at;
         })?;
         info!(container = %id, "container started");
         Ok(())
@@ -874,7 +894,11 @@ impl ContainerService {
         std::fs::read(self.cdir(&r.id).join("bundle/config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string))
+            .and_then(|v| {
+                v["linux"]["cgroupsPath"]
+                    .as_str()
+                    .map(crate::cgroup::fs_path)
+            })
             .unwrap_or_default()
     }
 
@@ -948,8 +972,10 @@ impl ContainerService {
             .collect()
     }
 
-    /// A pod's usage: the sum of its containers', plus its network
-    /// interfaces read inside its network namespace.
+    /// A pod's usage: read from the pod's cgroup, which holds its
+    /// containers and its init (or the sum of its containers' for pods from
+    /// before pods had one), plus its network interfaces read inside its
+    /// network namespace.
     pub fn pod_stats(&self, pod_id: &str) -> Result<cri::PodSandboxStats> {
         let pod = self.pods.store.find(pod_id)?;
         let pod_id = pod.id.clone();
@@ -960,42 +986,34 @@ impl ContainerService {
             .map(|r| self.stats_of(&r))
             .collect();
         let now = now_nanos();
-        let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
-            Some(cri::UInt64Value {
-                value: containers.iter().filter_map(f).sum(),
-            })
-        };
-        let cpu = cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: sum(&|c| {
-                c.cpu
-                    .as_ref()?
-                    .usage_core_nano_seconds
-                    .as_ref()
-                    .map(|v| v.value)
-            }),
-            usage_nano_cores: sum(&|c| c.cpu.as_ref()?.usage_nano_cores.as_ref().map(|v| v.value)),
-        };
-        let memory = cri::MemoryUsage {
-            timestamp: now,
-            working_set_bytes: sum(&|c| {
-                c.memory
-                    .as_ref()?
-                    .working_set_bytes
-                    .as_ref()
-                    .map(|v| v.value)
-            }),
-            available_bytes: None,
-            usage_bytes: sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
-            rss_bytes: sum(&|c| c.memory.as_ref()?.rss_bytes.as_ref().map(|v| v.value)),
-            page_faults: sum(&|c| c.memory.as_ref()?.page_faults.as_ref().map(|v| v.value)),
-            major_page_faults: sum(&|c| {
-                c.memory
-                    .as_ref()?
-                    .major_page_faults
-                    .as_ref()
-                    .map(|v| v.value)
-            }),
+        let whole = (!pod.cgroup.is_empty() && pod.state == crate::pod::PodState::Ready)
+            .then(|| crate::cgroup::pod_fs_path(self.pods.config.cgroup_driver, &pod.cgroup))
+            .and_then(|p| crate::stats::read_cgroup(Path::new("/sys/fs/cgroup"), &p));
+        let u = |v: u64| Some(cri::UInt64Value { value: v });
+        let (cpu, memory) = match &whole {
+            Some(s) => (
+                cri::CpuUsage {
+                    timestamp: now,
+                    usage_core_nano_seconds: u(s.cpu_usage_ns),
+                    usage_nano_cores: self
+                        .cpu_rates
+                        .nano_cores(&format!("pod:{pod_id}"), now, s.cpu_usage_ns)
+                        .and_then(u),
+                },
+                cri::MemoryUsage {
+                    timestamp: now,
+                    working_set_bytes: u(s.working_set),
+                    available_bytes: s
+                        .memory_limit
+                        .map(|l| l.saturating_sub(s.working_set))
+                        .and_then(u),
+                    usage_bytes: u(s.memory_usage),
+                    rss_bytes: u(s.rss),
+                    page_faults: u(s.page_faults),
+                    major_page_faults: u(s.major_page_faults),
+                },
+            ),
+            None => self.summed_usage(&containers, now),
         };
         let network = pod.netns.as_ref().and_then(|ns| {
             gantry_cni::netns::run_in_netns(ns, || {
@@ -1056,6 +1074,57 @@ impl ContainerService {
             }),
             windows: None,
         })
+    }
+
+    /// Drops the CPU sample kept for a pod's usage rate.
+    pub fn forget_pod(&self, pod_id: &str) {
+        self.cpu_rates.forget(&format!("pod:{pod_id}"));
+    }
+
+    /// CPU and memory of a pod as the sum of its containers'.
+    fn summed_usage(
+        &self,
+        containers: &[cri::ContainerStats],
+        now: i64,
+    ) -> (cri::CpuUsage, cri::MemoryUsage) {
+        let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> Option<cri::UInt64Value> {
+            Some(cri::UInt64Value {
+                value: containers.iter().filter_map(f).sum(),
+            })
+        };
+        let cpu = cri::CpuUsage {
+            timestamp: now,
+            usage_core_nano_seconds: sum(&|c| {
+                c.cpu
+                    .as_ref()?
+                    .usage_core_nano_seconds
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+            usage_nano_cores: sum(&|c| c.cpu.as_ref()?.usage_nano_cores.as_ref().map(|v| v.value)),
+        };
+        let memory = cri::MemoryUsage {
+            timestamp: now,
+            working_set_bytes: sum(&|c| {
+                c.memory
+                    .as_ref()?
+                    .working_set_bytes
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+            available_bytes: None,
+            usage_bytes: sum(&|c| c.memory.as_ref()?.usage_bytes.as_ref().map(|v| v.value)),
+            rss_bytes: sum(&|c| c.memory.as_ref()?.rss_bytes.as_ref().map(|v| v.value)),
+            page_faults: sum(&|c| c.memory.as_ref()?.page_faults.as_ref().map(|v| v.value)),
+            major_page_faults: sum(&|c| {
+                c.memory
+                    .as_ref()?
+                    .major_page_faults
+                    .as_ref()
+                    .map(|v| v.value)
+            }),
+        };
+        (cpu, memory)
     }
 
     pub fn list_pod_stats(

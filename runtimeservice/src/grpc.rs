@@ -123,7 +123,7 @@ impl RuntimeService for CriRuntimeService {
             reason: String::new(),
             message: String::new(),
         };
-        let network_ready = match self.pods.network.ready() {
+        let network_ready = match self.pods.network.ready().await {
             Ok(()) => cri::RuntimeCondition {
                 r#type: "NetworkReady".into(),
                 status: true,
@@ -213,6 +213,9 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         self.stop_containers(&id, true).await?;
+        if let Ok(Some(full)) = self.pods.store.resolve(&id) {
+            self.containers.forget_pod(&full);
+        }
         self.pods.remove(&id).await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }

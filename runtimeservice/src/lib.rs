@@ -2,10 +2,12 @@
 //! handlers behind them, served as the CRI RuntimeService.
 //!
 //! Pods ([`pods`], records in [`pod`]) are real: namespaces pinned without a
-//! process, networking through [`network`]'s CNI implementation, state that
-//! survives restarts. Containers and streaming are the next piece of work
-//! and their RPCs say so with `Unimplemented`.
+//! process, a cgroup of their own ([`cgroup`]), networking through
+//! [`network`]'s CNI implementation, state that survives restarts.
+//! Containers ([`containers`]) run on an OCI runtime ([`oci`]) below their
+//! pod's cgroup, each owned by a gantry-monitor.
 
+pub mod cgroup;
 pub mod config;
 pub mod containers;
 pub mod crilog;

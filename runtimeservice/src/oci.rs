@@ -109,12 +109,24 @@ pub struct CliRuntime {
     pub args: Vec<String>,
     /// The runtime's own state directory (`--root`), one per handler.
     pub root: PathBuf,
+    /// Let systemd manage cgroups (`--systemd-cgroup`, the systemd driver).
+    pub systemd_cgroup: bool,
 }
 
 impl CliRuntime {
+    /// The arguments every command starts with, before `--root`.
+    pub fn global_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.systemd_cgroup {
+            args.push("--systemd-cgroup".to_string());
+        }
+        args.extend(self.args.iter().cloned());
+        args
+    }
+
     fn command(&self) -> Command {
         let mut c = Command::new(&self.binary);
-        c.args(&self.args).arg("--root").arg(&self.root);
+        c.args(self.global_args()).arg("--root").arg(&self.root);
         c.kill_on_drop(true);
         c
     }
@@ -469,6 +481,7 @@ mod tests {
             binary: "/bin/echo".into(),
             args: vec!["--debug".into()],
             root: "/run/x".into(),
+            systemd_cgroup: false,
         };
         let mut c = rt.command();
         c.arg("kill").arg("id1").arg("9");
@@ -478,6 +491,17 @@ mod tests {
             "--debug --root /run/x kill id1 9"
         );
         assert!(matches!(rt.state("id1").await, Err(Error::Internal(_))));
+        let systemd = CliRuntime {
+            systemd_cgroup: true,
+            ..rt.clone()
+        };
+        let mut c = systemd.command();
+        c.arg("start").arg("id1");
+        let out = systemd.run("start", "id1", c).await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim(),
+            "--systemd-cgroup --debug --root /run/x start id1"
+        );
         let failing = CliRuntime {
             binary: "/bin/false".into(),
             ..rt

@@ -60,6 +60,14 @@ pub struct PodRecord {
     /// may have happened.
     pub network: Option<String>,
     pub ips: Vec<String>,
+    /// The pod's cgroup: a path under the hierarchy roots (cgroupfs) or a
+    /// slice name (systemd). Empty in records from before pods had one.
+    #[serde(default)]
+    pub cgroup: String,
+    /// The cgroup directories gantry made for the pod, recorded before
+    /// each was made; only these are ever removed.
+    #[serde(default)]
+    pub cgroup_created: Vec<PathBuf>,
 }
 
 impl PodRecord {
@@ -261,6 +269,8 @@ mod tests {
             init_pid: 0,
             network: None,
             ips: vec![],
+            cgroup: String::new(),
+            cgroup_created: vec![],
         }
     }
 

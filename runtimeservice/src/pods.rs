@@ -10,9 +10,10 @@ use gantry_cni::netns::{self, PinnedNamespaces, Private};
 use gantry_proto::v1 as cri;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::config::RuntimeConfig;
+use crate::cgroup::{self, Hierarchy};
+use crate::config::{CgroupDriver, RuntimeConfig};
 use crate::error::{Error, Result};
-use crate::network::{PodNetwork, PodNetworkRequest};
+use crate::network::{NetworkExtras, PodNetwork, PodNetworkRequest};
 use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
 
 pub struct PodService {
@@ -24,6 +25,8 @@ pub struct PodService {
     /// Where namespaces are pinned: on tmpfs, so pins vanish with a reboot
     /// just as the namespaces do.
     ns_dir: PathBuf,
+    /// The mounted cgroup hierarchies pod cgroups are made in.
+    hierarchies: Vec<Hierarchy>,
 }
 
 fn now_nanos() -> i64 {
@@ -126,6 +129,16 @@ fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<Option<String>> {
     Ok(Some(out))
 }
 
+/// What RunPodSandbox derived from the config and checked before making
+/// anything.
+struct Checked {
+    host_net: bool,
+    host_ipc: bool,
+    resolv: Option<String>,
+    sysctls: HashMap<String, String>,
+    extras: NetworkExtras,
+}
+
 fn write_sysctls(which: &str, sysctls: &[(String, String)]) -> std::result::Result<(), String> {
     for (k, v) in sysctls {
         let path = Path::new("/proc/sys").join(k.replace('.', "/"));
@@ -150,6 +163,7 @@ impl PodService {
             store,
             network,
             ns_dir,
+            hierarchies: cgroup::hierarchies(),
         })
     }
 
@@ -161,6 +175,9 @@ impl PodService {
                 PodState::Creating => {
                     warn!(pod = %rec.id, "rolling back a sandbox whose creation was interrupted");
                     self.teardown(&rec).await;
+                    if let Err(e) = self.remove_cgroup(&rec).await {
+                        warn!(pod = %rec.id, error = %e, "removing the cgroup of an interrupted sandbox");
+                    }
                     if let Err(e) = self.store.remove(&rec.id) {
                         warn!(pod = %rec.id, error = %e, "removing an interrupted sandbox");
                     }
@@ -173,12 +190,34 @@ impl PodService {
                     if gone {
                         warn!(pod = %rec.id, "namespaces of a ready sandbox are gone; marking it not ready");
                         let _ = self.store.update(&rec.id, |r| r.state = PodState::NotReady);
+                    } else if let Some(d) = rec.cgroup_created.iter().find(|d| !d.is_dir()) {
+                        warn!(pod = %rec.id, cgroup = %d.display(), "the cgroup of a ready sandbox is gone; marking it not ready");
+                        let _ = self.store.update(&rec.id, |r| r.state = PodState::NotReady);
                     }
                 }
                 PodState::NotReady => {}
             }
         }
         info!(pods = self.store.list().len(), "sandboxes recovered");
+    }
+
+    /// Has the network free what belongs to pods gantry no longer has
+    /// attached (CNI GC). Run at start, after [`PodService::recover`] and
+    /// before any RunPodSandbox can attach a pod.
+    pub async fn gc_network(&self) {
+        let Some(current) = self.network.current_name() else {
+            return;
+        };
+        let live: Vec<String> = self
+            .store
+            .list()
+            .into_iter()
+            .filter(|r| r.network.as_deref() == Some(current.as_str()))
+            .map(|r| r.id)
+            .collect();
+        if let Err(e) = self.network.gc(&live).await {
+            warn!(network = %current, error = %e, "CNI GC failed");
+        }
     }
 
     fn pinned(rec: &PodRecord) -> PinnedNamespaces {
@@ -230,6 +269,39 @@ impl PodService {
         clean
     }
 
+    /// Removes the cgroup directories gantry made for the pod.
+    async fn remove_cgroup(&self, rec: &PodRecord) -> Result<()> {
+        if rec.cgroup_created.is_empty() {
+            return Ok(());
+        }
+        let dirs = rec.cgroup_created.clone();
+        tokio::task::spawn_blocking(move || cgroup::remove(&dirs))
+            .await
+            .map_err(|e| Error::Internal(format!("cgroup task: {e}")))?
+            .map_err(|e| Error::Internal(format!("removing the pod cgroup: {e}")))?;
+        if self.store.get(&rec.id).is_some() {
+            self.store.update(&rec.id, |r| r.cgroup_created.clear())?;
+        }
+        Ok(())
+    }
+
+    /// Makes the pod's cgroup (cgroupfs driver only: under systemd the
+    /// runtime has systemd make the slice).
+    fn create_cgroup(&self, id: &str, parent: &str) -> Result<String> {
+        let driver = self.config.cgroup_driver;
+        let path = cgroup::pod_cgroup(driver, parent, id);
+        self.store.update(id, |r| r.cgroup = path.clone())?;
+        if driver == CgroupDriver::Cgroupfs {
+            cgroup::create(&self.hierarchies, &path, |dir| {
+                let dir = dir.to_path_buf();
+                self.store
+                    .update(id, |r| r.cgroup_created.push(dir))
+                    .map(drop)
+            })?;
+        }
+        Ok(path)
+    }
+
     pub async fn run(&self, config: cri::PodSandboxConfig, handler: String) -> Result<String> {
         let meta = config
             .metadata
@@ -266,6 +338,13 @@ impl PodService {
             .map(|l| l.sysctls.clone())
             .unwrap_or_default();
         validate_sysctls(&sysctls, host_net, host_ipc)?;
+        let extras = NetworkExtras::from_annotations(&config.annotations)?;
+        let cgroup_parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default();
+        cgroup::validate_parent(self.config.cgroup_driver, &cgroup_parent)?;
         let resolv = resolv_conf(config.dns_config.as_ref())?;
         if !config.hostname.is_empty()
             && (config.hostname.len() > 64 || config.hostname.contains(['\n', '\0', '/']))
@@ -294,10 +373,22 @@ impl PodService {
                 init_pid: 0,
                 network: None,
                 ips: Vec::new(),
+                cgroup: String::new(),
+                cgroup_created: Vec::new(),
             };
             self.store.insert(rec)?;
             match self
-                .create(&id, &config, host_net, host_ipc, resolv, &sysctls)
+                .create(
+                    &id,
+                    &config,
+                    Checked {
+                        host_net,
+                        host_ipc,
+                        resolv,
+                        sysctls,
+                        extras,
+                    },
+                )
                 .await
             {
                 Ok(()) => {
@@ -308,6 +399,9 @@ impl PodService {
                     warn!(error = %e, "pod sandbox failed; rolling back");
                     if let Some(rec) = self.store.get(&id) {
                         self.teardown(&rec).await;
+                        if let Err(e) = self.remove_cgroup(&rec).await {
+                            warn!(error = %e, "removing the pod cgroup");
+                        }
                     }
                     let _ = self.store.remove(&id);
                     Err(e)
@@ -322,12 +416,22 @@ impl PodService {
         &self,
         id: &str,
         config: &cri::PodSandboxConfig,
-        host_net: bool,
-        host_ipc: bool,
-        resolv: Option<String>,
-        sysctls: &HashMap<String, String>,
+        checked: Checked,
     ) -> Result<()> {
+        let Checked {
+            host_net,
+            host_ipc,
+            resolv,
+            sysctls,
+            extras,
+        } = checked;
         let pod_dir = self.store.pod_dir(id);
+        let parent = config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.as_str())
+            .unwrap_or("");
+        let pod_cgroup = self.create_cgroup(id, parent)?;
         // Files the pod's containers will mount.
         let resolv = match resolv {
             Some(r) => r,
@@ -373,7 +477,10 @@ impl PodService {
                 .map_err(|e| Error::Internal(format!("creating pod namespaces: {e}")))?;
         }
         if mode(namespace_options(config), |o| o.pid) == cri::NamespaceMode::Pod {
-            self.start_pid_init(id).await?;
+            let pid = self.start_pid_init(id).await?;
+            if self.config.cgroup_driver == CgroupDriver::Cgroupfs {
+                cgroup::enter(&self.hierarchies, &pod_cgroup, pid)?;
+            }
         }
         let rec = self
             .store
@@ -427,6 +534,7 @@ impl PodService {
                     .dns_config
                     .as_ref()
                     .map(|d| (d.servers.clone(), d.searches.clone(), d.options.clone())),
+                extras,
             };
             // The network name is recorded before ADD: a crash during ADD
             // must still lead to a DEL.
@@ -448,7 +556,7 @@ impl PodService {
     }
 
     /// Starts the init of the pod's shared PID namespace and pins it.
-    async fn start_pid_init(&self, id: &str) -> Result<()> {
+    async fn start_pid_init(&self, id: &str) -> Result<i32> {
         let ns_dir = self.ns_dir.join(id);
         std::fs::create_dir_all(&ns_dir)
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
@@ -473,7 +581,7 @@ impl PodService {
         std::fs::File::create(&pin).map_err(Error::io(format!("creating {}", pin.display())))?;
         rustix::mount::mount_bind(format!("/proc/{pid}/ns/pid").as_str(), &pin)
             .map_err(|e| Error::Internal(format!("pinning the pod's PID namespace: {e}")))?;
-        Ok(())
+        Ok(pid)
     }
 
     fn resolve(&self, id: &str) -> Result<Option<String>> {
@@ -520,6 +628,9 @@ impl PodService {
         };
         self.stop(&id).await?;
         let _guard = self.store.lock(&id).await;
+        if let Some(rec) = self.store.get(&id) {
+            self.remove_cgroup(&rec).await?;
+        }
         self.store.remove(&id)?;
         info!(pod = %id, "pod sandbox removed");
         Ok(())
@@ -538,6 +649,7 @@ impl PodService {
                 "pidNamespace": rec.pid_ns,
                 "initPid": rec.init_pid,
                 "network": rec.network,
+                "cgroup": rec.cgroup,
                 "runtimeHandler": rec.runtime_handler,
                 "podDir": self.store.pod_dir(&rec.id),
                 "config": rec.config,

@@ -236,6 +236,8 @@ pub struct SpecInput<'a> {
     pub ipc_ns: Option<&'a Path>,
     pub uts_ns: Option<&'a Path>,
     pub pid: PidNamespace,
+    /// The OCI `linux.cgroupsPath` (see [`crate::cgroup::container_path`]).
+    pub cgroups_path: &'a str,
 }
 
 /// Where a container's processes live.
@@ -574,14 +576,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         }
     }
     spec["linux"]["namespaces"] = json!(ns);
-    let parent = input
-        .pod
-        .linux
-        .as_ref()
-        .map(|l| l.cgroup_parent.as_str())
-        .unwrap_or("");
-    let parent = if parent.is_empty() { "/gantry" } else { parent };
-    spec["linux"]["cgroupsPath"] = json!(format!("{}/{}", parent.trim_end_matches('/'), input.id));
+    spec["linux"]["cgroupsPath"] = json!(input.cgroups_path);
 
     if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
         let mut res = json!({});

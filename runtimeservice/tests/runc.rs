@@ -43,6 +43,7 @@ async fn lifecycle_with_real_runc() {
         binary: bin,
         args: vec![],
         root: dir.path().join("state"),
+        systemd_cgroup: false,
     };
     let b = dir.path().join("bundle");
     bundle(&b, &["/bin/busybox", "sleep", "30"]);

@@ -70,6 +70,22 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
         name: "cgroups",
         result: cgroup_mode(),
     });
+    items.push(Item {
+        name: "cgroup driver",
+        result: match config.runtime.cgroup_driver {
+            gantry_runtimeservice::CgroupDriver::Cgroupfs => {
+                Ok("cgroupfs: gantry makes the pod cgroups".into())
+            }
+            gantry_runtimeservice::CgroupDriver::Systemd
+                if gantry_runtimeservice::cgroup::systemd_running() =>
+            {
+                Ok("systemd: runc is run with --systemd-cgroup".into())
+            }
+            gantry_runtimeservice::CgroupDriver::Systemd => Err(
+                "cgroup_driver is systemd but systemd is not running (/run/systemd/system is missing); containers will fail to start".into(),
+            ),
+        },
+    });
     for (name, handler) in &config.runtime.runtimes {
         items.push(Item {
             name: "runtime",

@@ -138,12 +138,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         config.runtime.monitor_path.clone()
     };
+    if config.runtime.cgroup_driver == gantry_runtimeservice::CgroupDriver::Systemd
+        && !gantry_runtimeservice::cgroup::systemd_running()
+    {
+        warn!("cgroup_driver is systemd but systemd is not running (/run/systemd/system is missing); runc --systemd-cgroup will fail");
+    }
     let pods = Arc::new(PodService::new(
         config.runtime.clone(),
         Arc::new(network),
         monitor.clone(),
     )?);
     pods.recover().await;
+    pods.gc_network().await;
     let containers = Arc::new(ContainerService::new(
         pods.clone(),
         Arc::new(StoreImages(store.clone())),

@@ -1,0 +1,441 @@
+//! Pod-level cgroups: where a pod's cgroup is, making and removing it, and
+//! the cgroup paths of the containers below it, for both cgroup drivers.
+//!
+//! With the `cgroupfs` driver the pod's cgroup is the sandbox config's
+//! `cgroup_parent` (kubelet passes the pod cgroup it manages, such as
+//! `/kubepods/besteffort/pod<uid>`), or `/gantry/<pod id>` when none is
+//! given. gantry creates it in every mounted hierarchy (each v1 controller,
+//! the v2 unified one, or both on a hybrid host) if it is missing, and
+//! removes only the pod directories it created: never a pod cgroup it was
+//! handed that already existed, nor the parents above it (`/gantry`,
+//! `/kubepods/...`), which other pods share. Containers live at
+//! `<pod cgroup>/<container id>`.
+//!
+//! With the `systemd` driver the pod's cgroup is a slice (`cgroup_parent`,
+//! such as `kubepods-besteffort-pod123.slice`, or `gantry-pod<id>.slice`),
+//! containers get the OCI path `<slice>:gantry:<container id>` and runc is
+//! run with `--systemd-cgroup`, so systemd creates and removes the units;
+//! gantry makes no directories then, and the pod init stays where it is,
+//! since a slice cannot hold processes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::CgroupDriver;
+use crate::error::{Error, Result};
+
+/// The scope prefix of container units under the systemd driver.
+pub const SYSTEMD_PREFIX: &str = "gantry";
+
+/// The v2 leaf holding a pod's init: a cgroup2 cgroup whose children get
+/// controllers enabled may hold no processes itself.
+const V2_INIT_LEAF: &str = "pod-init";
+
+/// Checks a sandbox's `cgroup_parent` against the driver's syntax.
+pub fn validate_parent(driver: CgroupDriver, parent: &str) -> Result<()> {
+    if parent.is_empty() {
+        return Ok(());
+    }
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "cgroup_parent {parent:?} {why}"
+        )))
+    };
+    if parent.contains(['\0', '\n']) {
+        return bad("contains a NUL or newline");
+    }
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            if !parent.starts_with('/') {
+                return bad("must be an absolute path with the cgroupfs driver");
+            }
+            if parent.split('/').any(|c| c == ".." || c == ".") {
+                return bad("must not contain . or .. components");
+            }
+        }
+        CgroupDriver::Systemd => {
+            let Some(stem) = parent.strip_suffix(".slice") else {
+                return bad("must be a systemd slice name ending in .slice");
+            };
+            if stem.is_empty()
+                || parent.contains('/')
+                || parent.contains("..")
+                || stem.starts_with('-')
+                || stem.ends_with('-')
+                || stem.contains("--")
+                || !stem
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+            {
+                return bad("is not a valid systemd slice name");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The pod's cgroup: the given parent, or gantry's default for the pod.
+pub fn pod_cgroup(driver: CgroupDriver, parent: &str, pod_id: &str) -> String {
+    if !parent.is_empty() {
+        return match driver {
+            CgroupDriver::Cgroupfs => parent.trim_end_matches('/').to_string(),
+            CgroupDriver::Systemd => parent.to_string(),
+        };
+    }
+    match driver {
+        CgroupDriver::Cgroupfs => format!("/gantry/{pod_id}"),
+        CgroupDriver::Systemd => format!("gantry-pod{pod_id}.slice"),
+    }
+}
+
+/// The OCI `linux.cgroupsPath` of a container in a pod's cgroup.
+pub fn container_path(driver: CgroupDriver, pod_cgroup: &str, container_id: &str) -> String {
+    match driver {
+        CgroupDriver::Cgroupfs => format!("{}/{container_id}", pod_cgroup.trim_end_matches('/')),
+        CgroupDriver::Systemd => format!("{pod_cgroup}:{SYSTEMD_PREFIX}:{container_id}"),
+    }
+}
+
+/// Where systemd puts a slice in the cgroup tree: `a-b.slice` is
+/// `/a.slice/a-b.slice`.
+pub fn expand_slice(slice: &str) -> String {
+    let stem = slice.strip_suffix(".slice").unwrap_or(slice);
+    if stem.is_empty() || stem == "-" {
+        return "/".into();
+    }
+    let mut out = String::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        out.push('/');
+        out.push_str(&prefix);
+        out.push_str(".slice");
+    }
+    out
+}
+
+/// A pod's cgroup as a path relative to the hierarchy roots.
+pub fn pod_fs_path(driver: CgroupDriver, pod_cgroup: &str) -> String {
+    match driver {
+        CgroupDriver::Cgroupfs => pod_cgroup.to_string(),
+        CgroupDriver::Systemd => expand_slice(pod_cgroup),
+    }
+}
+
+/// An OCI cgroupsPath as a path relative to the hierarchy roots, for
+/// reading statistics: `slice:prefix:name` becomes the scope systemd makes.
+pub fn fs_path(cgroups_path: &str) -> String {
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    match parts.as_slice() {
+        [slice, prefix, name] if !cgroups_path.starts_with('/') => {
+            let scope = if prefix.is_empty() {
+                format!("{name}.scope")
+            } else {
+                format!("{prefix}-{name}.scope")
+            };
+            format!("{}/{scope}", expand_slice(slice).trim_end_matches('/'))
+        }
+        _ => cgroups_path.to_string(),
+    }
+}
+
+/// One mounted cgroup hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hierarchy {
+    pub mount: PathBuf,
+    /// cgroup2 (the unified hierarchy), rather than a v1 one.
+    pub v2: bool,
+}
+
+/// The cgroup hierarchies mounted on the host, from a mountinfo text.
+pub fn hierarchies_in(mountinfo: &str) -> Vec<Hierarchy> {
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        // Fields: id parent major:minor root mountpoint options [optional...] - fstype source superopts
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fstype = right.split_whitespace().next().unwrap_or("");
+        let mount = left.split_whitespace().nth(4).unwrap_or("");
+        let v2 = match fstype {
+            "cgroup" => false,
+            "cgroup2" => true,
+            _ => continue,
+        };
+        let mount = PathBuf::from(mount.replace("\\040", " "));
+        if !out.iter().any(|h| h.mount == mount) {
+            out.push(Hierarchy { mount, v2 });
+        }
+    }
+    out
+}
+
+/// The hierarchies mounted at the usual place in our mount namespace
+/// (bind mounts elsewhere are someone else's view of the same trees).
+pub fn hierarchies() -> Vec<Hierarchy> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| hierarchies_in(&m))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|h| h.mount.starts_with("/sys/fs/cgroup"))
+        .collect()
+}
+
+fn rel(cgroup: &str) -> &str {
+    cgroup.trim_start_matches('/')
+}
+
+/// Creates a pod's cgroup in each hierarchy. `created` is told each
+/// directory before it is made (so a crash still knows to remove it), and
+/// is only told directories that did not exist.
+pub fn create(
+    hierarchies: &[Hierarchy],
+    cgroup: &str,
+    mut created: impl FnMut(&Path) -> Result<()>,
+) -> Result<()> {
+    for h in hierarchies {
+        let dir = h.mount.join(rel(cgroup));
+        let mut wanted = vec![dir.clone()];
+        if h.v2 {
+            wanted.push(dir.join(V2_INIT_LEAF));
+        }
+        for d in wanted {
+            if d.exists() {
+                continue;
+            }
+            created(&d)?;
+            std::fs::create_dir_all(&d).map_err(Error::io(format!("creating {}", d.display())))?;
+        }
+        if !h.v2 {
+            inherit_cpuset(&h.mount, &dir)?;
+        }
+    }
+    Ok(())
+}
+
+/// A new v1 cpuset cgroup starts with no CPUs and no memory nodes, and no
+/// process may join it until it has some: each directory from the root
+/// down takes its parent's where it has none.
+fn inherit_cpuset(mount: &Path, dir: &Path) -> Result<()> {
+    if !mount.join("cpuset.cpus").exists() {
+        return Ok(());
+    }
+    let Ok(rel) = dir.strip_prefix(mount) else {
+        return Ok(());
+    };
+    let mut parent = mount.to_path_buf();
+    for part in rel.components() {
+        let child = parent.join(part);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let have = std::fs::read_to_string(child.join(file))
+                .map_err(Error::io(format!("reading {}", child.join(file).display())))?;
+            if have.trim().is_empty() {
+                let from = std::fs::read_to_string(parent.join(file)).map_err(Error::io(
+                    format!("reading {}", parent.join(file).display()),
+                ))?;
+                std::fs::write(child.join(file), from.trim())
+                    .map_err(Error::io(format!("writing {}", child.join(file).display())))?;
+            }
+        }
+        parent = child;
+    }
+    Ok(())
+}
+
+/// Moves a process into the pod's cgroup in every hierarchy (into its
+/// init leaf on cgroup2).
+pub fn enter(hierarchies: &[Hierarchy], cgroup: &str, pid: i32) -> Result<()> {
+    for h in hierarchies {
+        let mut dir = h.mount.join(rel(cgroup));
+        if h.v2 {
+            dir.push(V2_INIT_LEAF);
+        }
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string())
+            .map_err(Error::io(format!("moving {pid} into {}", procs.display())))?;
+    }
+    Ok(())
+}
+
+/// Removes directories gantry created, deepest first. A cgroup whose last
+/// process is still exiting refuses rmdir for a moment, so that is retried
+/// briefly. Directories already gone count as removed.
+pub fn remove(dirs: &[PathBuf]) -> std::result::Result<(), String> {
+    let mut dirs = dirs.to_vec();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    let mut failed = Vec::new();
+    for d in &dirs {
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir(d) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 40 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => {
+                    failed.push(format!("{}: {e}", d.display()));
+                    break;
+                }
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join("; "))
+    }
+}
+
+/// Whether systemd runs as the init system (the test libsystemd uses).
+pub fn systemd_running() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parents_are_checked_per_driver() {
+        use CgroupDriver::*;
+        for ok in ["", "/kubepods/besteffort/pod1", "/gantry/"] {
+            validate_parent(Cgroupfs, ok).unwrap();
+        }
+        for bad in ["kubepods", "/a/../b", "/a/./b", "/..", "/a\n"] {
+            assert!(validate_parent(Cgroupfs, bad).is_err(), "{bad:?} accepted");
+        }
+        for ok in ["", "kubepods-besteffort-pod123.slice", "system.slice"] {
+            validate_parent(Systemd, ok).unwrap();
+        }
+        for bad in [
+            "/kubepods/pod1",
+            "kubepods",
+            ".slice",
+            "a/b.slice",
+            "a..b.slice",
+            "-a.slice",
+            "a--b.slice",
+            "a b.slice",
+        ] {
+            assert!(validate_parent(Systemd, bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn paths_follow_the_driver() {
+        use CgroupDriver::*;
+        assert_eq!(pod_cgroup(Cgroupfs, "", "p1"), "/gantry/p1");
+        assert_eq!(
+            pod_cgroup(Cgroupfs, "/kubepods/pod1/", "p1"),
+            "/kubepods/pod1"
+        );
+        assert_eq!(pod_cgroup(Systemd, "", "p1"), "gantry-podp1.slice");
+        assert_eq!(
+            container_path(Cgroupfs, "/kubepods/pod1", "c1"),
+            "/kubepods/pod1/c1"
+        );
+        assert_eq!(
+            container_path(Systemd, "kubepods-besteffort-pod123.slice", "c1"),
+            "kubepods-besteffort-pod123.slice:gantry:c1"
+        );
+        assert_eq!(
+            expand_slice("kubepods-besteffort-pod123.slice"),
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod123.slice"
+        );
+        assert_eq!(expand_slice("-.slice"), "/");
+        assert_eq!(
+            fs_path("kubepods-pod1.slice:gantry:c1"),
+            "/kubepods.slice/kubepods-pod1.slice/gantry-c1.scope"
+        );
+        assert_eq!(fs_path("/gantry/p1/c1"), "/gantry/p1/c1");
+    }
+
+    #[test]
+    fn hierarchies_come_from_mountinfo() {
+        let info = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime shared:9 - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+50 23 0:50 / /proc rw - proc proc rw
+";
+        assert_eq!(
+            hierarchies_in(info),
+            vec![
+                Hierarchy {
+                    mount: "/sys/fs/cgroup/cpu".into(),
+                    v2: false
+                },
+                Hierarchy {
+                    mount: "/sys/fs/cgroup/systemd".into(),
+                    v2: false
+                },
+                Hierarchy {
+                    mount: "/sys/fs/cgroup/unified".into(),
+                    v2: true
+                },
+            ]
+        );
+    }
+
+    /// Creation on plain directories standing in for hierarchies: only
+    /// missing directories are reported, and removal takes only those.
+    #[test]
+    fn only_created_directories_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let hs = vec![
+            Hierarchy {
+                mount: d.path().join("memory"),
+                v2: false,
+            },
+            Hierarchy {
+                mount: d.path().join("unified"),
+                v2: true,
+            },
+        ];
+        // The parent exists in the memory hierarchy already (kubelet's).
+        std::fs::create_dir_all(d.path().join("memory/kubepods/pod1")).unwrap();
+        let mut made = Vec::new();
+        create(&hs, "/kubepods/pod1", |p| {
+            made.push(p.to_path_buf());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            made,
+            vec![
+                d.path().join("unified/kubepods/pod1"),
+                d.path().join("unified/kubepods/pod1/pod-init"),
+            ]
+        );
+        remove(&made).unwrap();
+        assert!(d.path().join("memory/kubepods/pod1").is_dir());
+        // A cpuset hierarchy hands CPUs and nodes down to new cgroups.
+        let cs = d.path().join("cpuset");
+        std::fs::create_dir_all(cs.join("gantry")).unwrap();
+        std::fs::write(cs.join("cpuset.cpus"), "0-3\n").unwrap();
+        std::fs::write(cs.join("cpuset.mems"), "0\n").unwrap();
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            std::fs::write(cs.join("gantry").join(f), "\n").unwrap();
+            std::fs::create_dir_all(cs.join("gantry/p1")).unwrap();
+            std::fs::write(cs.join("gantry/p1").join(f), "").unwrap();
+        }
+        inherit_cpuset(&cs, &cs.join("gantry/p1")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(cs.join("gantry/p1/cpuset.cpus")).unwrap(),
+            "0-3"
+        );
+        assert_eq!(
+            std::fs::read_to_string(cs.join("gantry/cpuset.mems")).unwrap(),
+            "0"
+        );
+        assert!(!d.path().join("unified/kubepods/pod1").exists());
+        // Repeating is fine.
+        remove(&made).unwrap();
+    }
+}
