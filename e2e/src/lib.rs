@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod oci;
 pub mod registry;
+pub mod stream;
 
 use std::net::TcpListener;
 

@@ -26,7 +26,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
 use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSession, Pty};
-use crate::oci::{CliRuntime, ExecStreams, OciRuntime};
+use crate::oci::{CliRuntime, ExecStreams, ExecTerminal, OciRuntime};
 use crate::pod::{new_id, write_atomic, PodState};
 use crate::pods::PodService;
 use crate::spec::{generate, PidNamespace, SpecInput};
@@ -768,12 +768,43 @@ impl ContainerService {
         }
         let (master, follower) = open_pty()?;
         if let Some((w, h)) = initial_size {
-            // The runtime gives the command's terminal this size at start.
             Pty::set_size(&master, w, h);
         }
-        let child = rt
-            .exec_interactive(&r.id, cmd, streams, &pid_file, Some(&follower))
-            .await?;
+        // The container's own process, with the command, a terminal and
+        // its first size: the runtime sizes the terminal before the command
+        // starts, so a quick `stty size` never sees 0x0.
+        let spec: Value = std::fs::read(self.cdir(&r.id).join("bundle/config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::Internal(format!("reading the spec of container {}", r.id)))?;
+        let mut process = spec.get("process").cloned().unwrap_or_default();
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = Value::Bool(true);
+        if let Some((w, h)) = initial_size {
+            process["consoleSize"] = serde_json::json!({"height": h, "width": w});
+        }
+        let process_file = pid_file.with_extension("json");
+        write_atomic(&process_file, process.to_string().as_bytes())
+            .map_err(Error::io("writing the exec process"))?;
+        let spawned = rt
+            .exec_interactive(
+                &r.id,
+                cmd,
+                streams,
+                &pid_file,
+                Some(ExecTerminal {
+                    follower: &follower,
+                    process_file: &process_file,
+                }),
+            )
+            .await;
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_file(&process_file);
+                return Err(e);
+            }
+        };
         // Only the runtime holds the follower now, so the terminal reads
         // EOF once it is gone.
         drop(follower);

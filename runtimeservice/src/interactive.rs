@@ -83,6 +83,8 @@ impl ExecSession {
 impl Drop for ExecSession {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.pid_file);
+        // The process file of a terminal exec, read by the runtime at start.
+        let _ = std::fs::remove_file(self.pid_file.with_extension("json"));
     }
 }
 

@@ -82,8 +82,17 @@ pub trait OciRuntime: Send + Sync + 'static {
         cmd: &[String],
         streams: ExecStreams,
         pid_file: &Path,
-        terminal: Option<&std::os::fd::OwnedFd>,
+        terminal: Option<ExecTerminal<'_>>,
     ) -> Result<tokio::process::Child>;
+}
+
+/// An exec on a terminal: the follower side of a pty of ours, and an OCI
+/// process file (the container's process with the command, `terminal` and
+/// the initial `consoleSize`) so the command starts at the right size.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecTerminal<'a> {
+    pub follower: &'a std::os::fd::OwnedFd,
+    pub process_file: &'a Path,
 }
 
 /// Which of an interactive exec's streams are wanted.
@@ -352,7 +361,7 @@ impl OciRuntime for CliRuntime {
         cmd: &[String],
         streams: ExecStreams,
         pid_file: &Path,
-        terminal: Option<&std::os::fd::OwnedFd>,
+        terminal: Option<ExecTerminal<'_>>,
     ) -> Result<tokio::process::Child> {
         let pipe = |wanted: bool| {
             if wanted {
@@ -369,19 +378,26 @@ impl OciRuntime for CliRuntime {
                 // terminal over a console socket; it relays it to its own
                 // terminal instead, and exits with the command's status.
                 let dup = || {
-                    t.try_clone()
+                    t.follower
+                        .try_clone()
                         .map(Stdio::from)
                         .map_err(Error::io("duplicating the terminal"))
                 };
-                c.arg("--tty").stdin(dup()?).stdout(dup()?).stderr(dup()?);
+                c.arg("--tty")
+                    .arg("--process")
+                    .arg(t.process_file)
+                    .stdin(dup()?)
+                    .stdout(dup()?)
+                    .stderr(dup()?);
+                c.arg(id);
             }
             None => {
                 c.stdin(pipe(streams.stdin))
                     .stdout(pipe(streams.stdout))
                     .stderr(pipe(streams.stderr));
+                c.arg(id).args(cmd);
             }
         }
-        c.arg(id).args(cmd);
         // The session decides when the command dies, by its PID.
         c.kill_on_drop(false);
         c.spawn().map_err(Error::io(format!(

@@ -1,12 +1,8 @@
 //! The `gantry` binary: command line, logging and the runtime; everything
-//! else lives in the library crates and [`daemon`].
+//! else lives in the library crates and the daemon's own library
+//! ([`gantry::daemon`]).
 
-mod check;
-mod config;
-mod daemon;
-mod instrument;
-mod metrics_http;
-mod streaming;
+use gantry::{check, config, daemon};
 
 use std::path::PathBuf;
 

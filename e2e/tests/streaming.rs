@@ -1,0 +1,663 @@
+//! Exec, attach and port forward end to end: the RPCs mint URLs, and a
+//! client speaking SPDY/3.1 and WebSocket (as kubelet and crictl do) drives
+//! real containers on runc through gantry's streaming server.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use gantry_e2e::daemon::Gantry;
+use gantry_e2e::net::TestNetwork;
+use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
+use gantry_e2e::registry::Registry;
+use gantry_e2e::stream::{self, Session, SpdyClient};
+use gantry_e2e::{local_registries, require_host};
+use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
+use gantry_proto::v1::{
+    AttachRequest, ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecRequest,
+    ExecSyncRequest, ImageSpec as CriImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
+    PortForwardRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest,
+};
+use tokio_tungstenite::tungstenite::Message;
+use tonic::transport::Channel;
+use tonic::Code;
+
+const T: Duration = Duration::from_secs(20);
+
+struct Env {
+    _registry: Registry,
+    g: Gantry,
+    _net: TestNetwork,
+    image: String,
+    logs: tempfile::TempDir,
+}
+
+async fn setup(extra_yaml: &str) -> Env {
+    require_host();
+    let registry = Registry::start().await;
+    let img = ImageSpec::new(vec![Layer::busybox()])
+        .label("streaming")
+        .build();
+    Pusher::new(&registry.addr, None)
+        .image("e2e/busybox", &["1"], &img)
+        .await;
+    let image = format!("{}/e2e/busybox:1", registry.addr);
+    let g = Gantry::start(&format!(
+        "{}{extra_yaml}",
+        local_registries(&[&registry.addr])
+    ))
+    .await;
+    let net = TestNetwork::create(&g.dir.join("cni"), &g.dir.join("ipam"));
+    g.images()
+        .await
+        .pull_image(PullImageRequest {
+            image: Some(CriImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    Env {
+        _registry: registry,
+        g,
+        _net: net,
+        image,
+        logs: tempfile::tempdir().unwrap(),
+    }
+}
+
+fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: env.logs.path().join(name).display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn container(env: &Env, name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(CriImageSpec {
+            image: env.image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// A ready pod; returns its id and config.
+async fn pod(
+    env: &Env,
+    rt: &mut RuntimeServiceClient<Channel>,
+    name: &str,
+) -> (String, PodSandboxConfig) {
+    let cfg = pod_config(env, name);
+    let id = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    (id, cfg)
+}
+
+async fn run(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_cfg: &PodSandboxConfig,
+    c: ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(c),
+            sandbox_config: Some(pod_cfg.clone()),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+async fn exec_url(rt: &mut RuntimeServiceClient<Channel>, req: ExecRequest) -> String {
+    rt.exec(req).await.unwrap().into_inner().url
+}
+
+fn exec_req(id: &str, cmd: &[&str], s: &Session) -> ExecRequest {
+    ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|c| c.to_string()).collect(),
+        tty: s.tty,
+        stdin: s.stdin.is_some(),
+        stdout: s.stdout,
+        stderr: s.stderr,
+    }
+}
+
+async fn ps(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> String {
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec![
+                "busybox".into(),
+                "ps".into(),
+                "-o".into(),
+                "pid,stat,args".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    String::from_utf8_lossy(&r.stdout).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_over_spdy_and_websocket() {
+    let env = setup("streaming:\n  token_ttl_secs: 2\n").await;
+    let mut rt = env.g.runtime().await;
+    let (pod_id, pod_cfg) = pod(&env, &mut rt, "exec").await;
+    let id = run(
+        &mut rt,
+        &pod_id,
+        &pod_cfg,
+        container(&env, "box", "sleep 1000"),
+    )
+    .await;
+
+    let out_only = Session {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    for ws in [false, true] {
+        let session = |url: String, s: Session| async move {
+            if ws {
+                stream::ws_session(&url, &s, T).await
+            } else {
+                stream::spdy_session(&url, &s, T).await
+            }
+        };
+        // stdout and a zero exit.
+        let url = exec_url(&mut rt, exec_req(&id, &["echo", "hi"], &out_only)).await;
+        let o = session(url, out_only.clone()).await;
+        assert_eq!(
+            (o.stdout.as_str(), o.exit_code()),
+            ("hi\n", Some(0)),
+            "ws={ws} {o:?}"
+        );
+
+        // stderr kept apart, and a non-zero exit code in the Status.
+        let cmd = ["sh", "-c", "echo out; echo err >&2; exit 3"];
+        let url = exec_url(&mut rt, exec_req(&id, &cmd, &out_only)).await;
+        let o = session(url, out_only.clone()).await;
+        assert_eq!(o.stdout, "out\n", "ws={ws} {o:?}");
+        assert_eq!(o.stderr, "err\n", "ws={ws} {o:?}");
+        assert_eq!(o.exit_code(), Some(3), "ws={ws} {o:?}");
+        assert!(o.error.contains("NonZeroExitCode"), "{o:?}");
+
+        // stdin reaches the process, and its EOF ends `cat`.
+        let s = Session {
+            stdin: Some(b"hello through stdin\n".to_vec()),
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        };
+        let url = exec_url(&mut rt, exec_req(&id, &["cat"], &s)).await;
+        let o = session(url, s).await;
+        assert_eq!(o.stdout, "hello through stdin\n", "ws={ws} {o:?}");
+        assert_eq!(o.exit_code(), Some(0), "ws={ws} {o:?}");
+
+        // A terminal of the size the client asked for; the terminal turns
+        // the newline into CRLF.
+        let (w, h) = if ws { (101, 31) } else { (120, 40) };
+        let s = Session {
+            stdin: Some(Vec::new()),
+            keep_stdin_open: true,
+            stdout: true,
+            tty: true,
+            resize: Some((w, h)),
+            ..Default::default()
+        };
+        let url = exec_url(&mut rt, exec_req(&id, &["busybox", "stty", "size"], &s)).await;
+        let o = session(url, s).await;
+        assert_eq!(o.stdout, format!("{h} {w}\r\n"), "ws={ws} {o:?}");
+        assert_eq!(o.exit_code(), Some(0));
+    }
+
+    // Tokens: single use, expiring, bound to their verb; misses are 404s
+    // that say nothing.
+    let url = exec_url(&mut rt, exec_req(&id, &["true"], &out_only)).await;
+    let o = stream::spdy_session(&url, &out_only, T).await;
+    assert_eq!(o.exit_code(), Some(0));
+    let again = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+    assert_eq!(again.status, 404, "a token works once");
+    assert!(!again.body.contains(&id), "{}", again.body);
+    let url = exec_url(&mut rt, exec_req(&id, &["true"], &out_only)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        stream::spdy_upgrade(&url, &["v4.channel.k8s.io"])
+            .await
+            .status,
+        404,
+        "an unused token expires"
+    );
+    let url = exec_url(&mut rt, exec_req(&id, &["true"], &out_only)).await;
+    let wrong_verb = url.replace("/exec/", "/attach/");
+    assert_eq!(
+        stream::spdy_upgrade(&wrong_verb, &["v4.channel.k8s.io"])
+            .await
+            .status,
+        404
+    );
+    let url = exec_url(&mut rt, exec_req(&id, &["true"], &out_only)).await;
+    let refused = stream::spdy_upgrade(&url, &["v9.channel.k8s.io"]).await;
+    assert_eq!(refused.status, 403, "an unknown protocol is refused");
+
+    // A client that goes away takes its command with it: killed and
+    // reaped, no zombie left in the container.
+    let s = Session {
+        stdout: true,
+        ..Default::default()
+    };
+    let url = exec_url(&mut rt, exec_req(&id, &["sleep", "4242"], &s)).await;
+    let up = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+    let mut c = SpdyClient::new(up.stream.unwrap());
+    c.open(&[("streamType", "error")]).await;
+    c.open(&[("streamType", "stdout")]).await;
+    let mut seen = false;
+    for _ in 0..50 {
+        if ps(&mut rt, &id).await.contains("sleep 4242") {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the exec'd command runs");
+    c.abort().await;
+    let mut gone = false;
+    for _ in 0..100 {
+        let p = ps(&mut rt, &id).await;
+        if !p.contains("4242") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        gone,
+        "the command outlived its client: {}",
+        ps(&mut rt, &id).await
+    );
+
+    // Many sessions at once.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let word = format!("session-{i}");
+        let url = exec_url(&mut rt, exec_req(&id, &["echo", &word], &out_only)).await;
+        let s = out_only.clone();
+        tasks.push(tokio::spawn(async move {
+            let o = stream::spdy_session(&url, &s, Duration::from_secs(60)).await;
+            (word, o)
+        }));
+    }
+    for t in tasks {
+        let (word, o) = t.await.unwrap();
+        assert_eq!(o.stdout, format!("{word}\n"), "{o:?}");
+        assert_eq!(o.exit_code(), Some(0));
+    }
+
+    // Bad input.
+    let e = rt.exec(exec_req(&id, &[], &out_only)).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let e = rt
+        .exec(exec_req("nonexistent", &["true"], &out_only))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let mut tty_err = exec_req(&id, &["true"], &out_only);
+    tty_err.tty = true;
+    assert_eq!(
+        rt.exec(tty_err).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let nothing = Session::default();
+    assert_eq!(
+        rt.exec(exec_req(&id, &["true"], &nothing))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let e = rt
+        .exec(exec_req(&id, &["true"], &out_only))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = rt
+        .attach(AttachRequest {
+            container_id: id.clone(),
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_to_running_containers() {
+    let env = setup("").await;
+    let mut rt = env.g.runtime().await;
+    let (pod_id, pod_cfg) = pod(&env, &mut rt, "attach").await;
+
+    // A container that prints on its own: two clients at once both see it,
+    // and the log file keeps getting every line.
+    let ticker = run(
+        &mut rt,
+        &pod_id,
+        &pod_cfg,
+        container(
+            &env,
+            "ticker",
+            "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+        ),
+    )
+    .await;
+    let attach = |id: String, stdin: bool, tty: bool| AttachRequest {
+        container_id: id,
+        stdin,
+        stdout: true,
+        stderr: !tty,
+        tty,
+    };
+    let mut clients = Vec::new();
+    for _ in 0..2 {
+        let url = rt
+            .attach(attach(ticker.clone(), false, false))
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let up = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+        assert_eq!(up.status, 101);
+        let mut c = SpdyClient::new(up.stream.unwrap());
+        c.open(&[("streamType", "error")]).await;
+        let out = c.open(&[("streamType", "stdout")]).await;
+        c.open(&[("streamType", "stderr")]).await;
+        clients.push((c, out));
+    }
+    for (c, out) in clients.iter_mut() {
+        let seen = c.wait_for(*out, "tick", T).await;
+        assert!(seen.contains("tick"), "{seen:?}");
+    }
+    drop(clients);
+    let log = env.logs.path().join("attach/ticker.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let ticks: Vec<u32> = text
+        .lines()
+        .filter_map(|l| l.rsplit_once("tick ").and_then(|(_, n)| n.parse().ok()))
+        .collect();
+    assert!(ticks.len() >= 2, "{text}");
+    assert!(
+        ticks.windows(2).all(|w| w[1] == w[0] + 1),
+        "attaching must not lose or reorder log lines: {ticks:?}"
+    );
+    assert!(text.lines().all(|l| l.contains(" stdout F ")), "{text}");
+
+    // A shell on stdin: what the client types runs, and closing the
+    // client's stdin ends the session.
+    let mut shell = container(&env, "shell", "");
+    shell.command = vec!["/bin/sh".into()];
+    shell.stdin = true;
+    let shell = run(&mut rt, &pod_id, &pod_cfg, shell).await;
+    let url = rt
+        .attach(attach(shell.clone(), true, false))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let up = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+    let mut c = SpdyClient::new(up.stream.unwrap());
+    let err = c.open(&[("streamType", "error")]).await;
+    let stdin = c.open(&[("streamType", "stdin")]).await;
+    let out = c.open(&[("streamType", "stdout")]).await;
+    c.open(&[("streamType", "stderr")]).await;
+    c.send(stdin, b"echo hello from attach\n").await;
+    let seen = c.wait_for(out, "hello from attach", T).await;
+    assert!(seen.contains("hello from attach"), "{seen:?}");
+    c.finish(stdin).await;
+    let rest = c.collect(T).await;
+    let status =
+        String::from_utf8_lossy(rest.get(&err).map(Vec::as_slice).unwrap_or_default()).to_string();
+    assert!(status.contains("Success"), "{status:?}");
+
+    // A container with a terminal: attach over WebSocket, resize, type.
+    let mut term = container(&env, "term", "");
+    term.command = vec!["/bin/sh".into()];
+    term.stdin = true;
+    term.tty = true;
+    let term = run(&mut rt, &pod_id, &pod_cfg, term).await;
+    let url = rt
+        .attach(attach(term.clone(), true, true))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let (mut ws, proto) = stream::ws_connect(&url, &["v5.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(proto, "v5.channel.k8s.io");
+    let mut resize = vec![4u8];
+    resize.extend(br#"{"Width":77,"Height":22}"#);
+    ws.send(Message::Binary(resize.into())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut line = vec![0u8];
+    line.extend(b"busybox stty size\n");
+    ws.send(Message::Binary(line.into())).await.unwrap();
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + T;
+    while !seen.contains("22 77") {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(d)))) if d.first() == Some(&1) => {
+                seen.push_str(&String::from_utf8_lossy(&d[1..]))
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    assert!(seen.contains("22 77"), "{seen:?}");
+    let _ = ws.close(None).await;
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+}
+
+/// One forwarded connection over SPDY: sends `request`, returns the data
+/// the pod answered and what the error stream said.
+async fn forward_once(url: &str, port: u16, request: &[u8]) -> (String, String) {
+    let up = stream::spdy_upgrade(url, &["portforward.k8s.io"]).await;
+    assert_eq!(up.status, 101, "{}", up.body);
+    let mut c = SpdyClient::new(up.stream.unwrap());
+    let port = port.to_string();
+    let err = c
+        .open(&[("streamType", "error"), ("port", &port), ("requestID", "0")])
+        .await;
+    c.finish(err).await;
+    let data = c
+        .open(&[("streamType", "data"), ("port", &port), ("requestID", "0")])
+        .await;
+    c.send(data, request).await;
+    let mut got_data = Vec::new();
+    let mut got_err = Vec::new();
+    let (mut data_done, mut err_done) = (false, false);
+    let deadline = tokio::time::Instant::now() + T;
+    while !(data_done && err_done) {
+        match tokio::time::timeout_at(deadline, c.events.recv()).await {
+            Ok(Some(stream::Event::Data(id, d))) if id == data => got_data.extend(d),
+            Ok(Some(stream::Event::Data(id, d))) if id == err => got_err.extend(d),
+            Ok(Some(stream::Event::Fin(id))) if id == data => data_done = true,
+            Ok(Some(stream::Event::Fin(id))) if id == err => err_done = true,
+            Ok(Some(stream::Event::Closed)) | Ok(None) | Err(_) => {
+                panic!("port forward hung or broke: data_done={data_done} err_done={err_done}")
+            }
+            Ok(Some(_)) => {}
+        }
+    }
+    (
+        String::from_utf8_lossy(&got_data).to_string(),
+        String::from_utf8_lossy(&got_err).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_into_a_pod() {
+    let env = setup("").await;
+    let mut rt = env.g.runtime().await;
+    let (pod_id, pod_cfg) = pod(&env, &mut rt, "pf").await;
+    // One server on every address, one only on the pod's loopback.
+    let script = "mkdir -p /www && echo served-by-the-pod > /www/index.html && \
+                  busybox httpd -p 8080 -h /www && busybox httpd -p 127.0.0.1:8081 -h /www && \
+                  sleep 1000";
+    let id = run(&mut rt, &pod_id, &pod_cfg, container(&env, "web", script)).await;
+    let ip = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod_id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    // The listener is the pod's own: reachable on its IP from the host.
+    let mut up = false;
+    for _ in 0..50 {
+        if std::net::TcpStream::connect((ip.as_str(), 8080)).is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "httpd in the pod never listened on {ip}:8080");
+    let _ = id;
+
+    let pf = |ports: Vec<i32>| PortForwardRequest {
+        pod_sandbox_id: pod_id.clone(),
+        port: ports,
+    };
+    let request = b"GET /index.html HTTP/1.0\r\n\r\n";
+    for port in [8080u16, 8081] {
+        let url = rt.port_forward(pf(vec![])).await.unwrap().into_inner().url;
+        let (data, err) = forward_once(&url, port, request).await;
+        assert!(data.contains("served-by-the-pod"), "port {port}: {data:?}");
+        assert!(err.is_empty(), "{err}");
+    }
+    // Nobody listens: the error stream says so, and nothing hangs.
+    let url = rt.port_forward(pf(vec![])).await.unwrap().into_inner().url;
+    let (data, err) = forward_once(&url, 9, request).await;
+    assert!(data.is_empty());
+    assert!(err.contains("port 9"), "{err:?}");
+
+    // WebSocket channel framing: the port comes in the query.
+    let url = rt
+        .port_forward(pf(vec![8081]))
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let (mut ws, proto) = stream::ws_connect(&format!("{url}?port=8081"), &["v4.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(proto, "v4.channel.k8s.io");
+    let mut req = vec![0u8];
+    req.extend_from_slice(request);
+    ws.send(Message::Binary(req.into())).await.unwrap();
+    let mut body = Vec::new();
+    let mut port_frames = 0;
+    let deadline = tokio::time::Instant::now() + T;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match m {
+            Message::Binary(d) if d.len() == 3 && d[1..] == 8081u16.to_le_bytes() => {
+                port_frames += 1
+            }
+            Message::Binary(d) if d.first() == Some(&0) => body.extend_from_slice(&d[1..]),
+            Message::Close(_) => break,
+            _ => {}
+        }
+        if String::from_utf8_lossy(&body).contains("served-by-the-pod") {
+            break;
+        }
+    }
+    assert_eq!(port_frames, 2, "each channel opens with its port");
+    assert!(String::from_utf8_lossy(&body).contains("served-by-the-pod"));
+
+    // Bad input.
+    let e = rt
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: "nonexistent".into(),
+            port: vec![],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = rt.port_forward(pf(vec![70000])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+}
