@@ -399,3 +399,44 @@ pub async fn ws_session(url: &str, s: &Session, within: Duration) -> Output {
     }
     out
 }
+
+/// One connection forwarded over SPDY to `port`: sends `request`, then
+/// counts (and keeps at most `keep` bytes of) what the pod answers until it
+/// closes. Returns the bytes received, the kept prefix and the error
+/// stream's text.
+pub async fn port_forward(
+    url: &str,
+    port: u16,
+    request: &[u8],
+    keep: usize,
+    within: Duration,
+) -> (u64, Vec<u8>, String) {
+    let up = spdy_upgrade(url, &["portforward.k8s.io"]).await;
+    assert_eq!(up.status, 101, "upgrade refused: {}", up.body);
+    let mut c = SpdyClient::new(up.stream.unwrap());
+    let port = port.to_string();
+    let err = c
+        .open(&[("streamType", "error"), ("port", &port), ("requestID", "0")])
+        .await;
+    c.finish(err).await;
+    let data = c
+        .open(&[("streamType", "data"), ("port", &port), ("requestID", "0")])
+        .await;
+    c.send(data, request).await;
+    let (mut count, mut kept, mut error) = (0u64, Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, c.events.recv()).await {
+            Ok(Some(Event::Data(id, d))) if id == data => {
+                count += d.len() as u64;
+                let room = keep.saturating_sub(kept.len());
+                kept.extend_from_slice(&d[..room.min(d.len())]);
+            }
+            Ok(Some(Event::Data(id, d))) if id == err => error.extend(d),
+            Ok(Some(Event::Fin(id) | Event::Reset(id))) if id == data => break,
+            Ok(Some(Event::GoAway | Event::Closed)) | Ok(None) | Err(_) => break,
+            Ok(Some(_)) => {}
+        }
+    }
+    (count, kept, String::from_utf8_lossy(&error).to_string())
+}

@@ -82,6 +82,17 @@ impl ExecSession {
 
 impl Drop for ExecSession {
     fn drop(&mut self) {
+        // A session abandoned mid-way (its connection timed out, its task
+        // was cancelled) must not leave the command running.
+        if let Ok(None) = self.child.try_wait() {
+            if let Some(pid) = std::fs::read_to_string(&self.pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .and_then(rustix::process::Pid::from_raw)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
         let _ = std::fs::remove_file(&self.pid_file);
         // The process file of a terminal exec, read by the runtime at start.
         let _ = std::fs::remove_file(self.pid_file.with_extension("json"));

@@ -49,7 +49,7 @@ struct Args {
     /// Size of the large image in MiB (spread over 5 layers).
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
-    /// What to measure: pull, pods or all.
+    /// What to measure: pull, pods, containers, streaming or all.
     #[arg(long, default_value = "all")]
     mode: String,
     /// Containers per runtime in containers mode.
@@ -58,6 +58,12 @@ struct Args {
     /// Pods started (then stopped and removed) per runtime in pods mode.
     #[arg(long, default_value_t = 50)]
     pods: usize,
+    /// Exec sessions per runtime in streaming mode.
+    #[arg(long, default_value_t = 100)]
+    exec_rounds: usize,
+    /// Size of the port-forwarded download in streaming mode, MiB.
+    #[arg(long, default_value_t = 100)]
+    forward_mib: usize,
     /// The peer's sandbox image, pulled before pods are timed.
     #[arg(long, default_value = "registry.k8s.io/pause:3.6")]
     pause_image: String,
@@ -157,12 +163,14 @@ async fn main() -> anyhow::Result<()> {
         "pull" => bench_pull(&args).await,
         "pods" => bench_pods(&args).await,
         "containers" => bench_containers(&args).await,
+        "streaming" => bench_streaming(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_pods(&args).await?;
-            bench_containers(&args).await
+            bench_containers(&args).await?;
+            bench_streaming(&args).await
         }
-        other => bail!("unknown mode {other:?}: pull, pods, containers or all"),
+        other => bail!("unknown mode {other:?}: pull, pods, containers, streaming or all"),
     }
 }
 
@@ -753,6 +761,184 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
             peer_pss as f64 / 1024.0,
             gantry_pss as f64 / peer_pss.max(1) as f64
         );
+    }
+    Ok(())
+}
+
+/// Streaming: the round trip of `Exec` + `echo hi` over SPDY (from the RPC
+/// to the exit status), and the throughput of a port-forwarded HTTP
+/// download of `--forward-mib` MiB from busybox httpd in the pod.
+async fn bench_streaming(args: &Args) -> anyhow::Result<()> {
+    use gantry_e2e::stream;
+    let run: u64 = rand::rng().random();
+    let pusher = Pusher::new(&args.registry, None);
+    let img = ImageSpec::new(vec![Layer::busybox()])
+        .label("bench-streaming")
+        .build();
+    let repo = format!("bench/streaming-{run:x}");
+    pusher.image(&repo, &["1"], &img).await;
+    let image = format!("{}/{repo}:1", args.registry);
+    let tmp = tempfile::tempdir()?;
+    let gantry = Gantry::start(&format!(
+        "log_level: warn\nimage:\n  registries:\n    \"{}\":\n      insecure: true\n",
+        args.registry
+    ))
+    .await;
+    let _net = TestNetwork::create(&gantry.dir.join("cni"), &tmp.path().join("ipam"));
+    let mut sides = vec![Side {
+        name: "gantry",
+        rt: gantry.runtime().await,
+    }];
+    timed_pull(&mut gantry.images().await, &image).await?;
+    if let Some(e) = &args.peer {
+        let ch = channel(e).await?;
+        let mut images = ImageServiceClient::new(ch.clone());
+        timed_pull(&mut images, &args.pause_image).await?;
+        timed_pull(&mut images, &image).await?;
+        sides.push(Side {
+            name: "peer",
+            rt: RuntimeServiceClient::new(ch),
+        });
+    }
+    let mib = args.forward_mib;
+    let script = format!(
+        "mkdir -p /www && busybox dd if=/dev/zero of=/www/big bs=1048576 count={mib} 2>/dev/null && \
+         busybox httpd -p 8080 -h /www && exec sleep 100000"
+    );
+    let mut targets = Vec::new();
+    for side in sides.iter_mut() {
+        let pc = sandbox_config(side.name, run, 0);
+        let pod = side
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pc.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id;
+        let mut cfg = container_config(&image, "web");
+        cfg.command = vec!["/bin/sh".into(), "-c".into(), script.clone()];
+        let id = create_start(side, &pod, &pc, cfg).await?;
+        targets.push((pod, id));
+    }
+    // The file is written and the server up before anything is timed.
+    for (k, side) in sides.iter_mut().enumerate() {
+        let mut ready = false;
+        for _ in 0..100 {
+            let r = side
+                .rt
+                .exec_sync(ExecSyncRequest {
+                    container_id: targets[k].1.clone(),
+                    cmd: vec![
+                        "busybox".into(),
+                        "wget".into(),
+                        "-q".into(),
+                        "-O".into(),
+                        "/dev/null".into(),
+                        "http://127.0.0.1:8080/big".into(),
+                    ],
+                    timeout: 30,
+                })
+                .await?
+                .into_inner();
+            if r.exit_code == 0 {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if !ready {
+            bail!("{}: the web server in the pod never served /big", side.name);
+        }
+    }
+
+    let session = stream::Session {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let rounds = args.exec_rounds;
+    let mut exec_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    for _ in 0..rounds {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let t = Instant::now();
+            let url = side
+                .rt
+                .exec(gantry_proto::v1::ExecRequest {
+                    container_id: targets[k].1.clone(),
+                    cmd: vec!["echo".into(), "hi".into()],
+                    stdout: true,
+                    stderr: true,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner()
+                .url;
+            let o = stream::spdy_session(&url, &session, Duration::from_secs(30)).await;
+            exec_t[k].push(t.elapsed());
+            if o.stdout != "hi\n" || o.exit_code() != Some(0) {
+                bail!("{}: exec echo hi gave {o:?}", side.name);
+            }
+        }
+    }
+    println!("exec round trip ({rounds} sessions of `echo hi` over SPDY):");
+    report(
+        "Exec + echo hi",
+        &exec_t[0],
+        exec_t.get(1).map(Vec::as_slice).unwrap_or(&[]),
+    );
+
+    println!("port forward of a {mib} MiB HTTP download (3 rounds, best):");
+    let mut best: Vec<f64> = vec![0.0; sides.len()];
+    for _ in 0..3 {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let url = side
+                .rt
+                .port_forward(gantry_proto::v1::PortForwardRequest {
+                    pod_sandbox_id: targets[k].0.clone(),
+                    port: vec![8080],
+                })
+                .await?
+                .into_inner()
+                .url;
+            let t = Instant::now();
+            let (bytes, head, err) = stream::port_forward(
+                &url,
+                8080,
+                b"GET /big HTTP/1.0\r\n\r\n",
+                64,
+                Duration::from_secs(300),
+            )
+            .await;
+            let secs = t.elapsed().as_secs_f64();
+            if bytes < (mib as u64) << 20 || !String::from_utf8_lossy(&head).starts_with("HTTP/1.")
+            {
+                bail!("{}: forwarded {bytes} bytes ({err})", side.name);
+            }
+            best[k] = best[k].max(bytes as f64 / (1 << 20) as f64 / secs);
+        }
+    }
+    print!("{:>26}: gantry {:8.1} MiB/s", "port forward", best[0]);
+    if let Some(p) = best.get(1) {
+        print!(
+            "  peer {p:8.1} MiB/s  ratio (gantry/peer) {:.2}",
+            best[0] / p
+        );
+    }
+    println!();
+
+    for (k, side) in sides.iter_mut().enumerate() {
+        side.rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: targets[k].0.clone(),
+            })
+            .await?;
+        side.rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: targets[k].0.clone(),
+            })
+            .await?;
     }
     Ok(())
 }

@@ -38,6 +38,46 @@ pub struct StreamingConfig {
     pub stream_creation_timeout_secs: u64,
 }
 
+/// When a connection last carried anything, for the idle timeout.
+#[derive(Clone)]
+pub struct Activity {
+    base: Instant,
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            base: Instant::now(),
+            last_ms: Arc::default(),
+        }
+    }
+}
+
+impl Activity {
+    pub fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(last)
+    }
+
+    /// Resolves once nothing moved for `limit`. It sleeps until the
+    /// earliest moment that could be true, not on a fixed tick.
+    pub async fn expired(&self, limit: Duration) {
+        loop {
+            let idle = self.idle();
+            if idle >= limit {
+                return;
+            }
+            tokio::time::sleep(limit - idle).await;
+        }
+    }
+}
+
 /// What a token stands for.
 #[derive(Debug, Clone)]
 pub enum Pending {

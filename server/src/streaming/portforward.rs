@@ -36,10 +36,16 @@ pub async fn serve_spdy(
     let mut halves: HashMap<String, (Option<IncomingStream>, Option<IncomingStream>)> =
         HashMap::new();
     let mut closed = conn.closed.clone();
+    let activity = conn.activity.clone();
+    let idle = server.idle_timeout();
     loop {
         let s = tokio::select! {
             s = conn.streams.recv() => s,
             _ = closed.wait_for(|c| *c) => None,
+            _ = activity.expired(idle) => {
+                debug!(idle_secs = idle.as_secs(), "closing an idle port forward");
+                None
+            }
         };
         let Some(s) = s else { break };
         let id = s.header("requestid").unwrap_or_default().to_string();

@@ -389,11 +389,13 @@ pub async fn serve_spdy(
         tokio::spawn(resize_events(s.data, tx));
     }
     let idle = server.idle_timeout();
-    let outcome =
-        match tokio::time::timeout(idle, run(&server, &pending, io, conn.closed.clone())).await {
-            Ok(o) => o,
-            Err(_) => Outcome::Error(format!("stream idle for {}s", idle.as_secs())),
-        };
+    let outcome = tokio::select! {
+        o = run(&server, &pending, io, conn.closed.clone()) => o,
+        _ = conn.activity.expired(idle) => {
+            debug!(idle_secs = idle.as_secs(), "closing an idle session");
+            Outcome::Error(format!("the session was idle for {}s", idle.as_secs()))
+        }
+    };
     // Output is flushed and its streams finished before the status goes out.
     for f in forwards {
         let _ = f.await;

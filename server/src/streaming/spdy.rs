@@ -546,6 +546,8 @@ pub struct Connection {
     pub streams: mpsc::Receiver<IncomingStream>,
     /// Becomes true when the connection is gone (closed, reset, broken).
     pub closed: watch::Receiver<bool>,
+    /// Touched by every frame either way.
+    pub activity: super::Activity,
     out: mpsc::Sender<Out>,
 }
 
@@ -561,11 +563,26 @@ impl Connection {
         let (closed_tx, closed_rx) = watch::channel(false);
         let closed_tx = std::sync::Arc::new(closed_tx);
         let codec = std::sync::Arc::new(std::sync::Mutex::new(Codec::new()));
-        tokio::spawn(write_loop(wr, out_rx, codec.clone(), closed_tx.clone()));
-        tokio::spawn(read_loop(rd, out_tx.clone(), streams_tx, codec, closed_tx));
+        let activity = super::Activity::default();
+        tokio::spawn(write_loop(
+            wr,
+            out_rx,
+            codec.clone(),
+            closed_tx.clone(),
+            activity.clone(),
+        ));
+        tokio::spawn(read_loop(
+            rd,
+            out_tx.clone(),
+            streams_tx,
+            codec,
+            closed_tx,
+            activity.clone(),
+        ));
         Connection {
             streams: streams_rx,
             closed: closed_rx,
+            activity,
             out: out_tx,
         }
     }
@@ -588,9 +605,11 @@ async fn write_loop<W: AsyncWrite>(
     mut rx: mpsc::Receiver<Out>,
     codec: std::sync::Arc<std::sync::Mutex<Codec>>,
     closed: std::sync::Arc<watch::Sender<bool>>,
+    activity: super::Activity,
 ) {
     let mut wr = Box::pin(wr);
     while let Some(out) = rx.recv().await {
+        activity.touch();
         let bytes = match out {
             Out::Close => break,
             Out::Frame(f) => {
@@ -623,6 +642,7 @@ async fn read_loop<R: AsyncRead>(
     streams: mpsc::Sender<IncomingStream>,
     codec: std::sync::Arc<std::sync::Mutex<Codec>>,
     closed: std::sync::Arc<watch::Sender<bool>>,
+    activity: super::Activity,
 ) {
     let mut rd = Box::pin(rd);
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -711,7 +731,10 @@ async fn read_loop<R: AsyncRead>(
         }
         match rd.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                activity.touch();
+                buf.extend_from_slice(&chunk[..n]);
+            }
         }
     }
     drop(open);

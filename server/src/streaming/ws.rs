@@ -166,6 +166,7 @@ async fn remotecommand_ws(server: Arc<StreamingServer>, ws: Ws, pending: Pending
     let (stdin, stdout, stderr, tty) = remotecommand::wanted(&pending);
     let (out, mut incoming, mut writer_closed) = split(ws);
     let (gone_tx, gone_rx) = watch::channel(false);
+    let activity = super::Activity::default();
     let mut io = SessionIo::default();
     let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(16);
     let (resize_data_tx, resize_data_rx) = mpsc::channel::<Vec<u8>>(4);
@@ -183,8 +184,10 @@ async fn remotecommand_ws(server: Arc<StreamingServer>, ws: Ws, pending: Pending
             let (tx, mut rx) = mpsc::channel::<Vec<u8>>(16);
             *slot = Some(tx);
             let out = out.clone();
+            let activity = activity.clone();
             forwards.push(tokio::spawn(async move {
                 while let Some(d) = rx.recv().await {
+                    activity.touch();
                     if out.send(framed(channel, &d)).await.is_err() {
                         break;
                     }
@@ -193,9 +196,11 @@ async fn remotecommand_ws(server: Arc<StreamingServer>, ws: Ws, pending: Pending
         }
     }
     // Reads the client's frames: stdin, resize, close signals.
+    let seen = activity.clone();
     let reader = tokio::spawn(async move {
         let mut in_tx = Some(in_tx);
         while let Some(msg) = incoming.next().await {
+            seen.touch();
             let data = match msg {
                 Ok(Message::Binary(d)) => d.to_vec(),
                 Ok(Message::Close(_)) | Err(_) => break,
@@ -222,9 +227,13 @@ async fn remotecommand_ws(server: Arc<StreamingServer>, ws: Ws, pending: Pending
         }
         let _ = gone_tx.send(true);
     });
+    let idle = server.idle_timeout();
     let outcome = tokio::select! {
         o = remotecommand::run(&server, &pending, io, gone_rx) => o,
         _ = writer_closed.wait_for(|c| *c) => Outcome::Error("the client went away".into()),
+        _ = activity.expired(idle) => {
+            Outcome::Error(format!("the session was idle for {}s", idle.as_secs()))
+        }
     };
     for f in forwards {
         let _ = f.await;
