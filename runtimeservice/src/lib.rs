@@ -3,13 +3,16 @@
 //!
 //! Pods ([`pods`], records in [`pod`]) are real: namespaces pinned without a
 //! process, networking through [`network`]'s CNI implementation, state that
-//! survives restarts. Containers and streaming are the next piece of work
-//! and their RPCs say so with `Unimplemented`.
+//! survives restarts. Containers ([`containers`]) run on an OCI runtime
+//! under a per-container monitor, and their events reach subscribers
+//! through [`events`]. Streaming is the next piece of work and its RPCs say
+//! so with `Unimplemented`.
 
 pub mod config;
 pub mod containers;
 pub mod crilog;
 pub mod error;
+pub mod events;
 pub mod grpc;
 mod locks;
 pub mod network;

@@ -148,6 +148,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         monitor,
     )?);
     containers.recover().await;
+    containers.spawn_exit_watcher()?;
     let runtime = CriRuntimeService::new(config.runtime.clone(), pods, containers);
 
     if !config.metrics_address.is_empty() {
