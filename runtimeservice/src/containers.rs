@@ -139,7 +139,21 @@ impl ContainerService {
                 Some(r) if r.version == RECORD_VERSION => {
                     records.insert(r.id.clone(), r);
                 }
-                _ => warn!(path = %path.display(), "container directory without a readable record"),
+                Some(r) => {
+                    warn!(path = %path.display(), version = r.version, "unknown container record version")
+                }
+                None => {
+                    // The record is written before anything else is made
+                    // and removed last but for the directory, so a directory
+                    // without one is a create that never committed or a
+                    // removal that was cut short: nothing references it.
+                    warn!(path = %path.display(), "removing a container directory without a record");
+                    let _ = rustix::mount::unmount(
+                        entry.path().join("bundle/rootfs"),
+                        rustix::mount::UnmountFlags::DETACH,
+                    );
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
             }
         }
         let runtimes = config
@@ -674,10 +688,22 @@ impl ContainerService {
     async fn destroy(&self, id: &str) -> Option<ContainerRecord> {
         let rec = self.records().get(id).cloned()?;
         self.exits.unwatch(id);
+        if rec.state == ContainerState::Creating {
+            // A daemon killed mid-create leaves the monitor (and the
+            // runtime's create under it) running on: it must not finish
+            // making a container after it has been deleted here.
+            kill_stray_monitors(id);
+        }
         if let Ok(rt) = self.runtime(&rec.handler) {
             if let Err(e) = rt.delete(id, true).await {
                 warn!(container = %id, error = %e, "deleting from the runtime");
             }
+        }
+        // Normally the runtime's delete removes the cgroup; a create cut
+        // short before the runtime saved its state leaves it to us.
+        let cgroup = self.cgroup_path(&rec);
+        if !cgroup.is_empty() {
+            remove_cgroup(Path::new("/sys/fs/cgroup"), &cgroup);
         }
         let rootfs = self.cdir(id).join("bundle/rootfs");
         if rec.rootfs_mounted {
@@ -1208,6 +1234,46 @@ impl ContainerService {
                 }
                 ContainerState::Exited => {}
             }
+        }
+    }
+}
+
+/// Removes a container's (empty) cgroup from every hierarchy under `root`:
+/// the v2 tree itself and each v1 controller's. A cgroup that still has
+/// processes cannot be removed, and stays.
+fn remove_cgroup(root: &Path, cgroup: &str) {
+    let rel = cgroup.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let hierarchies = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for dir in std::iter::once(root.to_path_buf()).chain(hierarchies) {
+        let _ = std::fs::remove_dir(dir.join(rel));
+    }
+}
+
+/// SIGKILLs every monitor process of container `id`: the monitor proper
+/// leads its own process group (it called setsid), which takes the
+/// runtime's create with it; the short-lived relay does not, so it alone is
+/// killed.
+fn kill_stray_monitors(id: &str) {
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| monitor_alive(*pid, id));
+    for pid in pids {
+        // SAFETY: getpgid and kill on a PID just checked to be this
+        // container's monitor.
+        unsafe {
+            let target = if libc::getpgid(pid) == pid { -pid } else { pid };
+            warn!(container = %id, pid, "killing a monitor left from an interrupted create");
+            libc::kill(target, libc::SIGKILL);
         }
     }
 }
