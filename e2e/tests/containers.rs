@@ -1295,4 +1295,11 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
     assert_eq!(deleted, expected);
     assert_eq!(kinds[3], (pod.clone(), ContainerDeletedEvent));
     assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+
+    // An open subscription does not hold up a SIGTERM: its stream ends.
+    assert!(env.g.stop().success());
+    let end = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("the event stream stayed open after shutdown");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
 }

@@ -35,12 +35,16 @@ pub const CAPACITY: usize = 1024;
 /// The fan-out of container (and sandbox) events to subscribers.
 pub struct Events {
     tx: broadcast::Sender<cri::ContainerEventResponse>,
+    /// Set at shutdown: a subscription never ends on its own, and the gRPC
+    /// server waits for open streams before it exits.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Default for Events {
     fn default() -> Self {
         Events {
             tx: broadcast::channel(CAPACITY).0,
+            closed: tokio::sync::watch::channel(false).0,
         }
     }
 }
@@ -54,6 +58,17 @@ impl Events {
 
     pub fn subscribe(&self) -> broadcast::Receiver<cri::ContainerEventResponse> {
         self.tx.subscribe()
+    }
+
+    /// Ends every subscription, now and later (the daemon is stopping).
+    pub fn close(&self) {
+        self.closed.send_replace(true);
+    }
+
+    /// Resolves once [`Self::close`] has been called.
+    pub async fn closing(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|c| *c).await;
     }
 }
 

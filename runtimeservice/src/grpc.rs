@@ -383,14 +383,19 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        let mut events = self.containers.events.subscribe();
+        let bus = self.containers.events.clone();
+        let mut events = bus.subscribe();
         // A small buffer towards the client: when it stops reading, this
         // task stops too and the broadcast channel, not the daemon, keeps
         // what it missed until the subscriber is dropped for lagging.
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             loop {
-                let item = match events.recv().await {
+                let next = tokio::select! {
+                    next = events.recv() => next,
+                    () = bus.closing() => return,
+                };
+                let item = match next {
                     Ok(ev) => Ok(ev),
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(

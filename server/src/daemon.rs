@@ -149,6 +149,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?);
     containers.recover().await;
     containers.spawn_exit_watcher()?;
+    let events = containers.events.clone();
     let runtime = CriRuntimeService::new(config.runtime.clone(), pods, containers);
 
     if !config.metrics_address.is_empty() {
@@ -166,7 +167,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             RuntimeServiceServer::new(runtime).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ImageServiceServer::new(images).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            // Open GetContainerEvents streams would keep the server waiting.
+            events.close();
+        })
         .await;
     let _ = std::fs::remove_file(&config.socket);
     result.context("gRPC server")?;
