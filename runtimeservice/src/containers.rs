@@ -245,6 +245,9 @@ impl ContainerService {
                     Ok(b) => b,
                     Err(e) => {
                         warn!(error = %e, "the exit watcher failed; exits are noticed only when containers are looked at");
+                        if let Some(svc) = weak.upgrade() {
+                            svc.exits.disable();
+                        }
                         return;
                     }
                 };
@@ -357,6 +360,11 @@ impl ContainerService {
     /// the container is under way: that operation (or the exit watcher,
     /// which waits for it) folds the exit, so events keep their order.
     fn refresh(&self, id: &str) -> Option<ContainerRecord> {
+        // The watcher folds a watched container's exit the moment the
+        // monitor records it: no file to read on this (hot) path.
+        if self.exits.is_watched(id) {
+            return self.records().get(id).cloned();
+        }
         match self.locks.try_lock(id) {
             Some(_guard) => self.fold_exit(id),
             None => self.records().get(id).cloned(),
@@ -1163,9 +1171,18 @@ impl ContainerService {
     }
 
     pub fn list(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
-        let ids: Vec<String> = self.records().keys().cloned().collect();
-        ids.iter()
-            .filter_map(|id| self.refresh(id))
+        // Only live containers nobody watches need their exit file read.
+        let unwatched: Vec<String> = self
+            .records()
+            .values()
+            .filter(|r| is_live(r) && !self.exits.is_watched(&r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in unwatched {
+            self.refresh(&id);
+        }
+        let recs = self.records();
+        recs.values()
             .filter(|r| r.state != ContainerState::Creating)
             .filter(|r| match &filter {
                 None => true,
@@ -1210,7 +1227,9 @@ impl ContainerService {
                     crate::events::warn_unwatched(&id, &e);
                 }
             }
-            let Some(r) = self.refresh(&id) else { continue };
+            let Some(r) = self.fold_exit(&id) else {
+                continue;
+            };
             match r.state {
                 ContainerState::Creating => {
                     warn!(container = %id, "rolling back a container whose creation was interrupted");
@@ -1313,6 +1332,10 @@ fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
         image_id: r.image_id.clone(),
         user: None,
     }
+}
+
+fn is_live(r: &ContainerRecord) -> bool {
+    matches!(r.state, ContainerState::Created | ContainerState::Running)
 }
 
 fn cri_state(s: ContainerState) -> cri::ContainerState {

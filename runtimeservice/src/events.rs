@@ -86,6 +86,8 @@ pub struct ExitWatcher {
     fd: Arc<OwnedFd>,
     /// Watch descriptor → container ID, and back.
     watches: Mutex<(HashMap<i32, String>, HashMap<String, i32>)>,
+    /// Set once nothing reads the inotify instance any more.
+    disabled: std::sync::atomic::AtomicBool,
 }
 
 const EXIT_FILE: &str = "exit.json";
@@ -96,6 +98,7 @@ impl ExitWatcher {
         Ok(ExitWatcher {
             fd: Arc::new(fd),
             watches: Mutex::new(Default::default()),
+            disabled: Default::default(),
         })
     }
 
@@ -107,6 +110,9 @@ impl ExitWatcher {
     /// file. Call before looking for an exit file that may already be
     /// there, so an exit in between is not missed.
     pub fn watch(&self, id: &str, dir: &Path) -> std::io::Result<()> {
+        if self.disabled.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(std::io::Error::other("the exit watcher has stopped"));
+        }
         let wd = inotify::add_watch(
             self.fd.as_fd(),
             dir,
@@ -128,6 +134,20 @@ impl ExitWatcher {
             // The kernel drops the watch itself when the directory goes;
             // an error here only means it already has.
             let _ = inotify::remove_watch(self.fd.as_fd(), wd);
+        }
+    }
+
+    pub fn is_watched(&self, id: &str) -> bool {
+        self.watches().1.contains_key(id)
+    }
+
+    /// Forgets every watch and refuses new ones: once nothing reads the
+    /// instance, callers must look for exit files themselves.
+    pub fn disable(&self) {
+        self.disabled
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for id in self.watched() {
+            self.unwatch(&id);
         }
     }
 
