@@ -112,7 +112,7 @@ pub struct ContainerService {
     cpu_rates: crate::stats::CpuRates,
     /// Container and sandbox events for `GetContainerEvents`.
     pub events: Arc<Events>,
-    exits: ExitWatcher,
+    exits: Arc<ExitWatcher>,
 }
 
 type Records = BTreeMap<String, ContainerRecord>;
@@ -182,7 +182,9 @@ impl ContainerService {
             monitor,
             cpu_rates: Default::default(),
             events: Default::default(),
-            exits: ExitWatcher::new().map_err(Error::io("creating the inotify instance"))?,
+            exits: Arc::new(
+                ExitWatcher::new().map_err(Error::io("creating the inotify instance"))?,
+            ),
         })
     }
 
@@ -231,23 +233,16 @@ impl ContainerService {
             .exits
             .async_fd()
             .map_err(Error::io("registering the inotify instance"))?;
+        // The task keeps the watcher, not the service, alive while it waits.
         let weak = Arc::downgrade(self);
+        let watcher = self.exits.clone();
         tokio::spawn(async move {
             loop {
-                let batch = {
-                    let Some(svc) = weak.upgrade() else { return };
-                    // The future borrows the service only while waiting.
-                    let exits = svc.exits.next(&afd).await;
-                    drop(svc);
-                    exits
-                };
-                let batch = match batch {
+                let batch = match watcher.next(&afd).await {
                     Ok(b) => b,
                     Err(e) => {
                         warn!(error = %e, "the exit watcher failed; exits are noticed only when containers are looked at");
-                        if let Some(svc) = weak.upgrade() {
-                            svc.exits.disable();
-                        }
+                        watcher.disable();
                         return;
                     }
                 };
