@@ -93,6 +93,9 @@ impl Gantry {
         Command::new(gantry_bin())
             .arg("--config")
             .arg(config)
+            // Monitors and pod inits inherit it, which tells a test's
+            // processes apart from those of other daemons on the host.
+            .current_dir(dir)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

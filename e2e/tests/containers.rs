@@ -1,6 +1,6 @@
 //! Containers end to end on real runc: logs, exit codes, users, read-only
-//! rootfs, stop, a daemon SIGKILL with containers running and exiting, and
-//! the errors a caller can make.
+//! rootfs, stop, a daemon SIGKILL with containers running and exiting,
+//! container events, and the errors a caller can make.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,8 +12,9 @@ use gantry_e2e::registry::Registry;
 use gantry_e2e::{local_registries, require_host};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerFilter, ContainerMetadata, ContainerState, ContainerStateValue,
-    ContainerStatsRequest, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest,
+    ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerFilter,
+    ContainerMetadata, ContainerState, ContainerStateValue, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, GetEventsRequest,
     ImageSpec as CriImageSpec, Int64Value, LinuxContainerConfig, LinuxContainerResources,
     LinuxContainerSecurityContext, ListContainersRequest, Mount, PodSandboxConfig,
     PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
@@ -1147,6 +1148,45 @@ fn remove_cgroup_tree(rel: &str) {
     }
 }
 
+type Events = tonic::Streaming<ContainerEventResponse>;
+
+async fn subscribe(rt: &mut RuntimeServiceClient<Channel>) -> Events {
+    rt.get_container_events(GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The next event, as (ID, type), with the whole message.
+async fn next_event(events: &mut Events) -> (String, ContainerEventType, ContainerEventResponse) {
+    let ev = tokio::time::timeout(Duration::from_secs(30), events.message())
+        .await
+        .expect("no container event within 30 s")
+        .unwrap()
+        .expect("the event stream ended");
+    (
+        ev.container_id.clone(),
+        ContainerEventType::try_from(ev.container_event_type).unwrap(),
+        ev,
+    )
+}
+
+/// Events until `until` is seen (inclusive), as (ID, type) pairs.
+async fn events_until(
+    events: &mut Events,
+    until: (&str, ContainerEventType),
+) -> Vec<(String, ContainerEventType, ContainerEventResponse)> {
+    let mut seen = Vec::new();
+    loop {
+        let ev = next_event(events).await;
+        let done = ev.0 == until.0 && ev.1 == until.1;
+        seen.push(ev);
+        if done {
+            return seen;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_own_cgroups_their_containers_live_in() {
     let mut env = setup().await;
@@ -1417,4 +1457,190 @@ async fn host_network_pods_see_the_host_interfaces() {
         .unwrap();
     }
     assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+}
+
+fn of(
+    seen: &[(String, ContainerEventType, ContainerEventResponse)],
+    id: &str,
+) -> Vec<ContainerEventType> {
+    seen.iter().filter(|e| e.0 == id).map(|e| e.1).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
+    use ContainerEventType::*;
+    let mut env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let mut events = subscribe(&mut rt).await;
+    let pc = pod_config(&env, "evented");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let seen = events_until(&mut events, (&pod, ContainerStartedEvent)).await;
+    assert_eq!(
+        of(&seen, &pod),
+        [ContainerCreatedEvent, ContainerStartedEvent]
+    );
+    assert_eq!(
+        seen[0].2.pod_sandbox_status.as_ref().map(|s| s.id.as_str()),
+        Some(pod.as_str())
+    );
+
+    // One container exits on its own about a second after starting; the
+    // other is stopped and removed through the API meanwhile.
+    let short = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(&env, "short", "sleep 1; exit 3"),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &short).await;
+    let long = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(&env, "long", "exec sleep 1000"),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &long).await;
+    rt.stop_container(StopContainerRequest {
+        container_id: long.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    rt.remove_container(RemoveContainerRequest {
+        container_id: long.clone(),
+    })
+    .await
+    .unwrap();
+    let mut seen = events_until(&mut events, (&long, ContainerDeletedEvent)).await;
+    if !of(&seen, &short).contains(&ContainerStoppedEvent) {
+        // No call touches "short": only the exit watcher can report it.
+        seen.extend(events_until(&mut events, (&short, ContainerStoppedEvent)).await);
+    }
+    assert_eq!(
+        of(&seen, &short),
+        [
+            ContainerCreatedEvent,
+            ContainerStartedEvent,
+            ContainerStoppedEvent
+        ]
+    );
+    assert_eq!(
+        of(&seen, &long),
+        [
+            ContainerCreatedEvent,
+            ContainerStartedEvent,
+            ContainerStoppedEvent,
+            ContainerDeletedEvent
+        ]
+    );
+    // The API calls' events come in the order of the calls.
+    let api: Vec<(String, ContainerEventType)> = seen
+        .iter()
+        .filter(|e| !(e.0 == short && e.1 == ContainerStoppedEvent))
+        .map(|e| (e.0.clone(), e.1))
+        .collect();
+    assert_eq!(
+        api,
+        [
+            (short.clone(), ContainerCreatedEvent),
+            (short.clone(), ContainerStartedEvent),
+            (long.clone(), ContainerCreatedEvent),
+            (long.clone(), ContainerStartedEvent),
+            (long.clone(), ContainerStoppedEvent),
+            (long.clone(), ContainerDeletedEvent),
+        ]
+    );
+    // A STOPPED event carries the container's final status and its pod.
+    let stopped = &seen
+        .iter()
+        .find(|e| e.0 == short && e.1 == ContainerStoppedEvent)
+        .unwrap()
+        .2;
+    assert_eq!(
+        stopped.pod_sandbox_status.as_ref().unwrap().id,
+        pod,
+        "{stopped:?}"
+    );
+    let st = stopped
+        .containers_statuses
+        .iter()
+        .find(|s| s.id == short)
+        .expect("the stopped container's status");
+    assert_eq!(
+        (st.state, st.exit_code),
+        (ContainerState::ContainerExited as i32, 3)
+    );
+    // Deleted containers are no longer among the pod's.
+    let deleted = &seen
+        .iter()
+        .find(|e| e.0 == long && e.1 == ContainerDeletedEvent)
+        .unwrap()
+        .2;
+    assert!(deleted.containers_statuses.iter().all(|s| s.id != long));
+
+    // A container still running across a daemon crash reports its exit to
+    // the next daemon.
+    let later = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(&env, "later", "sleep 3; exit 4"),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &later).await;
+    drop((rt, events));
+    env.g.kill();
+    env.g.restart().await;
+    let mut rt = env.g.runtime().await;
+    let mut events = subscribe(&mut rt).await;
+    let seen = events_until(&mut events, (&later, ContainerStoppedEvent)).await;
+    assert_eq!(of(&seen, &later), [ContainerStoppedEvent]);
+
+    // Stopping the pod reports the pod; its exited containers are not
+    // reported stopped again. Removing it deletes containers, then the pod.
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let seen = events_until(&mut events, (&pod, ContainerDeletedEvent)).await;
+    let kinds: Vec<(String, ContainerEventType)> =
+        seen.iter().map(|e| (e.0.clone(), e.1)).collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert_eq!(kinds[0], (pod.clone(), ContainerStoppedEvent));
+    let mut deleted: Vec<String> = kinds[1..3]
+        .iter()
+        .map(|(id, t)| {
+            assert_eq!(*t, ContainerDeletedEvent);
+            id.clone()
+        })
+        .collect();
+    deleted.sort();
+    let mut expected = vec![short.clone(), later.clone()];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    assert_eq!(kinds[3], (pod.clone(), ContainerDeletedEvent));
+    assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+
+    // An open subscription does not hold up a SIGTERM: its stream ends.
+    assert!(env.g.stop().success());
+    let end = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("the event stream stayed open after shutdown");
+    assert!(!matches!(end, Ok(Some(_))), "{end:?}");
 }

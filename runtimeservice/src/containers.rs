@@ -13,6 +13,13 @@
 //! container's directory; that file, not the daemon, is the source of truth
 //! for how a container ended, so exits that happen while the daemon is down
 //! are reported with their real codes.
+//!
+//! Every change of state is made while holding the container's operation
+//! lock and the records lock, and sends its CRI event (CREATED, STARTED,
+//! STOPPED, DELETED; see [`crate::events`]) before the records lock is let
+//! go: subscribers see each container's events in the order they happened,
+//! and STOPPED exactly once, whoever noticed the exit first (the exit
+//! watcher, StopContainer, or a status call).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +32,7 @@ use serde_json::Value;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
+use crate::events::{Events, Exit, ExitWatcher};
 use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSession, Pty};
 use crate::oci::{CliRuntime, ExecStreams, ExecTerminal, OciRuntime};
 use crate::pod::{new_id, write_atomic, PodState};
@@ -103,7 +111,12 @@ pub struct ContainerService {
     default_runtime: String,
     monitor: PathBuf,
     cpu_rates: crate::stats::CpuRates,
+    /// Container and sandbox events for `GetContainerEvents`.
+    pub events: Arc<Events>,
+    exits: Arc<ExitWatcher>,
 }
+
+type Records = BTreeMap<String, ContainerRecord>;
 
 impl ContainerService {
     pub fn new(
@@ -127,7 +140,21 @@ impl ContainerService {
                 Some(r) if r.version == RECORD_VERSION => {
                     records.insert(r.id.clone(), r);
                 }
-                _ => warn!(path = %path.display(), "container directory without a readable record"),
+                Some(r) => {
+                    warn!(path = %path.display(), version = r.version, "unknown container record version")
+                }
+                None => {
+                    // The record is written before anything else is made
+                    // and removed last but for the directory, so a directory
+                    // without one is a create that never committed or a
+                    // removal that was cut short: nothing references it.
+                    warn!(path = %path.display(), "removing a container directory without a record");
+                    let _ = rustix::mount::unmount(
+                        entry.path().join("bundle/rootfs"),
+                        rustix::mount::UnmountFlags::DETACH,
+                    );
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
             }
         }
         let runtimes = config
@@ -156,10 +183,99 @@ impl ContainerService {
             default_runtime: config.default_runtime.clone(),
             monitor,
             cpu_rates: Default::default(),
+            events: Default::default(),
+            exits: Arc::new(
+                ExitWatcher::new().map_err(Error::io("creating the inotify instance"))?,
+            ),
         })
     }
 
-    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, ContainerRecord>> {
+    /// Sends a container's event while the caller holds the records lock, so
+    /// events go out in the order the records changed. `pod_sandbox_status`
+    /// and `containers_statuses` describe the pod as it is now, as kubelet's
+    /// evented PLEG expects.
+    fn emit_locked(&self, recs: &Records, id: &str, pod_id: &str, kind: cri::ContainerEventType) {
+        let containers_statuses = recs
+            .values()
+            .filter(|r| r.pod_id == pod_id && r.state != ContainerState::Creating)
+            .map(status_of)
+            .collect();
+        let pod_sandbox_status = self.pods.status(pod_id, false).ok().and_then(|s| s.status);
+        self.events.send(cri::ContainerEventResponse {
+            container_id: id.to_string(),
+            container_event_type: kind as i32,
+            created_at: now_nanos(),
+            pod_sandbox_status,
+            containers_statuses,
+        });
+    }
+
+    /// A sandbox's event, with the same pod and container details as a
+    /// container's: sandboxes are reported under their own ID, as
+    /// containerd's CRI plugin does.
+    pub fn emit_pod_event(&self, pod_id: &str, kind: cri::ContainerEventType) {
+        let recs = self.records();
+        self.emit_locked(&recs, pod_id, pod_id, kind);
+    }
+
+    /// The statuses of a pod's containers, for PodSandboxStatus.
+    pub fn statuses_in_pod(&self, pod_id: &str) -> Vec<cri::ContainerStatus> {
+        self.in_pod(pod_id)
+            .iter()
+            .filter_map(|id| self.refresh(id))
+            .filter(|r| r.state != ContainerState::Creating)
+            .map(|r| status_of(&r))
+            .collect()
+    }
+
+    /// Listens for containers that exit on their own and records each exit
+    /// (with its STOPPED event) as soon as the monitor has written it.
+    pub fn spawn_exit_watcher(self: &Arc<Self>) -> Result<()> {
+        let afd = self
+            .exits
+            .async_fd()
+            .map_err(Error::io("registering the inotify instance"))?;
+        // The task keeps the watcher, not the service, alive while it waits.
+        let weak = Arc::downgrade(self);
+        let watcher = self.exits.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match watcher.next(&afd).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(error = %e, "the exit watcher failed; exits are noticed only when containers are looked at");
+                        watcher.disable();
+                        return;
+                    }
+                };
+                let Some(svc) = weak.upgrade() else { return };
+                let mut ids = Vec::new();
+                for exit in batch {
+                    match exit {
+                        Exit::Container(id) => ids.push(id),
+                        Exit::Rescan => {
+                            warn!("the inotify queue overflowed; looking at every live container");
+                            ids.extend(svc.exits.watched());
+                        }
+                    }
+                }
+                ids.sort();
+                ids.dedup();
+                for id in ids {
+                    let svc = svc.clone();
+                    // Waits behind a create, start or stop of the same
+                    // container, so its events keep their order.
+                    tokio::spawn(async move {
+                        let _guard = svc.lock(&id).await;
+                        svc.fold_exit(&id);
+                    });
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, Records> {
         self.records.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -180,14 +296,30 @@ impl ContainerService {
     }
 
     fn update(&self, id: &str, f: impl FnOnce(&mut ContainerRecord)) -> Result<ContainerRecord> {
+        self.update_then_emit(id, |r| {
+            f(r);
+            None
+        })
+    }
+
+    /// Changes a record; if `f` names an event, sends it once the change is
+    /// on disk, before anyone else can change the record again.
+    fn update_then_emit(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut ContainerRecord) -> Option<cri::ContainerEventType>,
+    ) -> Result<ContainerRecord> {
         let mut recs = self.records();
         let mut r = recs
             .get(id)
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
-        f(&mut r);
+        let event = f(&mut r);
         self.persist(&r)?;
         recs.insert(id.to_string(), r.clone());
+        if let Some(kind) = event {
+            self.emit_locked(&recs, id, &r.pod_id, kind);
+        }
         Ok(r)
     }
 
@@ -221,8 +353,24 @@ impl ContainerService {
         }
     }
 
-    /// Folds the monitor's exit file into the record.
+    /// The record with any recorded exit folded in, unless an operation on
+    /// the container is under way: that operation (or the exit watcher,
+    /// which waits for it) folds the exit, so events keep their order.
     fn refresh(&self, id: &str) -> Option<ContainerRecord> {
+        // The watcher folds a watched container's exit the moment the
+        // monitor records it: no file to read on this (hot) path.
+        if self.exits.is_watched(id) {
+            return self.records().get(id).cloned();
+        }
+        match self.locks.try_lock(id) {
+            Some(_guard) => self.fold_exit(id),
+            None => self.records().get(id).cloned(),
+        }
+    }
+
+    /// Folds the monitor's exit file into the record and sends STOPPED; the
+    /// caller holds the container's lock.
+    fn fold_exit(&self, id: &str) -> Option<ContainerRecord> {
         let rec = self.records().get(id).cloned()?;
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
             return Some(rec);
@@ -237,7 +385,7 @@ impl ContainerService {
         // container, so the OOM count is still there to read.
         let oom = exit.signal == libc::SIGKILL
             && crate::stats::oom_kills(Path::new("/sys/fs/cgroup"), &self.cgroup_path(&rec)) > 0;
-        let updated = self.update(id, |r| {
+        let updated = self.update_then_emit(id, |r| {
             r.state = ContainerState::Exited;
             r.exit_code = exit.exit_code;
             r.finished_at = exit.finished_at;
@@ -251,8 +399,19 @@ impl ContainerService {
             if exit.signal != 0 {
                 r.message = format!("killed by signal {}", exit.signal);
             }
+            Some(cri::ContainerEventType::ContainerStoppedEvent)
         });
-        updated.ok().or(Some(rec))
+        match updated {
+            Ok(r) => {
+                self.exits.unwatch(id);
+                info!(container = %id, exit_code = r.exit_code, reason = %r.reason, "container exited");
+                Some(r)
+            }
+            Err(e) => {
+                warn!(container = %id, error = %e, "recording the container's exit");
+                Some(rec)
+            }
+        }
     }
 
     pub async fn create(&self, pod_id: &str, config: cri::ContainerConfig) -> Result<String> {
@@ -466,6 +625,10 @@ impl ContainerService {
                     .unwrap_or(std::process::Stdio::null()),
             );
         std::fs::create_dir_all(&runtime.root).map_err(Error::io("creating the runtime root"))?;
+        // Watched before the monitor exists, so no exit can come unheard.
+        if let Err(e) = self.exits.watch(id, &cdir) {
+            crate::events::warn_unwatched(id, &e);
+        }
         // Only the report line is read: the monitor keeps running, so
         // waiting for its pipes to close (as `output()` does) would hang.
         cmd.stdout(std::process::Stdio::piped()).kill_on_drop(false);
@@ -489,10 +652,11 @@ impl ContainerService {
             words.next().and_then(|p| p.parse().ok()),
         ) {
             (Some("ok"), Some(mpid), Some(cpid)) => {
-                self.update(id, |r| {
+                self.update_then_emit(id, |r| {
                     r.state = ContainerState::Created;
                     r.monitor_pid = mpid;
                     r.pid = cpid;
+                    Some(cri::ContainerEventType::ContainerCreatedEvent)
                 })?;
                 Ok(())
             }
@@ -553,14 +717,26 @@ impl ContainerService {
     }
 
     /// Undoes a container entirely: runtime state, rootfs mount, directory.
-    async fn destroy(&self, id: &str) {
-        let Some(rec) = self.records().get(id).cloned() else {
-            return;
-        };
+    /// Returns the record it removed, if there was one.
+    async fn destroy(&self, id: &str) -> Option<ContainerRecord> {
+        let rec = self.records().get(id).cloned()?;
+        self.exits.unwatch(id);
+        if rec.state == ContainerState::Creating {
+            // A daemon killed mid-create leaves the monitor (and the
+            // runtime's create under it) running on: it must not finish
+            // making a container after it has been deleted here.
+            kill_stray_monitors(id);
+        }
         if let Ok(rt) = self.runtime(&rec.handler) {
             if let Err(e) = rt.delete(id, true).await {
                 warn!(container = %id, error = %e, "deleting from the runtime");
             }
+        }
+        // Normally the runtime's delete removes the cgroup; a create cut
+        // short before the runtime saved its state leaves it to us.
+        let cgroup = self.cgroup_path(&rec);
+        if !cgroup.is_empty() {
+            remove_cgroup(Path::new("/sys/fs/cgroup"), &cgroup);
         }
         let rootfs = self.cdir(id).join("bundle/rootfs");
         if rec.rootfs_mounted {
@@ -569,6 +745,7 @@ impl ContainerService {
         let _ = std::fs::remove_dir_all(self.cdir(id));
         self.cpu_rates.forget(id);
         self.records().remove(id);
+        Some(rec)
     }
 
     pub async fn start(&self, id: &str) -> Result<()> {
@@ -577,7 +754,7 @@ impl ContainerService {
             .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
         let _guard = self.lock(&id).await;
         let rec = self
-            .refresh(&id)
+            .fold_exit(&id)
             .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
         if rec.state != ContainerState::Created {
             return Err(Error::FailedPrecondition(format!(
@@ -589,9 +766,10 @@ impl ContainerService {
         // reaped, and its finish time written, before `start` returns.
         let started_at = now_nanos();
         self.runtime(&rec.handler)?.start(&id).await?;
-        self.update(&id, |r| {
+        self.update_then_emit(&id, |r| {
             r.state = ContainerState::Running;
             r.started_at = started_at;
+            Some(cri::ContainerEventType::ContainerStartedEvent)
         })?;
         info!(container = %id, "container started");
         Ok(())
@@ -618,7 +796,7 @@ impl ContainerService {
                 let _ = write_atomic(&exit_file, body.as_bytes());
             }
             if exit_file.exists() {
-                self.refresh(id);
+                self.fold_exit(id);
                 return true;
             }
             if Instant::now() >= deadline {
@@ -635,7 +813,7 @@ impl ContainerService {
             return Ok(());
         };
         let _guard = self.lock(&id).await;
-        let Some(rec) = self.refresh(&id) else {
+        let Some(rec) = self.fold_exit(&id) else {
             return Ok(());
         };
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
@@ -673,8 +851,17 @@ impl ContainerService {
         };
         self.stop(&id, 0).await?;
         let _guard = self.lock(&id).await;
-        self.destroy(&id).await;
-        info!(container = %id, "container removed");
+        if let Some(rec) = self.destroy(&id).await {
+            let recs = self.records();
+            self.emit_locked(
+                &recs,
+                &id,
+                &rec.pod_id,
+                cri::ContainerEventType::ContainerDeletedEvent,
+            );
+            drop(recs);
+            info!(container = %id, "container removed");
+        }
         Ok(())
     }
 
@@ -1199,34 +1386,24 @@ impl ContainerService {
             );
         }
         Ok(cri::ContainerStatusResponse {
-            status: Some(cri::ContainerStatus {
-                id: r.id.clone(),
-                metadata: r.config.metadata.clone(),
-                state: cri_state(r.state) as i32,
-                created_at: r.created_at,
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                exit_code: r.exit_code,
-                image: r.config.image.clone(),
-                image_ref: r.image_ref.clone(),
-                reason: r.reason.clone(),
-                message: r.message.clone(),
-                labels: r.config.labels.clone(),
-                annotations: r.config.annotations.clone(),
-                mounts: r.config.mounts.clone(),
-                log_path: r.log_path.clone(),
-                resources: None,
-                image_id: r.image_id.clone(),
-                user: None,
-            }),
+            status: Some(status_of(&r)),
             info,
         })
     }
 
     pub fn list(&self, filter: Option<cri::ContainerFilter>) -> Vec<cri::Container> {
-        let ids: Vec<String> = self.records().keys().cloned().collect();
-        ids.iter()
-            .filter_map(|id| self.refresh(id))
+        // Only live containers nobody watches need their exit file read.
+        let unwatched: Vec<String> = self
+            .records()
+            .values()
+            .filter(|r| is_live(r) && !self.exits.is_watched(&r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        for id in unwatched {
+            self.refresh(&id);
+        }
+        let recs = self.records();
+        recs.values()
             .filter(|r| r.state != ContainerState::Creating)
             .filter(|r| match &filter {
                 None => true,
@@ -1256,12 +1433,24 @@ impl ContainerService {
             .collect()
     }
 
-    /// After a daemon start: interrupted creates are rolled back; containers
-    /// whose monitor vanished without recording an exit are reported exited.
+    /// After a daemon start: interrupted creates are rolled back; live
+    /// containers are watched again, and those whose monitor vanished
+    /// without recording an exit are reported exited.
     pub async fn recover(&self) {
         let ids: Vec<String> = self.records().keys().cloned().collect();
         for id in ids {
-            let Some(r) = self.refresh(&id) else { continue };
+            let live = self.records().get(&id).is_some_and(|r| {
+                matches!(r.state, ContainerState::Created | ContainerState::Running)
+            });
+            // Watch first, then look: an exit in between is still heard.
+            if live {
+                if let Err(e) = self.exits.watch(&id, &self.cdir(&id)) {
+                    crate::events::warn_unwatched(&id, &e);
+                }
+            }
+            let Some(r) = self.fold_exit(&id) else {
+                continue;
+            };
             match r.state {
                 ContainerState::Creating => {
                     warn!(container = %id, "rolling back a container whose creation was interrupted");
@@ -1272,17 +1461,59 @@ impl ContainerService {
                         && !self.cdir(&id).join("exit.json").exists()
                     {
                         warn!(container = %id, "the monitor is gone and recorded no exit");
-                        let _ = self.update(&id, |r| {
+                        self.exits.unwatch(&id);
+                        let _ = self.update_then_emit(&id, |r| {
                             r.state = ContainerState::Exited;
                             r.exit_code = 255;
                             r.finished_at = now_nanos();
                             r.reason = "Unknown".into();
                             r.message = "the container monitor exited without recording the container's exit".into();
+                            Some(cri::ContainerEventType::ContainerStoppedEvent)
                         });
                     }
                 }
                 ContainerState::Exited => {}
             }
+        }
+    }
+}
+
+/// Removes a container's (empty) cgroup from every hierarchy under `root`:
+/// the v2 tree itself and each v1 controller's. A cgroup that still has
+/// processes cannot be removed, and stays.
+fn remove_cgroup(root: &Path, cgroup: &str) {
+    let rel = cgroup.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let hierarchies = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path());
+    for dir in std::iter::once(root.to_path_buf()).chain(hierarchies) {
+        let _ = std::fs::remove_dir(dir.join(rel));
+    }
+}
+
+/// SIGKILLs every monitor process of container `id`: the monitor proper
+/// leads its own process group (it called setsid), which takes the
+/// runtime's create with it; the short-lived relay does not, so it alone is
+/// killed.
+fn kill_stray_monitors(id: &str) {
+    let pids = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| monitor_alive(*pid, id));
+    for pid in pids {
+        // SAFETY: getpgid and kill on a PID just checked to be this
+        // container's monitor.
+        unsafe {
+            let target = if libc::getpgid(pid) == pid { -pid } else { pid };
+            warn!(container = %id, pid, "killing a monitor left from an interrupted create");
+            libc::kill(target, libc::SIGKILL);
         }
     }
 }
@@ -1311,6 +1542,33 @@ fn monitor_alive(pid: i32, id: &str) -> bool {
             s.contains("gantry-monitor") && s.contains(id)
         })
         .unwrap_or(false)
+}
+
+fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
+    cri::ContainerStatus {
+        id: r.id.clone(),
+        metadata: r.config.metadata.clone(),
+        state: cri_state(r.state) as i32,
+        created_at: r.created_at,
+        started_at: r.started_at,
+        finished_at: r.finished_at,
+        exit_code: r.exit_code,
+        image: r.config.image.clone(),
+        image_ref: r.image_ref.clone(),
+        reason: r.reason.clone(),
+        message: r.message.clone(),
+        labels: r.config.labels.clone(),
+        annotations: r.config.annotations.clone(),
+        mounts: r.config.mounts.clone(),
+        log_path: r.log_path.clone(),
+        resources: None,
+        image_id: r.image_id.clone(),
+        user: None,
+    }
+}
+
+fn is_live(r: &ContainerRecord) -> bool {
+    matches!(r.state, ContainerState::Created | ContainerState::Running)
 }
 
 fn cri_state(s: ContainerState) -> cri::ContainerState {

@@ -2,7 +2,8 @@
 //! plain business code ([`crate::pods`], [`crate::containers`]). Exec,
 //! Attach and PortForward are checked here and answered with a URL minted by
 //! the daemon's streaming server ([`StreamUrls`]). What is not built yet
-//! answers `Unimplemented`, naming the RPC.
+//! (metrics, checkpoints, runtime config updates) answers `Unimplemented`,
+//! naming the RPC.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -58,6 +59,14 @@ impl CriRuntimeService {
         self.streaming
             .as_ref()
             .ok_or_else(|| Status::unimplemented(format!("{rpc}: the streaming server is off")))
+    }
+
+    /// Sends a sandbox event for a pod named by ID or prefix.
+    fn emit_pod_event(&self, id: &str, kind: cri::ContainerEventType) -> Result<(), Status> {
+        if let Some(full) = self.pods.store.resolve(id)? {
+            self.containers.emit_pod_event(&full, kind);
+        }
+        Ok(())
     }
 
     /// A pod's containers are stopped (or removed) before the pod itself.
@@ -192,6 +201,12 @@ impl RuntimeService for CriRuntimeService {
             .config
             .ok_or_else(|| Status::invalid_argument("pod sandbox config is required"))?;
         let id = self.pods.run(config, req.runtime_handler).await?;
+        // A sandbox is reported as a container under its own ID, created
+        // and started at once (containerd's CRI plugin does the same).
+        self.containers
+            .emit_pod_event(&id, cri::ContainerEventType::ContainerCreatedEvent);
+        self.containers
+            .emit_pod_event(&id, cri::ContainerEventType::ContainerStartedEvent);
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -203,7 +218,9 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         self.stop_containers(&id, false).await?;
-        self.pods.stop(&id).await?;
+        if self.pods.stop(&id).await? {
+            self.emit_pod_event(&id, cri::ContainerEventType::ContainerStoppedEvent)?;
+        }
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -213,10 +230,21 @@ impl RuntimeService for CriRuntimeService {
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
         self.stop_containers(&id, true).await?;
-        if let Ok(Some(full)) = self.pods.store.resolve(&id) {
-            self.containers.forget_pod(&full);
+        let full = self.pods.store.resolve(&id)?;
+        if let Some(f) = &full {
+            self.containers.forget_pod(f);
         }
-        self.pods.remove(&id).await?;
+        let (stopped, removed) = self.pods.remove(&id).await?;
+        if let Some(full) = full {
+            if stopped {
+                self.containers
+                    .emit_pod_event(&full, cri::ContainerEventType::ContainerStoppedEvent);
+            }
+            if removed {
+                self.containers
+                    .emit_pod_event(&full, cri::ContainerEventType::ContainerDeletedEvent);
+            }
+        }
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -225,9 +253,12 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::PodSandboxStatusRequest>,
     ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
         let req = request.into_inner();
-        Ok(Response::new(
-            self.pods.status(&req.pod_sandbox_id, req.verbose)?,
-        ))
+        let mut resp = self.pods.status(&req.pod_sandbox_id, req.verbose)?;
+        // Kubelet's evented PLEG reads the pod's containers from here too.
+        if let Some(s) = &resp.status {
+            resp.containers_statuses = self.containers.statuses_in_pod(&s.id);
+        }
+        Ok(Response::new(resp))
     }
 
     async fn list_pod_sandbox(
@@ -378,9 +409,40 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "GetContainerEvents is not implemented in gantry yet",
-        ))
+        let bus = self.containers.events.clone();
+        let mut events = bus.subscribe();
+        // A small buffer towards the client: when it stops reading, this
+        // task stops too and the broadcast channel, not the daemon, keeps
+        // what it missed until the subscriber is dropped for lagging.
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = events.recv() => next,
+                    () = bus.closing() => return,
+                };
+                let item = match next {
+                    Ok(ev) => Ok(ev),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "a GetContainerEvents subscriber fell behind and is dropped"
+                        );
+                        Err(Status::resource_exhausted(format!(
+                            "this subscriber fell {n} events behind and was dropped; subscribe again and relist"
+                        )))
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let last = item.is_err();
+                if tx.send(item).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn exec(

@@ -5,13 +5,16 @@
 //! process, a cgroup of their own ([`cgroup`]), networking through
 //! [`network`]'s CNI implementation, state that survives restarts.
 //! Containers ([`containers`]) run on an OCI runtime ([`oci`]) below their
-//! pod's cgroup, each owned by a gantry-monitor.
+//! pod's cgroup, each owned by a gantry-monitor; their events reach
+//! subscribers through [`events`], and live I/O with them (exec, attach,
+//! port forward) goes through [`interactive`].
 
 pub mod cgroup;
 pub mod config;
 pub mod containers;
 pub mod crilog;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod interactive;
 mod locks;

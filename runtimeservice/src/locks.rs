@@ -10,12 +10,33 @@ pub struct KeyedLocks {
 }
 
 impl KeyedLocks {
+    fn entry(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(key.to_string()).or_default().clone()
+    }
+
     pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, l| Arc::strong_count(l) > 1);
-            map.entry(key.to_string()).or_default().clone()
-        };
-        lock.lock_owned().await
+        self.entry(key).lock_owned().await
+    }
+
+    /// The lock if no one holds it right now.
+    pub fn try_lock(&self, key: &str) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        self.entry(key).try_lock_owned().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn try_lock_fails_only_while_held() {
+        let l = KeyedLocks::default();
+        let g = l.lock("a").await;
+        assert!(l.try_lock("a").is_none());
+        assert!(l.try_lock("b").is_some());
+        drop(g);
+        assert!(l.try_lock("a").is_some());
     }
 }

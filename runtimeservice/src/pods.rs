@@ -589,16 +589,17 @@ impl PodService {
     }
 
     /// Stops the pod: network torn down, namespaces released. Unknown pods
-    /// and repeated calls succeed.
-    pub async fn stop(&self, id: &str) -> Result<()> {
+    /// and repeated calls succeed; the answer says whether this call is the
+    /// one that took the pod out of Ready.
+    pub async fn stop(&self, id: &str) -> Result<bool> {
         let Some(id) = self.resolve(id)? else {
-            return Ok(());
+            return Ok(false);
         };
         let span = info_span!("pod", pod = %id);
         async {
             let _guard = self.store.lock(&id).await;
             let Some(rec) = self.store.get(&id) else {
-                return Ok(());
+                return Ok(false);
             };
             if !self.teardown(&rec).await {
                 return Err(Error::Network(format!(
@@ -615,25 +616,27 @@ impl PodService {
                 r.init_pid = 0;
             })?;
             info!("pod sandbox stopped");
-            Ok(())
+            Ok(rec.state == PodState::Ready)
         }
         .instrument(span)
         .await
     }
 
-    /// Removes the pod and all its state, stopping it first if needed.
-    pub async fn remove(&self, id: &str) -> Result<()> {
+    /// Removes the pod and all its state, stopping it first if needed. The
+    /// answers say whether this call stopped it and whether it removed it.
+    pub async fn remove(&self, id: &str) -> Result<(bool, bool)> {
         let Some(id) = self.resolve(id)? else {
-            return Ok(());
+            return Ok((false, false));
         };
-        self.stop(&id).await?;
+        let stopped = self.stop(&id).await?;
         let _guard = self.store.lock(&id).await;
-        if let Some(rec) = self.store.get(&id) {
-            self.remove_cgroup(&rec).await?;
-        }
+        let Some(rec) = self.store.get(&id) else {
+            return Ok((stopped, false));
+        };
+        self.remove_cgroup(&rec).await?;
         self.store.remove(&id)?;
         info!(pod = %id, "pod sandbox removed");
-        Ok(())
+        Ok((stopped, true))
     }
 
     pub fn status(&self, id: &str, verbose: bool) -> Result<cri::PodSandboxStatusResponse> {

@@ -156,6 +156,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         monitor,
     )?);
     containers.recover().await;
+    containers.spawn_exit_watcher()?;
+    let events = containers.events.clone();
     let (streaming, stream_listener) =
         StreamingServer::bind(config.streaming.clone(), containers.clone())
             .await
@@ -179,7 +181,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             RuntimeServiceServer::new(runtime).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ImageServiceServer::new(images).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            shutdown_signal().await;
+            // Open GetContainerEvents streams would keep the server waiting.
+            events.close();
+        })
         .await;
     let _ = std::fs::remove_file(&config.socket);
     result.context("gRPC server")?;

@@ -10,6 +10,9 @@
 //!
 //! gantry itself is started by the bench (release build preferred, or
 //! `$GANTRY_BIN`) with the registry configured as plain HTTP.
+//!
+//! `--mode containers --list-containers 200` also times ListContainers and
+//! ContainerStatus with 200 running `sleep` containers per runtime.
 
 use std::time::{Duration, Instant};
 
@@ -55,6 +58,14 @@ struct Args {
     /// Containers per runtime in containers mode.
     #[arg(long, default_value_t = 50)]
     containers: usize,
+    /// In containers mode, also time ListContainers and ContainerStatus
+    /// with this many running containers per runtime (the `--containers`
+    /// ones plus more started `sleep` containers in a second pod); 0 skips.
+    #[arg(long, default_value_t = 0)]
+    list_containers: usize,
+    /// Samples of each call in the `--list-containers` measurement.
+    #[arg(long, default_value_t = 100)]
+    list_samples: usize,
     /// Pods started (then stopped and removed) per runtime in pods mode.
     #[arg(long, default_value_t = 50)]
     pods: usize,
@@ -688,6 +699,58 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
             status_t[k].push(t.elapsed());
         }
     }
+    // More containers in a second pod, then the read calls kubelet makes
+    // most often, with the two runtimes taking turns call by call.
+    let big = args.list_containers;
+    let mut big_list_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut big_status_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut big_pods = Vec::new();
+    if big > n {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let pc = sandbox_config(side.name, run, 1);
+            let pod = side
+                .rt
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pc.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await?
+                .into_inner()
+                .pod_sandbox_id;
+            for i in n..big {
+                let id = create_start(side, &pod, &pc, container_config(&image, &format!("c{i}")))
+                    .await?;
+                ids[k].push(id);
+            }
+            big_pods.push(pod);
+        }
+        for round in 0..args.list_samples {
+            for (k, side) in sides.iter_mut().enumerate() {
+                let t = Instant::now();
+                let listed = side
+                    .rt
+                    .list_containers(ListContainersRequest::default())
+                    .await?
+                    .into_inner()
+                    .containers
+                    .len();
+                big_list_t[k].push(t.elapsed());
+                if listed < big {
+                    bail!("{} listed {listed} containers, not {big}", side.name);
+                }
+                // A different container every time, spread over both pods.
+                let target = ids[k][(round * 37) % ids[k].len()].clone();
+                let t = Instant::now();
+                side.rt
+                    .container_status(ContainerStatusRequest {
+                        container_id: target,
+                        verbose: false,
+                    })
+                    .await?;
+                big_status_t[k].push(t.elapsed());
+            }
+        }
+    }
     // Both runtimes take turns, container by container.
     #[allow(clippy::needless_range_loop)]
     for i in 0..n {
@@ -707,16 +770,19 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
         }
     }
     for (k, side) in sides.iter_mut().enumerate() {
-        side.rt
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pods[k].0.clone(),
-            })
-            .await?;
-        side.rt
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: pods[k].0.clone(),
-            })
-            .await?;
+        // Removing a pod removes the containers still in it.
+        for pod in std::iter::once(&pods[k].0).chain(big_pods.get(k)) {
+            side.rt
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await?;
+            side.rt
+                .remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await?;
+        }
     }
     drop(sides);
     drop(gantry);
@@ -738,6 +804,18 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     report(&format!("ListContainers ({n})"), &list_t[0], &peer(&list_t));
     report("ContainerStatus", &status_t[0], &peer(&status_t));
     report("Stop+RemoveContainer", &stop_rm_t[0], &peer(&stop_rm_t));
+    if !big_list_t[0].is_empty() {
+        println!(
+            "with {big} running containers per runtime ({} samples each, alternating):",
+            args.list_samples
+        );
+        report(
+            &format!("ListContainers ({big})"),
+            &big_list_t[0],
+            &peer(&big_list_t),
+        );
+        report("ContainerStatus", &big_status_t[0], &peer(&big_status_t));
+    }
     let ours = gantry_rss + monitor_rss;
     println!(
         "resident memory with {n} running containers: gantry {:.1} MiB + {monitors} monitors {:.1} MiB = {:.1} MiB",
