@@ -37,6 +37,8 @@ pub async fn spdy_upgrade(url: &str, protocols: &[&str]) -> Upgraded {
     let mut s = TcpStream::connect(&host)
         .await
         .expect("connect to the streaming server");
+    // As Go's clients (kubelet, crictl) do: small frames go out at once.
+    let _ = s.set_nodelay(true);
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
     );
@@ -332,6 +334,7 @@ type Ws = tokio_tungstenite::WebSocketStream<TcpStream>;
 pub async fn ws_connect(url: &str, protocols: &[&str]) -> Result<(Ws, String), u16> {
     let (host, _) = split_url(url);
     let stream = TcpStream::connect(&host).await.expect("connect");
+    let _ = stream.set_nodelay(true);
     let mut req = format!("ws://{}", url.strip_prefix("http://").unwrap_or(url))
         .into_client_request()
         .unwrap();

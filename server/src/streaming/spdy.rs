@@ -212,6 +212,8 @@ impl Codec {
         let mut raw = Vec::new();
         raw.extend_from_slice(&(headers.len() as u32).to_be_bytes());
         for (k, v) in headers {
+            // SPDY/3 header names are lowercase; Go's framer rejects others.
+            let k = k.to_ascii_lowercase();
             raw.extend_from_slice(&(k.len() as u32).to_be_bytes());
             raw.extend_from_slice(k.as_bytes());
             raw.extend_from_slice(&(v.len() as u32).to_be_bytes());
