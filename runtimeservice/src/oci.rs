@@ -152,6 +152,14 @@ impl CliRuntime {
 /// Maps runtime complaints onto our error kinds.
 fn classify(runtime: &str, what: &str, id: &str, said: &str) -> Error {
     let lower = said.to_ascii_lowercase();
+    // A runtime without the subcommand answers with its usage (runsc) or a
+    // parser error (youki, crun); its text would only bury the point.
+    if said.starts_with("Usage:")
+        || lower.contains("unrecognized subcommand")
+        || lower.contains("unknown command")
+    {
+        return Error::Unimplemented(format!("runtime {runtime} does not support {what}"));
+    }
     if lower.contains("does not exist")
         || lower.contains("not found")
         || lower.contains("no such file") && lower.contains(id)
@@ -453,6 +461,15 @@ mod tests {
         assert!(matches!(
             classify("runc", "start", "abc", "permission denied"),
             Error::Internal(_)
+        ));
+        assert!(matches!(
+            classify(
+                "runsc",
+                "update",
+                "abc",
+                "Usage: runsc <flags> <subcommand> <subcommand args>\n\nSubcommands:"
+            ),
+            Error::Unimplemented(_)
         ));
     }
 
