@@ -764,6 +764,8 @@ impl ContainerService {
                 resize: None,
                 child,
                 pid_file,
+                runtime: rt.clone(),
+                container_id: r.id.clone(),
             });
         }
         let (master, follower) = open_pty()?;
@@ -785,6 +787,8 @@ impl ContainerService {
             resize: None,
             child,
             pid_file,
+            runtime: rt.clone(),
+            container_id: r.id.clone(),
         };
         let pty = match Pty::new(master, runtime_pid) {
             Ok(p) => p,

@@ -9,6 +9,7 @@ use std::process::Stdio;
 
 use serde::Deserialize;
 use tokio::process::Command;
+use tracing::warn;
 
 use crate::error::{Error, Result};
 
@@ -70,6 +71,9 @@ pub trait OciRuntime: Send + Sync + 'static {
         pid_file: &Path,
         max_output: usize,
     ) -> Result<Option<ExecOutput>>;
+    /// Kills a command started by `exec_sync` or `exec_interactive` with
+    /// `pid_file`; false while the runtime has not recorded it yet.
+    async fn kill_exec(&self, id: &str, pid_file: &Path) -> bool;
     /// Starts a command in the running container for an interactive
     /// session and returns the runtime's exec process, which exits with the
     /// command's status. With a `terminal` (the follower side of a pty) the
@@ -114,6 +118,32 @@ pub struct CliRuntime {
 }
 
 impl CliRuntime {
+    /// gVisor's runsc runs exec'd commands in its own kernel: the PID its
+    /// `exec --pid-file` records is its own exec process, which forwards
+    /// signals but cannot forward SIGKILL. The command is killed by its
+    /// PID inside the sandbox instead (`--internal-pid-file`, `kill --pid`).
+    fn sandboxed_exec(&self) -> bool {
+        self.binary.file_name().is_some_and(|n| n == "runsc")
+    }
+
+    /// Where `exec` records the sandbox-side PID, next to `pid_file`.
+    fn internal_pid_file(pid_file: &Path) -> PathBuf {
+        let mut p = pid_file.as_os_str().to_owned();
+        p.push(".internal");
+        PathBuf::from(p)
+    }
+
+    /// `exec` and its PID files, up to the container ID.
+    fn exec_command(&self, pid_file: &Path) -> Command {
+        let mut c = self.command();
+        c.arg("exec").arg("--pid-file").arg(pid_file);
+        if self.sandboxed_exec() {
+            c.arg("--internal-pid-file")
+                .arg(Self::internal_pid_file(pid_file));
+        }
+        c
+    }
+
     /// The arguments every command starts with, before `--root`.
     pub fn global_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -284,12 +314,8 @@ impl OciRuntime for CliRuntime {
         pid_file: &Path,
         max_output: usize,
     ) -> Result<Option<ExecOutput>> {
-        let mut c = self.command();
-        c.arg("exec")
-            .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id)
-            .args(cmd);
+        let mut c = self.exec_command(pid_file);
+        c.arg(id).args(cmd);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -314,7 +340,7 @@ impl OciRuntime for CliRuntime {
         match result {
             Some((stdout, stderr, status)) => {
                 let status = status.map_err(Error::io("waiting for exec"))?;
-                let _ = std::fs::remove_file(pid_file);
+                remove_pid_files(pid_file);
                 Ok(Some(ExecOutput {
                     stdout,
                     stderr,
@@ -326,12 +352,7 @@ impl OciRuntime for CliRuntime {
                 // kill it by the PID the runtime records. Under load the
                 // runtime may not have written it yet, so wait a little.
                 for _ in 0..100 {
-                    if let Some(pid) = std::fs::read_to_string(pid_file)
-                        .ok()
-                        .and_then(|p| p.trim().parse::<i32>().ok())
-                    {
-                        // SAFETY: signalling the PID the runtime just reported for this exec.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    if self.kill_exec(id, pid_file).await {
                         break;
                     }
                     if let Ok(Some(_)) = child.try_wait() {
@@ -348,10 +369,40 @@ impl OciRuntime for CliRuntime {
                 {
                     let _ = child.kill().await;
                 }
-                let _ = std::fs::remove_file(pid_file);
+                remove_pid_files(pid_file);
                 Ok(None)
             }
         }
+    }
+
+    async fn kill_exec(&self, id: &str, pid_file: &Path) -> bool {
+        let read_pid = |p: &Path| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| *p > 0)
+        };
+        if self.sandboxed_exec() {
+            let Some(pid) = read_pid(&Self::internal_pid_file(pid_file)) else {
+                return false;
+            };
+            let mut c = self.command();
+            c.arg("kill")
+                .arg("--pid")
+                .arg(pid.to_string())
+                .arg(id)
+                .arg(libc::SIGKILL.to_string());
+            if let Err(e) = self.run("kill", id, c).await {
+                warn!(container = %id, pid, error = %e, "killing an exec'd command");
+            }
+            return true;
+        }
+        let Some(pid) = read_pid(pid_file) else {
+            return false;
+        };
+        // SAFETY: signalling the PID the runtime reported for this exec.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        true
     }
 
     async fn exec_interactive(
@@ -369,8 +420,7 @@ impl OciRuntime for CliRuntime {
                 Stdio::null()
             }
         };
-        let mut c = self.command();
-        c.arg("exec").arg("--pid-file").arg(pid_file);
+        let mut c = self.exec_command(pid_file);
         match terminal {
             Some(t) => {
                 // Without --detach the runtime cannot hand the container's
@@ -397,6 +447,12 @@ impl OciRuntime for CliRuntime {
             self.binary.display()
         )))
     }
+}
+
+/// Removes an exec's PID files (the runtime's and runsc's internal one).
+pub(crate) fn remove_pid_files(pid_file: &Path) {
+    let _ = std::fs::remove_file(pid_file);
+    let _ = std::fs::remove_file(CliRuntime::internal_pid_file(pid_file));
 }
 
 /// Reads at most `max` bytes of a stream, then drains (and drops) the rest
