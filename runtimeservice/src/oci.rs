@@ -413,6 +413,14 @@ impl OciRuntime for CliRuntime {
         pid_file: &Path,
         terminal: Option<&std::os::fd::OwnedFd>,
     ) -> Result<tokio::process::Child> {
+        // runsc's exec has no --tty: its terminal comes only over a console
+        // socket, which this relay-through-our-own-pty design does not use.
+        if terminal.is_some() && self.sandboxed_exec() {
+            return Err(Error::Unimplemented(format!(
+                "runtime {}: exec with a terminal is not supported (runsc has no exec --tty)",
+                self.name
+            )));
+        }
         let pipe = |wanted: bool| {
             if wanted {
                 Stdio::piped()
@@ -577,8 +585,47 @@ mod tests {
         );
         let failing = CliRuntime {
             binary: "/bin/false".into(),
-            ..rt
+            ..rt.clone()
         };
         assert!(failing.start("id1").await.is_err());
+
+        // runsc: exec also records the PID inside the sandbox, and a
+        // terminal is refused before anything runs.
+        let runsc = CliRuntime {
+            name: "runsc".into(),
+            binary: "/usr/local/bin/runsc".into(),
+            ..rt
+        };
+        let args: Vec<String> = runsc
+            .exec_command(Path::new("/x/exec.pid"))
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--debug",
+                "--root",
+                "/run/x",
+                "exec",
+                "--pid-file",
+                "/x/exec.pid",
+                "--internal-pid-file",
+                "/x/exec.pid.internal"
+            ]
+        );
+        let (_, follower) = crate::interactive::open_pty().unwrap();
+        let e = runsc
+            .exec_interactive(
+                "id1",
+                &["sh".into()],
+                ExecStreams::default(),
+                Path::new("/x/exec.pid"),
+                Some(&follower),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unimplemented(_)), "{e}");
     }
 }
