@@ -218,11 +218,17 @@ async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) 
         log_path: "probe.log".into(),
         ..Default::default()
     };
+    let mut second = config.clone();
+    second.metadata = Some(ContainerMetadata {
+        name: "left-running".into(),
+        attempt: 0,
+    });
+    second.log_path = "left-running.log".into();
     let id = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
             config: Some(config),
-            sandbox_config: Some(pc),
+            sandbox_config: Some(pc.clone()),
         })
         .await
         .unwrap_or_else(|e| panic!("CreateContainer on {handler}: {e}\n{}", env.g.log()))
@@ -356,11 +362,28 @@ async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) 
     })
     .await
     .unwrap_or_else(|e| panic!("RemoveContainer on {handler}: {e}\n{}", env.g.log()));
+    // A container still running when its pod goes is killed and deleted
+    // by the runtime too.
+    let second = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(second),
+            sandbox_config: Some(pc),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer on {handler}: {e}\n{}", env.g.log()))
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: second.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer on {handler}: {e}\n{}", env.g.log()));
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })
     .await
-    .unwrap();
+    .unwrap_or_else(|e| panic!("StopPodSandbox on {handler}: {e}\n{}", env.g.log()));
     rt.remove_pod_sandbox(RemovePodSandboxRequest {
         pod_sandbox_id: pod,
     })
@@ -377,13 +400,17 @@ async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) 
     let left: Vec<_> = std::fs::read_dir(&root)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
-    assert!(
-        !left.iter().any(|n| n.to_string_lossy().contains(&id)),
-        "{handler} state left in {}: {left:?}",
-        root.display()
-    );
-    let procs = processes_mentioning(&id);
-    assert!(procs.is_empty(), "processes left: {procs:?}");
+    for id in [&id, &second] {
+        assert!(
+            !left
+                .iter()
+                .any(|n| n.to_string_lossy().contains(id.as_str())),
+            "{handler} state left in {}: {left:?}",
+            root.display()
+        );
+        let procs = processes_mentioning(id);
+        assert!(procs.is_empty(), "processes left: {procs:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
