@@ -15,13 +15,13 @@ use gantry_e2e::registry::Registry;
 use gantry_e2e::{local_registries, require_host};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec, LinuxContainerResources,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
-    UpdateContainerResourcesRequest,
+    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec,
+    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
+    StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -330,6 +330,23 @@ async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) 
             .any(|l| l.contains("(busybox)") && !l.contains("(busybox) Z")),
         "the timed-out exec still runs: {stats}"
     );
+    // The runtime put the container in the cgroup gantry chose: its
+    // memory is counted there (gVisor's sandbox and gofer included).
+    let stats = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ContainerStats on {handler}: {e}"))
+        .into_inner()
+        .stats
+        .unwrap_or_default();
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map(|b| b.value)
+        .unwrap_or_default();
+    assert!(memory > 0, "memory of the container's cgroup: {memory}");
     check(&id, &release).await;
 
     rt.stop_container(StopContainerRequest {
