@@ -379,6 +379,42 @@ async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) 
     })
     .await
     .unwrap_or_else(|e| panic!("RemoveContainer on {handler}: {e}\n{}", env.g.log()));
+    // A command that is not there: the runtime's own message reaches the
+    // caller, without what youki prints after it (a backtrace).
+    let mut broken = second.clone();
+    broken.metadata = Some(ContainerMetadata {
+        name: "broken".into(),
+        attempt: 0,
+    });
+    broken.command = vec!["/nonexistent-cmd".into()];
+    let failed = match rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(broken),
+            sandbox_config: Some(pc.clone()),
+        })
+        .await
+    {
+        Err(e) => e,
+        Ok(r) => {
+            let id = r.into_inner().container_id;
+            let e = rt
+                .start_container(StartContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .expect_err("a missing command starts");
+            rt.remove_container(RemoveContainerRequest { container_id: id })
+                .await
+                .unwrap();
+            e
+        }
+    };
+    assert!(
+        failed.message().contains("nonexistent-cmd") && !failed.message().contains("backtrace"),
+        "{handler}: {}",
+        failed.message()
+    );
     // A container still running when its pod goes is killed and deleted
     // by the runtime too.
     let second = rt

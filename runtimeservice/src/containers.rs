@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use gantry_proto::v1 as cri;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
 use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSession, Pty};
@@ -658,7 +658,14 @@ impl ContainerService {
             }
         }
         match rt.kill(&id, libc::SIGKILL, true).await {
-            Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            // runsc signals only started containers; deleting one that never
+            // started ends what its create left running (the sandbox).
+            Err(Error::FailedPrecondition(e)) if rec.state == ContainerState::Created => {
+                debug!(container = %id, error = %e, "the runtime cannot signal it; deleting it");
+                rt.delete(&id, true).await?;
+            }
+            Err(Error::FailedPrecondition(_)) => {}
             Err(e) => return Err(e),
         }
         if !self.wait_exit(&id, Duration::from_secs(10)).await {

@@ -174,7 +174,7 @@ impl CliRuntime {
         if out.status.success() {
             return Ok(out.stdout);
         }
-        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let said = first_paragraph(&String::from_utf8_lossy(&out.stderr));
         Err(classify(&self.name, what, id, &said))
     }
 }
@@ -197,6 +197,7 @@ fn classify(runtime: &str, what: &str, id: &str, said: &str) -> Error {
         Error::NotFound(format!("container {id} in runtime {runtime}"))
     } else if lower.contains("not running")
         || lower.contains("container not running")
+        || lower.contains("cannot signal")
         || lower.contains("already")
     {
         Error::FailedPrecondition(format!("{runtime} {what} {id}: {said}"))
@@ -479,28 +480,43 @@ async fn capped(r: &mut (impl tokio::io::AsyncRead + Unpin), max: usize) -> Vec<
     buf
 }
 
-/// The last error message in a runtime's JSON log, or its last line.
+/// The last error message in a runtime's JSON log, or its first line.
 fn last_error(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut last_line = String::new();
-    for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if v.get("level").and_then(|l| l.as_str()) == Some("error") {
-                if let Some(m) = v.get("msg").and_then(|m| m.as_str()) {
-                    last_line = m.to_string();
-                    continue;
-                }
-            }
-        }
-        if last_line.is_empty() {
-            last_line = line.to_string();
-        }
-    }
-    if last_line.is_empty() {
-        "no message from the runtime".into()
-    } else {
-        last_line
-    }
+    last_logged_error(&text)
+        .or_else(|| {
+            text.lines()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "no message from the runtime".into())
+}
+
+/// The last error in a runtime's JSON log (`--log-format json`). runc and
+/// runsc write `{"level":"error","msg":…}`, youki `{"level":"ERROR",
+/// "message":…}` with a backtrace after the message.
+pub fn last_logged_error(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v.get("level")
+                .and_then(|l| l.as_str())
+                .is_some_and(|l| l.eq_ignore_ascii_case("error"))
+        })
+        .filter_map(|v| {
+            v.get("msg")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str())
+                .map(first_paragraph)
+        })
+        .next_back()
+}
+
+/// A runtime's message up to its first blank line: what follows is
+/// youki's backtrace (printed when RUST_BACKTRACE is set), or runsc's list
+/// of commands after its usage line.
+pub fn first_paragraph(said: &str) -> String {
+    said.split("\n\n").next().unwrap_or(said).trim().to_string()
 }
 
 #[cfg(test)]
@@ -519,6 +535,15 @@ mod tests {
                 "start",
                 "abc",
                 "cannot start a container that has stopped: container not running"
+            ),
+            Error::FailedPrecondition(_)
+        ));
+        assert!(matches!(
+            classify(
+                "runsc",
+                "kill",
+                "abc",
+                "cannot signal container \"abc\" in state created"
             ),
             Error::FailedPrecondition(_)
         ));
@@ -547,6 +572,15 @@ mod tests {
         )
         .unwrap();
         assert!(last_error(&log).contains("executable file not found"));
+        std::fs::write(
+            &log,
+            "{\"level\":\"ERROR\",\"message\":\"first\"}\n{\"level\":\"ERROR\",\"message\":\"failed to create container: executable '/x' not found\\n\\nStack backtrace:\\n   0: <unknown>\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_error(&log),
+            "failed to create container: executable '/x' not found"
+        );
         assert_eq!(
             last_error(&d.path().join("missing")),
             "no message from the runtime"
