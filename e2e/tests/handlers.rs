@@ -186,10 +186,10 @@ fn runtime_state(env: &Env, binary: &Path, handler: &str, id: &str) -> Option<se
 }
 
 /// One pod on `handler`: a container that logs and keeps running, probed
-/// with ExecSync, then stopped and removed with the pod. Returns the
-/// container's ID and the release `uname -r` reported inside it, checked
-/// by the caller against what the runtime should show.
-async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) {
+/// with ExecSync, across a daemon kill, then stopped and removed with the
+/// pod. `check` gets the container's ID and the release `uname -r`
+/// reports inside it, to check against what the runtime should show.
+async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &str, &str)) {
     let mut rt = env.g.runtime().await;
     let pc = pod_config(env, handler);
     let pod = rt
@@ -347,7 +347,29 @@ async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) 
         .map(|b| b.value)
         .unwrap_or_default();
     assert!(memory > 0, "memory of the container's cgroup: {memory}");
-    check(&id, &release).await;
+    check(env, &id, &release).await;
+
+    // The container outlives a killed daemon: its monitor holds it, and the
+    // restarted daemon finds it running and can still exec in it.
+    drop(rt);
+    env.g.kill();
+    env.g.restart().await;
+    let mut rt = env.g.runtime().await;
+    let status = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        exec(&mut rt, &id, &["echo", "still here"]).await,
+        (0, "still here".to_string())
+    );
 
     rt.stop_container(StopContainerRequest {
         container_id: id.clone(),
@@ -469,58 +491,66 @@ async fn run_one(env: &Env, handler: &str, check: impl AsyncFnOnce(&str, &str)) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runsc_pod_runs_in_gvisor() {
     let runsc = require_runtime("runsc", "apt-get install runsc");
-    let env = setup(&format!(
+    let mut env = setup(&format!(
         "    runsc:\n      path: {}\n      args: [--network=host]\n",
         runsc.display()
     ))
     .await;
-    run_one(&env, "runsc", async |id: &str, release: &str| {
-        // gVisor's own kernel answers, not the host's.
-        assert_ne!(release, host_release(), "uname -r inside runsc");
-        let state = runtime_state(&env, &runsc, "runsc", id)
-            .unwrap_or_else(|| panic!("runsc does not know container {id}"));
-        assert_eq!(state["status"], "running", "{state}");
-        let mut rt = env.g.runtime().await;
-        let (_, dmesg) = exec(&mut rt, id, &["busybox", "dmesg"]).await;
-        assert!(dmesg.contains("gVisor"), "dmesg inside runsc: {dmesg}");
-        // runsc has no `update`: a clear refusal, not its usage text.
-        let e = rt
-            .update_container_resources(UpdateContainerResourcesRequest {
-                container_id: id.into(),
-                linux: Some(LinuxContainerResources {
-                    cpu_shares: 512,
+    run_one(
+        &mut env,
+        "runsc",
+        async |env: &Env, id: &str, release: &str| {
+            // gVisor's own kernel answers, not the host's.
+            assert_ne!(release, host_release(), "uname -r inside runsc");
+            let state = runtime_state(env, &runsc, "runsc", id)
+                .unwrap_or_else(|| panic!("runsc does not know container {id}"));
+            assert_eq!(state["status"], "running", "{state}");
+            let mut rt = env.g.runtime().await;
+            let (_, dmesg) = exec(&mut rt, id, &["busybox", "dmesg"]).await;
+            assert!(dmesg.contains("gVisor"), "dmesg inside runsc: {dmesg}");
+            // runsc has no `update`: a clear refusal, not its usage text.
+            let e = rt
+                .update_container_resources(UpdateContainerResourcesRequest {
+                    container_id: id.into(),
+                    linux: Some(LinuxContainerResources {
+                        cpu_shares: 512,
+                        ..Default::default()
+                    }),
                     ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), Code::Unimplemented, "{e}");
-        assert!(!e.message().contains("Usage:"), "{}", e.message());
-    })
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::Unimplemented, "{e}");
+            assert!(!e.message().contains("Usage:"), "{}", e.message());
+        },
+    )
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_youki_pod_runs_under_youki() {
     let youki = require_runtime("youki", "cargo install youki --features v1");
-    let env = setup(&format!(
+    let mut env = setup(&format!(
         "    youki:\n      path: {}\n      args: []\n",
         youki.display()
     ))
     .await;
-    run_one(&env, "youki", async |id: &str, release: &str| {
-        // youki shares the host's kernel; what proves youki made the
-        // container is that youki, and not runc, can read its state.
-        assert_eq!(release, host_release());
-        let state = runtime_state(&env, &youki, "youki", id)
-            .unwrap_or_else(|| panic!("youki does not know container {id}\n{}", env.g.log()));
-        assert_eq!(state["status"], "running", "{state}");
-        assert!(
-            runtime_state(&env, Path::new("runc"), "youki", id).is_none(),
-            "runc reads the container's state: runc made it"
-        );
-    })
+    run_one(
+        &mut env,
+        "youki",
+        async |env: &Env, id: &str, release: &str| {
+            // youki shares the host's kernel; what proves youki made the
+            // container is that youki, and not runc, can read its state.
+            assert_eq!(release, host_release());
+            let state = runtime_state(env, &youki, "youki", id)
+                .unwrap_or_else(|| panic!("youki does not know container {id}\n{}", env.g.log()));
+            assert_eq!(state["status"], "running", "{state}");
+            assert!(
+                runtime_state(env, Path::new("runc"), "youki", id).is_none(),
+                "runc reads the container's state: runc made it"
+            );
+        },
+    )
     .await;
 }
 
