@@ -42,6 +42,24 @@ pub struct RuntimeHandler {
     pub args: Vec<String>,
 }
 
+impl RuntimeHandler {
+    /// The binary this handler runs: `path` itself when it names a
+    /// directory, else the first match in `PATH`; `None` when absent, which
+    /// the daemon tolerates (the handler is only unusable).
+    pub fn resolve(&self) -> Option<PathBuf> {
+        let bin = &self.path;
+        if bin.is_absolute() || bin.components().count() > 1 {
+            return bin.is_file().then(|| bin.clone());
+        }
+        let path = std::env::var_os("PATH").unwrap_or_else(|| {
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()
+        });
+        std::env::split_paths(&path)
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    }
+}
+
 impl Default for RuntimeHandler {
     fn default() -> Self {
         RuntimeHandler {

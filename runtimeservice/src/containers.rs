@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use gantry_proto::v1 as cri;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::{info, info_span, warn, Instrument};
+use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
 use crate::events::{Events, Exit, ExitWatcher};
@@ -784,7 +784,10 @@ impl ContainerService {
             .unwrap_or_default();
         loop {
             let exit_file = self.cdir(id).join("exit.json");
-            if !exit_file.exists() && !monitor_alive(monitor, id) && !process_running(init) {
+            // The file is looked for only once the monitor is seen gone: it
+            // writes the file just before exiting, so looking first could
+            // miss a file written a moment later and overwrite it.
+            if !monitor_alive(monitor, id) && !process_running(init) && !exit_file.exists() {
                 // The monitor died without recording the exit (it was
                 // killed, or crashed): nobody else will. The code is
                 // unknown, which 255 says, as the runtimes do.
@@ -833,7 +836,14 @@ impl ContainerService {
             }
         }
         match rt.kill(&id, libc::SIGKILL, true).await {
-            Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            // runsc signals only started containers; deleting one that never
+            // started ends what its create left running (the sandbox).
+            Err(Error::FailedPrecondition(e)) if rec.state == ContainerState::Created => {
+                debug!(container = %id, error = %e, "the runtime cannot signal it; deleting it");
+                rt.delete(&id, true).await?;
+            }
+            Err(Error::FailedPrecondition(_)) => {}
             Err(e) => return Err(e),
         }
         if !self.wait_exit(&id, Duration::from_secs(10)).await {
@@ -951,6 +961,8 @@ impl ContainerService {
                 resize: None,
                 child,
                 pid_file,
+                runtime: rt.clone(),
+                container_id: r.id.clone(),
             });
         }
         let (master, follower) = open_pty()?;
@@ -1003,6 +1015,8 @@ impl ContainerService {
             resize: None,
             child,
             pid_file,
+            runtime: rt.clone(),
+            container_id: r.id.clone(),
         };
         let pty = match Pty::new(master, runtime_pid) {
             Ok(p) => p,

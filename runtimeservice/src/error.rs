@@ -12,6 +12,9 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     DeadlineExceeded(String),
+    /// The handler's runtime lacks the operation (runsc has no `update`).
+    #[error("{0}")]
+    Unimplemented(String),
     #[error("pod network: {0}")]
     Network(String),
     #[error("{context}: {source}")]
@@ -43,6 +46,7 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Network(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Unimplemented(_) => Code::Unimplemented,
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())

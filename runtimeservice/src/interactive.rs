@@ -19,6 +19,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::{Error, Result};
+use crate::oci::OciRuntime;
 
 pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 pub type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
@@ -37,6 +38,9 @@ pub struct ExecSession {
     /// The runtime's `exec` process: it exits with the command's status.
     pub(crate) child: tokio::process::Child,
     pub(crate) pid_file: PathBuf,
+    /// The runtime and container, to kill the command where it runs.
+    pub(crate) runtime: crate::oci::CliRuntime,
+    pub(crate) container_id: String,
 }
 
 impl ExecSession {
@@ -57,13 +61,11 @@ impl ExecSession {
             return;
         }
         for _ in 0..40 {
-            if let Some(pid) = std::fs::read_to_string(&self.pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
+            if self
+                .runtime
+                .kill_exec(&self.container_id, &self.pid_file)
+                .await
             {
-                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                }
                 break;
             }
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -82,20 +84,23 @@ impl ExecSession {
 
 impl Drop for ExecSession {
     fn drop(&mut self) {
-        // A session abandoned mid-way (its connection timed out, its task
-        // was cancelled) must not leave the command running.
-        if let Ok(None) = self.child.try_wait() {
-            if let Some(pid) = std::fs::read_to_string(&self.pid_file)
-                .ok()
-                .and_then(|p| p.trim().parse::<i32>().ok())
-                .and_then(rustix::process::Pid::from_raw)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-            }
-        }
-        let _ = std::fs::remove_file(&self.pid_file);
         // The process file of a terminal exec, read by the runtime at start.
         let _ = std::fs::remove_file(self.pid_file.with_extension("json"));
+        // A session abandoned mid-way (its connection timed out, its task
+        // was cancelled) must not leave the command running: it is killed
+        // where it runs, on a task since that takes the runtime's word.
+        if let (Ok(None), Ok(rt)) = (self.child.try_wait(), tokio::runtime::Handle::try_current()) {
+            let runtime = self.runtime.clone();
+            let id = self.container_id.clone();
+            let pid_file = self.pid_file.clone();
+            rt.spawn(async move {
+                use crate::oci::OciRuntime;
+                runtime.kill_exec(&id, &pid_file).await;
+                crate::oci::remove_pid_files(&pid_file);
+            });
+            return;
+        }
+        crate::oci::remove_pid_files(&self.pid_file);
     }
 }
 

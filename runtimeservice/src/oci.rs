@@ -9,6 +9,7 @@ use std::process::Stdio;
 
 use serde::Deserialize;
 use tokio::process::Command;
+use tracing::warn;
 
 use crate::error::{Error, Result};
 
@@ -70,6 +71,9 @@ pub trait OciRuntime: Send + Sync + 'static {
         pid_file: &Path,
         max_output: usize,
     ) -> Result<Option<ExecOutput>>;
+    /// Kills a command started by `exec_sync` or `exec_interactive` with
+    /// `pid_file`; false while the runtime has not recorded it yet.
+    async fn kill_exec(&self, id: &str, pid_file: &Path) -> bool;
     /// Starts a command in the running container for an interactive
     /// session and returns the runtime's exec process, which exits with the
     /// command's status. With a `terminal` (the follower side of a pty) the
@@ -123,6 +127,32 @@ pub struct CliRuntime {
 }
 
 impl CliRuntime {
+    /// gVisor's runsc runs exec'd commands in its own kernel: the PID its
+    /// `exec --pid-file` records is its own exec process, which forwards
+    /// signals but cannot forward SIGKILL. The command is killed by its
+    /// PID inside the sandbox instead (`--internal-pid-file`, `kill --pid`).
+    fn sandboxed_exec(&self) -> bool {
+        self.binary.file_name().is_some_and(|n| n == "runsc")
+    }
+
+    /// Where `exec` records the sandbox-side PID, next to `pid_file`.
+    fn internal_pid_file(pid_file: &Path) -> PathBuf {
+        let mut p = pid_file.as_os_str().to_owned();
+        p.push(".internal");
+        PathBuf::from(p)
+    }
+
+    /// `exec` and its PID files, up to the container ID.
+    fn exec_command(&self, pid_file: &Path) -> Command {
+        let mut c = self.command();
+        c.arg("exec").arg("--pid-file").arg(pid_file);
+        if self.sandboxed_exec() {
+            c.arg("--internal-pid-file")
+                .arg(Self::internal_pid_file(pid_file));
+        }
+        c
+    }
+
     /// The arguments every command starts with, before `--root`.
     pub fn global_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -153,7 +183,7 @@ impl CliRuntime {
         if out.status.success() {
             return Ok(out.stdout);
         }
-        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let said = first_paragraph(&String::from_utf8_lossy(&out.stderr));
         Err(classify(&self.name, what, id, &said))
     }
 }
@@ -161,6 +191,14 @@ impl CliRuntime {
 /// Maps runtime complaints onto our error kinds.
 fn classify(runtime: &str, what: &str, id: &str, said: &str) -> Error {
     let lower = said.to_ascii_lowercase();
+    // A runtime without the subcommand answers with its usage (runsc) or a
+    // parser error (youki, crun); its text would only bury the point.
+    if said.starts_with("Usage:")
+        || lower.contains("unrecognized subcommand")
+        || lower.contains("unknown command")
+    {
+        return Error::Unimplemented(format!("runtime {runtime} does not support {what}"));
+    }
     if lower.contains("does not exist")
         || lower.contains("not found")
         || lower.contains("no such file") && lower.contains(id)
@@ -168,6 +206,7 @@ fn classify(runtime: &str, what: &str, id: &str, said: &str) -> Error {
         Error::NotFound(format!("container {id} in runtime {runtime}"))
     } else if lower.contains("not running")
         || lower.contains("container not running")
+        || lower.contains("cannot signal")
         || lower.contains("already")
     {
         Error::FailedPrecondition(format!("{runtime} {what} {id}: {said}"))
@@ -285,12 +324,8 @@ impl OciRuntime for CliRuntime {
         pid_file: &Path,
         max_output: usize,
     ) -> Result<Option<ExecOutput>> {
-        let mut c = self.command();
-        c.arg("exec")
-            .arg("--pid-file")
-            .arg(pid_file)
-            .arg(id)
-            .args(cmd);
+        let mut c = self.exec_command(pid_file);
+        c.arg(id).args(cmd);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -315,7 +350,7 @@ impl OciRuntime for CliRuntime {
         match result {
             Some((stdout, stderr, status)) => {
                 let status = status.map_err(Error::io("waiting for exec"))?;
-                let _ = std::fs::remove_file(pid_file);
+                remove_pid_files(pid_file);
                 Ok(Some(ExecOutput {
                     stdout,
                     stderr,
@@ -327,12 +362,7 @@ impl OciRuntime for CliRuntime {
                 // kill it by the PID the runtime records. Under load the
                 // runtime may not have written it yet, so wait a little.
                 for _ in 0..100 {
-                    if let Some(pid) = std::fs::read_to_string(pid_file)
-                        .ok()
-                        .and_then(|p| p.trim().parse::<i32>().ok())
-                    {
-                        // SAFETY: signalling the PID the runtime just reported for this exec.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    if self.kill_exec(id, pid_file).await {
                         break;
                     }
                     if let Ok(Some(_)) = child.try_wait() {
@@ -349,10 +379,40 @@ impl OciRuntime for CliRuntime {
                 {
                     let _ = child.kill().await;
                 }
-                let _ = std::fs::remove_file(pid_file);
+                remove_pid_files(pid_file);
                 Ok(None)
             }
         }
+    }
+
+    async fn kill_exec(&self, id: &str, pid_file: &Path) -> bool {
+        let read_pid = |p: &Path| {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|p| *p > 0)
+        };
+        if self.sandboxed_exec() {
+            let Some(pid) = read_pid(&Self::internal_pid_file(pid_file)) else {
+                return false;
+            };
+            let mut c = self.command();
+            c.arg("kill")
+                .arg("--pid")
+                .arg(pid.to_string())
+                .arg(id)
+                .arg(libc::SIGKILL.to_string());
+            if let Err(e) = self.run("kill", id, c).await {
+                warn!(container = %id, pid, error = %e, "killing an exec'd command");
+            }
+            return true;
+        }
+        let Some(pid) = read_pid(pid_file) else {
+            return false;
+        };
+        // SAFETY: signalling the PID the runtime reported for this exec.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        true
     }
 
     async fn exec_interactive(
@@ -363,6 +423,14 @@ impl OciRuntime for CliRuntime {
         pid_file: &Path,
         terminal: Option<ExecTerminal<'_>>,
     ) -> Result<tokio::process::Child> {
+        // runsc's exec has no --tty: its terminal comes only over a console
+        // socket, which this relay-through-our-own-pty design does not use.
+        if terminal.is_some() && self.sandboxed_exec() {
+            return Err(Error::Unimplemented(format!(
+                "runtime {}: exec with a terminal is not supported (runsc has no exec --tty)",
+                self.name
+            )));
+        }
         let pipe = |wanted: bool| {
             if wanted {
                 Stdio::piped()
@@ -370,8 +438,7 @@ impl OciRuntime for CliRuntime {
                 Stdio::null()
             }
         };
-        let mut c = self.command();
-        c.arg("exec").arg("--pid-file").arg(pid_file);
+        let mut c = self.exec_command(pid_file);
         match terminal {
             Some(t) => {
                 // Without --detach the runtime cannot hand the container's
@@ -407,6 +474,12 @@ impl OciRuntime for CliRuntime {
     }
 }
 
+/// Removes an exec's PID files (the runtime's and runsc's internal one).
+pub(crate) fn remove_pid_files(pid_file: &Path) {
+    let _ = std::fs::remove_file(pid_file);
+    let _ = std::fs::remove_file(CliRuntime::internal_pid_file(pid_file));
+}
+
 /// Reads at most `max` bytes of a stream, then drains (and drops) the rest
 /// so the writer never blocks.
 async fn capped(r: &mut (impl tokio::io::AsyncRead + Unpin), max: usize) -> Vec<u8> {
@@ -423,28 +496,43 @@ async fn capped(r: &mut (impl tokio::io::AsyncRead + Unpin), max: usize) -> Vec<
     buf
 }
 
-/// The last error message in a runtime's JSON log, or its last line.
+/// The last error message in a runtime's JSON log, or its first line.
 fn last_error(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let mut last_line = String::new();
-    for line in text.lines() {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            if v.get("level").and_then(|l| l.as_str()) == Some("error") {
-                if let Some(m) = v.get("msg").and_then(|m| m.as_str()) {
-                    last_line = m.to_string();
-                    continue;
-                }
-            }
-        }
-        if last_line.is_empty() {
-            last_line = line.to_string();
-        }
-    }
-    if last_line.is_empty() {
-        "no message from the runtime".into()
-    } else {
-        last_line
-    }
+    last_logged_error(&text)
+        .or_else(|| {
+            text.lines()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "no message from the runtime".into())
+}
+
+/// The last error in a runtime's JSON log (`--log-format json`). runc and
+/// runsc write `{"level":"error","msg":…}`, youki `{"level":"ERROR",
+/// "message":…}` with a backtrace after the message.
+pub fn last_logged_error(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v.get("level")
+                .and_then(|l| l.as_str())
+                .is_some_and(|l| l.eq_ignore_ascii_case("error"))
+        })
+        .filter_map(|v| {
+            v.get("msg")
+                .or_else(|| v.get("message"))
+                .and_then(|m| m.as_str())
+                .map(first_paragraph)
+        })
+        .next_back()
+}
+
+/// A runtime's message up to its first blank line: what follows is
+/// youki's backtrace (printed when RUST_BACKTRACE is set), or runsc's list
+/// of commands after its usage line.
+pub fn first_paragraph(said: &str) -> String {
+    said.split("\n\n").next().unwrap_or(said).trim().to_string()
 }
 
 #[cfg(test)]
@@ -467,8 +555,26 @@ mod tests {
             Error::FailedPrecondition(_)
         ));
         assert!(matches!(
+            classify(
+                "runsc",
+                "kill",
+                "abc",
+                "cannot signal container \"abc\" in state created"
+            ),
+            Error::FailedPrecondition(_)
+        ));
+        assert!(matches!(
             classify("runc", "start", "abc", "permission denied"),
             Error::Internal(_)
+        ));
+        assert!(matches!(
+            classify(
+                "runsc",
+                "update",
+                "abc",
+                "Usage: runsc <flags> <subcommand> <subcommand args>\n\nSubcommands:"
+            ),
+            Error::Unimplemented(_)
         ));
     }
 
@@ -482,6 +588,15 @@ mod tests {
         )
         .unwrap();
         assert!(last_error(&log).contains("executable file not found"));
+        std::fs::write(
+            &log,
+            "{\"level\":\"ERROR\",\"message\":\"first\"}\n{\"level\":\"ERROR\",\"message\":\"failed to create container: executable '/x' not found\\n\\nStack backtrace:\\n   0: <unknown>\"}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            last_error(&log),
+            "failed to create container: executable '/x' not found"
+        );
         assert_eq!(
             last_error(&d.path().join("missing")),
             "no message from the runtime"
@@ -520,8 +635,50 @@ mod tests {
         );
         let failing = CliRuntime {
             binary: "/bin/false".into(),
-            ..rt
+            ..rt.clone()
         };
         assert!(failing.start("id1").await.is_err());
+
+        // runsc: exec also records the PID inside the sandbox, and a
+        // terminal is refused before anything runs.
+        let runsc = CliRuntime {
+            name: "runsc".into(),
+            binary: "/usr/local/bin/runsc".into(),
+            ..rt
+        };
+        let args: Vec<String> = runsc
+            .exec_command(Path::new("/x/exec.pid"))
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--debug",
+                "--root",
+                "/run/x",
+                "exec",
+                "--pid-file",
+                "/x/exec.pid",
+                "--internal-pid-file",
+                "/x/exec.pid.internal"
+            ]
+        );
+        let (_, follower) = crate::interactive::open_pty().unwrap();
+        let e = runsc
+            .exec_interactive(
+                "id1",
+                &["sh".into()],
+                ExecStreams::default(),
+                Path::new("/x/exec.pid"),
+                Some(ExecTerminal {
+                    follower: &follower,
+                    process_file: Path::new("/x/exec.json"),
+                }),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Unimplemented(_)), "{e}");
     }
 }

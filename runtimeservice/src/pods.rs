@@ -329,6 +329,21 @@ impl PodService {
                     .join(", ")
             )));
         }
+        let handler_name = if handler.is_empty() {
+            &self.config.default_runtime
+        } else {
+            &handler
+        };
+        // A handler may be configured for a runtime this host lacks; the
+        // pod is refused now rather than failing at its first container.
+        if let Some(h) = self.config.runtimes.get(handler_name) {
+            if h.resolve().is_none() {
+                return Err(Error::FailedPrecondition(format!(
+                    "runtime handler {handler_name:?}: its binary {} is not installed",
+                    h.path.display()
+                )));
+            }
+        }
         let opts = namespace_options(&config);
         let host_net = mode(opts, |o| o.network) == cri::NamespaceMode::Node;
         let host_ipc = mode(opts, |o| o.ipc) == cri::NamespaceMode::Node;

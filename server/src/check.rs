@@ -1,24 +1,13 @@
 //! `gantry check`: a preflight of what the daemon needs from the host, one
 //! line per item.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::Config;
 
 pub struct Item {
     pub name: &'static str,
     pub result: Result<String, String>,
-}
-
-fn find_in_path(bin: &Path) -> Option<PathBuf> {
-    if bin.is_absolute() || bin.components().count() > 1 {
-        return bin.is_file().then(|| bin.to_path_buf());
-    }
-    let path = std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
 }
 
 fn cgroup_mode() -> Result<String, String> {
@@ -89,7 +78,7 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
     for (name, handler) in &config.runtime.runtimes {
         items.push(Item {
             name: "runtime",
-            result: match find_in_path(&handler.path) {
+            result: match handler.resolve() {
                 Some(p) => Ok(format!("handler {name}: {}", p.display())),
                 None => Err(format!(
                     "handler {name}: {} not found",

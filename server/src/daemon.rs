@@ -143,6 +143,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         warn!("cgroup_driver is systemd but systemd is not running (/run/systemd/system is missing); runc --systemd-cgroup will fail");
     }
+    for (name, handler) in &config.runtime.runtimes {
+        match handler.resolve() {
+            Some(bin) => info!(handler = %name, binary = %bin.display(), "runtime handler"),
+            None => {
+                warn!(handler = %name, binary = %handler.path.display(), "runtime handler's binary is not installed; pods naming it will be refused")
+            }
+        }
+    }
     let pods = Arc::new(PodService::new(
         config.runtime.clone(),
         Arc::new(network),

@@ -35,6 +35,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 
 use gantry_runtimeservice::crilog::LineSplitter;
 use gantry_runtimeservice::interactive::{attach_wire, recv_fd};
+use gantry_runtimeservice::oci::last_logged_error;
 
 struct Args {
     id: String,
@@ -183,12 +184,7 @@ fn create(args: &Args, io: CreateIo) -> Result<i32, String> {
         .map_err(|e| format!("running {}: {e}", args.runtime.display()))?;
     if !status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let msg = text
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v.get("level").and_then(|l| l.as_str()) == Some("error"))
-            .filter_map(|v| v.get("msg").and_then(|m| m.as_str()).map(str::to_string))
-            .next_back()
+        let msg = last_logged_error(&text)
             .unwrap_or_else(|| format!("{} create exited with {status}", args.runtime.display()));
         return Err(msg);
     }
