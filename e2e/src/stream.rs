@@ -16,29 +16,73 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// `host:port` and path of a streaming URL.
 fn split_url(url: &str) -> (String, String) {
-    let rest = url.strip_prefix("http://").unwrap_or(url);
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
     match rest.find('/') {
         Some(i) => (rest[..i].to_string(), rest[i..].to_string()),
         None => (rest.to_string(), "/".to_string()),
     }
 }
 
+/// A connection to the streaming server: plain TCP or TLS.
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 /// The status line and headers of an upgrade answer, and the connection.
 pub struct Upgraded {
     pub status: u16,
     pub headers: HashMap<String, String>,
     pub body: String,
-    pub stream: Option<TcpStream>,
+    pub stream: Option<Box<dyn Io>>,
 }
 
 /// Sends a SPDY upgrade request offering `protocols`.
 pub async fn spdy_upgrade(url: &str, protocols: &[&str]) -> Upgraded {
-    let (host, path) = split_url(url);
-    let mut s = TcpStream::connect(&host)
+    spdy_upgrade_with(url, protocols, None).await
+}
+
+/// Connects to `url`; an `https` URL is spoken over TLS trusting only
+/// `ca_pem`.
+pub async fn connect(url: &str, ca_pem: Option<&[u8]>) -> Box<dyn Io> {
+    let (host, _) = split_url(url);
+    let s = TcpStream::connect(&host)
         .await
         .expect("connect to the streaming server");
     // As Go's clients (kubelet, crictl) do: small frames go out at once.
     let _ = s.set_nodelay(true);
+    if !url.starts_with("https://") {
+        return Box::new(s);
+    }
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.expect("a CA for https")) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(
+        host.rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&host)
+            .to_string(),
+    )
+    .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, s)
+        .await
+        .expect("TLS handshake with the streaming server");
+    Box::new(tls)
+}
+
+pub async fn spdy_upgrade_with(url: &str, protocols: &[&str], ca_pem: Option<&[u8]>) -> Upgraded {
+    let (host, path) = split_url(url);
+    let mut s = connect(url, ca_pem).await;
     let mut req = format!(
         "POST {path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 0\r\n"
     );
@@ -98,14 +142,14 @@ pub enum Event {
 /// The client end of a SPDY connection.
 pub struct SpdyClient {
     codec: Arc<Mutex<Codec>>,
-    wr: tokio::net::tcp::OwnedWriteHalf,
+    wr: tokio::io::WriteHalf<Box<dyn Io>>,
     pub events: mpsc::UnboundedReceiver<Event>,
     next_id: u32,
 }
 
 impl SpdyClient {
-    pub fn new(stream: TcpStream) -> SpdyClient {
-        let (mut rd, wr) = stream.into_split();
+    pub fn new(stream: Box<dyn Io>) -> SpdyClient {
+        let (mut rd, wr) = tokio::io::split(stream);
         let codec = Arc::new(Mutex::new(Codec::new()));
         let (tx, rx) = mpsc::unbounded_channel();
         let c = codec.clone();
@@ -275,7 +319,16 @@ pub struct Session {
 
 /// Runs a whole exec or attach over SPDY with `v4.channel.k8s.io`.
 pub async fn spdy_session(url: &str, s: &Session, within: Duration) -> Output {
-    let up = spdy_upgrade(url, &["v4.channel.k8s.io"]).await;
+    spdy_session_with(url, s, within, None).await
+}
+
+pub async fn spdy_session_with(
+    url: &str,
+    s: &Session,
+    within: Duration,
+    ca_pem: Option<&[u8]>,
+) -> Output {
+    let up = spdy_upgrade_with(url, &["v4.channel.k8s.io"], ca_pem).await;
     assert_eq!(up.status, 101, "upgrade refused: {}", up.body);
     assert_eq!(
         up.headers

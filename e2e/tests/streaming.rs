@@ -684,3 +684,123 @@ async fn port_forward_into_a_pod() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_streaming_server_speaks_tls_when_configured() {
+    require_host();
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    // A throwaway CA, and a certificate for 127.0.0.1 signed by it.
+    openssl(
+        &[
+            &["req", "-x509"],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=gantry-e2e-ca",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req"],
+            &ec[..],
+            &[
+                "-keyout",
+                "key.pem",
+                "-out",
+                "leaf.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    let env = setup(&format!(
+        "streaming:\n  tls_cert_file: {}\n  tls_key_file: {}\n",
+        cert.display(),
+        key.display()
+    ))
+    .await;
+    let mut rt = env.g.runtime().await;
+    let (pod_id, pod_cfg) = pod(&env, &mut rt, "tls").await;
+    let id = run(
+        &mut rt,
+        &pod_id,
+        &pod_cfg,
+        container(&env, "box", "sleep 1000"),
+    )
+    .await;
+    let s = Session {
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    };
+    let url = exec_url(&mut rt, exec_req(&id, &["echo", "over tls"], &s)).await;
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let o = stream::spdy_session_with(&url, &s, T, Some(&ca)).await;
+    assert_eq!(o.stdout, "over tls\n", "{o:?}");
+    assert_eq!(o.exit_code(), Some(0));
+
+    // Plain HTTP to the TLS port gets no upgrade.
+    let url = exec_url(&mut rt, exec_req(&id, &["true"], &s)).await;
+    let plain = url.replacen("https://", "http://", 1);
+    let up = stream::spdy_upgrade(&plain, &["v4.channel.k8s.io"]).await;
+    assert_ne!(up.status, 101);
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod_id,
+    })
+    .await
+    .unwrap();
+}

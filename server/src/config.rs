@@ -108,6 +108,9 @@ impl Config {
                     self.streaming.address
                 )
             })?;
+        if self.streaming.tls_cert_file.is_empty() != self.streaming.tls_key_file.is_empty() {
+            bail!("streaming.tls_cert_file and streaming.tls_key_file must be set together");
+        }
         if self.streaming.token_ttl_secs == 0 {
             bail!("streaming.token_ttl_secs must be at least 1");
         }
@@ -174,6 +177,8 @@ mod tests {
             "image:\n  limits:\n    max_layerz: 1",
             "root: relative/path",
             "metrics_address: nowhere",
+            "streaming:\n  address: nowhere",
+            "streaming:\n  tls_cert_file: /etc/cert.pem",
             "image:\n  registries:\n    docker.io:\n      mirrors: [\"127.0.0.1:5000\"]",
             "runtime:\n  default_runtime: crun",
             "- a list",

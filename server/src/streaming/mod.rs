@@ -36,6 +36,38 @@ pub struct StreamingConfig {
     pub token_ttl_secs: u64,
     pub stream_idle_timeout_secs: u64,
     pub stream_creation_timeout_secs: u64,
+    /// PEM certificate chain and key; both set means HTTPS.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+}
+
+impl StreamingConfig {
+    /// The TLS acceptor the config asks for, if any.
+    pub fn tls(&self) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        match (self.tls_cert_file.is_empty(), self.tls_key_file.is_empty()) {
+            (true, true) => return Ok(None),
+            (false, false) => {}
+            _ => anyhow::bail!("streaming.tls_cert_file and tls_key_file go together"),
+        }
+        let certs = CertificateDer::pem_file_iter(&self.tls_cert_file)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", self.tls_cert_file))?;
+        if certs.is_empty() {
+            anyhow::bail!("{} holds no certificate", self.tls_cert_file);
+        }
+        let key = PrivateKeyDer::from_pem_file(&self.tls_key_file)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", self.tls_key_file))?;
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)?;
+        // Upgrades need HTTP/1.1.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+    }
 }
 
 /// When a connection last carried anything, for the idle timeout.
@@ -98,6 +130,7 @@ impl Pending {
 
 pub struct StreamingServer {
     base_url: String,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     config: StreamingConfig,
     tokens: Mutex<HashMap<String, (Pending, Instant)>>,
     pub(crate) containers: Arc<ContainerService>,
@@ -111,12 +144,15 @@ impl StreamingServer {
         containers: Arc<ContainerService>,
     ) -> anyhow::Result<(Arc<Self>, TcpListener)> {
         let addr: SocketAddr = config.address.parse()?;
+        let tls = config.tls()?;
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        info!(address = %local, "streaming server listening");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        info!(address = %local, scheme, "streaming server listening");
         Ok((
             Arc::new(StreamingServer {
-                base_url: format!("http://{local}"),
+                base_url: format!("{scheme}://{local}"),
+                tls,
                 config,
                 tokens: Mutex::new(HashMap::new()),
                 containers,
@@ -165,15 +201,38 @@ impl StreamingServer {
             let _ = stream.set_nodelay(true);
             let me = self.clone();
             tokio::spawn(async move {
+                let tls = me.tls.clone();
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let me = me.clone();
                     async move { Ok::<_, Infallible>(me.handle(req)) }
                 });
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await
-                {
+                let http = hyper::server::conn::http1::Builder::new();
+                let served = match tls {
+                    None => {
+                        http.serve_connection(TokioIo::new(stream), service)
+                            .with_upgrades()
+                            .await
+                    }
+                    Some(acceptor) => {
+                        // A handshake that never completes does not hold a
+                        // task forever.
+                        let handshake =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                        match handshake.await {
+                            Ok(Ok(tls)) => {
+                                http.serve_connection(TokioIo::new(tls), service)
+                                    .with_upgrades()
+                                    .await
+                            }
+                            Ok(Err(e)) => {
+                                debug!(error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                };
+                if let Err(e) = served {
                     debug!(error = %e, "streaming connection ended with an error");
                 }
             });
