@@ -4,6 +4,7 @@
 //! tests in `tests/` and the benchmark in `src/bin/bench.rs` use it.
 
 pub mod daemon;
+pub mod fixture;
 pub mod oci;
 pub mod registry;
 pub mod stream;

@@ -456,17 +456,29 @@ pub async fn ws_session(url: &str, s: &Session, within: Duration) -> Output {
     out
 }
 
+/// What one forwarded connection produced.
+#[derive(Debug, Default)]
+pub struct Forwarded {
+    /// Bytes the pod sent back.
+    pub bytes: u64,
+    /// The first of them, up to the `keep` asked for.
+    pub head: Vec<u8>,
+    /// What the error stream said.
+    pub error: String,
+    /// Both the data and the error stream were finished by the server
+    /// (rather than the connection breaking or the time running out).
+    pub finished: bool,
+}
+
 /// One connection forwarded over SPDY to `port`: sends `request`, then
-/// counts (and keeps at most `keep` bytes of) what the pod answers until it
-/// closes. Returns the bytes received, the kept prefix and the error
-/// stream's text.
+/// counts what the pod answers until the server finishes both streams.
 pub async fn port_forward(
     url: &str,
     port: u16,
     request: &[u8],
     keep: usize,
     within: Duration,
-) -> (u64, Vec<u8>, String) {
+) -> Forwarded {
     let up = spdy_upgrade(url, &["portforward.k8s.io"]).await;
     assert_eq!(up.status, 101, "upgrade refused: {}", up.body);
     let mut c = SpdyClient::new(up.stream.unwrap());
@@ -479,20 +491,25 @@ pub async fn port_forward(
         .open(&[("streamType", "data"), ("port", &port), ("requestID", "0")])
         .await;
     c.send(data, request).await;
-    let (mut count, mut kept, mut error) = (0u64, Vec::new(), Vec::new());
+    let mut out = Forwarded::default();
+    let mut error = Vec::new();
+    let (mut data_done, mut err_done) = (false, false);
     let deadline = tokio::time::Instant::now() + within;
-    loop {
+    while !(data_done && err_done) {
         match tokio::time::timeout_at(deadline, c.events.recv()).await {
             Ok(Some(Event::Data(id, d))) if id == data => {
-                count += d.len() as u64;
-                let room = keep.saturating_sub(kept.len());
-                kept.extend_from_slice(&d[..room.min(d.len())]);
+                out.bytes += d.len() as u64;
+                let room = keep.saturating_sub(out.head.len());
+                out.head.extend_from_slice(&d[..room.min(d.len())]);
             }
             Ok(Some(Event::Data(id, d))) if id == err => error.extend(d),
-            Ok(Some(Event::Fin(id) | Event::Reset(id))) if id == data => break,
+            Ok(Some(Event::Fin(id))) if id == data => data_done = true,
+            Ok(Some(Event::Fin(id))) if id == err => err_done = true,
             Ok(Some(Event::GoAway | Event::Closed)) | Ok(None) | Err(_) => break,
             Ok(Some(_)) => {}
         }
     }
-    (count, kept, String::from_utf8_lossy(&error).to_string())
+    out.finished = data_done && err_done;
+    out.error = String::from_utf8_lossy(&error).to_string();
+    out
 }

@@ -8,20 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::daemon::Gantry;
-use gantry_e2e::net::TestNetwork;
-use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
-use gantry_e2e::registry::Registry;
-use gantry_e2e::{local_registries, require_host};
+use gantry_e2e::fixture::BusyboxEnv;
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec,
-    LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StatusRequest, StopContainerRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    LinuxContainerResources, ListContainersRequest, PodSandboxStatusRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StatusRequest, StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -44,72 +38,14 @@ fn require_runtime(name: &str, install: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("{name} is not installed (not in PATH nor ~/.cargo/bin): {install}, or run .ci/run once"))
 }
 
-struct Env {
-    _registry: Registry,
-    g: Gantry,
-    _net: TestNetwork,
-    image: String,
-    logs: tempfile::TempDir,
-}
+type Env = BusyboxEnv;
 
 async fn setup(runtimes_yaml: &str) -> Env {
-    require_host();
-    let registry = Registry::start().await;
-    let img = ImageSpec::new(vec![Layer::busybox()])
-        .label("handlers")
-        .build();
-    Pusher::new(&registry.addr, None)
-        .image("e2e/busybox", &["1"], &img)
-        .await;
-    let image = format!("{}/e2e/busybox:1", registry.addr);
-    let yaml = format!(
-        "{}runtime:\n  runtimes:\n{runtimes_yaml}",
-        local_registries(&[&registry.addr])
-    );
-    let g = Gantry::start(&yaml).await;
-    let net = TestNetwork::create(&g.dir.join("cni"), &g.dir.join("ipam"));
-    g.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(CriImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    Env {
-        _registry: registry,
-        g,
-        _net: net,
-        image,
-        logs: tempfile::tempdir().unwrap(),
-    }
-}
-
-fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: env.logs.path().join(name).display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    BusyboxEnv::start(
+        "handlers",
+        &format!("runtime:\n  runtimes:\n{runtimes_yaml}"),
+    )
+    .await
 }
 
 fn host_release() -> String {
@@ -191,7 +127,7 @@ fn runtime_state(env: &Env, binary: &Path, handler: &str, id: &str) -> Option<se
 /// reports inside it, to check against what the runtime should show.
 async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &str, &str)) {
     let mut rt = env.g.runtime().await;
-    let pc = pod_config(env, handler);
+    let pc = env.pod_config(handler);
     let pod = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(pc.clone()),
@@ -571,7 +507,7 @@ async fn a_handler_without_its_binary_is_refused() {
     assert!(handlers.contains(&"ghost".to_string()), "{handlers:?}");
     let e = rt
         .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config(&env, "ghost")),
+            config: Some(env.pod_config("ghost")),
             runtime_handler: "ghost".into(),
         })
         .await
@@ -584,7 +520,7 @@ async fn a_handler_without_its_binary_is_refused() {
     );
     let e = rt
         .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config(&env, "nobody")),
+            config: Some(env.pod_config("nobody")),
             runtime_handler: "nobody".into(),
         })
         .await
@@ -593,7 +529,7 @@ async fn a_handler_without_its_binary_is_refused() {
     // The default handler still works beside the broken one.
     let fine = rt
         .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod_config(&env, "fine")),
+            config: Some(env.pod_config("fine")),
             runtime_handler: String::new(),
         })
         .await

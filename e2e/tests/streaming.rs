@@ -5,19 +5,14 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gantry_e2e::daemon::Gantry;
-use gantry_e2e::net::TestNetwork;
-use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
-use gantry_e2e::registry::Registry;
+use gantry_e2e::fixture::BusyboxEnv;
+use gantry_e2e::require_host;
 use gantry_e2e::stream::{self, Session, SpdyClient};
-use gantry_e2e::{local_registries, require_host};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    AttachRequest, ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecRequest,
-    ExecSyncRequest, ImageSpec as CriImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatusRequest,
-    PortForwardRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopContainerRequest,
+    AttachRequest, ContainerConfig, CreateContainerRequest, ExecRequest, ExecSyncRequest,
+    PodSandboxConfig, PodSandboxStatusRequest, PortForwardRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
 };
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::Channel;
@@ -25,88 +20,10 @@ use tonic::Code;
 
 const T: Duration = Duration::from_secs(20);
 
-struct Env {
-    _registry: Registry,
-    g: Gantry,
-    _net: TestNetwork,
-    image: String,
-    logs: tempfile::TempDir,
-}
+type Env = BusyboxEnv;
 
 async fn setup(extra_yaml: &str) -> Env {
-    require_host();
-    let registry = Registry::start().await;
-    let img = ImageSpec::new(vec![Layer::busybox()])
-        .label("streaming")
-        .build();
-    Pusher::new(&registry.addr, None)
-        .image("e2e/busybox", &["1"], &img)
-        .await;
-    let image = format!("{}/e2e/busybox:1", registry.addr);
-    let g = Gantry::start(&format!(
-        "{}{extra_yaml}",
-        local_registries(&[&registry.addr])
-    ))
-    .await;
-    let net = TestNetwork::create(&g.dir.join("cni"), &g.dir.join("ipam"));
-    g.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(CriImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    Env {
-        _registry: registry,
-        g,
-        _net: net,
-        image,
-        logs: tempfile::tempdir().unwrap(),
-    }
-}
-
-fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: env.logs.path().join(name).display().to_string(),
-        linux: Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn container(env: &Env, name: &str, script: &str) -> ContainerConfig {
-    ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(CriImageSpec {
-            image: env.image.clone(),
-            ..Default::default()
-        }),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}.log"),
-        ..Default::default()
-    }
+    BusyboxEnv::start("streaming", extra_yaml).await
 }
 
 /// A ready pod; returns its id and config.
@@ -115,7 +32,7 @@ async fn pod(
     rt: &mut RuntimeServiceClient<Channel>,
     name: &str,
 ) -> (String, PodSandboxConfig) {
-    let cfg = pod_config(env, name);
+    let cfg = env.pod_config(name);
     let id = rt
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(cfg.clone()),
@@ -194,7 +111,7 @@ async fn exec_over_spdy_and_websocket() {
         &mut rt,
         &pod_id,
         &pod_cfg,
-        container(&env, "box", "sleep 1000"),
+        env.container("box", "sleep 1000"),
     )
     .await;
 
@@ -425,8 +342,7 @@ async fn attach_to_running_containers() {
         &mut rt,
         &pod_id,
         &pod_cfg,
-        container(
-            &env,
+        env.container(
             "ticker",
             "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
         ),
@@ -475,7 +391,7 @@ async fn attach_to_running_containers() {
 
     // A shell on stdin: what the client types runs, and closing the
     // client's stdin ends the session.
-    let mut shell = container(&env, "shell", "");
+    let mut shell = env.container("shell", "");
     shell.command = vec!["/bin/sh".into()];
     shell.stdin = true;
     let shell = run(&mut rt, &pod_id, &pod_cfg, shell).await;
@@ -501,7 +417,7 @@ async fn attach_to_running_containers() {
     assert!(status.contains("Success"), "{status:?}");
 
     // A container with a terminal: attach over WebSocket, resize, type.
-    let mut term = container(&env, "term", "");
+    let mut term = env.container("term", "");
     term.command = vec!["/bin/sh".into()];
     term.stdin = true;
     term.tty = true;
@@ -544,41 +460,12 @@ async fn attach_to_running_containers() {
     .unwrap();
 }
 
-/// One forwarded connection over SPDY: sends `request`, returns the data
-/// the pod answered and what the error stream said.
+/// One forwarded connection: what the pod answered and what the error
+/// stream said; the server must finish both streams.
 async fn forward_once(url: &str, port: u16, request: &[u8]) -> (String, String) {
-    let up = stream::spdy_upgrade(url, &["portforward.k8s.io"]).await;
-    assert_eq!(up.status, 101, "{}", up.body);
-    let mut c = SpdyClient::new(up.stream.unwrap());
-    let port = port.to_string();
-    let err = c
-        .open(&[("streamType", "error"), ("port", &port), ("requestID", "0")])
-        .await;
-    c.finish(err).await;
-    let data = c
-        .open(&[("streamType", "data"), ("port", &port), ("requestID", "0")])
-        .await;
-    c.send(data, request).await;
-    let mut got_data = Vec::new();
-    let mut got_err = Vec::new();
-    let (mut data_done, mut err_done) = (false, false);
-    let deadline = tokio::time::Instant::now() + T;
-    while !(data_done && err_done) {
-        match tokio::time::timeout_at(deadline, c.events.recv()).await {
-            Ok(Some(stream::Event::Data(id, d))) if id == data => got_data.extend(d),
-            Ok(Some(stream::Event::Data(id, d))) if id == err => got_err.extend(d),
-            Ok(Some(stream::Event::Fin(id))) if id == data => data_done = true,
-            Ok(Some(stream::Event::Fin(id))) if id == err => err_done = true,
-            Ok(Some(stream::Event::Closed)) | Ok(None) | Err(_) => {
-                panic!("port forward hung or broke: data_done={data_done} err_done={err_done}")
-            }
-            Ok(Some(_)) => {}
-        }
-    }
-    (
-        String::from_utf8_lossy(&got_data).to_string(),
-        String::from_utf8_lossy(&got_err).to_string(),
-    )
+    let f = stream::port_forward(url, port, request, 1 << 20, T).await;
+    assert!(f.finished, "port forward hung or broke: {f:?}");
+    (String::from_utf8_lossy(&f.head).to_string(), f.error)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -590,7 +477,7 @@ async fn port_forward_into_a_pod() {
     let script = "mkdir -p /www && echo served-by-the-pod > /www/index.html && \
                   busybox httpd -p 8080 -h /www && busybox httpd -p 127.0.0.1:8081 -h /www && \
                   sleep 1000";
-    let id = run(&mut rt, &pod_id, &pod_cfg, container(&env, "web", script)).await;
+    let id = run(&mut rt, &pod_id, &pod_cfg, env.container("web", script)).await;
     let ip = rt
         .pod_sandbox_status(PodSandboxStatusRequest {
             pod_sandbox_id: pod_id.clone(),
@@ -777,7 +664,7 @@ async fn the_streaming_server_speaks_tls_when_configured() {
         &mut rt,
         &pod_id,
         &pod_cfg,
-        container(&env, "box", "sleep 1000"),
+        env.container("box", "sleep 1000"),
     )
     .await;
     let s = Session {

@@ -981,7 +981,7 @@ async fn bench_streaming(args: &Args) -> anyhow::Result<()> {
                 .into_inner()
                 .url;
             let t = Instant::now();
-            let (bytes, head, err) = stream::port_forward(
+            let f = stream::port_forward(
                 &url,
                 8080,
                 b"GET /big HTTP/1.0\r\n\r\n",
@@ -990,10 +990,12 @@ async fn bench_streaming(args: &Args) -> anyhow::Result<()> {
             )
             .await;
             let secs = t.elapsed().as_secs_f64();
-            if bytes < (mib as u64) << 20 || !String::from_utf8_lossy(&head).starts_with("HTTP/1.")
+            if f.bytes < (mib as u64) << 20
+                || !String::from_utf8_lossy(&f.head).starts_with("HTTP/1.")
             {
-                bail!("{}: forwarded {bytes} bytes ({err})", side.name);
+                bail!("{}: forwarded {} bytes ({})", side.name, f.bytes, f.error);
             }
+            let bytes = f.bytes;
             best[k] = best[k].max(bytes as f64 / (1 << 20) as f64 / secs);
         }
     }

@@ -1,0 +1,105 @@
+//! The world most end-to-end tests start from: a local registry holding a
+//! busybox image, gantry set up to pull from it (plus the YAML a test
+//! adds), a throwaway CNI network, the image already pulled, and a
+//! directory for pod logs.
+
+use gantry_proto::v1::{
+    ContainerConfig, ContainerMetadata, ImageSpec as CriImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PullImageRequest,
+};
+
+use crate::daemon::Gantry;
+use crate::net::TestNetwork;
+use crate::oci::{ImageSpec, Layer, Pusher};
+use crate::registry::Registry;
+use crate::{local_registries, require_host};
+
+pub struct BusyboxEnv {
+    pub registry: Registry,
+    pub g: Gantry,
+    pub net: TestNetwork,
+    /// The pulled busybox image's reference.
+    pub image: String,
+    pub logs: tempfile::TempDir,
+}
+
+impl BusyboxEnv {
+    /// `label` makes the image (and its ID) the test's own.
+    pub async fn start(label: &str, extra_yaml: &str) -> BusyboxEnv {
+        require_host();
+        let registry = Registry::start().await;
+        let img = ImageSpec::new(vec![Layer::busybox()]).label(label).build();
+        Pusher::new(&registry.addr, None)
+            .image("e2e/busybox", &["1"], &img)
+            .await;
+        let image = format!("{}/e2e/busybox:1", registry.addr);
+        let g = Gantry::start(&format!(
+            "{}{extra_yaml}",
+            local_registries(&[&registry.addr])
+        ))
+        .await;
+        let net = TestNetwork::create(&g.dir.join("cni"), &g.dir.join("ipam"));
+        g.images()
+            .await
+            .pull_image(PullImageRequest {
+                image: Some(CriImageSpec {
+                    image: image.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("pulling the test image");
+        BusyboxEnv {
+            registry,
+            g,
+            net,
+            image,
+            logs: tempfile::tempdir().expect("a log directory"),
+        }
+    }
+
+    /// A pod as kubelet asks for one (each container its own PID
+    /// namespace), logging under `logs/<name>`.
+    pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
+        PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: name.into(),
+                uid: format!("uid-{name}"),
+                namespace: "e2e".into(),
+                attempt: 0,
+            }),
+            hostname: name.into(),
+            log_directory: self.logs.path().join(name).display().to_string(),
+            linux: Some(LinuxPodSandboxConfig {
+                security_context: Some(LinuxSandboxSecurityContext {
+                    namespace_options: Some(NamespaceOption {
+                        pid: NamespaceMode::Container as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A busybox container running `script` with `sh -c`.
+    pub fn container(&self, name: &str, script: &str) -> ContainerConfig {
+        ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name: name.into(),
+                attempt: 0,
+            }),
+            image: Some(CriImageSpec {
+                image: self.image.clone(),
+                ..Default::default()
+            }),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            log_path: format!("{name}.log"),
+            ..Default::default()
+        }
+    }
+}
