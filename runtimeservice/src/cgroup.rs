@@ -188,30 +188,29 @@ fn rel(cgroup: &str) -> &str {
     cgroup.trim_start_matches('/')
 }
 
-/// Creates a pod's cgroup in each hierarchy. `created` is told each
-/// directory before it is made (so a crash still knows to remove it), and
-/// is only told directories that did not exist.
+/// Creates a pod's cgroup in each hierarchy. `created` is told, once and
+/// before anything is made, every directory that does not exist yet (so a
+/// crash still knows what to remove, and what existed is never removed).
 pub fn create(
     hierarchies: &[Hierarchy],
     cgroup: &str,
-    mut created: impl FnMut(&Path) -> Result<()>,
+    created: impl FnOnce(&[PathBuf]) -> Result<()>,
 ) -> Result<()> {
+    let mut missing = Vec::new();
     for h in hierarchies {
         let dir = h.mount.join(rel(cgroup));
-        let mut wanted = vec![dir.clone()];
+        missing.push(dir.clone());
         if h.v2 {
-            wanted.push(dir.join(V2_INIT_LEAF));
+            missing.push(dir.join(V2_INIT_LEAF));
         }
-        for d in wanted {
-            if d.exists() {
-                continue;
-            }
-            created(&d)?;
-            std::fs::create_dir_all(&d).map_err(Error::io(format!("creating {}", d.display())))?;
-        }
-        if !h.v2 {
-            inherit_cpuset(&h.mount, &dir)?;
-        }
+    }
+    missing.retain(|d| !d.exists());
+    created(&missing)?;
+    for d in &missing {
+        std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
+    }
+    for h in hierarchies.iter().filter(|h| !h.v2) {
+        inherit_cpuset(&h.mount, &h.mount.join(rel(cgroup)))?;
     }
     Ok(())
 }
@@ -267,14 +266,19 @@ pub fn remove(dirs: &[PathBuf]) -> std::result::Result<(), String> {
     let mut dirs = dirs.to_vec();
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     let mut failed = Vec::new();
+    // One budget for the whole call, not one per hierarchy: a cgroup that
+    // stays busy (a process that will not die, a child left behind) is
+    // busy in every hierarchy, and daemon start-up waits on this.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
     for d in &dirs {
-        let mut tries = 0;
         loop {
             match std::fs::remove_dir(d) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 40 => {
-                    tries += 1;
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => {
@@ -401,8 +405,8 @@ mod tests {
         // The parent exists in the memory hierarchy already (kubelet's).
         std::fs::create_dir_all(d.path().join("memory/kubepods/pod1")).unwrap();
         let mut made = Vec::new();
-        create(&hs, "/kubepods/pod1", |p| {
-            made.push(p.to_path_buf());
+        create(&hs, "/kubepods/pod1", |dirs| {
+            made.extend_from_slice(dirs);
             Ok(())
         })
         .unwrap();

@@ -290,15 +290,19 @@ impl PodService {
     fn create_cgroup(&self, id: &str, parent: &str) -> Result<String> {
         let driver = self.config.cgroup_driver;
         let path = cgroup::pod_cgroup(driver, parent, id);
-        self.store.update(id, |r| r.cgroup = path.clone())?;
-        if driver == CgroupDriver::Cgroupfs {
-            cgroup::create(&self.hierarchies, &path, |dir| {
-                let dir = dir.to_path_buf();
-                self.store
-                    .update(id, |r| r.cgroup_created.push(dir))
-                    .map(drop)
-            })?;
+        if driver != CgroupDriver::Cgroupfs {
+            self.store.update(id, |r| r.cgroup = path.clone())?;
+            return Ok(path);
         }
+        // One record write, before any directory is made.
+        cgroup::create(&self.hierarchies, &path, |dirs| {
+            self.store
+                .update(id, |r| {
+                    r.cgroup = path.clone();
+                    r.cgroup_created.extend_from_slice(dirs);
+                })
+                .map(drop)
+        })?;
         Ok(path)
     }
 
