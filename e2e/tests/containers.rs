@@ -1644,3 +1644,57 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
         .expect("the event stream stayed open after shutdown");
     assert!(!matches!(end, Ok(Some(_))), "{end:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_and_supplemental_groups_reach_the_process() {
+    let env = gantry_e2e::fixture::BusyboxEnv::start("devices", "").await;
+    let mut rt = env.g.runtime().await;
+    let pc = env.pod_config("devices");
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let mut c = env.container(
+        "dev",
+        "id -G; echo data > /dev/gantry-null && echo written; sleep 1000",
+    );
+    c.devices = vec![gantry_proto::v1::Device {
+        container_path: "/dev/gantry-null".into(),
+        host_path: "/dev/null".into(),
+        permissions: "rw".into(),
+    }];
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 1000 }),
+            supplemental_groups: vec![5000, 5001],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = create(&mut rt, &pod, &pc, c.clone()).await.unwrap();
+    start(&mut rt, &id).await;
+    let log = env.logs.path().join("devices/dev.log");
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("written") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.contains("1000 5000 5001"), "{text}");
+    assert!(text.contains("written"), "{text}");
+
+    // A host path that is not a device is refused, and leaves nothing.
+    let mut bad = c;
+    bad.metadata = Some(ContainerMetadata {
+        name: "bad".into(),
+        attempt: 0,
+    });
+    bad.devices[0].host_path = "/etc/hostname".into();
+    let e = create(&mut rt, &pod, &pc, bad).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}

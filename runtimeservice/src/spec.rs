@@ -385,15 +385,101 @@ pub fn user(
     if uid == u32::MAX {
         uid = 0;
     }
-    let extra = sc
-        .map(|s| {
-            s.supplemental_groups
-                .iter()
-                .filter_map(|g| u32::try_from(*g).ok())
+    let strict = sc.is_some_and(|s| {
+        s.supplemental_groups_policy == cri::SupplementalGroupsPolicy::Strict as i32
+    });
+    // Merge (the default): the groups the image's /etc/group gives the
+    // user, then the requested ones; Strict: the requested ones only.
+    let mut extra: Vec<u32> = if strict {
+        Vec::new()
+    } else {
+        image_groups(rootfs, uid)
+    };
+    for g in sc
+        .map(|s| s.supplemental_groups.as_slice())
+        .unwrap_or_default()
+    {
+        let g = u32::try_from(*g).map_err(|_| {
+            Error::InvalidArgument(format!("supplemental group {g} is out of range"))
+        })?;
+        extra.push(g);
+    }
+    extra.retain(|g| *g != gid);
+    extra.sort_unstable();
+    extra.dedup();
+    Ok((uid, gid, extra))
+}
+
+/// The groups whose member list in the image's /etc/group names the user
+/// with this uid (found in its /etc/passwd).
+fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
+    let Some(name) = std::fs::read_to_string(rootfs.join("etc/passwd"))
+        .ok()
+        .and_then(|t| {
+            t.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 3 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+            })
+        })
+    else {
+        return Vec::new();
+    };
+    std::fs::read_to_string(rootfs.join("etc/group"))
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    let members = f.get(3)?;
+                    members
+                        .split(',')
+                        .any(|m| m.trim() == name)
+                        .then(|| f[2].parse().ok())
+                        .flatten()
+                })
                 .collect()
         })
-        .unwrap_or_default();
-    Ok((uid, gid, extra))
+        .unwrap_or_default()
+}
+
+/// A host device for `linux.devices` and its cgroup rule.
+fn device(d: &cri::Device) -> Result<(Value, Value)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if !d.container_path.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "device container path {:?} must be absolute",
+            d.container_path
+        )));
+    }
+    let meta = std::fs::metadata(&d.host_path).map_err(|e| {
+        Error::InvalidArgument(format!("device {:?} on the host: {e}", d.host_path))
+    })?;
+    let kind = if meta.file_type().is_char_device() {
+        "c"
+    } else if meta.file_type().is_block_device() {
+        "b"
+    } else {
+        return Err(Error::InvalidArgument(format!(
+            "{:?} is not a device",
+            d.host_path
+        )));
+    };
+    let access = if d.permissions.is_empty() {
+        "rwm"
+    } else {
+        d.permissions.as_str()
+    };
+    if !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(Error::InvalidArgument(format!(
+            "device permissions {access:?}: only r, w and m"
+        )));
+    }
+    let rdev = meta.rdev();
+    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+    Ok((
+        json!({"path": d.container_path, "type": kind, "major": major, "minor": minor,
+               "fileMode": meta.mode() & 0o7777, "uid": meta.uid(), "gid": meta.gid()}),
+        json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": access}),
+    ))
 }
 
 fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
@@ -602,7 +688,34 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         if cpu.as_object().is_some_and(|o| !o.is_empty()) {
             res["cpu"] = cpu;
         }
+        if !r.hugepage_limits.is_empty() {
+            res["hugepageLimits"] = json!(r
+                .hugepage_limits
+                .iter()
+                .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
+                .collect::<Vec<_>>());
+        }
+        if !r.unified.is_empty() {
+            // cgroup v2 files by name; the runtime refuses them on v1.
+            res["unified"] = json!(r.unified);
+        }
         spec["linux"]["resources"] = res;
+    }
+    if !c.devices.is_empty() {
+        let mut nodes = Vec::new();
+        let mut rules = Vec::new();
+        for d in &c.devices {
+            let (node, rule) = device(d)?;
+            nodes.push(node);
+            rules.push(rule);
+        }
+        spec["linux"]["devices"] = json!(nodes);
+        let mut all = spec["linux"]["resources"]["devices"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        all.extend(rules);
+        spec["linux"]["resources"]["devices"] = json!(all);
     }
     if sc.privileged {
         spec["linux"]["maskedPaths"] = json!([]);
@@ -731,5 +844,75 @@ mod tests {
             user(&c, &json!({}), d.path()).unwrap(),
             (1000, 7, vec![8, 9])
         );
+    }
+
+    #[test]
+    fn supplemental_groups_merge_with_the_images_unless_strict() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(
+            d.path().join("etc/passwd"),
+            "app:x:1000:1000::/:/bin/sh
+",
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("etc/group"),
+            "app:x:1000:\nwheel:x:10:root,app\naudio:x:29:other\nvideo:x:44: app \n",
+        )
+        .unwrap();
+        let with = |policy: cri::SupplementalGroupsPolicy| cri::ContainerConfig {
+            linux: Some(cri::LinuxContainerConfig {
+                security_context: Some(cri::LinuxContainerSecurityContext {
+                    run_as_user: Some(cri::Int64Value { value: 1000 }),
+                    supplemental_groups: vec![5000, 10],
+                    supplemental_groups_policy: policy as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let merged = user(
+            &with(cri::SupplementalGroupsPolicy::Merge),
+            &json!({}),
+            d.path(),
+        );
+        assert_eq!(merged.unwrap(), (1000, 1000, vec![10, 44, 5000]));
+        let strict = user(
+            &with(cri::SupplementalGroupsPolicy::Strict),
+            &json!({}),
+            d.path(),
+        );
+        assert_eq!(strict.unwrap(), (1000, 1000, vec![10, 5000]));
+    }
+
+    #[test]
+    fn devices_are_checked_and_allowed_in_the_cgroup() {
+        let d = |host: &str, perms: &str| cri::Device {
+            container_path: "/dev/xnull".into(),
+            host_path: host.into(),
+            permissions: perms.into(),
+        };
+        let (node, rule) = device(&d("/dev/null", "rw")).unwrap();
+        assert_eq!(node["path"], "/dev/xnull");
+        assert_eq!(
+            (
+                node["type"].as_str(),
+                node["major"].as_u64(),
+                node["minor"].as_u64()
+            ),
+            (Some("c"), Some(1), Some(3))
+        );
+        assert_eq!(
+            rule,
+            json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"})
+        );
+        assert!(device(&d("/etc/hostname", "rw")).is_err(), "not a device");
+        assert!(device(&d("/dev/nonexistent-device", "rw")).is_err());
+        assert!(device(&d("/dev/null", "rwx")).is_err(), "bad permissions");
+        let mut relative = d("/dev/null", "r");
+        relative.container_path = "dev/x".into();
+        assert!(device(&relative).is_err());
     }
 }
