@@ -175,6 +175,8 @@ pub struct ImageSpec {
     pub docker: bool,
     /// Makes otherwise equal images differ.
     pub label: String,
+    /// `VOLUME` paths.
+    pub volumes: Vec<String>,
 }
 
 impl ImageSpec {
@@ -185,7 +187,12 @@ impl ImageSpec {
             arch: "amd64".into(),
             docker: false,
             label: String::new(),
+            volumes: Vec::new(),
         }
+    }
+    pub fn volume(mut self, path: &str) -> Self {
+        self.volumes.push(path.into());
+        self
     }
     pub fn user(mut self, u: &str) -> Self {
         self.user = Some(u.into());
@@ -212,6 +219,11 @@ impl ImageSpec {
             layer_digests.push(d.clone());
             blobs.insert(d, blob);
         }
+        let volumes: serde_json::Map<String, serde_json::Value> = self
+            .volumes
+            .iter()
+            .map(|v| (v.clone(), json!({})))
+            .collect();
         let config = json!({
             "architecture": self.arch,
             "os": "linux",
@@ -223,6 +235,10 @@ impl ImageSpec {
             },
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
+        let mut config = config;
+        if !volumes.is_empty() {
+            config["config"]["Volumes"] = json!(volumes);
+        }
         let config = serde_json::to_vec(&config).expect("config JSON");
         let config_digest = digest(&config);
         blobs.insert(config_digest.clone(), config.clone());

@@ -1698,3 +1698,113 @@ async fn devices_and_supplemental_groups_reach_the_process() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_volumes_are_writable_and_seeded_from_the_image() {
+    require_host();
+    let registry = Registry::start().await;
+    // The image holds a file where it declares a volume, and a symlink
+    // where it declares another, which must not be followed.
+    let layer = Layer::busybox()
+        .dir("data/")
+        .file("data/seed.txt", b"from the image\n")
+        .symlink("escape", "/etc");
+    let img = ImageSpec::new(vec![layer])
+        .label("volumes")
+        .volume("/data")
+        .volume("/escape")
+        .volume("/covered")
+        .build();
+    Pusher::new(&registry.addr, None)
+        .image("e2e/volumes", &["1"], &img)
+        .await;
+    let image = format!("{}/e2e/volumes:1", registry.addr);
+    let g = Gantry::start(&local_registries(&[&registry.addr])).await;
+    let _net = TestNetwork::create(&g.dir.join("cni"), &g.dir.join("ipam"));
+    g.images()
+        .await
+        .pull_image(PullImageRequest {
+            image: Some(CriImageSpec {
+                image: image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut rt = g.runtime().await;
+    let mut pc = PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: "vol".into(),
+            uid: "uid-vol".into(),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        log_directory: logs.path().display().to_string(),
+        ..Default::default()
+    };
+    pc.hostname = "vol".into();
+    let pod = run_pod(&mut rt, pc.clone()).await;
+    let host_dir = tempfile::tempdir().unwrap();
+    let c = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "vol".into(),
+            attempt: 0,
+        }),
+        image: Some(CriImageSpec {
+            image: image.clone(),
+            ..Default::default()
+        }),
+        command: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cat /data/seed.txt; echo new > /data/new.txt && echo wrote; ls /escape | wc -l; sleep 1000"
+                .into(),
+        ],
+        mounts: vec![Mount {
+            container_path: "/covered".into(),
+            host_path: host_dir.path().display().to_string(),
+            ..Default::default()
+        }],
+        log_path: "vol.log".into(),
+        ..Default::default()
+    };
+    let id = create(&mut rt, &pod, &pc, c).await.unwrap();
+    start(&mut rt, &id).await;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(logs.path().join("vol.log")).unwrap_or_default();
+        if text.lines().count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let lines: Vec<&str> = text
+        .lines()
+        .map(|l| l.splitn(4, ' ').nth(3).unwrap_or(""))
+        .collect();
+    assert_eq!(lines.first(), Some(&"from the image"), "{text}");
+    assert!(lines.contains(&"wrote"), "{text}");
+    // The symlinked volume is an empty directory, not the host's /etc.
+    assert!(lines.contains(&"0"), "{text}");
+    // The volume lives with the container, not in its image layers.
+    let vol = g
+        .dir
+        .join("root/runtime/containers")
+        .join(&id)
+        .join("volumes");
+    let found: Vec<_> = std::fs::read_dir(&vol).unwrap().flatten().collect();
+    assert_eq!(
+        found.len(),
+        2,
+        "/data and /escape, not the mounted /covered"
+    );
+    assert!(found.iter().any(|e| e.path().join("new.txt").is_file()));
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert!(!vol.exists(), "volumes go with the container");
+}

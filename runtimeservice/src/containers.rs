@@ -37,7 +37,7 @@ use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSes
 use crate::oci::{CliRuntime, ExecStreams, ExecTerminal, OciRuntime};
 use crate::pod::{new_id, write_atomic, PodState};
 use crate::pods::PodService;
-use crate::spec::{generate, PidNamespace, SpecInput};
+use crate::spec::{generate, image_volumes, PidNamespace, SpecInput};
 
 /// What the runtime needs to know of an image: the image service answers.
 #[derive(Debug, Clone)]
@@ -567,6 +567,20 @@ impl ContainerService {
             pod.cgroup.clone()
         };
         let cgroups_path = crate::cgroup::container_path(driver, &pod_cgroup, id);
+        // Each image VOLUME gets a directory of its own, seeded with what
+        // the image has there, as containerd does; it goes with the
+        // container's directory.
+        let mut volumes = Vec::new();
+        for (i, dest) in image_volumes(&image.config, &config.mounts)?
+            .into_iter()
+            .enumerate()
+        {
+            let host = cdir.join("volumes").join(i.to_string());
+            std::fs::create_dir_all(&host)
+                .map_err(Error::io(format!("creating {}", host.display())))?;
+            seed_volume(&rootfs, &dest, &host)?;
+            volumes.push((dest, host));
+        }
         let spec = generate(&SpecInput {
             id,
             config,
@@ -579,6 +593,7 @@ impl ContainerService {
             uts_ns: pod.uts_ns.as_deref(),
             pid,
             cgroups_path: &cgroups_path,
+            volumes: &volumes,
         })?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;
@@ -1534,6 +1549,57 @@ fn kill_stray_monitors(id: &str) {
 
 /// Whether `pid` is still this container's monitor (PIDs wrap, so the
 /// command line must name the container too).
+/// Copies what the image holds at `dest` (inside `rootfs`) into the
+/// volume directory `host`. Nothing is followed out of the image: a path
+/// through a symlink is not copied, and symlinks inside are copied as
+/// links.
+fn seed_volume(rootfs: &Path, dest: &str, host: &Path) -> Result<()> {
+    let mut at = rootfs.to_path_buf();
+    for part in Path::new(dest).components().skip(1) {
+        at.push(part);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => return Ok(()),
+            Ok(_) => {}
+            Err(_) => return Ok(()),
+        }
+    }
+    if !at.is_dir() {
+        return Ok(());
+    }
+    copy_tree(&at, host).map_err(Error::io(format!("seeding the volume {dest}")))?;
+    let meta = std::fs::symlink_metadata(&at).map_err(Error::io("reading a volume"))?;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::set_permissions(host, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+        .map_err(Error::io("setting a volume's mode"))?;
+    std::os::unix::fs::lchown(host, Some(meta.uid()), Some(meta.gid()))
+        .map_err(Error::io("setting a volume's owner"))
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        let meta = std::fs::symlink_metadata(&src)?;
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if kind.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+            std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        } else if kind.is_file() {
+            std::fs::copy(&src, &dst)?;
+        } else {
+            // Devices, sockets and fifos are not copied into volumes.
+            continue;
+        }
+        std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+    }
+    Ok(())
+}
+
 /// Whether `pid` is a live process (not gone, not a zombie).
 fn process_running(pid: i32) -> bool {
     pid > 0

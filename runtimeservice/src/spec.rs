@@ -238,6 +238,43 @@ pub struct SpecInput<'a> {
     pub pid: PidNamespace,
     /// The OCI `linux.cgroupsPath` (see [`crate::cgroup::container_path`]).
     pub cgroups_path: &'a str,
+    /// The image's `VOLUME`s, each with the host directory that backs it
+    /// (see [`image_volumes`]).
+    pub volumes: &'a [(String, PathBuf)],
+}
+
+/// The image's `VOLUME` paths that no CRI mount covers, cleaned. A path
+/// that is not absolute or climbs with `..` is refused: it would name
+/// something outside the container.
+pub fn image_volumes(image: &Value, mounts: &[cri::Mount]) -> Result<Vec<String>> {
+    let Some(vols) = image["config"]["Volumes"].as_object() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for v in vols.keys() {
+        let path = Path::new(v);
+        if !path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "image volume {v:?} is not a clean absolute path"
+            )));
+        }
+        let clean: PathBuf = path.components().collect();
+        let clean = clean.display().to_string();
+        if clean == "/"
+            || mounts
+                .iter()
+                .any(|m| Path::new(&m.container_path) == Path::new(&clean))
+        {
+            continue;
+        }
+        out.push(clean);
+    }
+    out.sort();
+    Ok(out)
 }
 
 /// Where a container's processes live.
@@ -611,6 +648,9 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
             mounts.push(bind(dest, &input.pod_dir.join(file), false, "rprivate"));
         }
     }
+    for (dest, host) in input.volumes {
+        mounts.push(bind(dest, host, false, "rprivate"));
+    }
     let mut rootfs_propagation: Option<&str> = None;
     for m in &c.mounts {
         if !m.container_path.starts_with('/') {
@@ -885,6 +925,26 @@ mod tests {
             d.path(),
         );
         assert_eq!(strict.unwrap(), (1000, 1000, vec![10, 5000]));
+    }
+
+    #[test]
+    fn image_volumes_are_clean_and_skip_mounted_paths() {
+        let img = json!({"config": {"Volumes": {"/data/": {}, "/var//log": {}, "/m": {}}}});
+        let mounts = vec![cri::Mount {
+            container_path: "/m".into(),
+            ..Default::default()
+        }];
+        assert_eq!(
+            image_volumes(&img, &mounts).unwrap(),
+            vec!["/data".to_string(), "/var/log".to_string()]
+        );
+        for bad in ["relative", "/a/../../etc"] {
+            let img = json!({"config": {"Volumes": {bad: {}}}});
+            assert!(image_volumes(&img, &[]).is_err(), "{bad}");
+        }
+        assert!(image_volumes(&json!({"config": {}}), &[])
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
