@@ -27,9 +27,18 @@ pub struct BusyboxEnv {
 impl BusyboxEnv {
     /// `label` makes the image (and its ID) the test's own.
     pub async fn start(label: &str, extra_yaml: &str) -> BusyboxEnv {
+        Self::start_with(
+            ImageSpec::new(vec![Layer::busybox()]).label(label),
+            extra_yaml,
+        )
+        .await
+    }
+
+    /// The same with an image of the test's making (busybox plus more).
+    pub async fn start_with(spec: ImageSpec, extra_yaml: &str) -> BusyboxEnv {
         require_host();
         let registry = Registry::start().await;
-        let img = ImageSpec::new(vec![Layer::busybox()]).label(label).build();
+        let img = spec.build();
         Pusher::new(&registry.addr, None)
             .image("e2e/busybox", &["1"], &img)
             .await;

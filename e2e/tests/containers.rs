@@ -1701,50 +1701,21 @@ async fn devices_and_supplemental_groups_reach_the_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_volumes_are_writable_and_seeded_from_the_image() {
-    require_host();
-    let registry = Registry::start().await;
     // The image holds a file where it declares a volume, and a symlink
     // where it declares another, which must not be followed.
     let layer = Layer::busybox()
         .dir("data/")
         .file("data/seed.txt", b"from the image\n")
         .symlink("escape", "/etc");
-    let img = ImageSpec::new(vec![layer])
+    let spec = ImageSpec::new(vec![layer])
         .label("volumes")
         .volume("/data")
         .volume("/escape")
-        .volume("/covered")
-        .build();
-    Pusher::new(&registry.addr, None)
-        .image("e2e/volumes", &["1"], &img)
-        .await;
-    let image = format!("{}/e2e/volumes:1", registry.addr);
-    let g = Gantry::start(&local_registries(&[&registry.addr])).await;
-    let _net = TestNetwork::create(&g.dir.join("cni"), &g.dir.join("ipam"));
-    g.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(CriImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let logs = tempfile::tempdir().unwrap();
+        .volume("/covered");
+    let env = gantry_e2e::fixture::BusyboxEnv::start_with(spec, "").await;
+    let (g, image, logs) = (&env.g, env.image.clone(), env.logs.path().join("vol"));
     let mut rt = g.runtime().await;
-    let mut pc = PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: "vol".into(),
-            uid: "uid-vol".into(),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        log_directory: logs.path().display().to_string(),
-        ..Default::default()
-    };
-    pc.hostname = "vol".into();
+    let pc = env.pod_config("vol");
     let pod = run_pod(&mut rt, pc.clone()).await;
     let host_dir = tempfile::tempdir().unwrap();
     let c = ContainerConfig {
@@ -1774,7 +1745,7 @@ async fn image_volumes_are_writable_and_seeded_from_the_image() {
     start(&mut rt, &id).await;
     let mut text = String::new();
     for _ in 0..100 {
-        text = std::fs::read_to_string(logs.path().join("vol.log")).unwrap_or_default();
+        text = std::fs::read_to_string(logs.join("vol.log")).unwrap_or_default();
         if text.lines().count() >= 3 {
             break;
         }

@@ -28,6 +28,22 @@ pub struct CriRuntimeService {
     streaming: Option<Arc<dyn StreamUrls>>,
 }
 
+/// The stream choices an Exec or Attach request may make.
+fn check_streams(stdin: bool, stdout: bool, stderr: bool, tty: bool) -> Result<(), Status> {
+    if !(stdin || stdout || stderr) {
+        return Err(Status::invalid_argument(
+            "one of stdin, stdout and stderr must be requested",
+        ));
+    }
+    if tty && stderr {
+        // A terminal merges the two streams.
+        return Err(Status::invalid_argument(
+            "tty and stderr cannot both be true",
+        ));
+    }
+    Ok(())
+}
+
 /// Mints single-use URLs on the streaming server for requests that were
 /// already checked. The daemon implements it.
 pub trait StreamUrls: Send + Sync + 'static {
@@ -453,17 +469,7 @@ impl RuntimeService for CriRuntimeService {
         if req.cmd.is_empty() {
             return Err(Status::invalid_argument("exec needs a command"));
         }
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(Status::invalid_argument(
-                "one of stdin, stdout and stderr must be requested",
-            ));
-        }
-        if req.tty && req.stderr {
-            // A terminal merges the two streams.
-            return Err(Status::invalid_argument(
-                "tty and stderr cannot both be true",
-            ));
-        }
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
         req.container_id = self.containers.running_id(&req.container_id)?;
         let url = self.streaming("Exec")?.exec(req)?;
         Ok(Response::new(cri::ExecResponse { url }))
@@ -474,17 +480,7 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::AttachRequest>,
     ) -> Result<Response<cri::AttachResponse>, Status> {
         let mut req = request.into_inner();
-        if !(req.stdin || req.stdout || req.stderr) {
-            return Err(Status::invalid_argument(
-                "one of stdin, stdout and stderr must be requested",
-            ));
-        }
-        if req.tty && req.stderr {
-            // A terminal merges the two streams.
-            return Err(Status::invalid_argument(
-                "tty and stderr cannot both be true",
-            ));
-        }
+        check_streams(req.stdin, req.stdout, req.stderr, req.tty)?;
         req.container_id = self.containers.running_id(&req.container_id)?;
         let url = self.streaming("Attach")?.attach(req)?;
         Ok(Response::new(cri::AttachResponse { url }))

@@ -564,15 +564,28 @@ fn report(what: &str, g: &[Duration], p: &[Duration]) {
     println!();
 }
 
-/// Container lifecycle latencies and memory, gantry against the peer.
-async fn bench_containers(args: &Args) -> anyhow::Result<()> {
+/// What the container and streaming benchmarks start from: a busybox
+/// image of their own in the registry, gantry on a throwaway CNI network
+/// (the plugins the yardstick peer uses), and each runtime (gantry, then
+/// the peer if given) with the image pulled.
+struct Setup {
+    gantry: Gantry,
+    net: TestNetwork,
+    tmp: tempfile::TempDir,
+    image: String,
+    sides: Vec<Side>,
+    run: u64,
+}
+
+async fn setup(args: &Args, label: &str) -> anyhow::Result<Setup> {
     let run: u64 = rand::rng().random();
-    let pusher = Pusher::new(&args.registry, None);
     let img = ImageSpec::new(vec![Layer::busybox()])
-        .label("bench-containers")
+        .label(&format!("bench-{label}"))
         .build();
-    let repo = format!("bench/containers-{run:x}");
-    pusher.image(&repo, &["1"], &img).await;
+    let repo = format!("bench/{label}-{run:x}");
+    Pusher::new(&args.registry, None)
+        .image(&repo, &["1"], &img)
+        .await;
     let image = format!("{}/{repo}:1", args.registry);
     let tmp = tempfile::tempdir()?;
     let gantry = Gantry::start(&format!(
@@ -580,10 +593,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
         args.registry
     ))
     .await;
-    // The same plugins the yardstick peer uses (bridge, host-local,
-    // portmap) on a throwaway bridge that is removed afterwards.
     let net = TestNetwork::create(&gantry.dir.join("cni"), &tmp.path().join("ipam"));
-
     let mut sides = vec![Side {
         name: "gantry",
         rt: gantry.runtime().await,
@@ -599,6 +609,26 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
             rt: RuntimeServiceClient::new(ch),
         });
     }
+    Ok(Setup {
+        gantry,
+        net,
+        tmp,
+        image,
+        sides,
+        run,
+    })
+}
+
+/// Container lifecycle latencies and memory, gantry against the peer.
+async fn bench_containers(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "containers").await?;
     let n = args.containers;
     let mut create_start_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
     let mut pod_to_running: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
@@ -848,36 +878,14 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
 /// download of `--forward-mib` MiB from busybox httpd in the pod.
 async fn bench_streaming(args: &Args) -> anyhow::Result<()> {
     use gantry_e2e::stream;
-    let run: u64 = rand::rng().random();
-    let pusher = Pusher::new(&args.registry, None);
-    let img = ImageSpec::new(vec![Layer::busybox()])
-        .label("bench-streaming")
-        .build();
-    let repo = format!("bench/streaming-{run:x}");
-    pusher.image(&repo, &["1"], &img).await;
-    let image = format!("{}/{repo}:1", args.registry);
-    let tmp = tempfile::tempdir()?;
-    let gantry = Gantry::start(&format!(
-        "log_level: warn\nimage:\n  registries:\n    \"{}\":\n      insecure: true\n",
-        args.registry
-    ))
-    .await;
-    let _net = TestNetwork::create(&gantry.dir.join("cni"), &tmp.path().join("ipam"));
-    let mut sides = vec![Side {
-        name: "gantry",
-        rt: gantry.runtime().await,
-    }];
-    timed_pull(&mut gantry.images().await, &image).await?;
-    if let Some(e) = &args.peer {
-        let ch = channel(e).await?;
-        let mut images = ImageServiceClient::new(ch.clone());
-        timed_pull(&mut images, &args.pause_image).await?;
-        timed_pull(&mut images, &image).await?;
-        sides.push(Side {
-            name: "peer",
-            rt: RuntimeServiceClient::new(ch),
-        });
-    }
+    let Setup {
+        gantry: _gantry,
+        net: _net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "streaming").await?;
     let mib = args.forward_mib;
     let script = format!(
         "mkdir -p /www && busybox dd if=/dev/zero of=/www/big bs=1048576 count={mib} 2>/dev/null && \
