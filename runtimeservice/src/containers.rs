@@ -916,14 +916,7 @@ impl ContainerService {
         cmd: Vec<String>,
         timeout_secs: i64,
     ) -> Result<cri::ExecSyncResponse> {
-        if cmd.is_empty() {
-            return Err(Error::InvalidArgument("exec needs a command".into()));
-        }
-        let r = self.running(id)?;
-        let rt = self.runtime(&r.handler)?.clone();
-        let pid_file = self
-            .cdir(&r.id)
-            .join(format!("exec-{}.pid", &new_id()?[..16]));
+        let (r, rt, pid_file) = self.exec_target(id, &cmd)?;
         let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
         // Kubelet accepts messages up to 16 MiB; keep both streams under it.
         match rt
@@ -942,6 +935,24 @@ impl ContainerService {
         }
     }
 
+    /// What an exec needs: the running container, its runtime, and a fresh
+    /// file for the runtime to record the exec'd PID in.
+    fn exec_target(
+        &self,
+        id: &str,
+        cmd: &[String],
+    ) -> Result<(ContainerRecord, CliRuntime, PathBuf)> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("exec needs a command".into()));
+        }
+        let r = self.running(id)?;
+        let rt = self.runtime(&r.handler)?.clone();
+        let pid_file = self
+            .cdir(&r.id)
+            .join(format!("exec-{}.pid", &new_id()?[..16]));
+        Ok((r, rt, pid_file))
+    }
+
     /// The full ID of a running container (the streaming RPCs check it
     /// before minting a URL).
     pub fn running_id(&self, id: &str) -> Result<String> {
@@ -957,14 +968,7 @@ impl ContainerService {
         streams: ExecStreams,
         initial_size: Option<(u16, u16)>,
     ) -> Result<ExecSession> {
-        if cmd.is_empty() {
-            return Err(Error::InvalidArgument("exec needs a command".into()));
-        }
-        let r = self.running(id)?;
-        let rt = self.runtime(&r.handler)?.clone();
-        let pid_file = self
-            .cdir(&r.id)
-            .join(format!("exec-{}.pid", &new_id()?[..16]));
+        let (r, rt, pid_file) = self.exec_target(id, cmd)?;
         if !tty {
             let mut child = rt
                 .exec_interactive(&r.id, cmd, streams, &pid_file, None)
