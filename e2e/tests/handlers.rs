@@ -542,3 +542,144 @@ async fn a_handler_without_its_binary_is_refused() {
     .await
     .unwrap();
 }
+
+/// A daemon killed in the middle of StartContainer, after the runtime ran
+/// the container but before the start was recorded: on restart the
+/// container is created again (its process, monitor and runtime state
+/// gone), and it can be started, then removed without leftovers. The
+/// handler is runc behind a script that holds `run` open on a gate file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_cut_short_is_undone_and_can_be_retried() {
+    let runc = require_runtime("runc", "apt-get install runc");
+    let scripts = tempfile::tempdir().unwrap();
+    let gate = scripts.path().join("gate");
+    let wrapper = scripts.path().join("gated-runc");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{runc} \"$@\"\nrc=$?\ncase \" $* \" in *\" run \"*) while [ -e {gate} ]; do sleep 0.05; done;; esac\nexit $rc\n",
+            runc = runc.display(),
+            gate = gate.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut env = setup(&format!("    gated:\n      path: {}\n", wrapper.display())).await;
+    let mut rt = env.g.runtime().await;
+    let pc = env.pod_config("gated");
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: "gated".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.g.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(env.container("held", "echo ran; exec sleep 1000")),
+            sandbox_config: Some(pc.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", env.g.log()))
+        .into_inner()
+        .container_id;
+    std::fs::write(&gate, b"").unwrap();
+    let mut starting = env.g.runtime().await;
+    let start_id = id.clone();
+    let call = tokio::spawn(async move {
+        starting
+            .start_container(StartContainerRequest {
+                container_id: start_id,
+            })
+            .await
+    });
+    // The runtime has run the container once its PID file is written.
+    let pid_file = env
+        .g
+        .dir
+        .join("root/runtime/containers")
+        .join(&id)
+        .join("pid");
+    let mut first_pid = 0;
+    for _ in 0..200 {
+        if let Some(p) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        {
+            first_pid = p;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(first_pid > 0, "the runtime never ran the container");
+    assert!(Path::new(&format!("/proc/{first_pid}")).exists());
+    drop(rt);
+    env.g.kill();
+    let _ = call.await;
+    env.g.restart().await;
+    let mut rt = env.g.runtime().await;
+    let s = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    let mut gone = false;
+    for _ in 0..100 {
+        // The killed process may linger as a zombie of PID 1 here.
+        let st = std::fs::read_to_string(format!("/proc/{first_pid}/stat")).unwrap_or_default();
+        if st.is_empty() || st.contains(") Z ") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the interrupted start's container still runs");
+    assert!(
+        runtime_state(&env, &runc, "gated", &id).is_none(),
+        "the runtime still knows the container"
+    );
+    std::fs::remove_file(&gate).unwrap();
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer after the restart: {e}\n{}", env.g.log()));
+    let s = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    let left: Vec<_> = std::fs::read_dir(env.g.dir.join("root/runtime/containers"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}\n{}", env.g.log());
+}

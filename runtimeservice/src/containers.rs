@@ -491,7 +491,7 @@ impl ContainerService {
         let span = info_span!("container", container = %id, pod = %pod_id, name = %meta.name);
         let _guard = self.lock(&id).await;
         let result = self
-            .create_inner(&id, &pod, &config, &image, &runtime)
+            .create_inner(&id, &pod, &config, &image)
             .instrument(span.clone())
             .await;
         match result {
@@ -514,7 +514,6 @@ impl ContainerService {
         pod: &crate::pod::PodRecord,
         config: &cri::ContainerConfig,
         image: &ResolvedImage,
-        runtime: &CliRuntime,
     ) -> Result<()> {
         let cdir = self.cdir(id);
         let bundle = cdir.join("bundle");
@@ -597,17 +596,50 @@ impl ContainerService {
         })?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;
-        let log_path = self
-            .records()
-            .get(id)
-            .map(|r| r.log_path.clone())
-            .unwrap_or_default();
+        // The runtime sees the container only at StartContainer; a command
+        // the image lacks must fail here, as it does with runtimes that
+        // create at once.
+        if let Some(process) = spec.process() {
+            let args = process.args().clone().unwrap_or_default();
+            let env = process.env().clone().unwrap_or_default();
+            let mounts: Vec<String> = spec
+                .mounts()
+                .iter()
+                .flatten()
+                .map(|m| m.destination().display().to_string())
+                .collect();
+            crate::lookup::check_command(
+                &rootfs,
+                args.first().map(String::as_str).unwrap_or_default(),
+                &env,
+                &process.cwd().display().to_string(),
+                &mounts,
+            )
+            .map_err(Error::FailedPrecondition)?;
+        }
+        self.update_then_emit(id, |r| {
+            r.state = ContainerState::Created;
+            Some(cri::ContainerEventType::ContainerCreatedEvent)
+        })?;
+        Ok(())
+    }
 
+    /// Runs the created container: its monitor starts and runs the runtime
+    /// (`run --detach`), which creates and starts it in one go (one
+    /// runtime start-up instead of two). Returns the monitor's and the
+    /// container's PIDs.
+    async fn run_monitor(
+        &self,
+        id: &str,
+        rec: &ContainerRecord,
+        runtime: &CliRuntime,
+    ) -> Result<(i32, i32)> {
+        let cdir = self.cdir(id);
         let mut cmd = tokio::process::Command::new(&self.monitor);
         cmd.arg("--id")
             .arg(id)
             .arg("--bundle")
-            .arg(&bundle)
+            .arg(cdir.join("bundle"))
             .arg("--runtime")
             .arg(&runtime.binary)
             .arg("--runtime-root")
@@ -615,20 +647,18 @@ impl ContainerService {
         for a in runtime.global_args() {
             cmd.arg("--runtime-arg").arg(a);
         }
-        let (tty, stdin, stdin_once) = self
-            .records()
-            .get(id)
-            .map(|r| (r.config.tty, r.config.stdin, r.config.stdin_once))
-            .unwrap_or_default();
-        if tty {
+        if rec.config.tty {
             cmd.arg("--tty").arg("true");
         }
-        if stdin {
-            cmd.arg("--stdin")
-                .arg(if stdin_once { "once" } else { "true" });
+        if rec.config.stdin {
+            cmd.arg("--stdin").arg(if rec.config.stdin_once {
+                "once"
+            } else {
+                "true"
+            });
         }
         cmd.arg("--log-path")
-            .arg(&log_path)
+            .arg(&rec.log_path)
             .arg("--exit-file")
             .arg(cdir.join("exit.json"))
             .arg("--pid-file")
@@ -640,10 +670,6 @@ impl ContainerService {
                     .unwrap_or(std::process::Stdio::null()),
             );
         std::fs::create_dir_all(&runtime.root).map_err(Error::io("creating the runtime root"))?;
-        // Watched before the monitor exists, so no exit can come unheard.
-        if let Err(e) = self.exits.watch(id, &cdir) {
-            crate::events::warn_unwatched(id, &e);
-        }
         // Only the report line is read: the monitor keeps running, so
         // waiting for its pipes to close (as `output()` does) would hang.
         cmd.stdout(std::process::Stdio::piped()).kill_on_drop(false);
@@ -666,21 +692,33 @@ impl ContainerService {
             words.next().and_then(|p| p.parse().ok()),
             words.next().and_then(|p| p.parse().ok()),
         ) {
-            (Some("ok"), Some(mpid), Some(cpid)) => {
-                self.update_then_emit(id, |r| {
-                    r.state = ContainerState::Created;
-                    r.monitor_pid = mpid;
-                    r.pid = cpid;
-                    Some(cri::ContainerEventType::ContainerCreatedEvent)
-                })?;
-                Ok(())
-            }
+            (Some("ok"), Some(mpid), Some(cpid)) => Ok((mpid, cpid)),
             _ => {
                 let msg = line.strip_prefix("error ").unwrap_or(&line).to_string();
                 Err(Error::FailedPrecondition(format!(
-                    "creating the container failed: {msg}"
+                    "starting the container failed: {msg}"
                 )))
             }
+        }
+    }
+
+    /// Undoes whatever an unfinished run of a created container left: a
+    /// monitor, the runtime's container, its cgroup, the monitor's files.
+    /// The container is created again afterwards, and can be started.
+    async fn undo_run(&self, id: &str, rec: &ContainerRecord) {
+        kill_stray_monitors(id);
+        if let Ok(rt) = self.runtime(&rec.handler) {
+            if let Err(e) = rt.delete(id, true).await {
+                warn!(container = %id, error = %e, "deleting from the runtime");
+            }
+        }
+        let cgroup = self.cgroup_path(rec);
+        if !cgroup.is_empty() {
+            remove_cgroup(Path::new("/sys/fs/cgroup"), &cgroup);
+        }
+        let cdir = self.cdir(id);
+        for f in ["pid", "exit.json", "attach.sock"] {
+            let _ = std::fs::remove_file(cdir.join(f));
         }
     }
 
@@ -736,10 +774,12 @@ impl ContainerService {
     async fn destroy(&self, id: &str) -> Option<ContainerRecord> {
         let rec = self.records().get(id).cloned()?;
         self.exits.unwatch(id);
-        if rec.state == ContainerState::Creating {
-            // A daemon killed mid-create leaves the monitor (and the
-            // runtime's create under it) running on: it must not finish
-            // making a container after it has been deleted here.
+        if rec.state == ContainerState::Creating
+            || rec.state == ContainerState::Created && rec.monitor_pid == 0
+        {
+            // A daemon killed mid-start leaves the monitor (and the
+            // runtime's run under it) going on: it must not finish making
+            // a container after it has been deleted here.
             kill_stray_monitors(id);
         }
         if let Ok(rt) = self.runtime(&rec.handler) {
@@ -777,13 +817,46 @@ impl ContainerService {
                 rec.state
             )));
         }
+        let rt = self.runtime(&rec.handler)?.clone();
         // Taken before the start: a process that exits at once may be
         // reaped, and its finish time written, before `start` returns.
         let started_at = now_nanos();
-        self.runtime(&rec.handler)?.start(&id).await?;
+        let (monitor_pid, pid) = if rec.monitor_pid != 0 {
+            // Created by an earlier gantry, whose monitor had the runtime
+            // create it at once.
+            rt.start(&id).await?;
+            (rec.monitor_pid, rec.pid)
+        } else {
+            // Watched before the monitor exists, so no exit goes unheard.
+            if let Err(e) = self.exits.watch(&id, &self.cdir(&id)) {
+                crate::events::warn_unwatched(&id, &e);
+            }
+            match self.run_monitor(&id, &rec, &rt).await {
+                Ok(pids) => pids,
+                Err(e) => {
+                    // As containerd: a container that could not start has
+                    // exited, with the reason why.
+                    warn!(container = %id, error = %e, "container start failed");
+                    self.exits.unwatch(&id);
+                    self.undo_run(&id, &rec).await;
+                    let message = e.to_string();
+                    self.update_then_emit(&id, |r| {
+                        r.state = ContainerState::Exited;
+                        r.exit_code = 128;
+                        r.finished_at = now_nanos();
+                        r.reason = "StartError".into();
+                        r.message = message;
+                        Some(cri::ContainerEventType::ContainerStoppedEvent)
+                    })?;
+                    return Err(e);
+                }
+            }
+        };
         self.update_then_emit(&id, |r| {
             r.state = ContainerState::Running;
             r.started_at = started_at;
+            r.monitor_pid = monitor_pid;
+            r.pid = pid;
             Some(cri::ContainerEventType::ContainerStartedEvent)
         })?;
         info!(container = %id, "container started");
@@ -835,6 +908,11 @@ impl ContainerService {
             return Ok(());
         };
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Ok(());
+        }
+        // Nothing runs yet (the runtime runs it at start); as with
+        // containerd, stopping a created container leaves it created.
+        if rec.state == ContainerState::Created && rec.monitor_pid == 0 {
             return Ok(());
         }
         let rt = self.runtime(&rec.handler)?.clone();
@@ -1481,6 +1559,17 @@ impl ContainerService {
                     crate::events::warn_unwatched(&id, &e);
                 }
             }
+            // A start cut short: whatever it got to run goes, and the
+            // container is back to created, startable again.
+            let unfinished_run = self.records().get(&id).cloned().filter(|r| {
+                r.state == ContainerState::Created
+                    && r.monitor_pid == 0
+                    && (self.cdir(&id).join("pid").exists() || !monitors_of(&id).is_empty())
+            });
+            if let Some(r) = unfinished_run {
+                warn!(container = %id, "undoing a start that was interrupted");
+                self.undo_run(&id, &r).await;
+            }
             let Some(r) = self.fold_exit(&id) else {
                 continue;
             };
@@ -1489,6 +1578,8 @@ impl ContainerService {
                     warn!(container = %id, "rolling back a container whose creation was interrupted");
                     self.destroy(&id).await;
                 }
+                // Not run yet: no monitor to have lost.
+                ContainerState::Created if r.monitor_pid == 0 => {}
                 ContainerState::Created | ContainerState::Running => {
                     if !monitor_alive(r.monitor_pid, &id)
                         && !self.cdir(&id).join("exit.json").exists()
@@ -1531,16 +1622,10 @@ fn remove_cgroup(root: &Path, cgroup: &str) {
 
 /// SIGKILLs every monitor process of container `id`: the monitor proper
 /// leads its own process group (it called setsid), which takes the
-/// runtime's create with it; the short-lived relay does not, so it alone is
+/// runtime's run with it; the short-lived relay does not, so it alone is
 /// killed.
 fn kill_stray_monitors(id: &str) {
-    let pids = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| monitor_alive(*pid, id));
-    for pid in pids {
+    for pid in monitors_of(id) {
         // SAFETY: getpgid and kill on a PID just checked to be this
         // container's monitor.
         unsafe {
@@ -1549,6 +1634,17 @@ fn kill_stray_monitors(id: &str) {
             libc::kill(target, libc::SIGKILL);
         }
     }
+}
+
+/// The PIDs of container `id`'s monitor processes.
+fn monitors_of(id: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| monitor_alive(*pid, id))
+        .collect()
 }
 
 /// Whether `pid` is still this container's monitor (PIDs wrap, so the

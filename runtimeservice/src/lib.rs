@@ -18,6 +18,7 @@ pub mod events;
 pub mod grpc;
 pub mod interactive;
 mod locks;
+pub mod lookup;
 pub mod network;
 pub mod oci;
 pub mod pod;

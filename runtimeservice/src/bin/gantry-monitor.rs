@@ -1,5 +1,6 @@
-//! `gantry-monitor`: the per-container monitor. It creates the container
-//! through the OCI runtime, owns the container's stdout and stderr and
+//! `gantry-monitor`: the per-container monitor. It runs the container
+//! through the OCI runtime (`run --detach`: created and started in one
+//! runtime invocation, when `StartContainer` asks), owns the container's stdout and stderr and
 //! writes them to the CRI log file, reaps the container's init (as child
 //! subreaper) and records its exit in a file. It is not a child of the
 //! daemon (it detaches at once), so the daemon can be killed, upgraded and
@@ -18,7 +19,7 @@
 //! keep up is dropped: the container's output never waits for it.
 //!
 //! Protocol with the daemon: one line on stdout, `ok <monitor pid>
-//! <container pid>` once the container is created, or `error <message>`.
+//! <container pid>` once the container runs, or `error <message>`.
 //!
 //! `gantry-monitor --pod-init <pod id>` is the other mode: the PID 1 of a
 //! pod whose containers share one PID namespace. It only reaps orphans,
@@ -144,8 +145,8 @@ fn set_nonblocking(fd: RawFd) {
     }
 }
 
-/// The container's standard streams at create time.
-struct CreateIo {
+/// The container's standard streams when the runtime runs it.
+struct RunIo {
     stdin: Option<OwnedFd>,
     stdout: Option<OwnedFd>,
     stderr: Option<OwnedFd>,
@@ -156,8 +157,8 @@ fn stdio(fd: Option<OwnedFd>) -> Stdio {
     fd.map(Stdio::from).unwrap_or(Stdio::null())
 }
 
-/// Creates the container and returns its init's PID.
-fn create(args: &Args, io: CreateIo) -> Result<i32, String> {
+/// Creates and starts the container and returns its init's PID.
+fn run(args: &Args, io: RunIo) -> Result<i32, String> {
     let log = args.bundle.join("runtime.log");
     let mut cmd = Command::new(&args.runtime);
     cmd.args(&args.runtime_args)
@@ -167,7 +168,8 @@ fn create(args: &Args, io: CreateIo) -> Result<i32, String> {
         .arg(&log)
         .arg("--log-format")
         .arg("json")
-        .arg("create")
+        .arg("run")
+        .arg("--detach")
         .arg("--bundle")
         .arg(&args.bundle)
         .arg("--pid-file")
@@ -185,7 +187,7 @@ fn create(args: &Args, io: CreateIo) -> Result<i32, String> {
     if !status.success() {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
         let msg = last_logged_error(&text)
-            .unwrap_or_else(|| format!("{} create exited with {status}", args.runtime.display()));
+            .unwrap_or_else(|| format!("{} run exited with {status}", args.runtime.display()));
         return Err(msg);
     }
     std::fs::read_to_string(&args.pid_file)
@@ -332,7 +334,7 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     // and hands over on a console socket.
     let mut sources: Vec<(Option<OwnedFd>, LineSplitter, u8)> = Vec::new();
     let mut stdin_w: Option<OwnedFd> = None;
-    let mut io = CreateIo {
+    let mut io = RunIo {
         stdin: None,
         stdout: None,
         stderr: None,
@@ -370,7 +372,7 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         }
         None
     };
-    let created = create(args, io);
+    let created = run(args, io);
     let cpid = match (created, console) {
         (Err(e), Some((_, path))) => {
             let _ = std::fs::remove_file(path);
@@ -380,7 +382,7 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         (Ok(pid), None) => pid,
         (Ok(pid), Some((l, path))) => {
             let _ = std::fs::remove_file(&path);
-            // The runtime sent the terminal before its create returned.
+            // The runtime sent the terminal before its run returned.
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             let (conn, _) = l
                 .accept()
@@ -441,6 +443,11 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         }
     }
 
+    // Setting up (running the runtime above all) dirtied heap pages that
+    // are free now; a monitor lives as long as its container, one per
+    // container, so give them back before settling down.
+    // SAFETY: malloc_trim only releases memory malloc no longer uses.
+    unsafe { libc::malloc_trim(0) };
     let mut clients: Vec<Client> = Vec::new();
     let mut pending_stdin: Vec<u8> = Vec::new();
     let mut close_stdin_when_flushed = false;
