@@ -580,6 +580,12 @@ impl ContainerService {
             seed_volume(&rootfs, &dest, &host)?;
             volumes.push((dest, host));
         }
+        let security = config
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let apparmor = crate::apparmor::profile_for(&security, &crate::apparmor::Kernel)?;
         let spec = generate(&SpecInput {
             id,
             config,
@@ -593,6 +599,7 @@ impl ContainerService {
             pid,
             cgroups_path: &cgroups_path,
             volumes: &volumes,
+            apparmor: apparmor.as_deref(),
         })?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;

@@ -9,6 +9,7 @@
 //! subscribers through [`events`], and live I/O with them (exec, attach,
 //! port forward) goes through [`interactive`].
 
+pub mod apparmor;
 pub mod cgroup;
 pub mod config;
 pub mod containers;

@@ -241,6 +241,8 @@ pub struct SpecInput<'a> {
     /// The image's `VOLUME`s, each with the host directory that backs it
     /// (see [`image_volumes`]).
     pub volumes: &'a [(String, PathBuf)],
+    /// The AppArmor profile to run under (see [`crate::apparmor`]).
+    pub apparmor: Option<&'a str>,
 }
 
 /// The image's `VOLUME` paths that no CRI mount covers, cleaned. A path
@@ -622,6 +624,9 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": sc.no_new_privs,
     });
+    if let Some(profile) = input.apparmor {
+        spec["process"]["apparmorProfile"] = json!(profile);
+    }
     if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
         if r.oom_score_adj != 0 {
             spec["process"]["oomScoreAdj"] = json!(clamp_oom(r.oom_score_adj));
