@@ -877,6 +877,9 @@ impl ContainerService {
             .get(id)
             .map(|r| (r.monitor_pid, r.pid))
             .unwrap_or_default();
+        // Most exits come within milliseconds of the signal: look again
+        // soon, then less and less often.
+        let mut pause = Duration::from_millis(2);
         loop {
             let exit_file = self.cdir(id).join("exit.json");
             // The file is looked for only once the monitor is seen gone: it
@@ -900,7 +903,8 @@ impl ContainerService {
             if Instant::now() >= deadline {
                 return false;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 

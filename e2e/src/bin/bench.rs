@@ -13,6 +13,9 @@
 //!
 //! `--mode containers --list-containers 200` also times ListContainers and
 //! ContainerStatus with 200 running `sleep` containers per runtime.
+//!
+//! `--mode memory` compares resident memory with `--containers` pods of one
+//! running container each (containerd then runs a shim and a pause per pod).
 
 use std::time::{Duration, Instant};
 
@@ -52,10 +55,11 @@ struct Args {
     /// Size of the large image in MiB (spread over 5 layers).
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
-    /// What to measure: pull, pods, containers, streaming or all.
+    /// What to measure: pull, pods, containers, memory, streaming or all.
     #[arg(long, default_value = "all")]
     mode: String,
-    /// Containers per runtime in containers mode.
+    /// Containers per runtime in containers mode; pods of one container
+    /// each in memory mode.
     #[arg(long, default_value_t = 50)]
     containers: usize,
     /// In containers mode, also time ListContainers and ContainerStatus
@@ -175,13 +179,15 @@ async fn main() -> anyhow::Result<()> {
         "pods" => bench_pods(&args).await,
         "containers" => bench_containers(&args).await,
         "streaming" => bench_streaming(&args).await,
+        "memory" => bench_memory(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_pods(&args).await?;
             bench_containers(&args).await?;
+            bench_memory(&args).await?;
             bench_streaming(&args).await
         }
-        other => bail!("unknown mode {other:?}: pull, pods, containers, streaming or all"),
+        other => bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming or all"),
     }
 }
 
@@ -310,37 +316,41 @@ fn pss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Summed PSS (KiB) of the processes named like `names`.
-fn pss_of_processes(names: &[&str]) -> u64 {
-    let mut total = 0;
+/// The PIDs of processes whose command name starts with one of `names`
+/// and, with `mentioning`, whose command line contains it (a gantry
+/// monitor names its container's directory, so monitors of other gantry
+/// instances on the machine are not counted).
+fn processes(names: &[&str], mentioning: Option<&str>) -> Vec<u32> {
+    let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if names.iter().any(|n| comm.trim().starts_with(n)) {
-            total += pss_kib(pid);
+        if !names.iter().any(|n| comm.trim().starts_with(n)) {
+            continue;
         }
+        if let Some(m) = mentioning {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !String::from_utf8_lossy(&cmdline).contains(m) {
+                continue;
+            }
+        }
+        pids.push(pid);
     }
-    total
+    pids
 }
 
-/// Resident KiB of every process whose command name starts with one of
-/// `names` (the peer's shims and pause containers).
-fn rss_of_processes(names: &[&str]) -> (u64, usize) {
-    let mut total = 0;
-    let mut count = 0;
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        if names.iter().any(|n| comm.trim().starts_with(n)) {
-            total += rss_kib(pid);
-            count += 1;
-        }
-    }
-    (total, count)
+/// Summed PSS (KiB) of the processes named like `names`.
+fn pss_of_processes(names: &[&str], mentioning: Option<&str>) -> u64 {
+    processes(names, mentioning).into_iter().map(pss_kib).sum()
+}
+
+/// Resident KiB and count of the processes named like `names` (the peer's
+/// shims and pause containers, gantry's monitors).
+fn rss_of_processes(names: &[&str], mentioning: Option<&str>) -> (u64, usize) {
+    let pids = processes(names, mentioning);
+    (pids.iter().map(|p| rss_kib(*p)).sum(), pids.len())
 }
 
 fn sandbox_config(who: &str, run: u64, i: usize) -> PodSandboxConfig {
@@ -424,8 +434,8 @@ async fn bench_pods(args: &Args) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let gantry_rss = gantry.rss_kib();
     let peer_rss = args.peer_pid.map(rss_kib);
-    let (shim_rss, shims) = rss_of_processes(&["containerd-shim"]);
-    let (pause_rss, pauses) = rss_of_processes(&["pause"]);
+    let (shim_rss, shims) = rss_of_processes(&["containerd-shim"], None);
+    let (pause_rss, pauses) = rss_of_processes(&["pause"], None);
 
     let mut stop_times = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -693,14 +703,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let gantry_rss = gantry.rss_kib();
-    let (monitor_rss, monitors) = rss_of_processes(&["gantry-monitor"]);
-    let peer_rss = args.peer_pid.map(rss_kib);
-    let (shim_rss, shims) = rss_of_processes(&["containerd-shim"]);
-    let (pause_rss, _) = rss_of_processes(&["pause"]);
-    let gantry_pss = pss_kib(gantry.pid()) + pss_of_processes(&["gantry-monitor"]);
-    let peer_pss =
-        args.peer_pid.map(pss_kib).unwrap_or(0) + pss_of_processes(&["containerd-shim", "pause"]);
+    let memory = MemorySample::take(&gantry, args);
 
     for (k, side) in sides.iter_mut().enumerate() {
         let target = ids[k][0].clone();
@@ -846,30 +849,125 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
         );
         report("ContainerStatus", &big_status_t[0], &peer(&big_status_t));
     }
-    let ours = gantry_rss + monitor_rss;
-    println!(
-        "resident memory with {n} running containers: gantry {:.1} MiB + {monitors} monitors {:.1} MiB = {:.1} MiB",
-        gantry_rss as f64 / 1024.0,
-        monitor_rss as f64 / 1024.0,
-        ours as f64 / 1024.0
-    );
-    if let Some(p) = peer_rss {
-        let theirs = p + shim_rss + pause_rss;
-        println!(
-            "  peer: containerd {:.1} MiB + {shims} shims {:.1} MiB + pause {:.1} MiB = {:.1} MiB; ratio gantry/peer {:.3}",
-            p as f64 / 1024.0,
-            shim_rss as f64 / 1024.0,
-            pause_rss as f64 / 1024.0,
-            theirs as f64 / 1024.0,
-            ours as f64 / theirs.max(1) as f64
-        );
-        println!(
-            "  proportional (PSS, shared pages split): gantry + monitors {:.1} MiB, peer {:.1} MiB; ratio {:.3}",
-            gantry_pss as f64 / 1024.0,
-            peer_pss as f64 / 1024.0,
-            gantry_pss as f64 / peer_pss.max(1) as f64
-        );
+    memory.report(&format!("{n} running containers in one pod"));
+    Ok(())
+}
+
+/// Memory of both runtimes (daemon, monitors or shims, pause processes),
+/// sampled at one moment.
+struct MemorySample {
+    gantry_rss: u64,
+    monitor_rss: u64,
+    monitors: usize,
+    peer_rss: Option<u64>,
+    shim_rss: u64,
+    shims: usize,
+    pause_rss: u64,
+    gantry_pss: u64,
+    peer_pss: u64,
+}
+
+impl MemorySample {
+    fn take(gantry: &Gantry, args: &Args) -> MemorySample {
+        let ours = gantry.dir.display().to_string();
+        let (monitor_rss, monitors) = rss_of_processes(&["gantry-monitor"], Some(&ours));
+        let (shim_rss, shims) = rss_of_processes(&["containerd-shim"], None);
+        MemorySample {
+            gantry_rss: gantry.rss_kib(),
+            monitor_rss,
+            monitors,
+            peer_rss: args.peer_pid.map(rss_kib),
+            shim_rss,
+            shims,
+            pause_rss: rss_of_processes(&["pause"], None).0,
+            gantry_pss: pss_kib(gantry.pid()) + pss_of_processes(&["gantry-monitor"], Some(&ours)),
+            peer_pss: args.peer_pid.map(pss_kib).unwrap_or(0)
+                + pss_of_processes(&["containerd-shim", "pause"], None),
+        }
     }
+
+    fn report(&self, what: &str) {
+        let mib = |k: u64| k as f64 / 1024.0;
+        let ours = self.gantry_rss + self.monitor_rss;
+        println!(
+            "resident memory with {what}: gantry {:.1} MiB + {} monitors {:.1} MiB = {:.1} MiB",
+            mib(self.gantry_rss),
+            self.monitors,
+            mib(self.monitor_rss),
+            mib(ours)
+        );
+        if let Some(p) = self.peer_rss {
+            let theirs = p + self.shim_rss + self.pause_rss;
+            println!(
+                "  peer: containerd {:.1} MiB + {} shims {:.1} MiB + pause {:.1} MiB = {:.1} MiB; ratio gantry/peer {:.3}",
+                mib(p),
+                self.shims,
+                mib(self.shim_rss),
+                mib(self.pause_rss),
+                mib(theirs),
+                ours as f64 / theirs.max(1) as f64
+            );
+            println!(
+                "  proportional (PSS, shared pages split): gantry + monitors {:.1} MiB, peer {:.1} MiB; ratio {:.3}",
+                mib(self.gantry_pss),
+                mib(self.peer_pss),
+                self.gantry_pss as f64 / self.peer_pss.max(1) as f64
+            );
+        }
+    }
+}
+
+/// Memory with `--containers` pods of one running container each, the
+/// shape of most Kubernetes nodes: gantry's daemon and one monitor per
+/// container against containerd with one shim and one pause per pod.
+async fn bench_memory(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "memory").await?;
+    let n = args.containers;
+    let mut pods: Vec<Vec<String>> = vec![Vec::new(); sides.len()];
+    for i in 0..n {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let pc = sandbox_config(side.name, run, 2000 + i);
+            let pod = side
+                .rt
+                .run_pod_sandbox(RunPodSandboxRequest {
+                    config: Some(pc.clone()),
+                    runtime_handler: String::new(),
+                })
+                .await?
+                .into_inner()
+                .pod_sandbox_id;
+            create_start(side, &pod, &pc, container_config(&image, "only")).await?;
+            pods[k].push(pod);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let memory = MemorySample::take(&gantry, args);
+    for (k, side) in sides.iter_mut().enumerate() {
+        for pod in &pods[k] {
+            side.rt
+                .stop_pod_sandbox(StopPodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await?;
+            side.rt
+                .remove_pod_sandbox(RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.clone(),
+                })
+                .await?;
+        }
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    println!("memory benchmark, run {run:x}");
+    memory.report(&format!("{n} pods of one running container each"));
     Ok(())
 }
 
