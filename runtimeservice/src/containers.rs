@@ -84,6 +84,9 @@ pub struct ContainerRecord {
     pub handler: String,
     pub pid: i32,
     pub monitor_pid: i32,
+    /// The rootfs may be mounted: set in the very first record (unmounting
+    /// a rootfs never mounted is harmless), which spares the create path a
+    /// record write between making the directory and mounting.
     pub rootfs_mounted: bool,
 }
 
@@ -481,7 +484,7 @@ impl ContainerService {
                 handler: runtime.name.clone(),
                 pid: 0,
                 monitor_pid: 0,
-                rootfs_mounted: false,
+                rootfs_mounted: true,
             };
             std::fs::create_dir_all(self.cdir(&id).join("bundle"))
                 .map_err(Error::io("creating the container directory"))?;
@@ -539,7 +542,6 @@ impl ContainerService {
             cdir.join("upper").display(),
             cdir.join("work").display()
         );
-        self.update(id, |r| r.rootfs_mounted = true)?;
         let data = std::ffi::CString::new(data)
             .map_err(|_| Error::Internal("overlay options contain NUL".into()))?;
         rustix::mount::mount(
