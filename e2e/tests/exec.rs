@@ -456,3 +456,52 @@ async fn exec_gets_a_localhost_seccomp_profile() {
     .await
     .unwrap();
 }
+
+/// A terminal exec gets our pty's follower as its own terminal: a resize
+/// mid-session reaches the command as SIGWINCH with the new size, with no
+/// runtime relaying it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_exec_follows_resizes() {
+    use gantry_e2e::stream::{spdy_upgrade, SpdyClient};
+    let env = BusyboxEnv::start("nativeexec-tty", "").await;
+    let mut rt = env.g.runtime().await;
+    let pc = env.pod_config("tty");
+    let pod = run_pod(&mut rt, &pc).await;
+    let mut c = env.container("c", "");
+    c.command = vec!["/bin/sleep".into(), "1000".into()];
+    let (id, _) = run(&mut rt, &pod, &pc, c).await;
+    let script = "trap 'stty size; exit 0' WINCH; stty size; echo ready; \
+                  while :; do sleep 0.1; done";
+    let url = rt
+        .exec(gantry_proto::v1::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let up = spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+    assert_eq!(up.status, 101, "{}", up.body);
+    let mut s = SpdyClient::new(up.stream.unwrap());
+    let _err = s.open(&[("streamType", "error")]).await;
+    let _stdin = s.open(&[("streamType", "stdin")]).await;
+    let out = s.open(&[("streamType", "stdout")]).await;
+    let resize = s.open(&[("streamType", "resize")]).await;
+    s.send(resize, b"{\"Width\":80,\"Height\":24}\n").await;
+    let first = s.wait_for(out, "ready", Duration::from_secs(20)).await;
+    assert!(first.contains("24 80"), "{first:?}");
+    s.send(resize, b"{\"Width\":100,\"Height\":50}\n").await;
+    let after = s.wait_for(out, "50 100", Duration::from_secs(20)).await;
+    assert!(after.contains("50 100"), "{after:?}");
+    s.abort().await;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}

@@ -35,7 +35,8 @@ pub struct ExecSession {
     pub stdout: Option<BoxReader>,
     pub stderr: Option<BoxReader>,
     pub resize: Option<Arc<dyn Resize>>,
-    /// The runtime's `exec` process: it exits with the command's status.
+    /// The runtime's `exec` process, or gantry-exec for the native path:
+    /// either exits with the command's status.
     pub(crate) child: tokio::process::Child,
     pub(crate) pid_file: PathBuf,
     /// The runtime and container, to kill the command where it runs.

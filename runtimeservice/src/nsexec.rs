@@ -628,17 +628,15 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
 }
 
 /// Checks what can be checked before anything is joined, so a bad spec
-/// fails in the helper rather than half-way into the container.
-fn validate(spec: &Spec) -> Result<()> {
+/// fails in the helper rather than half-way into the container; returns
+/// the compiled seccomp filter, which the child inherits.
+fn prepare(spec: &Spec) -> Result<Option<ScmpFilterContext>> {
     for r in &spec.process.rlimits {
         if rlimit_resource(&r.kind).is_none() {
             return Err(ExecError::Spec(format!("unknown rlimit {:?}", r.kind)));
         }
     }
-    if let Some(s) = &spec.linux.seccomp {
-        compile_seccomp(s)?;
-    }
-    Ok(())
+    spec.linux.seccomp.as_ref().map(compile_seccomp).transpose()
 }
 
 pub fn load_spec(path: &Path) -> Result<Spec> {
@@ -677,7 +675,7 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 /// for a killed command).
 pub fn run(req: &Request) -> Result<i32> {
     let spec = load_spec(&req.spec)?;
-    validate(&spec)?;
+    let filter = prepare(&spec)?;
     let namespaces = open_namespaces(req.init_pid)?;
     let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", req.init_pid))
         .map_err(io_err(format!("reading /proc/{}/cgroup", req.init_pid)))?;
@@ -716,7 +714,7 @@ pub fn run(req: &Request) -> Result<i32> {
     if child == 0 {
         // SAFETY: restoring the mask saved above.
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
-        let e = command(req, &spec, &namespaces, &cgroups);
+        let e = command(req, &spec, filter.as_ref(), &namespaces, &cgroups);
         let _ = writeln!(io::stderr(), "gantry-exec: {e}");
         // SAFETY: ends the child without running the parent's exit
         // handlers or flushing buffers that belong to the parent.
@@ -785,8 +783,14 @@ fn wait_forwarding(child: i32, set: &libc::sigset_t) -> Result<i32> {
 }
 
 /// The child: becomes the command, or returns why it could not.
-fn command(req: &Request, spec: &Spec, namespaces: &[Namespace], cgroups: &[PathBuf]) -> ExecError {
-    match enter_and_exec(req, spec, namespaces, cgroups) {
+fn command(
+    req: &Request,
+    spec: &Spec,
+    filter: Option<&ScmpFilterContext>,
+    namespaces: &[Namespace],
+    cgroups: &[PathBuf],
+) -> ExecError {
+    match enter_and_exec(req, spec, filter, namespaces, cgroups) {
         Ok(never) => match never {},
         Err(e) => e,
     }
@@ -797,6 +801,7 @@ enum Never {}
 fn enter_and_exec(
     req: &Request,
     spec: &Spec,
+    filter: Option<&ScmpFilterContext>,
     namespaces: &[Namespace],
     cgroups: &[PathBuf],
 ) -> Result<Never> {
@@ -845,17 +850,10 @@ fn enter_and_exec(
     let program = resolve_command(&req.args[0], &env)?;
     let umask = p.user.umask.unwrap_or(0o022);
     rustix::process::umask(rustix::fs::Mode::from_bits_truncate(umask));
-
-    let filter = spec
-        .linux
-        .seccomp
-        .as_ref()
-        .map(compile_seccomp)
-        .transpose()?;
     if !p.no_new_privileges {
         // Without no_new_privs, loading a filter takes CAP_SYS_ADMIN, which
         // the capabilities below may drop.
-        if let Some(f) = &filter {
+        if let Some(f) = filter {
             f.load().map_err(seccomp_err("loading the filter"))?;
         }
     }
@@ -904,7 +902,7 @@ fn enter_and_exec(
     }
     if p.no_new_privileges {
         rustix::thread::set_no_new_privs(true).map_err(errno_err("setting no_new_privs"))?;
-        if let Some(f) = &filter {
+        if let Some(f) = filter {
             f.load().map_err(seccomp_err("loading the filter"))?;
         }
     }
