@@ -314,6 +314,31 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
     }
     assert_eq!(long.await.unwrap().exit_code, 0);
 
+    // SIGTERM sent to gantry-exec (as to `runc exec`) reaches the command.
+    let mut rt3 = rt.clone();
+    let root3 = root.clone();
+    let script = "trap 'exit 7' TERM; echo armed > /tmp/armed; while :; do sleep 0.1; done";
+    let trapped =
+        tokio::spawn(async move { exec(&mut rt3, &root3, &["sh", "-c", script], 20).await });
+    let mut armed = false;
+    for _ in 0..100 {
+        let r = exec(&mut rt, &root, &["cat", "/tmp/armed"], 20).await;
+        if r.exit_code == 0 {
+            armed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(armed, "the trap is set");
+    let helper = processes("gantry-exec")
+        .into_iter()
+        .find(|(_, c)| c.contains(&root) && c.contains("exit 7"))
+        .map(|(p, _)| p)
+        .expect("the helper runs");
+    // SAFETY: signalling the helper process found above.
+    unsafe { libc::kill(helper, libc::SIGTERM) };
+    assert_eq!(trapped.await.unwrap().exit_code, 7);
+
     // A command that cannot run fails as `runc exec` does (255), naming
     // itself.
     for missing in ["no-such-command", "/bin/no-such-command"] {
