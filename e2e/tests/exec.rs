@@ -530,3 +530,57 @@ async fn a_terminal_exec_follows_resizes() {
     .await
     .unwrap();
 }
+
+/// `exec: runtime` keeps `runc exec` for a runc handler: plain and
+/// terminal sessions and ExecSync still work through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_can_keep_the_runtime_exec() {
+    use gantry_e2e::stream::{spdy_session, Session};
+    let env = BusyboxEnv::start(
+        "runtimeexec",
+        "runtime:\n  runtimes:\n    runc:\n      exec: runtime\n",
+    )
+    .await;
+    let mut rt = env.g.runtime().await;
+    let pc = env.pod_config("viaruntime");
+    let pod = run_pod(&mut rt, &pc).await;
+    let mut c = env.container("c", "");
+    c.command = vec!["/bin/sleep".into(), "1000".into()];
+    let (id, init) = run(&mut rt, &pod, &pc, c).await;
+    assert_like_init(&mut rt, &id, init, "/").await;
+    let r = exec(&mut rt, &id, &["no-such-command"], 20).await;
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        !String::from_utf8_lossy(&r.stderr).contains("gantry-exec"),
+        "runc, not gantry-exec, ran it: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let s = Session {
+        stdin: Some(Vec::new()),
+        keep_stdin_open: true,
+        stdout: true,
+        tty: true,
+        resize: Some((91, 27)),
+        ..Default::default()
+    };
+    let url = rt
+        .exec(gantry_proto::v1::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec!["busybox".into(), "stty".into(), "size".into()],
+            tty: true,
+            stdin: true,
+            stdout: true,
+            stderr: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let o = spdy_session(&url, &s, Duration::from_secs(20)).await;
+    assert_eq!(o.stdout.trim_end(), "27 91", "{o:?}");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+}
