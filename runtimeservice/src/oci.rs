@@ -3,6 +3,12 @@
 //! drives them all; each configured handler is an instance with its own
 //! binary, extra arguments and state root. The trait is what the container
 //! code uses, so it can be tested with a double.
+//!
+//! Exec is the exception to "everything goes through the runtime": for a
+//! handler with `exec: native` the exec calls start gantry-exec (see
+//! [`crate::nsexec`]), which joins the container directly and records the
+//! command's PID in the same file `<runtime> exec --pid-file` would, so
+//! killing and waiting work the same on both paths.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
