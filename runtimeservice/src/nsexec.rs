@@ -53,6 +53,10 @@ pub enum ExecError {
     },
     #[error("invalid spec: {0}")]
     Spec(String),
+    /// The PID no longer belongs to the container (its init exited and the
+    /// number was reused).
+    #[error("process {pid} is not the container's init (its cgroup is not {cgroups_path})")]
+    NotTheInit { pid: i32, cgroups_path: String },
     #[error("seccomp: {0}")]
     Seccomp(String),
     #[error("capabilities: {0}")]
@@ -89,6 +93,8 @@ pub struct Spec {
 #[serde(default)]
 pub struct Linux {
     pub seccomp: Option<Seccomp>,
+    #[serde(rename = "cgroupsPath")]
+    pub cgroups_path: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -365,6 +371,27 @@ pub fn cgroup_dirs(proc_cgroup: &str, mountinfo: &str) -> Vec<PathBuf> {
         }
     }
     dirs
+}
+
+/// Whether a process's `/proc/<pid>/cgroup` places it in the spec's
+/// `linux.cgroupsPath`: a path (cgroupfs driver) or `slice:prefix:name`
+/// (systemd driver, whose unit is `prefix-name.scope`). Without a
+/// cgroupsPath there is nothing to check.
+pub fn in_cgroups_path(proc_cgroup: &str, cgroups_path: &str) -> bool {
+    if cgroups_path.is_empty() {
+        return true;
+    }
+    let mut paths = proc_cgroup
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(|p| p.trim_end_matches('/'));
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    if let [_, prefix, name] = parts[..] {
+        let scope = format!("{prefix}-{name}.scope");
+        return paths.any(|p| p.rsplit('/').next() == Some(scope.as_str()));
+    }
+    let want = format!("/{}", cgroups_path.trim_matches('/'));
+    paths.any(|p| p == want || p.ends_with(&want))
 }
 
 /// Moves the calling process into each cgroup directory.
@@ -681,6 +708,14 @@ pub fn run(req: &Request) -> Result<i32> {
         .map_err(io_err(format!("reading /proc/{}/cgroup", req.init_pid)))?;
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
         .map_err(io_err("reading /proc/self/mountinfo"))?;
+    // Read after the namespaces were opened: a match means they were the
+    // container's, not those of a process that reused the PID.
+    if !in_cgroups_path(&proc_cgroup, &spec.linux.cgroups_path) {
+        return Err(ExecError::NotTheInit {
+            pid: req.init_pid,
+            cgroups_path: spec.linux.cgroups_path.clone(),
+        });
+    }
     let cgroups = cgroup_dirs(&proc_cgroup, &mountinfo);
     if cgroups.is_empty() {
         return Err(ExecError::Spec(format!(
@@ -1095,6 +1130,21 @@ mod tests {
         let rooted = "30 23 0:26 /other /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
         assert!(cgroup_dirs("0::/kubepods/c1\n", rooted).is_empty());
         assert!(cgroup_dirs("0::/otherwise/c1\n", rooted).is_empty());
+    }
+
+    #[test]
+    fn the_init_is_recognised_by_its_cgroup() {
+        let cg = "4:memory:/gantry/pod1/c1\n0::/gantry/pod1/c1\n";
+        assert!(in_cgroups_path(cg, "/gantry/pod1/c1"));
+        assert!(in_cgroups_path(cg, ""));
+        assert!(!in_cgroups_path(cg, "/gantry/pod1/c2"));
+        assert!(!in_cgroups_path(cg, "/gantry/pod1/c"));
+        // Seen from inside a cgroup namespace rooted higher up.
+        assert!(in_cgroups_path("0::/pod1/c1\n", "pod1/c1"));
+        let sd = "1:name=systemd:/kubepods.slice/kubepods-pod1.slice/gantry-c1.scope\n";
+        assert!(in_cgroups_path(sd, "kubepods-pod1.slice:gantry:c1"));
+        assert!(!in_cgroups_path(sd, "kubepods-pod1.slice:gantry:c2"));
+        assert!(!in_cgroups_path("0::/user.slice\n", "/gantry/pod1/c1"));
     }
 
     #[test]

@@ -188,6 +188,18 @@ fn exit_statuses_pid_file_and_signals_pass_through() {
     let o = bad.run(&["true"]);
     assert_eq!(o.status.code(), Some(255));
     assert!(String::from_utf8_lossy(&o.stderr).contains("RLIMIT_BOGUS"));
+    // A PID whose cgroup is not the container's (a reused PID) is refused.
+    let stranger = Helper::new(serde_json::json!({
+        "process": {"cwd": "/", "env": ["PATH=/usr/bin:/bin"]},
+        "linux": {"cgroupsPath": "/gantry/no-such-pod/no-such-container"}
+    }));
+    let o = stranger.run(&["true"]);
+    assert_eq!(o.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not the container's init"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = Command::new(env!("CARGO_BIN_EXE_gantry-exec"))
         .arg("--pid")
         .output()
