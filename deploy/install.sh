@@ -5,6 +5,7 @@ set -euo pipefail
 cargo build --release --bins
 install -D -m 0755 target/release/gantry /usr/local/bin/gantry
 install -D -m 0755 target/release/gantry-monitor /usr/local/bin/gantry-monitor
+install -D -m 0755 target/release/gantry-exec /usr/local/bin/gantry-exec
 install -D -m 0644 deploy/gantry.yaml /etc/gantry/gantry.yaml
 install -D -m 0644 deploy/gantry.service /etc/systemd/system/gantry.service
 [ -e /etc/cni/net.d/10-gantry.conflist ] || install -D -m 0644 deploy/10-gantry.conflist /etc/cni/net.d/10-gantry.conflist

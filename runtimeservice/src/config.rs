@@ -31,6 +31,22 @@ pub struct RuntimeConfig {
     /// The container monitor binary; empty means `gantry-monitor` next to
     /// the gantry binary.
     pub monitor_path: PathBuf,
+    /// The native exec helper; empty means `gantry-exec` next to the gantry
+    /// binary.
+    pub exec_helper_path: PathBuf,
+}
+
+/// How a handler runs ExecSync and streaming Exec.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecMode {
+    /// gantry-exec joins the container's namespaces and cgroups itself:
+    /// for runtimes whose containers are plain namespaces (runc, crun,
+    /// youki), and much cheaper than starting the runtime.
+    Native,
+    /// `<runtime> exec`: for runtimes whose processes live elsewhere
+    /// (gVisor's user-space kernel, VMs).
+    Runtime,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -40,6 +56,10 @@ pub struct RuntimeHandler {
     pub path: PathBuf,
     /// Extra arguments put before every runtime command.
     pub args: Vec<String>,
+    /// How exec runs; unset means native for runc, crun and youki binaries
+    /// and the runtime's own exec for anything else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecMode>,
 }
 
 impl RuntimeHandler {
@@ -60,11 +80,36 @@ impl RuntimeHandler {
     }
 }
 
+impl RuntimeHandler {
+    /// The exec mode in effect: the configured one, else by binary name.
+    pub fn exec_mode(&self) -> ExecMode {
+        self.exec.unwrap_or_else(|| {
+            let native = self
+                .path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| matches!(n, "runc" | "crun" | "youki"));
+            if native {
+                ExecMode::Native
+            } else {
+                ExecMode::Runtime
+            }
+        })
+    }
+
+    /// runsc's processes run in its user-space kernel, out of reach of the
+    /// host's setns.
+    fn sandboxed(&self) -> bool {
+        self.path.file_name().is_some_and(|n| n == "runsc")
+    }
+}
+
 impl Default for RuntimeHandler {
     fn default() -> Self {
         RuntimeHandler {
             path: PathBuf::from("runc"),
             args: Vec::new(),
+            exec: None,
         }
     }
 }
@@ -80,6 +125,7 @@ impl Default for RuntimeConfig {
             default_runtime: "runc".to_string(),
             runtimes,
             monitor_path: PathBuf::new(),
+            exec_helper_path: PathBuf::new(),
         }
     }
 }
@@ -94,6 +140,48 @@ impl RuntimeConfig {
                 self.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
+        for (name, h) in &self.runtimes {
+            if h.sandboxed() && h.exec_mode() == ExecMode::Native {
+                return Err(format!(
+                    "runtimes.{name}: exec: native cannot reach runsc's processes (they run in gVisor's kernel); use exec: runtime"
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_mode_defaults_by_binary() {
+        let h = |path: &str, exec: Option<ExecMode>| RuntimeHandler {
+            path: path.into(),
+            args: vec![],
+            exec,
+        };
+        for native in ["runc", "/usr/bin/crun", "/root/.cargo/bin/youki"] {
+            assert_eq!(h(native, None).exec_mode(), ExecMode::Native, "{native}");
+        }
+        for runtime in ["runsc", "/opt/kata/bin/kata-runtime", "runc-wrapper"] {
+            assert_eq!(h(runtime, None).exec_mode(), ExecMode::Runtime, "{runtime}");
+        }
+        assert_eq!(
+            h("runc", Some(ExecMode::Runtime)).exec_mode(),
+            ExecMode::Runtime
+        );
+        let parsed: RuntimeHandler =
+            serde_json::from_str(r#"{"path": "youki", "exec": "runtime"}"#).unwrap();
+        assert_eq!(parsed.exec_mode(), ExecMode::Runtime);
+
+        let mut c = RuntimeConfig::default();
+        c.runtimes
+            .insert("gvisor".into(), h("/usr/bin/runsc", Some(ExecMode::Native)));
+        assert!(c.validate().unwrap_err().contains("gvisor"));
+        c.runtimes
+            .insert("gvisor".into(), h("/usr/bin/runsc", None));
+        assert!(c.validate().is_ok());
     }
 }

@@ -34,7 +34,7 @@ use tracing::{debug, info, info_span, warn, Instrument};
 use crate::error::{Error, Result};
 use crate::events::{Events, Exit, ExitWatcher};
 use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSession, Pty};
-use crate::oci::{CliRuntime, ExecStreams, ExecTerminal, OciRuntime};
+use crate::oci::{CliRuntime, ExecStreams, ExecTarget, ExecTerminal, OciRuntime};
 use crate::pod::{new_id, write_atomic, PodState};
 use crate::pods::PodService;
 use crate::spec::{generate, image_volumes, PidNamespace, SpecInput};
@@ -172,6 +172,9 @@ impl ContainerService {
                         args: h.args.clone(),
                         root: config.state_dir.join("runtime").join(name),
                         systemd_cgroup: config.cgroup_driver == crate::CgroupDriver::Systemd,
+                        exec_helper: (h.exec_mode() == crate::ExecMode::Native
+                            && !config.exec_helper_path.as_os_str().is_empty())
+                        .then(|| config.exec_helper_path.clone()),
                     },
                 )
             })
@@ -1009,9 +1012,15 @@ impl ContainerService {
     ) -> Result<cri::ExecSyncResponse> {
         let (r, rt, pid_file) = self.exec_target(id, &cmd)?;
         let timeout = (timeout_secs > 0).then(|| Duration::from_secs(timeout_secs as u64));
+        let bundle = self.cdir(&r.id).join("bundle");
+        let target = ExecTarget {
+            id: &r.id,
+            init_pid: r.pid,
+            bundle: &bundle,
+        };
         // Kubelet accepts messages up to 16 MiB; keep both streams under it.
         match rt
-            .exec_sync(&r.id, &cmd, timeout, &pid_file, 8 << 20)
+            .exec_sync(&target, &cmd, timeout, &pid_file, 8 << 20)
             .await?
         {
             Some(out) => Ok(cri::ExecSyncResponse {
@@ -1060,9 +1069,15 @@ impl ContainerService {
         initial_size: Option<(u16, u16)>,
     ) -> Result<ExecSession> {
         let (r, rt, pid_file) = self.exec_target(id, cmd)?;
+        let bundle = self.cdir(&r.id).join("bundle");
+        let target = ExecTarget {
+            id: &r.id,
+            init_pid: r.pid,
+            bundle: &bundle,
+        };
         if !tty {
             let mut child = rt
-                .exec_interactive(&r.id, cmd, streams, &pid_file, None)
+                .exec_interactive(&target, cmd, streams, &pid_file, None)
                 .await?;
             return Ok(ExecSession {
                 stdin: child.stdin.take().map(|s| Box::new(s) as BoxWriter),
@@ -1075,35 +1090,42 @@ impl ContainerService {
                 container_id: r.id.clone(),
             });
         }
-        let (master, follower) = open_pty()?;
+        let native = rt.native_exec();
+        let (master, follower) = open_pty(!native)?;
+        // Sized before the command starts, so a quick `stty size` never sees
+        // 0x0: the follower is the command's terminal on the native path.
         if let Some((w, h)) = initial_size {
             Pty::set_size(&master, w, h);
         }
-        // The container's own process, with the command, a terminal and
-        // its first size: the runtime sizes the terminal before the command
-        // starts, so a quick `stty size` never sees 0x0.
-        let spec: Value = std::fs::read(self.cdir(&r.id).join("bundle/config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .ok_or_else(|| Error::Internal(format!("reading the spec of container {}", r.id)))?;
-        let mut process = spec.get("process").cloned().unwrap_or_default();
-        process["args"] = serde_json::json!(cmd);
-        process["terminal"] = Value::Bool(true);
-        if let Some((w, h)) = initial_size {
-            process["consoleSize"] = serde_json::json!({"height": h, "width": w});
-        }
+        // For the runtime's exec: the container's own process, with the
+        // command, a terminal and its first size, for the runtime to size
+        // its own terminal with.
         let process_file = pid_file.with_extension("json");
-        write_atomic(&process_file, process.to_string().as_bytes())
-            .map_err(Error::io("writing the exec process"))?;
+        if !native {
+            let spec: Value = std::fs::read(bundle.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| {
+                    Error::Internal(format!("reading the spec of container {}", r.id))
+                })?;
+            let mut process = spec.get("process").cloned().unwrap_or_default();
+            process["args"] = serde_json::json!(cmd);
+            process["terminal"] = Value::Bool(true);
+            if let Some((w, h)) = initial_size {
+                process["consoleSize"] = serde_json::json!({"height": h, "width": w});
+            }
+            write_atomic(&process_file, process.to_string().as_bytes())
+                .map_err(Error::io("writing the exec process"))?;
+        }
         let spawned = rt
             .exec_interactive(
-                &r.id,
+                &target,
                 cmd,
                 streams,
                 &pid_file,
                 Some(ExecTerminal {
                     follower: &follower,
-                    process_file: &process_file,
+                    process_file: (!native).then_some(process_file.as_path()),
                 }),
             )
             .await;
@@ -1114,10 +1136,16 @@ impl ContainerService {
                 return Err(e);
             }
         };
-        // Only the runtime holds the follower now, so the terminal reads
-        // EOF once it is gone.
+        // Only the exec process holds the follower now, so the terminal
+        // reads EOF once it is gone.
         drop(follower);
-        let runtime_pid = child.id().unwrap_or(0) as i32;
+        // A relay to signal on resize only when the runtime's exec has a
+        // terminal of its own.
+        let runtime_pid = if native {
+            0
+        } else {
+            child.id().unwrap_or(0) as i32
+        };
         let mut session = ExecSession {
             stdin: None,
             stdout: None,

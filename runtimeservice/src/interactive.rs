@@ -35,7 +35,8 @@ pub struct ExecSession {
     pub stdout: Option<BoxReader>,
     pub stderr: Option<BoxReader>,
     pub resize: Option<Arc<dyn Resize>>,
-    /// The runtime's `exec` process: it exits with the command's status.
+    /// The runtime's `exec` process, or gantry-exec for the native path:
+    /// either exits with the command's status.
     pub(crate) child: tokio::process::Child,
     pub(crate) pid_file: PathBuf,
     /// The runtime and container, to kill the command where it runs.
@@ -104,8 +105,11 @@ impl Drop for ExecSession {
     }
 }
 
-/// A new pseudo-terminal: the leader side and the follower side.
-pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+/// A new pseudo-terminal: the leader side and the follower side. `raw`
+/// when a runtime relays it to a terminal of its own; a follower that
+/// becomes the command's terminal keeps a fresh terminal's modes (echo,
+/// CRLF output), as the runtime's own terminal would have.
+pub fn open_pty(raw: bool) -> Result<(OwnedFd, OwnedFd)> {
     use rustix::pty::OpenptFlags;
     let fail = |what: &str| {
         let what = what.to_string();
@@ -124,6 +128,9 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
         rustix::fs::Mode::empty(),
     )
     .map_err(fail("opening the pseudo-terminal's follower"))?;
+    if !raw {
+        return Ok((leader, follower));
+    }
     // Raw from the start: the runtime relays bytes both ways and sets raw
     // mode itself, but input arriving before that must not be echoed or
     // translated.
@@ -136,7 +143,9 @@ pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
 
 /// The leader side of a pseudo-terminal, shared by a reader and a writer.
 /// `relay` is the process relaying it to the command's own terminal (the
-/// runtime's exec), told of size changes with SIGWINCH; 0 for none.
+/// runtime's exec), told of size changes with SIGWINCH; 0 for none, when
+/// the follower is the command's terminal: the kernel then signals the
+/// command's foreground process group itself on TIOCSWINSZ.
 pub struct Pty {
     fd: AsyncFd<OwnedFd>,
     relay: i32,
@@ -182,6 +191,7 @@ impl Resize for Pty {
             ws_ypixel: 0,
         };
         let _ = rustix::termios::tcsetwinsize(self.fd.get_ref(), size);
+        // Only a relay needs telling: its own terminal is another one.
         if let Some(pid) = rustix::process::Pid::from_raw(self.relay) {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::WINCH);
         }

@@ -7,7 +7,9 @@
 //! Containers ([`containers`]) run on an OCI runtime ([`oci`]) below their
 //! pod's cgroup, each owned by a gantry-monitor; their events reach
 //! subscribers through [`events`], and live I/O with them (exec, attach,
-//! port forward) goes through [`interactive`].
+//! port forward) goes through [`interactive`]. Exec in namespace-based
+//! runtimes skips the runtime: the `gantry-exec` helper ([`nsexec`]) joins
+//! the container itself.
 
 pub mod apparmor;
 pub mod cgroup;
@@ -21,13 +23,14 @@ pub mod interactive;
 mod locks;
 pub mod lookup;
 pub mod network;
+pub mod nsexec;
 pub mod oci;
 pub mod pod;
 pub mod pods;
 pub mod spec;
 pub mod stats;
 
-pub use config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
+pub use config::{CgroupDriver, ExecMode, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;
 pub use network::{CniNetwork, PodNetwork};
 pub use pods::PodService;

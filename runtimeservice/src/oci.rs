@@ -3,6 +3,12 @@
 //! drives them all; each configured handler is an instance with its own
 //! binary, extra arguments and state root. The trait is what the container
 //! code uses, so it can be tested with a double.
+//!
+//! Exec is the exception to "everything goes through the runtime": for a
+//! handler with `exec: native` the exec calls start gantry-exec (see
+//! [`crate::nsexec`]), which joins the container directly and records the
+//! command's PID in the same file `<runtime> exec --pid-file` would, so
+//! killing and waiting work the same on both paths.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -65,7 +71,7 @@ pub trait OciRuntime: Send + Sync + 'static {
     /// killed and `Ok(None)` returned.
     async fn exec_sync(
         &self,
-        id: &str,
+        target: &ExecTarget<'_>,
         cmd: &[String],
         timeout: Option<std::time::Duration>,
         pid_file: &Path,
@@ -82,7 +88,7 @@ pub trait OciRuntime: Send + Sync + 'static {
     /// (or /dev/null where not wanted).
     async fn exec_interactive(
         &self,
-        id: &str,
+        target: &ExecTarget<'_>,
         cmd: &[String],
         streams: ExecStreams,
         pid_file: &Path,
@@ -90,13 +96,25 @@ pub trait OciRuntime: Send + Sync + 'static {
     ) -> Result<tokio::process::Child>;
 }
 
-/// An exec on a terminal: the follower side of a pty of ours, and an OCI
-/// process file (the container's process with the command, `terminal` and
-/// the initial `consoleSize`) so the command starts at the right size.
+/// The container an exec runs in: its ID for the runtime, and for the
+/// native path its init and bundle (whose `config.json` has the process
+/// settings the command inherits).
+#[derive(Debug, Clone, Copy)]
+pub struct ExecTarget<'a> {
+    pub id: &'a str,
+    pub init_pid: i32,
+    pub bundle: &'a Path,
+}
+
+/// An exec on a terminal: the follower side of a pty of ours. The runtime's
+/// exec also needs an OCI process file (the container's process with the
+/// command, `terminal` and the initial `consoleSize`) so the command starts
+/// at the right size; the native path makes the follower the command's own
+/// terminal, whose size is already set.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecTerminal<'a> {
     pub follower: &'a std::os::fd::OwnedFd,
-    pub process_file: &'a Path,
+    pub process_file: Option<&'a Path>,
 }
 
 /// Which of an interactive exec's streams are wanted.
@@ -124,6 +142,9 @@ pub struct CliRuntime {
     pub root: PathBuf,
     /// Let systemd manage cgroups (`--systemd-cgroup`, the systemd driver).
     pub systemd_cgroup: bool,
+    /// The gantry-exec helper, when exec bypasses the runtime (the
+    /// handler's `exec: native`).
+    pub exec_helper: Option<PathBuf>,
 }
 
 impl CliRuntime {
@@ -151,6 +172,46 @@ impl CliRuntime {
                 .arg(Self::internal_pid_file(pid_file));
         }
         c
+    }
+
+    /// Whether exec goes through gantry-exec rather than the runtime.
+    pub fn native_exec(&self) -> bool {
+        self.exec_helper.is_some()
+    }
+
+    /// The exec command for `target`: gantry-exec with the command, or the
+    /// runtime's exec up to the container ID (the caller adds the rest).
+    fn exec_process(
+        &self,
+        target: &ExecTarget<'_>,
+        pid_file: &Path,
+        tty: bool,
+        cmd: &[String],
+    ) -> Command {
+        let Some(helper) = &self.exec_helper else {
+            let mut c = self.exec_command(pid_file);
+            if !tty {
+                c.arg(target.id).args(cmd);
+            }
+            return c;
+        };
+        let mut c = Command::new(helper);
+        c.arg("--pid")
+            .arg(target.init_pid.to_string())
+            .arg("--spec")
+            .arg(target.bundle.join("config.json"))
+            .arg("--pid-file")
+            .arg(pid_file);
+        if tty {
+            c.arg("--tty");
+        }
+        c.arg("--").args(cmd);
+        c.kill_on_drop(true);
+        c
+    }
+
+    fn exec_binary(&self) -> &Path {
+        self.exec_helper.as_deref().unwrap_or(&self.binary)
     }
 
     /// The arguments every command starts with, before `--root`.
@@ -318,20 +379,20 @@ impl OciRuntime for CliRuntime {
 
     async fn exec_sync(
         &self,
-        id: &str,
+        target: &ExecTarget<'_>,
         cmd: &[String],
         timeout: Option<std::time::Duration>,
         pid_file: &Path,
         max_output: usize,
     ) -> Result<Option<ExecOutput>> {
-        let mut c = self.exec_command(pid_file);
-        c.arg(id).args(cmd);
+        let id = target.id;
+        let mut c = self.exec_process(target, pid_file, false, cmd);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = c.spawn().map_err(Error::io(format!(
             "running {} exec {id}",
-            self.binary.display()
+            self.exec_binary().display()
         )))?;
         let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
             return Err(Error::Internal("exec pipes missing".into()));
@@ -417,12 +478,13 @@ impl OciRuntime for CliRuntime {
 
     async fn exec_interactive(
         &self,
-        id: &str,
+        target: &ExecTarget<'_>,
         cmd: &[String],
         streams: ExecStreams,
         pid_file: &Path,
         terminal: Option<ExecTerminal<'_>>,
     ) -> Result<tokio::process::Child> {
+        let id = target.id;
         // runsc's exec has no --tty: its terminal comes only over a console
         // socket, which this relay-through-our-own-pty design does not use.
         if terminal.is_some() && self.sandboxed_exec() {
@@ -438,38 +500,40 @@ impl OciRuntime for CliRuntime {
                 Stdio::null()
             }
         };
-        let mut c = self.exec_command(pid_file);
+        let mut c = self.exec_process(target, pid_file, terminal.is_some(), cmd);
         match terminal {
             Some(t) => {
-                // Without --detach the runtime cannot hand the container's
-                // terminal over a console socket; it relays it to its own
-                // terminal instead, and exits with the command's status.
                 let dup = || {
                     t.follower
                         .try_clone()
                         .map(Stdio::from)
                         .map_err(Error::io("duplicating the terminal"))
                 };
-                c.arg("--tty")
-                    .arg("--process")
-                    .arg(t.process_file)
-                    .stdin(dup()?)
-                    .stdout(dup()?)
-                    .stderr(dup()?);
-                c.arg(id);
+                c.stdin(dup()?).stdout(dup()?).stderr(dup()?);
+                // Without --detach the runtime cannot hand the container's
+                // terminal over a console socket; it relays it to its own
+                // terminal instead, and exits with the command's status.
+                // gantry-exec makes our follower the command's terminal.
+                if !self.native_exec() {
+                    let Some(process_file) = t.process_file else {
+                        return Err(Error::Internal(
+                            "a terminal exec through the runtime needs a process file".into(),
+                        ));
+                    };
+                    c.arg("--tty").arg("--process").arg(process_file).arg(id);
+                }
             }
             None => {
                 c.stdin(pipe(streams.stdin))
                     .stdout(pipe(streams.stdout))
                     .stderr(pipe(streams.stderr));
-                c.arg(id).args(cmd);
             }
         }
         // The session decides when the command dies, by its PID.
         c.kill_on_drop(false);
         c.spawn().map_err(Error::io(format!(
             "running {} exec {id}",
-            self.binary.display()
+            self.exec_binary().display()
         )))
     }
 }
@@ -613,6 +677,7 @@ mod tests {
             args: vec!["--debug".into()],
             root: "/run/x".into(),
             systemd_cgroup: false,
+            exec_helper: None,
         };
         let mut c = rt.command();
         c.arg("kill").arg("id1").arg("9");
@@ -665,20 +730,65 @@ mod tests {
                 "/x/exec.pid.internal"
             ]
         );
-        let (_, follower) = crate::interactive::open_pty().unwrap();
+        let (_, follower) = crate::interactive::open_pty(true).unwrap();
+        let target = ExecTarget {
+            id: "id1",
+            init_pid: 1,
+            bundle: Path::new("/x/bundle"),
+        };
         let e = runsc
             .exec_interactive(
-                "id1",
+                &target,
                 &["sh".into()],
                 ExecStreams::default(),
                 Path::new("/x/exec.pid"),
                 Some(ExecTerminal {
                     follower: &follower,
-                    process_file: Path::new("/x/exec.json"),
+                    process_file: Some(Path::new("/x/exec.json")),
                 }),
             )
             .await
             .unwrap_err();
         assert!(matches!(e, Error::Unimplemented(_)), "{e}");
+
+        // The native path: gantry-exec with the init, the bundle's spec and
+        // the command, never the runtime.
+        let native = CliRuntime {
+            name: "runc".into(),
+            binary: "/usr/bin/runc".into(),
+            exec_helper: Some("/opt/gantry/gantry-exec".into()),
+            ..runsc
+        };
+        let c = native.exec_process(
+            &ExecTarget {
+                init_pid: 4242,
+                ..target
+            },
+            Path::new("/x/exec.pid"),
+            true,
+            &["sh".into(), "-c".into(), "true".into()],
+        );
+        assert_eq!(c.as_std().get_program(), "/opt/gantry/gantry-exec");
+        let args: Vec<String> = c
+            .as_std()
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--pid",
+                "4242",
+                "--spec",
+                "/x/bundle/config.json",
+                "--pid-file",
+                "/x/exec.pid",
+                "--tty",
+                "--",
+                "sh",
+                "-c",
+                "true"
+            ]
+        );
     }
 }

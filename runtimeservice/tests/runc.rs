@@ -44,6 +44,7 @@ async fn lifecycle_with_real_runc() {
         args: vec![],
         root: dir.path().join("state"),
         systemd_cgroup: false,
+        exec_helper: None,
     };
     let b = dir.path().join("bundle");
     bundle(&b, &["/bin/busybox", "sleep", "30"]);

@@ -87,6 +87,31 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
             },
         });
     }
+    let native: Vec<&str> = config
+        .runtime
+        .runtimes
+        .iter()
+        .filter(|(_, h)| h.exec_mode() == gantry_runtimeservice::ExecMode::Native)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !native.is_empty() {
+        items.push(Item {
+            name: "exec helper",
+            result: match crate::daemon::exec_helper_path(config) {
+                Ok(p) if p.is_file() => Ok(format!(
+                    "{} (native exec for {})",
+                    p.display(),
+                    native.join(", ")
+                )),
+                Ok(p) => Err(format!(
+                    "{} not found: exec in {} containers will fail",
+                    p.display(),
+                    native.join(", ")
+                )),
+                Err(e) => Err(format!("{e:#}")),
+            },
+        });
+    }
     let want = (!config.cni.network_name.is_empty()).then_some(config.cni.network_name.as_str());
     match gantry_cni::default_network(&config.cni.conf_dir, want) {
         Ok(net) => {

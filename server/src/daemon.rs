@@ -108,6 +108,17 @@ async fn shutdown_signal() {
     }
 }
 
+/// The native exec helper: configured, or `gantry-exec` next to gantry
+/// (where `gantry-monitor` is found too).
+pub fn exec_helper_path(config: &Config) -> anyhow::Result<std::path::PathBuf> {
+    if !config.runtime.exec_helper_path.as_os_str().is_empty() {
+        return Ok(config.runtime.exec_helper_path.clone());
+    }
+    Ok(std::env::current_exe()
+        .context("locating the gantry binary")?
+        .with_file_name("gantry-exec"))
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
@@ -138,6 +149,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         config.runtime.monitor_path.clone()
     };
+    let mut runtime_config = config.runtime.clone();
+    runtime_config.exec_helper_path = exec_helper_path(&config)?;
+    if runtime_config
+        .runtimes
+        .values()
+        .any(|h| h.exec_mode() == gantry_runtimeservice::ExecMode::Native)
+        && !runtime_config.exec_helper_path.is_file()
+    {
+        warn!(helper = %runtime_config.exec_helper_path.display(), "the native exec helper is missing; exec in runc, crun and youki containers will fail (install it, or set exec: runtime on the handlers)");
+    }
     if config.runtime.cgroup_driver == gantry_runtimeservice::CgroupDriver::Systemd
         && !gantry_runtimeservice::cgroup::systemd_running()
     {
@@ -152,7 +173,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let pods = Arc::new(PodService::new(
-        config.runtime.clone(),
+        runtime_config,
         Arc::new(network),
         monitor.clone(),
     )?);

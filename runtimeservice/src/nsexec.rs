@@ -1,0 +1,1259 @@
+//! The native exec path: what `gantry-exec` does to run a command inside a
+//! running namespace-based container (runc, crun, youki) without starting
+//! the OCI runtime.
+//!
+//! This module owns everything between "here is the container's init PID
+//! and the OCI spec gantry generated for it" and `execve` of the command:
+//! opening and joining the init's namespaces, joining its cgroups, applying
+//! the spec's `process` (user, groups, capabilities, rlimits, umask,
+//! oomScoreAdj, no-new-privileges, LSM label, seccomp), resolving the
+//! command in the container's `PATH`, recording the command's host PID and
+//! relaying its exit status and the signals the helper receives.
+//!
+//! The namespace entry is written by hand: the crates that enter
+//! namespaces do so for containers they create themselves, and none of
+//! them joins an existing container that another runtime set up. Joining
+//! has ordering rules that shape the code:
+//!
+//! * every `/proc/<init>/ns/*` link is opened before the first `setns`, so
+//!   the later opens cannot resolve inside a namespace already joined;
+//! * the PID namespace only applies to children: the helper joins it and
+//!   forks, and the child is the command;
+//! * the child joins the container's cgroups while it still sees the
+//!   host's cgroup mounts and before it enters the container's cgroup
+//!   namespace; the helper itself never joins them, so it does not count
+//!   against the container's limits (pids.max in particular);
+//! * the mount namespace is joined last, because it changes what every
+//!   later path means.
+//!
+//! The helper is single-threaded (no runtime, no thread is ever spawned),
+//! which `setns` into a mount or user namespace requires, and which makes
+//! ordinary code (allocation included) safe after `fork`.
+
+use std::collections::BTreeSet;
+use std::ffi::{CString, OsStr};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext};
+use rustix::thread::LinkNameSpaceType;
+use serde::Deserialize;
+
+/// What can go wrong before the command runs.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("invalid spec: {0}")]
+    Spec(String),
+    /// The PID no longer belongs to the container (its init exited and the
+    /// number was reused).
+    #[error("process {pid} is not the container's init (its cgroup is not {cgroups_path})")]
+    NotTheInit { pid: i32, cgroups_path: String },
+    #[error("seccomp: {0}")]
+    Seccomp(String),
+    #[error("capabilities: {0}")]
+    Caps(String),
+    /// The command itself cannot be run; the message names it.
+    #[error("exec {cmd:?}: {reason}")]
+    Command { cmd: String, reason: String },
+}
+
+type Result<T> = std::result::Result<T, ExecError>;
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ExecError {
+    let what = what.into();
+    move |source| ExecError::Io { what, source }
+}
+
+fn errno_err(what: impl Into<String>) -> impl FnOnce(rustix::io::Errno) -> ExecError {
+    let what = what.into();
+    move |e| ExecError::Io {
+        what,
+        source: io::Error::from(e),
+    }
+}
+
+/// The parts of the OCI spec an exec needs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Spec {
+    pub process: Process,
+    pub linux: Linux,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Linux {
+    pub seccomp: Option<Seccomp>,
+    #[serde(rename = "cgroupsPath")]
+    pub cgroups_path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Process {
+    pub cwd: String,
+    pub env: Vec<String>,
+    pub user: User,
+    pub rlimits: Vec<Rlimit>,
+    pub oom_score_adj: Option<i32>,
+    pub capabilities: Option<Capabilities>,
+    pub no_new_privileges: bool,
+    pub apparmor_profile: String,
+    pub selinux_label: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: Option<u32>,
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct Capabilities {
+    pub bounding: Vec<String>,
+    pub effective: Vec<String>,
+    pub inheritable: Vec<String>,
+    pub permitted: Vec<String>,
+    pub ambient: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Seccomp {
+    pub default_action: String,
+    pub default_errno_ret: Option<u32>,
+    pub architectures: Vec<String>,
+    pub flags: Vec<String>,
+    pub listener_path: String,
+    pub syscalls: Vec<SyscallRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SyscallRule {
+    pub names: Vec<String>,
+    pub action: String,
+    pub errno_ret: Option<u32>,
+    pub args: Vec<SyscallArg>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct SyscallArg {
+    pub index: u32,
+    pub value: u64,
+    pub value_two: u64,
+    pub op: String,
+}
+
+/// One exec, as the daemon asks for it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The container's init, on the host.
+    pub init_pid: i32,
+    /// The container's `config.json`.
+    pub spec: PathBuf,
+    /// Where the command's host PID goes.
+    pub pid_file: PathBuf,
+    /// Standard input is a terminal the command should own.
+    pub tty: bool,
+    pub args: Vec<String>,
+}
+
+impl Request {
+    /// `--pid N --spec PATH --pid-file PATH [--tty] -- CMD...`
+    pub fn parse(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Request> {
+        let usage = |m: &str| {
+            ExecError::Spec(format!("usage: gantry-exec --pid N --spec CONFIG.JSON --pid-file PATH [--tty] -- CMD...: {m}"))
+        };
+        let (mut pid, mut spec, mut pid_file, mut tty) = (None, None, None, false);
+        let mut cmd = Vec::new();
+        while let Some(a) = args.next() {
+            match a.to_str() {
+                Some("--pid") => {
+                    pid = args
+                        .next()
+                        .and_then(|p| p.to_str().and_then(|p| p.parse::<i32>().ok()))
+                        .filter(|p| *p > 0)
+                }
+                Some("--spec") => spec = args.next().map(PathBuf::from),
+                Some("--pid-file") => pid_file = args.next().map(PathBuf::from),
+                Some("--tty") => tty = true,
+                Some("--") => {
+                    for c in args.by_ref() {
+                        cmd.push(
+                            c.into_string()
+                                .map_err(|_| usage("the command is not UTF-8"))?,
+                        );
+                    }
+                }
+                _ => return Err(usage(&format!("unexpected {a:?}"))),
+            }
+        }
+        if cmd.is_empty() {
+            return Err(usage("no command"));
+        }
+        Ok(Request {
+            init_pid: pid.ok_or_else(|| usage("--pid is missing or not a PID"))?,
+            spec: spec.ok_or_else(|| usage("--spec is missing"))?,
+            pid_file: pid_file.ok_or_else(|| usage("--pid-file is missing"))?,
+            tty,
+            args: cmd,
+        })
+    }
+}
+
+/// The namespaces an exec may join, in the order the command joins them
+/// (PID aside: the helper joins it before forking). User first, so the
+/// others are joined with the capabilities it grants; mount last.
+const NAMESPACES: [(&str, LinkNameSpaceType); 7] = [
+    ("pid", LinkNameSpaceType::ProcessID),
+    ("user", LinkNameSpaceType::User),
+    ("ipc", LinkNameSpaceType::InterProcessCommunication),
+    ("uts", LinkNameSpaceType::HostNameAndNISDomainName),
+    ("net", LinkNameSpaceType::Network),
+    ("cgroup", LinkNameSpaceType::ControlGroup),
+    ("mnt", LinkNameSpaceType::Mount),
+];
+
+struct Namespace {
+    kind: LinkNameSpaceType,
+    name: &'static str,
+    fd: OwnedFd,
+}
+
+/// Opens the init's namespaces that differ from ours: a host-network or
+/// host-PID container shares ours, and joining one's own namespace is
+/// pointless (and for the user namespace, refused).
+fn open_namespaces(init: i32) -> Result<Vec<Namespace>> {
+    let mut out = Vec::new();
+    for (name, kind) in NAMESPACES {
+        let path = format!("/proc/{init}/ns/{name}");
+        let theirs = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            // A kernel without this namespace type.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && name != "mnt" && name != "pid" => {
+                if Path::new(&format!("/proc/{init}")).exists() {
+                    continue;
+                }
+                return Err(io_err(format!("opening {path}"))(e));
+            }
+            Err(e) => return Err(io_err(format!("opening {path}"))(e)),
+        };
+        let ours = std::fs::metadata(format!("/proc/self/ns/{name}"))
+            .map_err(io_err(format!("reading /proc/self/ns/{name}")))?;
+        let their_meta = theirs
+            .metadata()
+            .map_err(io_err(format!("reading {path}")))?;
+        if (their_meta.dev(), their_meta.ino()) == (ours.dev(), ours.ino()) {
+            continue;
+        }
+        out.push(Namespace {
+            kind,
+            name,
+            fd: theirs.into(),
+        });
+    }
+    Ok(out)
+}
+
+fn join(ns: &Namespace) -> Result<()> {
+    rustix::thread::move_into_link_name_space(ns.fd.as_fd(), Some(ns.kind)).map_err(errno_err(
+        format!("joining the container's {} namespace", ns.name),
+    ))
+}
+
+/// Undoes the escaping of spaces, tabs, newlines and backslashes in a
+/// mountinfo field.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Some(v) = field
+                .get(i + 1..i + 4)
+                .and_then(|oct| u8::from_str_radix(oct, 8).ok())
+            {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The directories of a process's cgroups, one per hierarchy: the lines of
+/// its `/proc/<pid>/cgroup` mapped onto the cgroup mounts of `mountinfo`
+/// (ours). Cgroup v1 hierarchies are matched by their controllers (or
+/// `name=`), v2 by its filesystem type; a hierarchy that is not mounted
+/// here, or whose mount does not reach the process's cgroup, is skipped.
+pub fn cgroup_dirs(proc_cgroup: &str, mountinfo: &str) -> Vec<PathBuf> {
+    struct Mount {
+        v2: bool,
+        options: BTreeSet<String>,
+        root: String,
+        point: String,
+    }
+    let mounts: Vec<Mount> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let left: Vec<&str> = left.split(' ').collect();
+            let mut right = right.split(' ');
+            let fstype = right.next()?;
+            let _source = right.next()?;
+            let options = right.next().unwrap_or("");
+            let v2 = match fstype {
+                "cgroup2" => true,
+                "cgroup" => false,
+                _ => return None,
+            };
+            Some(Mount {
+                v2,
+                options: options.split(',').map(str::to_string).collect(),
+                root: unescape_mountinfo(left.get(3)?),
+                point: unescape_mountinfo(left.get(4)?),
+            })
+        })
+        .collect();
+    let mut dirs = Vec::new();
+    for line in proc_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let v2 = id == "0" && controllers.is_empty();
+        let mount = mounts.iter().find(|m| {
+            if v2 {
+                return m.v2;
+            }
+            !m.v2
+                && !controllers.is_empty()
+                && controllers.split(',').all(|c| m.options.contains(c))
+        });
+        let Some(m) = mount else { continue };
+        let rel = if m.root == "/" {
+            Some(path)
+        } else {
+            path.strip_prefix(m.root.as_str())
+                .filter(|r| r.is_empty() || r.starts_with('/'))
+        };
+        let Some(rel) = rel else { continue };
+        let dir = Path::new(&m.point).join(rel.trim_start_matches('/'));
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs
+}
+
+/// Whether a process's `/proc/<pid>/cgroup` places it in the spec's
+/// `linux.cgroupsPath`: a path (cgroupfs driver) or `slice:prefix:name`
+/// (systemd driver, whose unit is `prefix-name.scope`). Without a
+/// cgroupsPath there is nothing to check.
+pub fn in_cgroups_path(proc_cgroup: &str, cgroups_path: &str) -> bool {
+    if cgroups_path.is_empty() {
+        return true;
+    }
+    let mut paths = proc_cgroup
+        .lines()
+        .filter_map(|l| l.splitn(3, ':').nth(2))
+        .map(|p| p.trim_end_matches('/'));
+    let parts: Vec<&str> = cgroups_path.split(':').collect();
+    if let [_, prefix, name] = parts[..] {
+        let scope = format!("{prefix}-{name}.scope");
+        return paths.any(|p| p.rsplit('/').next() == Some(scope.as_str()));
+    }
+    let want = format!("/{}", cgroups_path.trim_matches('/'));
+    paths.any(|p| p == want || p.ends_with(&want))
+}
+
+/// Moves the calling process into each cgroup directory.
+fn join_cgroups(dirs: &[PathBuf]) -> Result<()> {
+    for d in dirs {
+        let procs = d.join("cgroup.procs");
+        // "0" is the writer itself, whatever PID namespace it is in.
+        std::fs::write(&procs, b"0").map_err(io_err(format!("joining {}", d.display())))?;
+    }
+    Ok(())
+}
+
+/// A capability named as in the OCI spec; `None` for a name this build
+/// does not know (skipped, as runc does with a warning).
+pub fn parse_capability(name: &str) -> Option<caps::Capability> {
+    name.trim().to_ascii_uppercase().parse().ok()
+}
+
+fn cap_set(names: &[String]) -> caps::CapsHashSet {
+    names.iter().filter_map(|n| parse_capability(n)).collect()
+}
+
+/// The kernel's highest capability number: the bounding set has no bits
+/// beyond it, and dropping one there fails.
+fn last_cap() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+fn caps_err(what: &str) -> impl FnOnce(caps::errors::CapsError) -> ExecError + '_ {
+    move |e| ExecError::Caps(format!("{what}: {e}"))
+}
+
+fn seccomp_err(what: &str) -> impl FnOnce(libseccomp::error::SeccompError) -> ExecError + '_ {
+    move |e| ExecError::Seccomp(format!("{what}: {e}"))
+}
+
+/// An OCI seccomp action. ERRNO and TRACE default to EPERM, as runc does.
+fn seccomp_action(name: &str, errno: Option<u32>) -> Result<ScmpAction> {
+    let ret = errno.map(|e| e as i32).unwrap_or(libc::EPERM);
+    match name {
+        "SCMP_ACT_ERRNO" => Ok(ScmpAction::Errno(ret)),
+        "SCMP_ACT_TRACE" => Ok(ScmpAction::Trace(ret.clamp(0, u16::MAX as i32) as u16)),
+        // A listener would need a seccomp agent to hand the fd to.
+        "SCMP_ACT_NOTIFY" => Err(ExecError::Seccomp(
+            "SCMP_ACT_NOTIFY is not supported".into(),
+        )),
+        other => ScmpAction::from_str(other, None)
+            .map_err(|_| ExecError::Seccomp(format!("unknown action {other:?}"))),
+    }
+}
+
+fn seccomp_op(arg: &SyscallArg) -> Result<ScmpArgCompare> {
+    if arg.index > 5 {
+        return Err(ExecError::Seccomp(format!(
+            "argument index {} out of range",
+            arg.index
+        )));
+    }
+    let (op, datum) = match arg.op.as_str() {
+        "SCMP_CMP_NE" => (ScmpCompareOp::NotEqual, arg.value),
+        "SCMP_CMP_LT" => (ScmpCompareOp::Less, arg.value),
+        "SCMP_CMP_LE" => (ScmpCompareOp::LessOrEqual, arg.value),
+        "SCMP_CMP_EQ" => (ScmpCompareOp::Equal, arg.value),
+        "SCMP_CMP_GE" => (ScmpCompareOp::GreaterEqual, arg.value),
+        "SCMP_CMP_GT" => (ScmpCompareOp::Greater, arg.value),
+        // OCI puts the mask in value and the expected bits in valueTwo.
+        "SCMP_CMP_MASKED_EQ" => (ScmpCompareOp::MaskedEqual(arg.value), arg.value_two),
+        other => return Err(ExecError::Seccomp(format!("unknown comparison {other:?}"))),
+    };
+    Ok(ScmpArgCompare::new(arg.index, op, datum))
+}
+
+/// Compiles an OCI `linux.seccomp` profile. The no-new-privileges bit is
+/// left to the caller (libseccomp would otherwise set it on load, which
+/// the spec may not want). Syscall names this libseccomp does not know are
+/// skipped; a rule whose action is the default one is redundant (and
+/// refused by libseccomp), so it is skipped too.
+pub fn compile_seccomp(s: &Seccomp) -> Result<ScmpFilterContext> {
+    if !s.listener_path.is_empty() {
+        return Err(ExecError::Seccomp(
+            "listenerPath (seccomp notify) is not supported".into(),
+        ));
+    }
+    let default = seccomp_action(&s.default_action, s.default_errno_ret)?;
+    let mut f = ScmpFilterContext::new(default).map_err(seccomp_err("creating the filter"))?;
+    f.set_ctl_nnp(false)
+        .map_err(seccomp_err("leaving no_new_privs alone"))?;
+    for a in &s.architectures {
+        let arch: ScmpArch = a
+            .parse()
+            .map_err(|_| ExecError::Seccomp(format!("unknown architecture {a:?}")))?;
+        if !f.is_arch_present(arch).unwrap_or(false) {
+            f.add_arch(arch)
+                .map_err(seccomp_err(&format!("adding architecture {a}")))?;
+        }
+    }
+    for flag in &s.flags {
+        match flag.as_str() {
+            "SECCOMP_FILTER_FLAG_LOG" => {
+                f.set_ctl_log(true).map_err(seccomp_err(flag))?;
+            }
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => {
+                f.set_ctl_ssb(true).map_err(seccomp_err(flag))?;
+            }
+            // One thread here: synchronising threads is moot.
+            "SECCOMP_FILTER_FLAG_TSYNC" => {}
+            other => return Err(ExecError::Seccomp(format!("unknown flag {other:?}"))),
+        }
+    }
+    for rule in &s.syscalls {
+        let action = seccomp_action(&rule.action, rule.errno_ret)?;
+        if action == default {
+            continue;
+        }
+        let conds = rule
+            .args
+            .iter()
+            .map(seccomp_op)
+            .collect::<Result<Vec<_>>>()?;
+        // libseccomp refuses two conditions on one argument in a rule; such
+        // a rule means any of them (one rule per condition), as in runc.
+        let mut seen = BTreeSet::new();
+        let repeated = rule.args.iter().any(|a| !seen.insert(a.index));
+        for name in &rule.names {
+            let Ok(sc) = libseccomp::ScmpSyscall::from_name(name) else {
+                continue;
+            };
+            let what = format!("rule for {name}");
+            if conds.is_empty() {
+                f.add_rule(action, sc).map_err(seccomp_err(&what))?;
+            } else if repeated {
+                for c in &conds {
+                    f.add_rule_conditional(action, sc, std::slice::from_ref(c))
+                        .map_err(seccomp_err(&what))?;
+                }
+            } else {
+                f.add_rule_conditional(action, sc, &conds)
+                    .map_err(seccomp_err(&what))?;
+            }
+        }
+    }
+    Ok(f)
+}
+
+/// Where an LSM label for the command is written, and what, for the
+/// kernel to apply at `execve`. AppArmor has its own attribute directory
+/// on kernels with LSM stacking (`apparmor_dir`).
+pub fn lsm_exec_writes(p: &Process, apparmor_dir: bool) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    if !p.apparmor_profile.is_empty() {
+        let path = if apparmor_dir {
+            "/proc/thread-self/attr/apparmor/exec"
+        } else {
+            "/proc/thread-self/attr/exec"
+        };
+        out.push((PathBuf::from(path), format!("exec {}", p.apparmor_profile)));
+    }
+    if !p.selinux_label.is_empty() {
+        out.push((
+            PathBuf::from("/proc/thread-self/attr/exec"),
+            p.selinux_label.clone(),
+        ));
+    }
+    out
+}
+
+/// The home directory of `uid` in an `/etc/passwd`.
+pub fn home_from_passwd(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+    })
+}
+
+/// The process environment: the spec's, with HOME from the container's
+/// passwd file (or `/`) when the spec has none.
+pub fn environment(env: &[String], uid: u32, passwd: Option<&str>) -> Vec<String> {
+    let mut out = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = passwd
+            .and_then(|p| home_from_passwd(p, uid))
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "/".into());
+        out.push(format!("HOME={home}"));
+    }
+    out
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Whether `p` is something `execve` can run: a file with an execute bit.
+fn executable(p: &Path) -> std::result::Result<(), String> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => Err("is a directory".into()),
+        Ok(m) if m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(_) => Err("permission denied".into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err("no such file or directory".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The file to execute for `cmd`: as given when it contains a `/`, else
+/// the first executable match in the process environment's `PATH` (an
+/// empty entry is the working directory).
+pub fn resolve_command(cmd: &str, env: &[String]) -> Result<PathBuf> {
+    let fail = |reason: String| ExecError::Command {
+        cmd: cmd.to_string(),
+        reason,
+    };
+    if cmd.is_empty() {
+        return Err(fail("empty command".into()));
+    }
+    if cmd.contains('/') {
+        executable(Path::new(cmd)).map_err(fail)?;
+        return Ok(PathBuf::from(cmd));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    let mut denied = None;
+    for dir in path.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(cmd);
+        match executable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(r) if r == "permission denied" => denied = denied.or(Some(r)),
+            Err(_) => {}
+        }
+    }
+    Err(fail(denied.unwrap_or_else(|| {
+        "executable file not found in $PATH".into()
+    })))
+}
+
+fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
+    use rustix::process::Resource as R;
+    Some(match name {
+        "RLIMIT_CPU" => R::Cpu,
+        "RLIMIT_FSIZE" => R::Fsize,
+        "RLIMIT_DATA" => R::Data,
+        "RLIMIT_STACK" => R::Stack,
+        "RLIMIT_CORE" => R::Core,
+        "RLIMIT_RSS" => R::Rss,
+        "RLIMIT_NPROC" => R::Nproc,
+        "RLIMIT_NOFILE" => R::Nofile,
+        "RLIMIT_MEMLOCK" => R::Memlock,
+        "RLIMIT_AS" => R::As,
+        "RLIMIT_LOCKS" => R::Locks,
+        "RLIMIT_SIGPENDING" => R::Sigpending,
+        "RLIMIT_MSGQUEUE" => R::Msgqueue,
+        "RLIMIT_NICE" => R::Nice,
+        "RLIMIT_RTPRIO" => R::Rtprio,
+        "RLIMIT_RTTIME" => R::Rttime,
+        _ => return None,
+    })
+}
+
+/// Checks what can be checked before anything is joined, so a bad spec
+/// fails in the helper rather than half-way into the container; returns
+/// the compiled seccomp filter, which the child inherits.
+fn prepare(spec: &Spec) -> Result<Option<ScmpFilterContext>> {
+    for r in &spec.process.rlimits {
+        if rlimit_resource(&r.kind).is_none() {
+            return Err(ExecError::Spec(format!("unknown rlimit {:?}", r.kind)));
+        }
+    }
+    spec.linux.seccomp.as_ref().map(compile_seccomp).transpose()
+}
+
+pub fn load_spec(path: &Path) -> Result<Spec> {
+    let bytes = std::fs::read(path).map_err(io_err(format!("reading {}", path.display())))?;
+    serde_json::from_slice(&bytes).map_err(|e| ExecError::Spec(format!("{}: {e}", path.display())))
+}
+
+/// The signals the helper passes on to the command.
+const FORWARDED: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn signal_set(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the zeroed set; sigaddset only
+    // writes into it, with valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in signals {
+            libc::sigaddset(&mut set, *s);
+        }
+        set
+    }
+}
+
+/// Writes the PID through a temporary file so the daemon never reads a
+/// partial one.
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, pid.to_string()).map_err(io_err(format!("writing {}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(io_err(format!("writing {}", path.display())))
+}
+
+/// Runs the exec: joins the container, starts the command, records its
+/// PID, relays signals to it and returns its exit status (128 + signal
+/// for a killed command).
+pub fn run(req: &Request) -> Result<i32> {
+    let spec = load_spec(&req.spec)?;
+    let filter = prepare(&spec)?;
+    let namespaces = open_namespaces(req.init_pid)?;
+    let proc_cgroup = std::fs::read_to_string(format!("/proc/{}/cgroup", req.init_pid))
+        .map_err(io_err(format!("reading /proc/{}/cgroup", req.init_pid)))?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(io_err("reading /proc/self/mountinfo"))?;
+    // Read after the namespaces were opened: a match means they were the
+    // container's, not those of a process that reused the PID.
+    if !in_cgroups_path(&proc_cgroup, &spec.linux.cgroups_path) {
+        return Err(ExecError::NotTheInit {
+            pid: req.init_pid,
+            cgroups_path: spec.linux.cgroups_path.clone(),
+        });
+    }
+    let cgroups = cgroup_dirs(&proc_cgroup, &mountinfo);
+    if cgroups.is_empty() {
+        return Err(ExecError::Spec(format!(
+            "no cgroup of process {} is mounted here",
+            req.init_pid
+        )));
+    }
+    if let Some(pid_ns) = namespaces
+        .iter()
+        .find(|n| n.kind == LinkNameSpaceType::ProcessID)
+    {
+        join(pid_ns)?;
+    }
+    let mut blocked = FORWARDED.to_vec();
+    blocked.push(libc::SIGCHLD);
+    let set = signal_set(&blocked);
+    let mut old = signal_set(&[]);
+    // SAFETY: both sets are initialised; blocking before the fork means a
+    // signal that arrives in between stays pending for the loop below.
+    if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) } != 0 {
+        return Err(io_err("blocking signals")(io::Error::last_os_error()));
+    }
+    // Flushed now so the child does not write our buffered output again.
+    let _ = io::stdout().flush();
+    // SAFETY: the helper is single-threaded (see the module doc), so the
+    // child is a full copy in a consistent state and may run any code.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(io_err("forking")(io::Error::last_os_error()));
+    }
+    if child == 0 {
+        // SAFETY: restoring the mask saved above.
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+        let e = command(req, &spec, filter.as_ref(), &namespaces, &cgroups);
+        let _ = writeln!(io::stderr(), "gantry-exec: {e}");
+        // SAFETY: ends the child without running the parent's exit
+        // handlers or flushing buffers that belong to the parent.
+        unsafe { libc::_exit(255) };
+    }
+    drop(namespaces);
+    let recorded = write_pid_file(&req.pid_file, child);
+    if let Err(e) = &recorded {
+        // Without the PID the daemon cannot kill the command: do not run
+        // it unaccounted for.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        let _ = writeln!(io::stderr(), "gantry-exec: {e}");
+    }
+    if req.tty {
+        // The terminal must hang up when the command's side is done, not
+        // when the helper lets go of its copy.
+        if let Ok(null) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+        {
+            for fd in 0..3 {
+                // SAFETY: dup2 onto the standard descriptors, which the
+                // helper no longer uses for the terminal.
+                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
+            }
+        }
+    }
+    let status = wait_forwarding(child, &set);
+    // The PID may be reused once reaped.
+    let _ = std::fs::remove_file(&req.pid_file);
+    recorded?;
+    status
+}
+
+/// Waits for the command, passing the forwarded signals on to it.
+fn wait_forwarding(child: i32, set: &libc::sigset_t) -> Result<i32> {
+    loop {
+        let mut status = 0;
+        // SAFETY: polling our own child; status is a valid out pointer.
+        let r = unsafe { libc::waitpid(child, &mut status, libc::WNOHANG) };
+        if r == child {
+            if libc::WIFEXITED(status) {
+                return Ok(libc::WEXITSTATUS(status));
+            }
+            if libc::WIFSIGNALED(status) {
+                return Ok(128 + libc::WTERMSIG(status));
+            }
+            continue;
+        }
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(io_err("waiting for the command")(e));
+        }
+        // SAFETY: `set` is initialised; a null siginfo pointer is allowed.
+        let sig = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
+        if FORWARDED.contains(&sig) {
+            // SAFETY: passing a signal on to our own child.
+            unsafe { libc::kill(child, sig) };
+        }
+    }
+}
+
+/// The child: becomes the command, or returns why it could not.
+fn command(
+    req: &Request,
+    spec: &Spec,
+    filter: Option<&ScmpFilterContext>,
+    namespaces: &[Namespace],
+    cgroups: &[PathBuf],
+) -> ExecError {
+    match enter_and_exec(req, spec, filter, namespaces, cgroups) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+enum Never {}
+
+fn enter_and_exec(
+    req: &Request,
+    spec: &Spec,
+    filter: Option<&ScmpFilterContext>,
+    namespaces: &[Namespace],
+    cgroups: &[PathBuf],
+) -> Result<Never> {
+    let p = &spec.process;
+    join_cgroups(cgroups)?;
+    for ns in namespaces
+        .iter()
+        .filter(|n| n.kind != LinkNameSpaceType::ProcessID)
+    {
+        join(ns)?;
+    }
+    if req.tty {
+        rustix::process::setsid().map_err(errno_err("starting a session"))?;
+        rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())
+            .map_err(errno_err("taking the terminal"))?;
+    }
+    let apparmor_dir = Path::new("/proc/thread-self/attr/apparmor").is_dir();
+    for (path, value) in lsm_exec_writes(p, apparmor_dir) {
+        std::fs::write(&path, value.as_bytes())
+            .map_err(io_err(format!("writing {}", path.display())))?;
+    }
+    for r in &p.rlimits {
+        let Some(res) = rlimit_resource(&r.kind) else {
+            return Err(ExecError::Spec(format!("unknown rlimit {:?}", r.kind)));
+        };
+        let limit = |v: u64| (v != u64::MAX).then_some(v);
+        rustix::process::setrlimit(
+            res,
+            rustix::process::Rlimit {
+                current: limit(r.soft),
+                maximum: limit(r.hard),
+            },
+        )
+        .map_err(errno_err(format!("setting {}", r.kind)))?;
+    }
+    if let Some(adj) = p.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(io_err("setting oom_score_adj"))?;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok();
+    let env = environment(&p.env, p.user.uid, passwd.as_deref());
+    let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
+    // As root first; a directory only the container's user may enter is
+    // tried again once we are that user.
+    let cwd_done = rustix::process::chdir(cwd).is_ok();
+    let program = resolve_command(&req.args[0], &env)?;
+    let umask = p.user.umask.unwrap_or(0o022);
+    rustix::process::umask(rustix::fs::Mode::from_bits_truncate(umask));
+    if !p.no_new_privileges {
+        // Without no_new_privs, loading a filter takes CAP_SYS_ADMIN, which
+        // the capabilities below may drop.
+        if let Some(f) = filter {
+            f.load().map_err(seccomp_err("loading the filter"))?;
+        }
+    }
+    if let Some(c) = &p.capabilities {
+        let keep = cap_set(&c.bounding);
+        let last = last_cap();
+        for cap in caps::all() {
+            if cap.index() <= last && !keep.contains(&cap) {
+                caps::drop(None, caps::CapSet::Bounding, cap)
+                    .map_err(caps_err("dropping from the bounding set"))?;
+            }
+        }
+    }
+    // Permitted capabilities survive the switch to a non-root user only
+    // with keep-caps; they are trimmed to the spec's right after.
+    rustix::thread::set_keep_capabilities(true).map_err(errno_err("keeping capabilities"))?;
+    let gids: Vec<rustix::process::Gid> = p
+        .user
+        .additional_gids
+        .iter()
+        .map(|g| rustix::process::Gid::from_raw(*g))
+        .collect();
+    rustix::thread::set_thread_groups(&gids).map_err(errno_err("setting groups"))?;
+    let gid = rustix::process::Gid::from_raw(p.user.gid);
+    rustix::thread::set_thread_res_gid(gid, gid, gid)
+        .map_err(errno_err(format!("setting gid {}", p.user.gid)))?;
+    let uid = rustix::process::Uid::from_raw(p.user.uid);
+    rustix::thread::set_thread_res_uid(uid, uid, uid)
+        .map_err(errno_err(format!("setting uid {}", p.user.uid)))?;
+    rustix::thread::set_keep_capabilities(false).map_err(errno_err("keeping capabilities"))?;
+    if !cwd_done {
+        rustix::process::chdir(cwd).map_err(errno_err(format!("entering {cwd}")))?;
+    }
+    if let Some(c) = &p.capabilities {
+        // Each capset must leave effective within permitted, and a new
+        // inheritable set within the old permitted one: shrink permitted
+        // last.
+        caps::set(None, caps::CapSet::Effective, &cap_set(&c.effective))
+            .map_err(caps_err("setting the effective set"))?;
+        caps::set(None, caps::CapSet::Inheritable, &cap_set(&c.inheritable))
+            .map_err(caps_err("setting the inheritable set"))?;
+        caps::set(None, caps::CapSet::Permitted, &cap_set(&c.permitted))
+            .map_err(caps_err("setting the permitted set"))?;
+        caps::set(None, caps::CapSet::Ambient, &cap_set(&c.ambient))
+            .map_err(caps_err("setting the ambient set"))?;
+    }
+    if p.no_new_privileges {
+        rustix::thread::set_no_new_privs(true).map_err(errno_err("setting no_new_privs"))?;
+        if let Some(f) = filter {
+            f.load().map_err(seccomp_err("loading the filter"))?;
+        }
+    }
+    exec(&program, &req.args, &env)
+}
+
+fn cstring(s: &OsStr) -> Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| ExecError::Spec(format!("{s:?} contains a NUL byte")))
+}
+
+fn exec(program: &Path, args: &[String], env: &[String]) -> Result<Never> {
+    let prog = cstring(program.as_os_str())?;
+    let argv = args
+        .iter()
+        .map(|a| cstring(OsStr::new(a)))
+        .collect::<Result<Vec<_>>>()?;
+    let envp = env
+        .iter()
+        .map(|e| cstring(OsStr::new(e)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: Rust ignores SIGPIPE and ignored signals survive execve; the
+    // command expects the default. Restoring a default disposition has no
+    // memory effects.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // SAFETY: every pointer is to a NUL-terminated string that outlives the
+    // call, and both arrays end with a null pointer.
+    unsafe { libc::execve(prog.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+    let e = io::Error::last_os_error();
+    Err(ExecError::Command {
+        cmd: args.first().cloned().unwrap_or_default(),
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: serde_json::Value) -> Seccomp {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn pfc(f: &ScmpFilterContext) -> String {
+        let mut tmp = tempfile::tempfile().unwrap();
+        f.export_pfc(&tmp).unwrap();
+        use std::io::{Read, Seek};
+        tmp.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let mut s = String::new();
+        tmp.read_to_string(&mut s).unwrap();
+        s
+    }
+
+    #[test]
+    fn seccomp_profiles_compile_with_their_actions_and_arguments() {
+        let s = profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 38,
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            "syscalls": [
+                {"names": ["read", "write", "no_such_syscall"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["chmod"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["socket"], "action": "SCMP_ACT_ALLOW",
+                 "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"},
+                          {"index": 0, "value": 2, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["kill"], "action": "SCMP_ACT_KILL_PROCESS"},
+                {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+            ]
+        }));
+        let f = compile_seccomp(&s).unwrap();
+        assert!(!f.get_ctl_nnp().unwrap(), "no_new_privs is ours to set");
+        assert_eq!(f.get_act_default().unwrap(), ScmpAction::Errno(38));
+        assert!(f.is_arch_present(ScmpArch::X86).unwrap());
+        let text = pfc(&f);
+        assert!(text.contains("\"chmod\""), "{text}");
+        assert!(text.contains("ERRNO(1)"), "{text}");
+        assert!(text.contains("KILL_PROCESS"), "{text}");
+        assert!(
+            text.contains("$a0.lo32 & 0x7e020000 == 0"),
+            "masked: {text}"
+        );
+        assert!(
+            !text.contains("\"getpid\""),
+            "a rule with the default action is dropped: {text}"
+        );
+        // Two conditions on one argument: either matches.
+        assert!(
+            text.contains("$a0.lo32 == 1") && text.contains("$a0.lo32 == 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn seccomp_errno_defaults_to_eperm_and_bad_profiles_fail() {
+        assert_eq!(
+            seccomp_action("SCMP_ACT_ERRNO", None).unwrap(),
+            ScmpAction::Errno(libc::EPERM)
+        );
+        assert_eq!(
+            seccomp_action("SCMP_ACT_KILL", None).unwrap(),
+            ScmpAction::KillThread
+        );
+        for bad in [
+            serde_json::json!({"defaultAction": "SCMP_ACT_NOPE"}),
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_PDP11"]}),
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_NOTIFY"}]}),
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+                              "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ALMOST"}]}]}),
+            serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock"}),
+        ] {
+            assert!(compile_seccomp(&profile(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_runtime_default_profile_compiles() {
+        let v = crate::spec::default_seccomp(&[]);
+        let f = compile_seccomp(&serde_json::from_value(v).unwrap()).unwrap();
+        let text = pfc(&f);
+        assert!(text.contains("\"ptrace\""), "{text}");
+        assert!(text.contains("\"unshare\""), "{text}");
+    }
+
+    #[test]
+    fn capability_names_parse() {
+        assert_eq!(
+            parse_capability("CAP_NET_ADMIN"),
+            Some(caps::Capability::CAP_NET_ADMIN)
+        );
+        assert_eq!(
+            parse_capability("cap_chown"),
+            Some(caps::Capability::CAP_CHOWN)
+        );
+        assert_eq!(parse_capability("CAP_MAKE_COFFEE"), None);
+        let set = cap_set(&["CAP_KILL".into(), "CAP_BOGUS".into(), "CAP_KILL".into()]);
+        assert_eq!(set.len(), 1);
+    }
+
+    const MOUNTINFO_HYBRID: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
+50 23 0:40 /nested /mnt/with\\040space rw - cgroup cgroup rw,blkio
+";
+
+    #[test]
+    fn cgroup_paths_map_onto_mounts() {
+        let cg = "\
+12:pids:/gantry/pod1/c1
+4:cpu,cpuacct:/gantry/pod1/c1
+3:memory:/gantry/pod1/c1
+2:name=systemd:/
+7:blkio:/nested/pod1
+8:devices:/gantry/pod1/c1
+0::/gantry/pod1/c1
+";
+        let dirs = cgroup_dirs(cg, MOUNTINFO_HYBRID);
+        let want: Vec<PathBuf> = [
+            "/sys/fs/cgroup/pids/gantry/pod1/c1",
+            "/sys/fs/cgroup/cpu,cpuacct/gantry/pod1/c1",
+            "/sys/fs/cgroup/memory/gantry/pod1/c1",
+            "/sys/fs/cgroup/systemd",
+            "/mnt/with space/pod1",
+            "/sys/fs/cgroup/unified/gantry/pod1/c1",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        assert_eq!(dirs, want, "devices is not mounted, so skipped");
+
+        // Pure v2: one line, one mount.
+        let v2 = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            cgroup_dirs("0::/kubepods/pod1/c1\n", v2),
+            vec![PathBuf::from("/sys/fs/cgroup/kubepods/pod1/c1")]
+        );
+        // A mount whose root does not contain the cgroup cannot reach it.
+        let rooted = "30 23 0:26 /other /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert!(cgroup_dirs("0::/kubepods/c1\n", rooted).is_empty());
+        assert!(cgroup_dirs("0::/otherwise/c1\n", rooted).is_empty());
+    }
+
+    #[test]
+    fn the_init_is_recognised_by_its_cgroup() {
+        let cg = "4:memory:/gantry/pod1/c1\n0::/gantry/pod1/c1\n";
+        assert!(in_cgroups_path(cg, "/gantry/pod1/c1"));
+        assert!(in_cgroups_path(cg, ""));
+        assert!(!in_cgroups_path(cg, "/gantry/pod1/c2"));
+        assert!(!in_cgroups_path(cg, "/gantry/pod1/c"));
+        // Seen from inside a cgroup namespace rooted higher up.
+        assert!(in_cgroups_path("0::/pod1/c1\n", "pod1/c1"));
+        let sd = "1:name=systemd:/kubepods.slice/kubepods-pod1.slice/gantry-c1.scope\n";
+        assert!(in_cgroups_path(sd, "kubepods-pod1.slice:gantry:c1"));
+        assert!(!in_cgroups_path(sd, "kubepods-pod1.slice:gantry:c2"));
+        assert!(!in_cgroups_path("0::/user.slice\n", "/gantry/pod1/c1"));
+    }
+
+    #[test]
+    fn commands_resolve_in_the_process_path() {
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        let sbin = d.path().join("sbin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&sbin).unwrap();
+        let mk = |p: &Path, mode: u32| {
+            std::fs::write(p, b"#!/bin/sh\n").unwrap();
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        mk(&bin.join("tool"), 0o755);
+        mk(&sbin.join("tool"), 0o755);
+        mk(&bin.join("data"), 0o644);
+        std::fs::create_dir(sbin.join("dir")).unwrap();
+        let env = vec![
+            "A=1".to_string(),
+            format!("PATH={}:{}", bin.display(), sbin.display()),
+        ];
+        assert_eq!(resolve_command("tool", &env).unwrap(), bin.join("tool"));
+        let e = resolve_command("nope", &env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "exec \"nope\": executable file not found in $PATH"
+        );
+        assert!(resolve_command("data", &env)
+            .unwrap_err()
+            .to_string()
+            .contains("permission denied"));
+        assert!(resolve_command("dir", &env).is_err());
+        let abs = sbin.join("tool");
+        assert_eq!(resolve_command(abs.to_str().unwrap(), &[]).unwrap(), abs);
+        let e = resolve_command("/no/such/binary", &env).unwrap_err();
+        assert!(e.to_string().contains("/no/such/binary"), "{e}");
+        // Without PATH in the environment: the usual directories.
+        assert!(resolve_command("sh", &[]).unwrap().ends_with("sh"));
+    }
+
+    #[test]
+    fn home_comes_from_the_spec_or_the_container_passwd() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33::/var/www:/bin/false\nbad line\n";
+        assert_eq!(home_from_passwd(passwd, 33).as_deref(), Some("/var/www"));
+        assert_eq!(home_from_passwd(passwd, 5), None);
+        let env = environment(&["PATH=/bin".into()], 33, Some(passwd));
+        assert_eq!(env, vec!["PATH=/bin".to_string(), "HOME=/var/www".into()]);
+        let env = environment(&["HOME=/x".into()], 33, Some(passwd));
+        assert_eq!(env, vec!["HOME=/x".to_string()]);
+        assert_eq!(environment(&[], 7, None), vec!["HOME=/".to_string()]);
+    }
+
+    #[test]
+    fn lsm_labels_are_written_only_when_set() {
+        let mut p = Process::default();
+        assert!(lsm_exec_writes(&p, true).is_empty());
+        p.apparmor_profile = "cri-containerd.apparmor.d".into();
+        assert_eq!(
+            lsm_exec_writes(&p, true),
+            vec![(
+                PathBuf::from("/proc/thread-self/attr/apparmor/exec"),
+                "exec cri-containerd.apparmor.d".into()
+            )]
+        );
+        assert_eq!(
+            lsm_exec_writes(&p, false)[0].0,
+            PathBuf::from("/proc/thread-self/attr/exec")
+        );
+        p.apparmor_profile.clear();
+        p.selinux_label = "system_u:system_r:container_t:s0:c1,c2".into();
+        assert_eq!(
+            lsm_exec_writes(&p, true),
+            vec![(
+                PathBuf::from("/proc/thread-self/attr/exec"),
+                "system_u:system_r:container_t:s0:c1,c2".into()
+            )]
+        );
+    }
+
+    #[test]
+    fn requests_parse() {
+        let args = |s: &[&str]| s.iter().map(std::ffi::OsString::from).collect::<Vec<_>>();
+        let r = Request::parse(
+            args(&[
+                "--pid",
+                "42",
+                "--spec",
+                "/b/config.json",
+                "--pid-file",
+                "/c/e.pid",
+                "--tty",
+                "--",
+                "sh",
+                "-c",
+                "--pid",
+            ])
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(r.init_pid, 42);
+        assert!(r.tty);
+        assert_eq!(r.args, ["sh", "-c", "--pid"]);
+        for bad in [
+            &["--pid", "x", "--spec", "s", "--pid-file", "p", "--", "sh"][..],
+            &["--pid", "1", "--spec", "s", "--pid-file", "p", "--"],
+            &["--pid", "1", "--pid-file", "p", "--", "sh"],
+            &["--bogus"],
+        ] {
+            assert!(Request::parse(args(bad).into_iter()).is_err(), "{bad:?}");
+        }
+    }
+}
