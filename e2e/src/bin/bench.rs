@@ -70,6 +70,11 @@ struct Args {
     /// Samples of each call in the `--list-containers` measurement.
     #[arg(long, default_value_t = 100)]
     list_samples: usize,
+    /// In containers mode, a pause before each timed lifecycle call, so
+    /// that one runtime's work left running in the background (a shim
+    /// reaping, a database sync) does not land in the other's figure.
+    #[arg(long, default_value_t = 0)]
+    settle_ms: u64,
     /// Pods started (then stopped and removed) per runtime in pods mode.
     #[arg(long, default_value_t = 50)]
     pods: usize,
@@ -629,6 +634,12 @@ async fn setup(args: &Args, label: &str) -> anyhow::Result<Setup> {
     })
 }
 
+async fn settle(args: &Args) {
+    if args.settle_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
+    }
+}
+
 /// Container lifecycle latencies and memory, gantry against the peer.
 async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     let Setup {
@@ -653,6 +664,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     for i in 0..10 {
         for (k, side) in sides.iter_mut().enumerate() {
             let pc = sandbox_config(side.name, run, 1000 + i);
+            settle(args).await;
             let t = Instant::now();
             let pod = side
                 .rt
@@ -695,6 +707,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     for i in 0..n {
         for (k, side) in sides.iter_mut().enumerate() {
             let (pod, pc) = pods[k].clone();
+            settle(args).await;
             let t = Instant::now();
             let id =
                 create_start(side, &pod, &pc, container_config(&image, &format!("c{i}"))).await?;
@@ -789,6 +802,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     for i in 0..n {
         for (k, side) in sides.iter_mut().enumerate() {
             let id = ids[k][i].clone();
+            settle(args).await;
             let t = Instant::now();
             side.rt
                 .stop_container(StopContainerRequest {
@@ -822,7 +836,10 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     drop(net);
 
     let peer = |v: &Vec<Vec<Duration>>| v.get(1).cloned().unwrap_or_default();
-    println!("container benchmark: {n} containers per runtime, run {run:x}");
+    println!(
+        "container benchmark: {n} containers per runtime, {} ms pause before each timed lifecycle call, run {run:x}",
+        args.settle_ms
+    );
     report(
         "Create+StartContainer",
         &create_start_t[0],
