@@ -40,6 +40,19 @@ fn require_runtime(name: &str, install: &str) -> PathBuf {
 
 type Env = BusyboxEnv;
 
+async fn state_of(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i32 {
+    rt.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+    .into_inner()
+    .status
+    .map(|s| s.state)
+    .unwrap_or_else(|| panic!("no status for {id}"))
+}
+
 async fn setup(runtimes_yaml: &str) -> Env {
     BusyboxEnv::start(
         "handlers",
@@ -194,17 +207,10 @@ async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &st
         texts.iter().any(|t| t == "oops"),
         "stderr logged: {texts:?}"
     );
-    let status = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        state_of(&mut rt, &id).await,
+        ContainerState::ContainerRunning as i32
+    );
 
     let (code, release) = exec(&mut rt, &id, &["busybox", "uname", "-r"]).await;
     assert_eq!(code, 0);
@@ -291,17 +297,10 @@ async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &st
     env.g.kill();
     env.g.restart().await;
     let mut rt = env.g.runtime().await;
-    let status = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    assert_eq!(status.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        state_of(&mut rt, &id).await,
+        ContainerState::ContainerRunning as i32
+    );
     assert_eq!(
         exec(&mut rt, &id, &["echo", "still here"]).await,
         (0, "still here".to_string())
@@ -625,17 +624,10 @@ async fn a_start_cut_short_is_undone_and_can_be_retried() {
     let _ = call.await;
     env.g.restart().await;
     let mut rt = env.g.runtime().await;
-    let s = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    assert_eq!(s.state, ContainerState::ContainerCreated as i32);
+    assert_eq!(
+        state_of(&mut rt, &id).await,
+        ContainerState::ContainerCreated as i32
+    );
     let mut gone = false;
     for _ in 0..100 {
         // The killed process may linger as a zombie of PID 1 here.
@@ -657,17 +649,10 @@ async fn a_start_cut_short_is_undone_and_can_be_retried() {
     })
     .await
     .unwrap_or_else(|e| panic!("StartContainer after the restart: {e}\n{}", env.g.log()));
-    let s = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
-    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        state_of(&mut rt, &id).await,
+        ContainerState::ContainerRunning as i32
+    );
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })

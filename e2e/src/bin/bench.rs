@@ -519,6 +519,23 @@ struct Side {
     rt: RuntimeServiceClient<Channel>,
 }
 
+impl Side {
+    /// Stops and removes a pod (and the containers still in it).
+    async fn remove_pod(&mut self, pod: &str) -> anyhow::Result<()> {
+        self.rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.into(),
+            })
+            .await?;
+        self.rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.into(),
+            })
+            .await?;
+        Ok(())
+    }
+}
+
 fn container_config(image: &str, name: &str) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -677,16 +694,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
                 .pod_sandbox_id;
             create_start(side, &pod, &pc, container_config(&image, "first")).await?;
             pod_to_running[k].push(t.elapsed());
-            side.rt
-                .stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
-                })
-                .await?;
-            side.rt
-                .remove_pod_sandbox(RemovePodSandboxRequest {
-                    pod_sandbox_id: pod,
-                })
-                .await?;
+            side.remove_pod(&pod).await?;
         }
     }
 
@@ -819,16 +827,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     for (k, side) in sides.iter_mut().enumerate() {
         // Removing a pod removes the containers still in it.
         for pod in std::iter::once(&pods[k].0).chain(big_pods.get(k)) {
-            side.rt
-                .stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
-                })
-                .await?;
-            side.rt
-                .remove_pod_sandbox(RemovePodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
-                })
-                .await?;
+            side.remove_pod(pod).await?;
         }
     }
     drop(sides);
@@ -968,16 +967,7 @@ async fn bench_memory(args: &Args) -> anyhow::Result<()> {
     let memory = MemorySample::take(&gantry, args);
     for (k, side) in sides.iter_mut().enumerate() {
         for pod in &pods[k] {
-            side.rt
-                .stop_pod_sandbox(StopPodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
-                })
-                .await?;
-            side.rt
-                .remove_pod_sandbox(RemovePodSandboxRequest {
-                    pod_sandbox_id: pod.clone(),
-                })
-                .await?;
+            side.remove_pod(pod).await?;
         }
     }
     drop(sides);
