@@ -3,11 +3,13 @@
 //! adds), a throwaway CNI network, the image already pulled, and a
 //! directory for pod logs.
 
+use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, ImageSpec as CriImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, PullImageRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec as CriImageSpec,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, StartContainerRequest,
 };
+use tonic::transport::Channel;
 
 use crate::daemon::Gantry;
 use crate::net::TestNetwork;
@@ -95,6 +97,25 @@ impl BusyboxEnv {
         }
     }
 
+    /// [`Self::pod_config`] with its namespace options changed by `f`
+    /// (host network, a shared PID namespace, ...).
+    pub fn pod_config_with(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut NamespaceOption),
+    ) -> PodSandboxConfig {
+        let mut pc = self.pod_config(name);
+        if let Some(opts) = pc
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            f(opts);
+        }
+        pc
+    }
+
     /// A busybox container running `script` with `sh -c`.
     pub fn container(&self, name: &str, script: &str) -> ContainerConfig {
         ContainerConfig {
@@ -111,4 +132,30 @@ impl BusyboxEnv {
             ..Default::default()
         }
     }
+}
+
+/// Creates `config` in `pod` and starts it, panicking with the daemon's
+/// answer on failure; returns the container's ID.
+pub async fn create_and_start(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_config: &PodSandboxConfig,
+    config: ContainerConfig,
+) -> String {
+    let id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}"))
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
+    id
 }

@@ -8,14 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gantry_e2e::fixture::BusyboxEnv;
+use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::security_profile::ProfileType;
 use gantry_proto::v1::{
-    Capability, ContainerConfig, ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest,
-    ExecSyncResponse, Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext,
-    NamespaceMode, PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest,
-    SecurityProfile, StartContainerRequest,
+    Capability, ContainerConfig, ContainerStatusRequest, ExecSyncRequest, ExecSyncResponse,
+    Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceMode,
+    PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -35,21 +34,7 @@ async fn run_pod(rt: &mut Rt, cfg: &PodSandboxConfig) -> String {
 
 /// Creates and starts `c`; returns its ID and its init's host PID.
 async fn run(rt: &mut Rt, pod: &str, pc: &PodSandboxConfig, c: ContainerConfig) -> (String, i32) {
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(c),
-            sandbox_config: Some(pc.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    let id = create_and_start(rt, pod, pc, c).await;
     let st = rt
         .container_status(ContainerStatusRequest {
             container_id: id.clone(),
@@ -383,15 +368,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
 
     // Shared PID namespace: the pod's init is PID 1, the container's init
     // is not; the exec'd command still joins its namespaces.
-    let mut pc = env.pod_config("shared");
-    if let Some(o) = pc
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        o.pid = NamespaceMode::Pod as i32;
-    }
+    let pc = env.pod_config_with("shared", |o| o.pid = NamespaceMode::Pod as i32);
     let pod = run_pod(&mut rt, &pc).await;
     let (a, a_init) = run(&mut rt, &pod, &pc, sleeper("a", Default::default())).await;
     let (b, _) = run(&mut rt, &pod, &pc, sleeper("b", Default::default())).await;
@@ -406,15 +383,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
 
     // Host network: the host's network namespace is shared, the others
     // are the container's.
-    let mut pc = env.pod_config("hostnet");
-    if let Some(o) = pc
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        o.network = NamespaceMode::Node as i32;
-    }
+    let pc = env.pod_config_with("hostnet", |o| o.network = NamespaceMode::Node as i32);
     let pod = run_pod(&mut rt, &pc).await;
     let (h, h_init) = run(&mut rt, &pod, &pc, sleeper("h", Default::default())).await;
     assert_like_init(&mut rt, &h, h_init, "/").await;

@@ -5,14 +5,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gantry_e2e::fixture::BusyboxEnv;
+use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
 use gantry_e2e::require_host;
 use gantry_e2e::stream::{self, Session, SpdyClient};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    AttachRequest, ContainerConfig, CreateContainerRequest, ExecRequest, ExecSyncRequest,
-    PodSandboxConfig, PodSandboxStatusRequest, PortForwardRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    AttachRequest, ExecRequest, ExecSyncRequest, PodSandboxConfig, PodSandboxStatusRequest,
+    PortForwardRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopContainerRequest,
 };
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::Channel;
@@ -43,30 +42,6 @@ async fn pod(
         .into_inner()
         .pod_sandbox_id;
     (id, cfg)
-}
-
-async fn run(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    pod_cfg: &PodSandboxConfig,
-    c: ContainerConfig,
-) -> String {
-    let id = rt
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(c),
-            sandbox_config: Some(pod_cfg.clone()),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest {
-        container_id: id.clone(),
-    })
-    .await
-    .unwrap();
-    id
 }
 
 async fn exec_url(rt: &mut RuntimeServiceClient<Channel>, req: ExecRequest) -> String {
@@ -107,7 +82,7 @@ async fn exec_over_spdy_and_websocket() {
     let env = setup("streaming:\n  token_ttl_secs: 2\n").await;
     let mut rt = env.g.runtime().await;
     let (pod_id, pod_cfg) = pod(&env, &mut rt, "exec").await;
-    let id = run(
+    let id = create_and_start(
         &mut rt,
         &pod_id,
         &pod_cfg,
@@ -338,7 +313,7 @@ async fn attach_to_running_containers() {
 
     // A container that prints on its own: two clients at once both see it,
     // and the log file keeps getting every line.
-    let ticker = run(
+    let ticker = create_and_start(
         &mut rt,
         &pod_id,
         &pod_cfg,
@@ -394,7 +369,7 @@ async fn attach_to_running_containers() {
     let mut shell = env.container("shell", "");
     shell.command = vec!["/bin/sh".into()];
     shell.stdin = true;
-    let shell = run(&mut rt, &pod_id, &pod_cfg, shell).await;
+    let shell = create_and_start(&mut rt, &pod_id, &pod_cfg, shell).await;
     let url = rt
         .attach(attach(shell.clone(), true, false))
         .await
@@ -421,7 +396,7 @@ async fn attach_to_running_containers() {
     term.command = vec!["/bin/sh".into()];
     term.stdin = true;
     term.tty = true;
-    let term = run(&mut rt, &pod_id, &pod_cfg, term).await;
+    let term = create_and_start(&mut rt, &pod_id, &pod_cfg, term).await;
     let url = rt
         .attach(attach(term.clone(), true, true))
         .await
@@ -477,7 +452,7 @@ async fn port_forward_into_a_pod() {
     let script = "mkdir -p /www && echo served-by-the-pod > /www/index.html && \
                   busybox httpd -p 8080 -h /www && busybox httpd -p 127.0.0.1:8081 -h /www && \
                   sleep 1000";
-    let id = run(&mut rt, &pod_id, &pod_cfg, env.container("web", script)).await;
+    let id = create_and_start(&mut rt, &pod_id, &pod_cfg, env.container("web", script)).await;
     let ip = rt
         .pod_sandbox_status(PodSandboxStatusRequest {
             pod_sandbox_id: pod_id.clone(),
@@ -660,7 +635,7 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     .await;
     let mut rt = env.g.runtime().await;
     let (pod_id, pod_cfg) = pod(&env, &mut rt, "tls").await;
-    let id = run(
+    let id = create_and_start(
         &mut rt,
         &pod_id,
         &pod_cfg,
