@@ -27,6 +27,8 @@ pub struct PodService {
     ns_dir: PathBuf,
     /// The mounted cgroup hierarchies pod cgroups are made in.
     hierarchies: Vec<Hierarchy>,
+    /// Taken while a pod's cgroup is removed or handed over.
+    cgroup_handover: tokio::sync::Mutex<()>,
 }
 
 fn now_nanos() -> i64 {
@@ -164,6 +166,7 @@ impl PodService {
             network,
             ns_dir,
             hierarchies: cgroup::hierarchies(),
+            cgroup_handover: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -270,17 +273,50 @@ impl PodService {
     }
 
     /// Removes the cgroup directories gantry made for the pod.
+    ///
+    /// Pods given the same cgroup_parent share one cgroup, made by the
+    /// first of them: while another pod is in it, its directories are
+    /// handed to that pod, and whoever goes last removes them. Decisions
+    /// are taken one at a time, on fresh records, and a pod that has
+    /// handed over (or removed) its cgroup drops out as an heir, so two
+    /// pods going at once cannot hand the directories to each other.
     async fn remove_cgroup(&self, rec: &PodRecord) -> Result<()> {
+        let _one_at_a_time = self.cgroup_handover.lock().await;
+        let rec = self.store.get(&rec.id).unwrap_or_else(|| rec.clone());
         if rec.cgroup_created.is_empty() {
             return Ok(());
         }
         let dirs = rec.cgroup_created.clone();
-        tokio::task::spawn_blocking(move || cgroup::remove(&dirs))
-            .await
-            .map_err(|e| Error::Internal(format!("cgroup task: {e}")))?
-            .map_err(|e| Error::Internal(format!("removing the pod cgroup: {e}")))?;
+        let heir = (!rec.cgroup.is_empty())
+            .then(|| {
+                self.store
+                    .list()
+                    .into_iter()
+                    .find(|p| p.id != rec.id && p.cgroup == rec.cgroup)
+            })
+            .flatten();
+        match heir {
+            Some(heir) => {
+                self.store.update(&heir.id, |r| {
+                    for d in dirs {
+                        if !r.cgroup_created.contains(&d) {
+                            r.cgroup_created.push(d);
+                        }
+                    }
+                })?;
+            }
+            None => {
+                tokio::task::spawn_blocking(move || cgroup::remove(&dirs))
+                    .await
+                    .map_err(|e| Error::Internal(format!("cgroup task: {e}")))?
+                    .map_err(|e| Error::Internal(format!("removing the pod cgroup: {e}")))?;
+            }
+        }
         if self.store.get(&rec.id).is_some() {
-            self.store.update(&rec.id, |r| r.cgroup_created.clear())?;
+            self.store.update(&rec.id, |r| {
+                r.cgroup_created.clear();
+                r.cgroup.clear();
+            })?;
         }
         Ok(())
     }
