@@ -27,7 +27,7 @@ pub struct PodService {
     ns_dir: PathBuf,
     /// The mounted cgroup hierarchies pod cgroups are made in.
     hierarchies: Vec<Hierarchy>,
-    /// Taken while a pod's cgroup is removed or handed over.
+    /// Taken while a pod's cgroup is made, removed or handed over.
     cgroup_handover: tokio::sync::Mutex<()>,
 }
 
@@ -323,7 +323,11 @@ impl PodService {
 
     /// Makes the pod's cgroup (cgroupfs driver only: under systemd the
     /// runtime has systemd make the slice).
-    fn create_cgroup(&self, id: &str, parent: &str) -> Result<String> {
+    async fn create_cgroup(&self, id: &str, parent: &str) -> Result<String> {
+        // Not while another pod's cgroup is being removed or handed over:
+        // what exists, and who is there to inherit it, must not change
+        // half-way.
+        let _one_at_a_time = self.cgroup_handover.lock().await;
         let driver = self.config.cgroup_driver;
         let path = cgroup::pod_cgroup(driver, parent, id);
         if driver != CgroupDriver::Cgroupfs {
@@ -486,7 +490,7 @@ impl PodService {
             .as_ref()
             .map(|l| l.cgroup_parent.as_str())
             .unwrap_or("");
-        let pod_cgroup = self.create_cgroup(id, parent)?;
+        let pod_cgroup = self.create_cgroup(id, parent).await?;
         // Files the pod's containers will mount.
         let resolv = match resolv {
             Some(r) => r,

@@ -35,16 +35,25 @@ fn take_lock(dir: &Path) -> anyhow::Result<File> {
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(file),
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            bail!(
-                "another gantry is running with state directory {} (lock {} is held)",
-                dir.display(),
-                path.display()
-            )
+    // A gantry killed a moment ago can leave the lock held for a little
+    // while after it is gone (the crash test once restarted into that
+    // window); a second gantry holds it for good.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(file),
+            Err(rustix::io::Errno::WOULDBLOCK) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                bail!(
+                    "another gantry is running with state directory {} (lock {} is held)",
+                    dir.display(),
+                    path.display()
+                )
+            }
+            Err(e) => return Err(e).with_context(|| format!("locking {}", path.display())),
         }
-        Err(e) => Err(e).with_context(|| format!("locking {}", path.display())),
     }
 }
 
