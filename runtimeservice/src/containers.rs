@@ -718,7 +718,22 @@ impl ContainerService {
     /// monitor, the runtime's container, its cgroup, the monitor's files.
     /// The container is created again afterwards, and can be started.
     async fn undo_run(&self, id: &str, rec: &ContainerRecord) {
-        kill_stray_monitors(id);
+        self.release_runtime(id, rec, true).await;
+        let cdir = self.cdir(id);
+        for f in ["pid", "exit.json", "attach.sock"] {
+            let _ = std::fs::remove_file(cdir.join(f));
+        }
+    }
+
+    /// Takes the container out of its runtime: first its monitors, when
+    /// asked (one left by a start cut short must not go on making a
+    /// container that is being undone), then the runtime's container, then
+    /// the cgroup, which the runtime's delete normally removes but a run
+    /// cut short before the runtime saved its state leaves to us.
+    async fn release_runtime(&self, id: &str, rec: &ContainerRecord, kill_monitors: bool) {
+        if kill_monitors {
+            kill_stray_monitors(id);
+        }
         if let Ok(rt) = self.runtime(&rec.handler) {
             if let Err(e) = rt.delete(id, true).await {
                 warn!(container = %id, error = %e, "deleting from the runtime");
@@ -727,10 +742,6 @@ impl ContainerService {
         let cgroup = self.cgroup_path(rec);
         if !cgroup.is_empty() {
             remove_cgroup(Path::new("/sys/fs/cgroup"), &cgroup);
-        }
-        let cdir = self.cdir(id);
-        for f in ["pid", "exit.json", "attach.sock"] {
-            let _ = std::fs::remove_file(cdir.join(f));
         }
     }
 
@@ -786,25 +797,11 @@ impl ContainerService {
     async fn destroy(&self, id: &str) -> Option<ContainerRecord> {
         let rec = self.records().get(id).cloned()?;
         self.exits.unwatch(id);
-        if rec.state == ContainerState::Creating
-            || rec.state == ContainerState::Created && rec.monitor_pid == 0
-        {
-            // A daemon killed mid-start leaves the monitor (and the
-            // runtime's run under it) going on: it must not finish making
-            // a container after it has been deleted here.
-            kill_stray_monitors(id);
-        }
-        if let Ok(rt) = self.runtime(&rec.handler) {
-            if let Err(e) = rt.delete(id, true).await {
-                warn!(container = %id, error = %e, "deleting from the runtime");
-            }
-        }
-        // Normally the runtime's delete removes the cgroup; a create cut
-        // short before the runtime saved its state leaves it to us.
-        let cgroup = self.cgroup_path(&rec);
-        if !cgroup.is_empty() {
-            remove_cgroup(Path::new("/sys/fs/cgroup"), &cgroup);
-        }
+        // Only a container not yet running can have a monitor left from a
+        // start cut short; a running one's monitor records its exit.
+        let unstarted = rec.state == ContainerState::Creating
+            || rec.state == ContainerState::Created && rec.monitor_pid == 0;
+        self.release_runtime(id, &rec, unstarted).await;
         let rootfs = self.cdir(id).join("bundle/rootfs");
         if rec.rootfs_mounted {
             let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);

@@ -520,6 +520,18 @@ struct Side {
 }
 
 impl Side {
+    async fn run_pod(&mut self, pc: &PodSandboxConfig) -> anyhow::Result<String> {
+        Ok(self
+            .rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pc.clone()),
+                runtime_handler: String::new(),
+            })
+            .await?
+            .into_inner()
+            .pod_sandbox_id)
+    }
+
     /// Stops and removes a pod (and the containers still in it).
     async fn remove_pod(&mut self, pod: &str) -> anyhow::Result<()> {
         self.rt
@@ -683,15 +695,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
             let pc = sandbox_config(side.name, run, 1000 + i);
             settle(args).await;
             let t = Instant::now();
-            let pod = side
-                .rt
-                .run_pod_sandbox(RunPodSandboxRequest {
-                    config: Some(pc.clone()),
-                    runtime_handler: String::new(),
-                })
-                .await?
-                .into_inner()
-                .pod_sandbox_id;
+            let pod = side.run_pod(&pc).await?;
             create_start(side, &pod, &pc, container_config(&image, "first")).await?;
             pod_to_running[k].push(t.elapsed());
             side.remove_pod(&pod).await?;
@@ -701,15 +705,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     // N running containers in one pod per runtime.
     for side in sides.iter_mut() {
         let pc = sandbox_config(side.name, run, 0);
-        let pod = side
-            .rt
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pc.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
+        let pod = side.run_pod(&pc).await?;
         pods.push((pod, pc));
     }
     for i in 0..n {
@@ -762,15 +758,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     if big > n {
         for (k, side) in sides.iter_mut().enumerate() {
             let pc = sandbox_config(side.name, run, 1);
-            let pod = side
-                .rt
-                .run_pod_sandbox(RunPodSandboxRequest {
-                    config: Some(pc.clone()),
-                    runtime_handler: String::new(),
-                })
-                .await?
-                .into_inner()
-                .pod_sandbox_id;
+            let pod = side.run_pod(&pc).await?;
             for i in n..big {
                 let id = create_start(side, &pod, &pc, container_config(&image, &format!("c{i}")))
                     .await?;
@@ -950,15 +938,7 @@ async fn bench_memory(args: &Args) -> anyhow::Result<()> {
     for i in 0..n {
         for (k, side) in sides.iter_mut().enumerate() {
             let pc = sandbox_config(side.name, run, 2000 + i);
-            let pod = side
-                .rt
-                .run_pod_sandbox(RunPodSandboxRequest {
-                    config: Some(pc.clone()),
-                    runtime_handler: String::new(),
-                })
-                .await?
-                .into_inner()
-                .pod_sandbox_id;
+            let pod = side.run_pod(&pc).await?;
             create_start(side, &pod, &pc, container_config(&image, "only")).await?;
             pods[k].push(pod);
         }
@@ -999,15 +979,7 @@ async fn bench_streaming(args: &Args) -> anyhow::Result<()> {
     let mut targets = Vec::new();
     for side in sides.iter_mut() {
         let pc = sandbox_config(side.name, run, 0);
-        let pod = side
-            .rt
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pc.clone()),
-                runtime_handler: String::new(),
-            })
-            .await?
-            .into_inner()
-            .pod_sandbox_id;
+        let pod = side.run_pod(&pc).await?;
         let mut cfg = container_config(&image, "web");
         cfg.command = vec!["/bin/sh".into(), "-c".into(), script.clone()];
         let id = create_start(side, &pod, &pc, cfg).await?;
