@@ -168,7 +168,9 @@ impl ContainerService {
                     name.clone(),
                     CliRuntime {
                         name: name.clone(),
-                        binary: h.path.clone(),
+                        // Looked up in PATH once, not at every runtime call;
+                        // a missing binary stays as named, to fail when used.
+                        binary: h.resolve().unwrap_or_else(|| h.path.clone()),
                         args: h.args.clone(),
                         root: config.state_dir.join("runtime").join(name),
                         systemd_cgroup: config.cgroup_driver == crate::CgroupDriver::Systemd,

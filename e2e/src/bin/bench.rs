@@ -35,6 +35,7 @@ use gantry_proto::v1::{
 };
 use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
+use std::path::Path;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 #[derive(Parser)]
@@ -570,6 +571,72 @@ async fn create_start(
     pc: &PodSandboxConfig,
     cfg: ContainerConfig,
 ) -> anyhow::Result<String> {
+    Ok(create_start_timed(side, pod, pc, cfg).await?.0)
+}
+
+/// `runc run --detach` of the bundle gantry made for `id`, timed alone `n`
+/// times (each run deleted at once): the floor under any runtime's
+/// create+start that drives runc's command line.
+fn runtime_floor(gantry_dir: &Path, id: &str, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let bundle = gantry_dir
+        .join("root/runtime/containers")
+        .join(id)
+        .join("bundle");
+    let mut spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("config.json"))?)?;
+    let cgroups = spec["linux"]["cgroupsPath"]
+        .as_str()
+        .context("the bundle's spec has no cgroupsPath")?
+        .to_string();
+    let parent = cgroups.rsplit_once('/').map(|p| p.0).unwrap_or("");
+    let work = tempfile::tempdir()?;
+    let root = work.path().join("state");
+    let mut times = Vec::new();
+    for i in 0..n {
+        let cid = format!("floor-{}-{i}", std::process::id());
+        let b = work.path().join(&cid);
+        std::fs::create_dir_all(&b)?;
+        // The same rootfs (already mounted) and namespaces; a cgroup and
+        // state of its own.
+        spec["linux"]["cgroupsPath"] = format!("{parent}/{cid}").into();
+        spec["root"]["path"] = bundle.join("rootfs").display().to_string().into();
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&spec)?)?;
+        let runc = |args: &[&str]| {
+            std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+        };
+        let t = Instant::now();
+        let ok = runc(&[
+            "run",
+            "--detach",
+            "--bundle",
+            &b.display().to_string(),
+            &cid,
+        ])?
+        .success();
+        times.push(t.elapsed());
+        runc(&["delete", "--force", &cid])?;
+        if !ok {
+            bail!("runc run of {cid} failed");
+        }
+    }
+    Ok(times)
+}
+
+/// CreateContainer then StartContainer; also returns how long the create took.
+async fn create_start_timed(
+    side: &mut Side,
+    pod: &str,
+    pc: &PodSandboxConfig,
+    cfg: ContainerConfig,
+) -> anyhow::Result<(String, Duration)> {
+    let t = Instant::now();
     let id = side
         .rt
         .create_container(CreateContainerRequest {
@@ -580,12 +647,13 @@ async fn create_start(
         .await?
         .into_inner()
         .container_id;
+    let created = t.elapsed();
     side.rt
         .start_container(StartContainerRequest {
             container_id: id.clone(),
         })
         .await?;
-    Ok(id)
+    Ok((id, created))
 }
 
 fn report(what: &str, g: &[Duration], p: &[Duration]) {
@@ -681,6 +749,8 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     } = setup(args, "containers").await?;
     let n = args.containers;
     let mut create_start_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut create_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut start_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
     let mut pod_to_running: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
     let mut exec_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
     let mut list_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
@@ -713,14 +783,19 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
             let (pod, pc) = pods[k].clone();
             settle(args).await;
             let t = Instant::now();
-            let id =
-                create_start(side, &pod, &pc, container_config(&image, &format!("c{i}"))).await?;
-            create_start_t[k].push(t.elapsed());
+            let (id, created) =
+                create_start_timed(side, &pod, &pc, container_config(&image, &format!("c{i}")))
+                    .await?;
+            let both = t.elapsed();
+            create_start_t[k].push(both);
+            create_t[k].push(created);
+            start_t[k].push(both.saturating_sub(created));
             ids[k].push(id);
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let memory = MemorySample::take(&gantry, args);
+    let floor = runtime_floor(&gantry.dir, &ids[0][0], n)?;
 
     for (k, side) in sides.iter_mut().enumerate() {
         let target = ids[k][0].clone();
@@ -831,6 +906,14 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
         "Create+StartContainer",
         &create_start_t[0],
         &peer(&create_start_t),
+    );
+    report("of which CreateContainer", &create_t[0], &peer(&create_t));
+    report("and StartContainer", &start_t[0], &peer(&start_t));
+    println!(
+        "{:>26}: p50 {:8.2} ms p95 {:8.2} ms (the runtime's own share of both runtimes' figures)",
+        "runc run --detach alone",
+        ms(percentile(&floor, 0.5)),
+        ms(percentile(&floor, 0.95))
     );
     report(
         "pod+container to running",
