@@ -88,6 +88,10 @@ pub struct ContainerRecord {
     /// a rootfs never mounted is harmless), which spares the create path a
     /// record write between making the directory and mounting.
     pub rootfs_mounted: bool,
+    /// The identity the container's process runs with, from its spec
+    /// (ContainerStatus.user); absent in records of older versions.
+    #[serde(default)]
+    pub user: Option<cri::ContainerUser>,
 }
 
 #[derive(Deserialize)]
@@ -490,6 +494,7 @@ impl ContainerService {
                 pid: 0,
                 monitor_pid: 0,
                 rootfs_mounted: true,
+                user: None,
             };
             std::fs::create_dir_all(self.cdir(&id).join("bundle"))
                 .map_err(Error::io("creating the container directory"))?;
@@ -631,8 +636,24 @@ impl ContainerService {
             )
             .map_err(Error::FailedPrecondition)?;
         }
+        let user = spec.process().as_ref().map(|p| {
+            let u = p.user();
+            cri::ContainerUser {
+                linux: Some(cri::LinuxContainerUser {
+                    uid: u.uid().into(),
+                    gid: u.gid().into(),
+                    supplemental_groups: u
+                        .additional_gids()
+                        .iter()
+                        .flatten()
+                        .map(|g| i64::from(*g))
+                        .collect(),
+                }),
+            }
+        });
         self.update_then_emit(id, |r| {
             r.state = ContainerState::Created;
+            r.user = user;
             Some(cri::ContainerEventType::ContainerCreatedEvent)
         })?;
         Ok(())
@@ -1221,37 +1242,48 @@ impl ContainerService {
     }
 
     /// Applies new resources through the runtime and records them.
+    /// New resources for a container. A running one gets them from the
+    /// runtime at once; the spec is kept in step either way, so a created
+    /// container starts with them, and ContainerStatus reports them.
     pub async fn update_resources(
         &self,
         id: &str,
         res: cri::LinuxContainerResources,
     ) -> Result<()> {
-        let r = self.running(id)?;
-        let mut oci = serde_json::json!({});
-        if res.memory_limit_in_bytes > 0 {
-            oci["memory"] = serde_json::json!({"limit": res.memory_limit_in_bytes});
+        let id = self.existing(id)?.id;
+        let _guard = self.lock(&id).await;
+        let r = self.existing(&id)?;
+        let oci = crate::spec::oci_resources(&res);
+        if r.state == ContainerState::Running {
+            let file = self.cdir(&r.id).join("resources.json");
+            write_atomic(&file, oci.to_string().as_bytes())
+                .map_err(Error::io("writing resources.json"))?;
+            self.runtime(&r.handler)?.update(&r.id, &file).await?;
         }
-        let mut cpu = serde_json::json!({});
-        if res.cpu_shares > 0 {
-            cpu["shares"] = res.cpu_shares.into();
+        if matches!(r.state, ContainerState::Created | ContainerState::Running) {
+            let path = self.cdir(&r.id).join("bundle/config.json");
+            let mut spec: Value = std::fs::read(&path)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .ok_or_else(|| Error::Internal(format!("reading {}", path.display())))?;
+            // Only what the CRI resources say; device rules and pids stay.
+            let current = &mut spec["linux"]["resources"];
+            if !current.is_object() {
+                *current = serde_json::json!({});
+            }
+            for key in ["memory", "cpu", "hugepageLimits", "unified"] {
+                match oci.get(key) {
+                    Some(v) => current[key] = v.clone(),
+                    None => {
+                        if let Some(o) = current.as_object_mut() {
+                            o.remove(key);
+                        }
+                    }
+                }
+            }
+            write_atomic(&path, spec.to_string().as_bytes())
+                .map_err(Error::io("writing config.json"))?;
         }
-        if res.cpu_quota != 0 {
-            cpu["quota"] = res.cpu_quota.into();
-        }
-        if res.cpu_period > 0 {
-            cpu["period"] = res.cpu_period.into();
-        }
-        if !res.cpuset_cpus.is_empty() {
-            cpu["cpus"] = res.cpuset_cpus.clone().into();
-        }
-        if !res.cpuset_mems.is_empty() {
-            cpu["mems"] = res.cpuset_mems.clone().into();
-        }
-        oci["cpu"] = cpu;
-        let file = self.cdir(&r.id).join("resources.json");
-        write_atomic(&file, oci.to_string().as_bytes())
-            .map_err(Error::io("writing resources.json"))?;
-        self.runtime(&r.handler)?.update(&r.id, &file).await?;
         self.update(&r.id, |rec| {
             let linux = rec.config.linux.get_or_insert_with(Default::default);
             linux.resources = Some(res);
@@ -1781,9 +1813,17 @@ fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
         annotations: r.config.annotations.clone(),
         mounts: r.config.mounts.clone(),
         log_path: r.log_path.clone(),
-        resources: None,
+        resources: r
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|linux| cri::ContainerResources {
+                linux: Some(linux),
+                windows: None,
+            }),
         image_id: r.image_id.clone(),
-        user: None,
+        user: r.user.clone(),
     }
 }
 

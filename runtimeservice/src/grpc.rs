@@ -187,8 +187,10 @@ impl RuntimeService for CriRuntimeService {
             }),
             info,
             runtime_handlers: handlers,
+            // Strict is honoured (spec.rs leaves out the image's groups) and
+            // ContainerStatus.user reports the groups the process got.
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                supplemental_groups_policy: true,
             }),
         }))
     }

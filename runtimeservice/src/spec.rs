@@ -443,9 +443,13 @@ pub fn user(
         })?;
         extra.push(g);
     }
+    // The primary group leads the list, as containerd does since
+    // CVE-2023-25173: without it, a process that drops to another gid could
+    // keep rights the container's primary group was meant to limit.
     extra.retain(|g| *g != gid);
     extra.sort_unstable();
     extra.dedup();
+    extra.insert(0, gid);
     Ok((uid, gid, extra))
 }
 
@@ -481,6 +485,54 @@ fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
 }
 
 /// A host device for `linux.devices` and its cgroup rule.
+/// The OCI `linux.resources` a container's CRI resources ask for: what the
+/// spec starts with, and what an update hands the runtime. Unset (zero)
+/// values are left out, so an update leaves them as they are.
+pub fn oci_resources(r: &cri::LinuxContainerResources) -> Value {
+    let mut res = json!({});
+    let mut memory = json!({});
+    if r.memory_limit_in_bytes > 0 {
+        memory["limit"] = json!(r.memory_limit_in_bytes);
+    }
+    if r.memory_swap_limit_in_bytes > 0 {
+        memory["swap"] = json!(r.memory_swap_limit_in_bytes);
+    }
+    if memory.as_object().is_some_and(|o| !o.is_empty()) {
+        res["memory"] = memory;
+    }
+    let mut cpu = json!({});
+    if r.cpu_shares > 0 {
+        cpu["shares"] = json!(r.cpu_shares);
+    }
+    if r.cpu_quota > 0 {
+        cpu["quota"] = json!(r.cpu_quota);
+    }
+    if r.cpu_period > 0 {
+        cpu["period"] = json!(r.cpu_period);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        cpu["cpus"] = json!(r.cpuset_cpus);
+    }
+    if !r.cpuset_mems.is_empty() {
+        cpu["mems"] = json!(r.cpuset_mems);
+    }
+    if cpu.as_object().is_some_and(|o| !o.is_empty()) {
+        res["cpu"] = cpu;
+    }
+    if !r.hugepage_limits.is_empty() {
+        res["hugepageLimits"] = json!(r
+            .hugepage_limits
+            .iter()
+            .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
+            .collect::<Vec<_>>());
+    }
+    if !r.unified.is_empty() {
+        // cgroup v2 files by name; the runtime refuses them on v1.
+        res["unified"] = json!(r.unified);
+    }
+    res
+}
+
 fn device(d: &cri::Device) -> Result<(Value, Value)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     if !d.container_path.starts_with('/') {
@@ -710,41 +762,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
     spec["linux"]["cgroupsPath"] = json!(input.cgroups_path);
 
     if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
-        let mut res = json!({});
-        if r.memory_limit_in_bytes > 0 {
-            res["memory"] = json!({"limit": r.memory_limit_in_bytes});
-        }
-        let mut cpu = json!({});
-        if r.cpu_shares > 0 {
-            cpu["shares"] = json!(r.cpu_shares);
-        }
-        if r.cpu_quota > 0 {
-            cpu["quota"] = json!(r.cpu_quota);
-        }
-        if r.cpu_period > 0 {
-            cpu["period"] = json!(r.cpu_period);
-        }
-        if !r.cpuset_cpus.is_empty() {
-            cpu["cpus"] = json!(r.cpuset_cpus);
-        }
-        if !r.cpuset_mems.is_empty() {
-            cpu["mems"] = json!(r.cpuset_mems);
-        }
-        if cpu.as_object().is_some_and(|o| !o.is_empty()) {
-            res["cpu"] = cpu;
-        }
-        if !r.hugepage_limits.is_empty() {
-            res["hugepageLimits"] = json!(r
-                .hugepage_limits
-                .iter()
-                .map(|h| json!({"pageSize": h.page_size, "limit": h.limit}))
-                .collect::<Vec<_>>());
-        }
-        if !r.unified.is_empty() {
-            // cgroup v2 files by name; the runtime refuses them on v1.
-            res["unified"] = json!(r.unified);
-        }
-        spec["linux"]["resources"] = res;
+        spec["linux"]["resources"] = oci_resources(r);
     }
     if !c.devices.is_empty() {
         let mut nodes = Vec::new();
@@ -868,9 +886,12 @@ mod tests {
         .unwrap();
         std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
         let c = cri::ContainerConfig::default();
-        assert_eq!(user(&c, &image(), d.path()).unwrap(), (1000, 1001, vec![]));
+        assert_eq!(
+            user(&c, &image(), d.path()).unwrap(),
+            (1000, 1001, vec![1001])
+        );
         let img = json!({"config": {"User": "app:staff"}});
-        assert_eq!(user(&c, &img, d.path()).unwrap(), (1000, 50, vec![]));
+        assert_eq!(user(&c, &img, d.path()).unwrap(), (1000, 50, vec![50]));
         let img = json!({"config": {"User": "nobody"}});
         assert!(user(&c, &img, d.path()).is_err());
         let c = cri::ContainerConfig {
@@ -887,7 +908,7 @@ mod tests {
         };
         assert_eq!(
             user(&c, &json!({}), d.path()).unwrap(),
-            (1000, 7, vec![8, 9])
+            (1000, 7, vec![7, 8, 9])
         );
     }
 
@@ -923,13 +944,13 @@ mod tests {
             &json!({}),
             d.path(),
         );
-        assert_eq!(merged.unwrap(), (1000, 1000, vec![10, 44, 5000]));
+        assert_eq!(merged.unwrap(), (1000, 1000, vec![1000, 10, 44, 5000]));
         let strict = user(
             &with(cri::SupplementalGroupsPolicy::Strict),
             &json!({}),
             d.path(),
         );
-        assert_eq!(strict.unwrap(), (1000, 1000, vec![10, 5000]));
+        assert_eq!(strict.unwrap(), (1000, 1000, vec![1000, 10, 5000]));
     }
 
     #[test]
