@@ -8,8 +8,9 @@ use gantry_e2e::daemon::{gantry_bin, Gantry};
 use gantry_e2e::require_host;
 use gantry_proto::v1::{
     AttachRequest, CgroupDriver, CheckpointContainerRequest, LinuxPodSandboxConfig,
-    ListMetricDescriptorsRequest, PodSandboxConfig, PodSandboxMetadata, RunPodSandboxRequest,
-    RuntimeConfigRequest, StatusRequest, VersionRequest,
+    ListMetricDescriptorsRequest, NetworkConfig, PodSandboxConfig, PodSandboxMetadata,
+    RunPodSandboxRequest, RuntimeConfig, RuntimeConfigRequest, StatusRequest,
+    UpdateRuntimeConfigRequest, VersionRequest,
 };
 use tonic::Code;
 
@@ -105,6 +106,34 @@ async fn socket_lock_and_runtime_rpcs() {
         .await
         .unwrap_err();
     assert!(e.code() == Code::Unimplemented && e.message().contains("CheckpointContainer"));
+
+    // The node's pod CIDRs are checked, and kept for Status.
+    let cidr = |pod_cidr: &str| UpdateRuntimeConfigRequest {
+        runtime_config: Some(RuntimeConfig {
+            network_config: Some(NetworkConfig {
+                pod_cidr: pod_cidr.into(),
+            }),
+        }),
+    };
+    let e = rt
+        .update_runtime_config(cidr("10.244.0.0/24,not-a-cidr"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    rt.update_runtime_config(cidr("10.244.3.0/24, fd00:10:244:3::/64"))
+        .await
+        .unwrap();
+    let info = rt
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    assert_eq!(
+        info.get("podCIDRs").map(String::as_str),
+        Some("10.244.3.0/24,fd00:10:244:3::/64")
+    );
+
     // A streaming request that asks for no stream is refused before a URL
     // is minted.
     let e = rt.attach(AttachRequest::default()).await.unwrap_err();

@@ -26,6 +26,8 @@ pub struct CriRuntimeService {
     pods: Arc<PodService>,
     containers: Arc<ContainerService>,
     streaming: Option<Arc<dyn StreamUrls>>,
+    /// The node's pod CIDRs, as kubelet last set them (UpdateRuntimeConfig).
+    pod_cidrs: std::sync::Mutex<Vec<String>>,
 }
 
 /// The stream choices an Exec or Attach request may make.
@@ -63,6 +65,7 @@ impl CriRuntimeService {
             pods,
             containers,
             streaming: None,
+            pod_cidrs: Default::default(),
         }
     }
 
@@ -180,6 +183,12 @@ impl RuntimeService for CriRuntimeService {
             let config =
                 serde_json::to_string(&self.config).map_err(|e| Status::internal(e.to_string()))?;
             info.insert("config".to_string(), config);
+            let cidrs = self
+                .pod_cidrs
+                .lock()
+                .map(|c| c.join(","))
+                .unwrap_or_default();
+            info.insert("podCIDRs".to_string(), cidrs);
         }
         Ok(Response::new(cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -504,8 +513,42 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::PortForwardResponse { url }))
     }
 
+    /// Kubelet hands over the node's pod CIDRs when it learns them. Pod
+    /// networks come from the CNI configuration that is installed (as with
+    /// containerd when it has no config template), so they are checked,
+    /// kept for `Status` and logged; nothing else changes.
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        let text = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        let cidrs: Vec<String> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if cidrs.is_empty() {
+            return Ok(Response::new(cri::UpdateRuntimeConfigResponse {}));
+        }
+        if let Some(bad) = cidrs.iter().find(|c| !crate::network::is_cidr(c)) {
+            return Err(Status::invalid_argument(format!(
+                "pod CIDR {bad:?} is not an address with a prefix length"
+            )));
+        }
+        tracing::info!(pod_cidrs = %cidrs.join(","), "pod CIDRs updated; pod networks come from the CNI configuration");
+        if let Ok(mut kept) = self.pod_cidrs.lock() {
+            *kept = cidrs;
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
     unimplemented_rpcs! {
-        update_runtime_config: "UpdateRuntimeConfig", UpdateRuntimeConfigRequest => UpdateRuntimeConfigResponse;
         checkpoint_container: "CheckpointContainer", CheckpointContainerRequest => CheckpointContainerResponse;
         list_metric_descriptors: "ListMetricDescriptors", ListMetricDescriptorsRequest => ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics: "ListPodSandboxMetrics", ListPodSandboxMetricsRequest => ListPodSandboxMetricsResponse;

@@ -83,14 +83,7 @@ impl NetworkExtras {
         let mut ips = Vec::new();
         if let Some(v) = annotations.get(IPS_ANNOTATION) {
             for item in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let ok = item.split_once('/').is_some_and(|(addr, prefix)| {
-                    match (addr.parse::<std::net::IpAddr>(), prefix.parse::<u8>()) {
-                        (Ok(std::net::IpAddr::V4(_)), Ok(p)) => p <= 32,
-                        (Ok(std::net::IpAddr::V6(_)), Ok(p)) => p <= 128,
-                        _ => false,
-                    }
-                });
-                if !ok {
+                if !is_cidr(item) {
                     return Err(Error::InvalidArgument(format!(
                         "annotation {IPS_ANNOTATION}: {item:?} is not an address with a prefix length"
                     )));
@@ -149,6 +142,18 @@ impl NetworkExtras {
 
 /// A Kubernetes resource quantity as a whole number, rounded up as
 /// Kubernetes does: `1.5k`, `10Mi`, `2e3`, `500m`.
+/// Whether `s` is an address with a prefix length (`10.1.0.7/24`,
+/// `fd00::/64`).
+pub fn is_cidr(s: &str) -> bool {
+    s.split_once('/').is_some_and(|(addr, prefix)| {
+        match (addr.parse::<std::net::IpAddr>(), prefix.parse::<u8>()) {
+            (Ok(std::net::IpAddr::V4(_)), Ok(p)) => p <= 32,
+            (Ok(std::net::IpAddr::V6(_)), Ok(p)) => p <= 128,
+            _ => false,
+        }
+    })
+}
+
 pub fn parse_quantity(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
     let digits_end = s
