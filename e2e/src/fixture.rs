@@ -5,9 +5,9 @@
 
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
-    ImageSpec as CriImageSpec, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode,
-    NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, StartContainerRequest,
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec as CriImageSpec,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, StartContainerRequest,
 };
 use tonic::transport::Channel;
 
@@ -158,24 +158,4 @@ pub async fn create_and_start(
     .await
     .unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
     id
-}
-
-/// The host PID of a container's init, from its verbose ContainerStatus.
-pub async fn container_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i64 {
-    let st = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
-        .into_inner();
-    let info: serde_json::Value = st
-        .info
-        .get("info")
-        .and_then(|i| serde_json::from_str(i).ok())
-        .unwrap_or_else(|| panic!("no verbose info for {id}"));
-    info["pid"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no pid in the verbose info of {id}: {info}"))
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gantry_e2e::daemon::Gantry;
-use gantry_e2e::fixture::container_pid;
 use gantry_e2e::net::TestNetwork;
 use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
 use gantry_e2e::registry::Registry;
@@ -434,7 +433,19 @@ async fn containers_outlive_a_killed_daemon() {
     .unwrap();
     start(&mut rt, &long).await;
     start(&mut rt, &short).await;
-    let pid_before = container_pid(&mut rt, &long).await;
+    let pid_before = {
+        let v = rt
+            .container_status(ContainerStatusRequest {
+                container_id: long.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        serde_json::from_str::<serde_json::Value>(&v.info["info"]).unwrap()["pid"]
+            .as_i64()
+            .unwrap()
+    };
     drop(rt);
     env.g.kill();
     // "short" exits while no daemon runs.
@@ -1222,7 +1233,15 @@ async fn pods_own_cgroups_their_containers_live_in() {
     .await
     .unwrap();
     start(&mut rt, &id).await;
-    let cpid = container_pid(&mut rt, &id).await;
+    let v = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let cpid = verbose_info(&v.info)["pid"].as_i64().unwrap();
     assert_eq!(memory_cgroup(cpid), format!("/gantry/{pod}/{id}"));
 
     // A parent kubelet made (here in the memory hierarchy only) is used and
@@ -1241,7 +1260,15 @@ async fn pods_own_cgroups_their_containers_live_in() {
     .await
     .unwrap();
     start(&mut rt, &kc).await;
-    let kpid = container_pid(&mut rt, &kc).await;
+    let v = rt
+        .container_status(ContainerStatusRequest {
+            container_id: kc.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let kpid = verbose_info(&v.info)["pid"].as_i64().unwrap();
     assert_eq!(memory_cgroup(kpid), format!("{kube}/{kc}"));
     let made_by_gantry: Vec<PathBuf> = hierarchies()
         .into_iter()

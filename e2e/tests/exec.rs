@@ -8,13 +8,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gantry_e2e::fixture::{container_pid, create_and_start, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::security_profile::ProfileType;
 use gantry_proto::v1::{
-    Capability, ContainerConfig, ExecSyncRequest, ExecSyncResponse, Int64Value,
-    LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceMode, PodSandboxConfig,
-    RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile,
+    Capability, ContainerConfig, ContainerStatusRequest, ExecSyncRequest, ExecSyncResponse,
+    Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceMode,
+    PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -35,8 +35,16 @@ async fn run_pod(rt: &mut Rt, cfg: &PodSandboxConfig) -> String {
 /// Creates and starts `c`; returns its ID and its init's host PID.
 async fn run(rt: &mut Rt, pod: &str, pc: &PodSandboxConfig, c: ContainerConfig) -> (String, i32) {
     let id = create_and_start(rt, pod, pc, c).await;
-    let pid = container_pid(rt, &id).await;
-    (id, pid as i32)
+    let st = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    (id, info["pid"].as_i64().unwrap() as i32)
 }
 
 async fn exec(rt: &mut Rt, id: &str, cmd: &[&str], timeout: i64) -> ExecSyncResponse {

@@ -3,7 +3,7 @@
 //! as updated (also before the container starts), and the uid, gid and
 //! supplemental groups kubelet shows in the pod's status.
 
-use gantry_e2e::fixture::{container_pid, create_and_start, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerStatusRequest, CreateContainerRequest, Int64Value, LinuxContainerConfig,
@@ -16,16 +16,17 @@ use tonic::transport::Channel;
 async fn status(
     rt: &mut RuntimeServiceClient<Channel>,
     id: &str,
-) -> gantry_proto::v1::ContainerStatus {
-    rt.container_status(ContainerStatusRequest {
-        container_id: id.into(),
-        verbose: false,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .status
-    .unwrap()
+) -> (gantry_proto::v1::ContainerStatus, serde_json::Value) {
+    let r = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = serde_json::from_str(r.info.get("info").expect("verbose info")).unwrap();
+    (r.status.unwrap(), info)
 }
 
 fn memory_limit(resources: &Option<gantry_proto::v1::ContainerResources>) -> i64 {
@@ -120,7 +121,7 @@ async fn status_reports_resources_and_the_identity_the_process_has() {
         .unwrap()
         .into_inner()
         .container_id;
-    let s = status(&mut rt, &id).await;
+    let (s, _) = status(&mut rt, &id).await;
     assert_eq!(memory_limit(&s.resources), 64 << 20);
     let updated = LinuxContainerResources {
         memory_limit_in_bytes: 80 << 20,
@@ -139,8 +140,8 @@ async fn status_reports_resources_and_the_identity_the_process_has() {
     })
     .await
     .unwrap();
-    let s = status(&mut rt, &id).await;
-    let pid = container_pid(&mut rt, &id).await;
+    let (s, info) = status(&mut rt, &id).await;
+    let pid = info["pid"].as_i64().unwrap();
     assert_eq!(enforced_memory_limit(pid), Some(80 << 20));
     let linux = s.resources.as_ref().unwrap().linux.as_ref().unwrap();
     assert_eq!(linux.memory_limit_in_bytes, 80 << 20);
@@ -158,7 +159,7 @@ async fn status_reports_resources_and_the_identity_the_process_has() {
     .await
     .unwrap();
     assert_eq!(enforced_memory_limit(pid), Some(96 << 20));
-    let s = status(&mut rt, &id).await;
+    let (s, _) = status(&mut rt, &id).await;
     assert_eq!(memory_limit(&s.resources), 96 << 20);
 
     // The identity reported is the one the process runs with: the primary
@@ -180,11 +181,11 @@ async fn status_reports_resources_and_the_identity_the_process_has() {
         env.container("plain", "exec sleep 1000"),
     )
     .await;
-    let s = status(&mut rt, &plain).await;
+    let (s, info) = status(&mut rt, &plain).await;
     let user = s.user.unwrap().linux.unwrap();
     assert_eq!((user.uid, user.gid), (0, 0));
     assert_eq!(user.supplemental_groups.first(), Some(&0));
-    let (_, mut groups) = process_groups(container_pid(&mut rt, &plain).await);
+    let (_, mut groups) = process_groups(info["pid"].as_i64().unwrap());
     let mut reported = user.supplemental_groups.clone();
     groups.sort_unstable();
     reported.sort_unstable();
