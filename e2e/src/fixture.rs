@@ -5,9 +5,11 @@
 
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec as CriImageSpec,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, StartContainerRequest,
+    ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec as CriImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatus, PodSandboxStatusRequest, PullImageRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -158,4 +160,81 @@ pub async fn create_and_start(
     .await
     .unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
     id
+}
+
+/// Runs a pod with `config` on the default runtime handler; returns its ID.
+pub async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RunPodSandbox: {e}"))
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// A container's status asked for verbosely: the status, and the `info`
+/// JSON the runtime adds to it.
+pub async fn container_status_verbose(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> (ContainerStatus, serde_json::Value) {
+    let r = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+        .into_inner();
+    let info = serde_json::from_str(&r.info["info"])
+        .unwrap_or_else(|e| panic!("the verbose info of {id}: {e}"));
+    (r.status.expect("a container status"), info)
+}
+
+/// The host PID of a started container's process, from its verbose status.
+pub async fn verbose_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i64 {
+    let (_, info) = container_status_verbose(rt, id).await;
+    info["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in the verbose info of {id}: {info}"))
+}
+
+/// A pod's status asked for verbosely: the status, and the `info` JSON the
+/// runtime adds to it.
+pub async fn pod_status_verbose(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+) -> (PodSandboxStatus, serde_json::Value) {
+    let r = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("PodSandboxStatus {pod}: {e}"))
+        .into_inner();
+    let info = serde_json::from_str(&r.info["info"])
+        .unwrap_or_else(|e| panic!("the verbose info of pod {pod}: {e}"));
+    (r.status.expect("a pod status"), info)
+}
+
+/// Stops a pod, panicking with the daemon's answer on failure.
+pub async fn stop_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &str) {
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox {pod}: {e}"));
+}
+
+/// Removes a pod (and so its containers), panicking with the daemon's
+/// answer on failure.
+pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &str) {
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox {pod}: {e}"));
 }
