@@ -8,14 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::fixture::BusyboxEnv;
+use gantry_e2e::fixture::{remove_pod, stop_pod, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec,
     LinuxContainerResources, ListContainersRequest, PodSandboxStatusRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StatusRequest, StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -394,11 +394,7 @@ async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &st
     })
     .await
     .unwrap_or_else(|e| panic!("StopPodSandbox on {handler}: {e}\n{}", env.g.log()));
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert!(rt
         .list_containers(ListContainersRequest::default())
         .await
@@ -535,11 +531,7 @@ async fn a_handler_without_its_binary_is_refused() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: fine,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &fine).await;
 }
 
 /// A daemon killed in the middle of StartContainer, after the runtime ran
@@ -653,16 +645,8 @@ async fn a_start_cut_short_is_undone_and_can_be_retried() {
         state_of(&mut rt, &id).await,
         ContainerState::ContainerRunning as i32
     );
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
     let left: Vec<_> = std::fs::read_dir(env.g.dir.join("root/runtime/containers"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, remove_pod, run_pod, BusyboxEnv};
 use gantry_e2e::require_host;
 use gantry_e2e::stream::{self, Session, SpdyClient};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     AttachRequest, ExecRequest, ExecSyncRequest, PodSandboxConfig, PodSandboxStatusRequest,
-    PortForwardRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopContainerRequest,
+    PortForwardRequest, StopContainerRequest,
 };
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::Channel;
@@ -32,16 +32,19 @@ async fn pod(
     name: &str,
 ) -> (String, PodSandboxConfig) {
     let cfg = env.pod_config(name);
-    let id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    (id, cfg)
+    (run_pod(rt, &cfg).await, cfg)
+}
+
+/// A ready pod with one container that sleeps; returns the pod's and the
+/// container's IDs.
+async fn pod_with_box(
+    env: &Env,
+    rt: &mut RuntimeServiceClient<Channel>,
+    name: &str,
+) -> (String, String) {
+    let (pod_id, pod_cfg) = pod(env, rt, name).await;
+    let id = create_and_start(rt, &pod_id, &pod_cfg, env.container("box", "sleep 1000")).await;
+    (pod_id, id)
 }
 
 async fn exec_url(rt: &mut RuntimeServiceClient<Channel>, req: ExecRequest) -> String {
@@ -81,14 +84,7 @@ async fn ps(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> String {
 async fn exec_over_spdy_and_websocket() {
     let env = setup("streaming:\n  token_ttl_secs: 2\n").await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "exec").await;
-    let id = create_and_start(
-        &mut rt,
-        &pod_id,
-        &pod_cfg,
-        env.container("box", "sleep 1000"),
-    )
-    .await;
+    let (pod_id, id) = pod_with_box(&env, &mut rt, "exec").await;
 
     let out_only = Session {
         stdout: true,
@@ -298,11 +294,7 @@ async fn exec_over_spdy_and_websocket() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -428,11 +420,7 @@ async fn attach_to_running_containers() {
     assert!(seen.contains("22 77"), "{seen:?}");
     let _ = ws.close(None).await;
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
 
 /// One forwarded connection: what the pod answered and what the error
@@ -540,11 +528,7 @@ async fn port_forward_into_a_pod() {
     let e = rt.port_forward(pf(vec![70000])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -634,14 +618,7 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     ))
     .await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "tls").await;
-    let id = create_and_start(
-        &mut rt,
-        &pod_id,
-        &pod_cfg,
-        env.container("box", "sleep 1000"),
-    )
-    .await;
+    let (pod_id, id) = pod_with_box(&env, &mut rt, "tls").await;
     let s = Session {
         stdout: true,
         stderr: true,
@@ -660,9 +637,5 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     let up = stream::spdy_upgrade(&plain, &["v4.channel.k8s.io"]).await;
     assert_ne!(up.status, 101);
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
