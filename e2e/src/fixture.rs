@@ -1,15 +1,17 @@
 //! The world most end-to-end tests start from: a local registry holding a
 //! busybox image, gantry set up to pull from it (plus the YAML a test
 //! adds), a throwaway CNI network, the image already pulled, and a
-//! directory for pod logs.
+//! directory for pod logs. Also the CRI calls the tests make over and
+//! over, which panic with the daemon's answer when it refuses.
 
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
+    Container, ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ImageSpec as CriImageSpec, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatus, PodSandboxStatusRequest, PullImageRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandbox, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatus,
+    PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -77,13 +79,6 @@ impl BusyboxEnv {
     /// namespace), logging under `logs/<name>`.
     pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
         PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                namespace: "e2e".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
             log_directory: self.logs.path().join(name).display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
@@ -95,7 +90,7 @@ impl BusyboxEnv {
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..named_pod_config(name)
         }
     }
 
@@ -133,6 +128,21 @@ impl BusyboxEnv {
             log_path: format!("{name}.log"),
             ..Default::default()
         }
+    }
+}
+
+/// A pod config that only names the pod: its metadata (in namespace
+/// `e2e`) and hostname.
+pub fn named_pod_config(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        ..Default::default()
     }
 }
 
@@ -237,4 +247,22 @@ pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &str) {
     })
     .await
     .unwrap_or_else(|e| panic!("RemovePodSandbox {pod}: {e}"));
+}
+
+/// Every container the daemon knows, unfiltered.
+pub async fn all_containers(rt: &mut RuntimeServiceClient<Channel>) -> Vec<Container> {
+    rt.list_containers(ListContainersRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("ListContainers: {e}"))
+        .into_inner()
+        .containers
+}
+
+/// Every pod the daemon knows, unfiltered.
+pub async fn all_pods(rt: &mut RuntimeServiceClient<Channel>) -> Vec<PodSandbox> {
+    rt.list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("ListPodSandbox: {e}"))
+        .into_inner()
+        .items
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use gantry_e2e::daemon::Gantry;
 use gantry_e2e::fixture::{
-    container_status_verbose, create_and_start, pod_status_verbose, remove_pod, run_pod, stop_pod,
-    verbose_pid, BusyboxEnv,
+    all_containers, container_status_verbose, create_and_start, pod_status_verbose, remove_pod,
+    run_pod, stop_pod, verbose_pid, BusyboxEnv,
 };
 use gantry_e2e::oci::{ImageSpec, Layer};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
@@ -107,6 +107,25 @@ fn log_lines(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The texts of a CRI log's full lines, whatever their stream.
+fn log_texts(path: &Path) -> Vec<String> {
+    log_lines(path).into_iter().map(|(_, t)| t).collect()
+}
+
+/// `c` with its memory limited to `bytes`.
+fn memory_limited(c: ContainerConfig, bytes: i64) -> ContainerConfig {
+    ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..c
+    }
+}
+
 fn leftovers(g: &Gantry) -> (usize, bool) {
     let dirs = std::fs::read_dir(g.dir.join("root/runtime/containers"))
         .map(|d| d.count())
@@ -174,10 +193,7 @@ async fn logs_exit_codes_users_and_stop() {
     let c2 = create_and_start(&mut rt, &pod, &pc, c2).await;
     let s = wait_exited(&mut rt, &c2).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
-    let texts: Vec<String> = log_lines(Path::new(&s.log_path))
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let texts = log_texts(Path::new(&s.log_path));
     assert_eq!(texts[0], "1000");
     assert!(texts.iter().any(|t| t == "readonly"), "{texts:?}");
 
@@ -250,12 +266,7 @@ async fn logs_exit_codes_users_and_stop() {
 
     // Filters.
     let list = |f: ContainerFilter| ListContainersRequest { filter: Some(f) };
-    let all = rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let all = all_containers(&mut rt).await;
     assert_eq!(all.len(), 3);
     let exited = rt
         .list_containers(list(ContainerFilter {
@@ -303,13 +314,7 @@ async fn logs_exit_codes_users_and_stop() {
     // Removing the pod removes its containers, including a running one.
     create_and_start(&mut rt, &pod, &pc, container(&env, "c4", "exec sleep 1000")).await;
     remove_pod(&mut rt, &pod).await;
-    assert!(rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .is_empty());
+    assert!(all_containers(&mut rt).await.is_empty());
     assert_eq!(leftovers(&env.g), (0, false));
 }
 
@@ -349,10 +354,7 @@ async fn containers_outlive_a_killed_daemon() {
         (s.state, s.exit_code),
         (ContainerState::ContainerExited as i32, 5)
     );
-    let texts: Vec<String> = log_lines(Path::new(&s.log_path))
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let texts = log_texts(Path::new(&s.log_path));
     assert_eq!(texts, ["done"]);
     let (l, info) = container_status_verbose(&mut rt, &long).await;
     assert_eq!(l.state, ContainerState::ContainerRunning as i32);
@@ -464,14 +466,10 @@ async fn exec_stats_updates_and_log_reopening() {
     let mut rt = env.g.runtime().await;
     let pc = env.pod_config("busy");
     let pod = run_pod(&mut rt, &pc).await;
-    let mut busy = container(&env, "spin", "echo first; while true; do :; done");
-    busy.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 64 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let busy = memory_limited(
+        container(&env, "spin", "echo first; while true; do :; done"),
+        64 << 20,
+    );
     let id = create_and_start(&mut rt, &pod, &pc, busy).await;
 
     let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
@@ -672,14 +670,10 @@ async fn an_oom_killed_container_says_so() {
     let pc = env.pod_config("oom");
     let pod = run_pod(&mut rt, &pc).await;
     // The string doubles until the 32 MiB limit is hit.
-    let mut hog = container(&env, "hog", "a=x; while true; do a=\"$a$a\"; done");
-    hog.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
+    let hog = memory_limited(
+        container(&env, "hog", "a=x; while true; do a=\"$a$a\"; done"),
+        32 << 20,
+    );
     let id = create_and_start(&mut rt, &pod, &pc, hog).await;
     let s = wait_exited(&mut rt, &id).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"));
@@ -834,10 +828,7 @@ async fn seccomp_and_privileges() {
         )
         .await;
         let s = wait_exited(&mut rt, &id).await;
-        let texts: Vec<String> = log_lines(Path::new(&s.log_path))
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect();
+        let texts = log_texts(Path::new(&s.log_path));
         assert!(texts.iter().any(|t| t == want_field), "{name}: {texts:?}");
         assert!(texts.iter().any(|t| t == want_chmod), "{name}: {texts:?}");
     }
@@ -865,11 +856,7 @@ async fn seccomp_and_privileges() {
         let id = create_and_start(&mut rt, &pod, &pc, run(name, capeff, sc)).await;
         let s = wait_exited(&mut rt, &id).await;
         assert_eq!(s.exit_code, 0, "{name}");
-        let line = log_lines(Path::new(&s.log_path))
-            .into_iter()
-            .map(|(_, t)| t)
-            .next()
-            .unwrap();
+        let line = log_texts(Path::new(&s.log_path)).remove(0);
         masks.push(u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).unwrap());
     }
     assert_eq!(

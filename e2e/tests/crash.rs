@@ -8,14 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::fixture::BusyboxEnv;
+use gantry_e2e::fixture::{all_containers, all_pods, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec as CriImageSpec,
-    KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
+    KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
@@ -249,41 +248,18 @@ async fn sigkill_during_churn_leaves_nothing_behind() {
     // (retried: a pod whose network teardown failed asks for it).
     let mut rt = g.runtime().await;
     for _ in 0..3 {
-        let items = rt
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let items = all_pods(&mut rt).await;
         for p in items {
             let _ = tear_down(rt.clone(), p.id).await;
         }
     }
-    for c in rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-    {
+    for c in all_containers(&mut rt).await {
         let _ = rt
             .remove_container(RemoveContainerRequest { container_id: c.id })
             .await;
     }
-    let pods_left = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .len();
-    let containers_left = rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len();
+    let pods_left = all_pods(&mut rt).await.len();
+    let containers_left = all_containers(&mut rt).await.len();
     drop(rt);
     let log = g.log();
     g.stop();

@@ -37,6 +37,22 @@ fn sleep_container(env: &BusyboxEnv, name: &str) -> ContainerConfig {
     }
 }
 
+/// The streaming URL of an exec of `cmd` on a terminal, with stdin.
+async fn tty_exec_url(rt: &mut Rt, id: &str, cmd: &[&str]) -> String {
+    rt.exec(gantry_proto::v1::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty: true,
+        stdin: true,
+        stdout: true,
+        stderr: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .url
+}
+
 async fn exec(rt: &mut Rt, id: &str, cmd: &[&str], timeout: i64) -> ExecSyncResponse {
     rt.exec_sync(ExecSyncRequest {
         container_id: id.into(),
@@ -436,19 +452,7 @@ async fn a_terminal_exec_follows_resizes() {
     let (id, _) = run(&mut rt, &pod, &pc, sleep_container(&env, "c")).await;
     let script = "trap 'stty size; exit 0' WINCH; stty size; echo ready; \
                   while :; do sleep 0.1; done";
-    let url = rt
-        .exec(gantry_proto::v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = tty_exec_url(&mut rt, &id, &["sh", "-c", script]).await;
     let up = spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
     assert_eq!(up.status, 101, "{}", up.body);
     let mut s = SpdyClient::new(up.stream.unwrap());
@@ -496,19 +500,7 @@ async fn a_handler_can_keep_the_runtime_exec() {
         resize: Some((91, 27)),
         ..Default::default()
     };
-    let url = rt
-        .exec(gantry_proto::v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["busybox".into(), "stty".into(), "size".into()],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = tty_exec_url(&mut rt, &id, &["busybox", "stty", "size"]).await;
     let o = spdy_session(&url, &s, Duration::from_secs(20)).await;
     assert_eq!(o.stdout.trim_end(), "27 91", "{o:?}");
     remove_pod(&mut rt, &pod).await;

@@ -8,14 +8,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::fixture::{remove_pod, stop_pod, BusyboxEnv};
+use gantry_e2e::fixture::{all_containers, remove_pod, stop_pod, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec,
-    LinuxContainerResources, ListContainersRequest, PodSandboxStatusRequest,
-    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
-    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    LinuxContainerResources, PodSandboxStatusRequest, RemoveContainerRequest, RunPodSandboxRequest,
+    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
+    UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -395,13 +395,7 @@ async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &st
     .await
     .unwrap_or_else(|e| panic!("StopPodSandbox on {handler}: {e}\n{}", env.g.log()));
     remove_pod(&mut rt, &pod).await;
-    assert!(rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .is_empty());
+    assert!(all_containers(&mut rt).await.is_empty());
     let root = env.g.dir.join("state/runtime").join(handler);
     let left: Vec<_> = std::fs::read_dir(&root)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())

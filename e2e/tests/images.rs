@@ -39,6 +39,18 @@ fn status_req(name: &str, verbose: bool) -> ImageStatusRequest {
     }
 }
 
+/// A pull of `name` with a user name and password.
+fn pull_req_as(name: &str, username: &str, password: &str) -> PullImageRequest {
+    PullImageRequest {
+        auth: Some(AuthConfig {
+            username: username.into(),
+            password: password.into(),
+            ..Default::default()
+        }),
+        ..pull_req(name)
+    }
+}
+
 type Images = ImageServiceClient<Channel>;
 
 /// Pulls `name`, panicking with the daemon's answer if it fails.
@@ -513,15 +525,7 @@ async fn registry_auth() {
 
     let e = images.pull_image(pull_req(&name)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    let wrong = PullImageRequest {
-        image: spec(&name),
-        auth: Some(AuthConfig {
-            username: "alice".into(),
-            password: "guess".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let wrong = pull_req_as(&name, "alice", "guess");
     let e = images.pull_image(wrong).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(
@@ -530,15 +534,7 @@ async fn registry_auth() {
     );
     assert_eq!(store_entries(&g), (0, 0, 0));
 
-    let right = PullImageRequest {
-        image: spec(&name),
-        auth: Some(AuthConfig {
-            username: "alice".into(),
-            password: "wonderland".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let right = pull_req_as(&name, "alice", "wonderland");
     assert_eq!(
         images
             .pull_image(right)

@@ -6,34 +6,29 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use gantry_e2e::daemon::Gantry;
-use gantry_e2e::fixture::{pod_status_verbose, remove_pod, run_pod, stop_pod};
+use gantry_e2e::fixture::{
+    all_pods, named_pod_config, pod_status_verbose, remove_pod, run_pod, stop_pod,
+};
 use gantry_e2e::net::TestNetwork;
 use gantry_e2e::require_host;
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata,
-    PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, RuntimeCondition, StatusRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxState,
+    PodSandboxStateValue, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    RuntimeCondition, StatusRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
 
 fn pod(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
         labels: [
             ("app".to_string(), name.to_string()),
             ("suite".to_string(), "pods".to_string()),
         ]
         .into(),
-        ..Default::default()
+        ..named_pod_config(name)
     }
 }
 
@@ -61,6 +56,11 @@ async fn network_condition(rt: &mut RuntimeServiceClient<Channel>) -> RuntimeCon
         .into_iter()
         .find(|c| c.r#type == "NetworkReady")
         .unwrap()
+}
+
+/// How many entries the daemon's directory `rel` holds.
+fn entries(g: &Gantry, rel: &str) -> usize {
+    std::fs::read_dir(g.dir.join(rel)).unwrap().count()
 }
 
 fn nsenter(args: &[&str]) -> String {
@@ -187,12 +187,7 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
 
     // Filters: label, state, ID prefix.
     let list = |f: PodSandboxFilter| ListPodSandboxRequest { filter: Some(f) };
-    let all = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let all = all_pods(&mut rt).await;
     assert_eq!(all.len(), 3);
     let by_label = rt
         .list_pod_sandbox(list(PodSandboxFilter {
@@ -250,18 +245,10 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
         ..Default::default()
     });
     assert!(rt.run_pod_sandbox(run_req(refused)).await.is_err());
-    assert_eq!(
-        rt.list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .len(),
-        3
-    );
+    assert_eq!(all_pods(&mut rt).await.len(), 3);
     assert_eq!(net.reservations().len(), 2);
     assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
+        entries(&g, "state/pods"),
         2,
         "only alpha and beta hold namespaces"
     );
@@ -317,16 +304,8 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
         "IPs left: {:?}",
         net.reservations()
     );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
-        0
-    );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(entries(&g, "state/pods"), 0);
+    assert_eq!(entries(&g, "root/runtime/sandboxes"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,12 +361,7 @@ async fn concurrent_pods_and_a_crash_mid_start() {
     }
     g.restart().await;
     let mut rt = g.runtime().await;
-    let listed = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let listed = all_pods(&mut rt).await;
     assert!(listed.len() >= 20, "the 20 ready pods are still there");
     let listed_ids: HashMap<String, String> = listed
         .iter()
@@ -401,13 +375,7 @@ async fn concurrent_pods_and_a_crash_mid_start() {
     for id in listed_ids.keys() {
         remove_pod(&mut rt, id).await;
     }
-    assert!(rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .is_empty());
+    assert!(all_pods(&mut rt).await.is_empty());
     assert!(
         net.reservations().is_empty(),
         "IPs left: {:?}",
@@ -418,10 +386,7 @@ async fn concurrent_pods_and_a_crash_mid_start() {
         "veths left: {:?}",
         net.bridge_ports()
     );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
-        0
-    );
+    assert_eq!(entries(&g, "state/pods"), 0);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&g.dir.display().to_string()),
@@ -457,23 +422,9 @@ async fn broken_or_missing_network_config() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    assert!(rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .is_empty());
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
-        0
-    );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert!(all_pods(&mut rt).await.is_empty());
+    assert_eq!(entries(&g, "state/pods"), 0);
+    assert_eq!(entries(&g, "root/runtime/sandboxes"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -604,12 +555,7 @@ async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
         assert_eq!(e.code(), Code::InvalidArgument, "{k}={v}: {e:?}");
     }
     assert!(net.bridge_ports().is_empty());
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(entries(&g, "root/runtime/sandboxes"), 0);
 
     let want_ip = format!("{}77", net.subnet_prefix);
     let mac = "0a:58:0a:c9:4d:4d";
