@@ -94,6 +94,17 @@ impl BusyboxEnv {
         }
     }
 
+    /// Runs a pod of [`Self::pod_config`]; returns its ID, and the config
+    /// that CreateContainer wants again.
+    pub async fn start_pod(
+        &self,
+        rt: &mut RuntimeServiceClient<Channel>,
+        name: &str,
+    ) -> (String, PodSandboxConfig) {
+        let config = self.pod_config(name);
+        (run_pod(rt, &config).await, config)
+    }
+
     /// [`Self::pod_config`] with its namespace options changed by `f`
     /// (host network, a shared PID namespace, ...).
     pub fn pod_config_with(

@@ -141,8 +141,7 @@ fn leftovers(g: &Gantry) -> (usize, bool) {
 async fn logs_exit_codes_users_and_stop() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("work");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "work").await;
 
     let c1 = create(
         &mut rt,
@@ -322,8 +321,7 @@ async fn logs_exit_codes_users_and_stop() {
 async fn containers_outlive_a_killed_daemon() {
     let mut env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("survivor");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "survivor").await;
     let long = create(
         &mut rt,
         &pod,
@@ -378,8 +376,7 @@ async fn containers_outlive_a_killed_daemon() {
 async fn bad_requests_leave_nothing() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("errors");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "errors").await;
 
     let e = create(&mut rt, &"a".repeat(64), &pc, container(&env, "x", "true"))
         .await
@@ -464,8 +461,7 @@ async fn bad_requests_leave_nothing() {
 async fn exec_stats_updates_and_log_reopening() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("busy");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "busy").await;
     let busy = memory_limited(
         container(&env, "spin", "echo first; while true; do :; done"),
         64 << 20,
@@ -667,8 +663,7 @@ async fn exec_stats_updates_and_log_reopening() {
 async fn an_oom_killed_container_says_so() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("oom");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "oom").await;
     // The string doubles until the 32 MiB limit is hit.
     let hog = memory_limited(
         container(&env, "hog", "a=x; while true; do a=\"$a$a\"; done"),
@@ -681,40 +676,40 @@ async fn an_oom_killed_container_says_so() {
     assert_eq!(leftovers(&env.g), (0, false));
 }
 
+/// The command names of the processes container `id` sees.
+async fn comms_seen_by(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Vec<String> {
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "cat /proc/[0-9]*/comm".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pid_namespace_modes() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
     let with_pid =
         |mode: NamespaceMode, name: &str| env.pod_config_with(name, |o| o.pid = mode as i32);
-    let comms = |out: &[u8]| {
-        String::from_utf8_lossy(out)
-            .lines()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    let list_cmd = |id: &str| ExecSyncRequest {
-        container_id: id.into(),
-        cmd: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "cat /proc/[0-9]*/comm".into(),
-        ],
-        timeout: 10,
-    };
 
     // Shared: one container sees the other's process; a small init is PID 1.
     let pc = with_pid(NamespaceMode::Pod, "shared");
     let pod = run_pod(&mut rt, &pc).await;
     create_and_start(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000")).await;
     let b = create_and_start(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000")).await;
-    let seen = comms(
-        &rt.exec_sync(list_cmd(&b))
-            .await
-            .unwrap()
-            .into_inner()
-            .stdout,
-    );
+    let seen = comms_seen_by(&mut rt, &b).await;
     assert_eq!(seen.iter().filter(|c| *c == "sleep").count(), 2, "{seen:?}");
     assert!(
         seen.iter().any(|c| c == "gantry-monitor"),
@@ -737,13 +732,7 @@ async fn pid_namespace_modes() {
     let pod = run_pod(&mut rt, &pc).await;
     create_and_start(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000")).await;
     let b = create_and_start(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000")).await;
-    let seen = comms(
-        &rt.exec_sync(list_cmd(&b))
-            .await
-            .unwrap()
-            .into_inner()
-            .stdout,
-    );
+    let seen = comms_seen_by(&mut rt, &b).await;
     assert_eq!(seen.iter().filter(|c| *c == "sleep").count(), 1, "{seen:?}");
     remove_pod(&mut rt, &pod).await;
 
@@ -751,13 +740,7 @@ async fn pid_namespace_modes() {
     let pc = with_pid(NamespaceMode::Node, "hostpid");
     let pod = run_pod(&mut rt, &pc).await;
     let a = create_and_start(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000")).await;
-    let seen = comms(
-        &rt.exec_sync(list_cmd(&a))
-            .await
-            .unwrap()
-            .into_inner()
-            .stdout,
-    );
+    let seen = comms_seen_by(&mut rt, &a).await;
     assert!(seen.iter().any(|c| c == "gantry"), "{seen:?}");
     remove_pod(&mut rt, &pod).await;
     assert_eq!(leftovers(&env.g), (0, false));
@@ -774,8 +757,7 @@ async fn seccomp_and_privileges() {
     use gantry_proto::v1::{security_profile::ProfileType, Capability, SecurityProfile};
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("secure");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "secure").await;
     let profile = env.logs.path().join("no-chmod.json");
     std::fs::write(
         &profile,
@@ -1206,8 +1188,7 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
     let mut env = setup().await;
     let mut rt = env.g.runtime().await;
     let mut events = subscribe(&mut rt).await;
-    let pc = env.pod_config("evented");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "evented").await;
     let seen = events_until(&mut events, (&pod, ContainerStartedEvent)).await;
     assert_eq!(
         of(&seen, &pod),
@@ -1365,8 +1346,7 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
 async fn devices_and_supplemental_groups_reach_the_process() {
     let env = BusyboxEnv::start("devices", "").await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("devices");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "devices").await;
     let mut c = env.container(
         "dev",
         "id -G; echo data > /dev/gantry-null && echo written; sleep 1000",
@@ -1426,8 +1406,7 @@ async fn image_volumes_are_writable_and_seeded_from_the_image() {
     let env = BusyboxEnv::start_with(spec, "").await;
     let (g, logs) = (&env.g, env.logs.path().join("vol"));
     let mut rt = g.runtime().await;
-    let pc = env.pod_config("vol");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "vol").await;
     let host_dir = tempfile::tempdir().unwrap();
     let c = ContainerConfig {
         mounts: vec![Mount {

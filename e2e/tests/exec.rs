@@ -211,8 +211,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
     // without no_new_privs (the filter goes in before capabilities are
     // dropped); and a user with groups, no_new_privs and a working
     // directory.
-    let pc = env.pod_config("private");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "private").await;
     let (root, root_init) = run(
         &mut rt,
         &pod,
@@ -413,8 +412,7 @@ async fn exec_gets_a_localhost_seccomp_profile() {
              "args":[{"index":2,"value":384,"op":"SCMP_CMP_EQ"}]}]}"#,
     )
     .unwrap();
-    let pc = env.pod_config("seccomp");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "seccomp").await;
     let mut c = sleep_container(&env, "c");
     c.linux = Some(LinuxContainerConfig {
         security_context: Some(LinuxContainerSecurityContext {
@@ -447,8 +445,7 @@ async fn a_terminal_exec_follows_resizes() {
     use gantry_e2e::stream::{spdy_upgrade, SpdyClient};
     let env = BusyboxEnv::start("nativeexec-tty", "").await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("tty");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "tty").await;
     let (id, _) = run(&mut rt, &pod, &pc, sleep_container(&env, "c")).await;
     let script = "trap 'stty size; exit 0' WINCH; stty size; echo ready; \
                   while :; do sleep 0.1; done";
@@ -481,8 +478,7 @@ async fn a_handler_can_keep_the_runtime_exec() {
     )
     .await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("viaruntime");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "viaruntime").await;
     let (id, init) = run(&mut rt, &pod, &pc, sleep_container(&env, "c")).await;
     assert_like_init(&mut rt, &id, init, "/").await;
     let r = exec(&mut rt, &id, &["no-such-command"], 20).await;

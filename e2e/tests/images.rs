@@ -11,9 +11,9 @@ use gantry_e2e::registry::Registry;
 use gantry_e2e::{free_port, local_registries, require_host};
 use gantry_proto::v1::image_service_client::ImageServiceClient;
 use gantry_proto::v1::{
-    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec as CriImageSpec, ImageStatusRequest,
-    ImageStatusResponse, ListImagesRequest, PullImageRequest, PullImageResponse,
-    RemoveImageRequest,
+    AuthConfig, Image, ImageFilter, ImageFsInfoRequest, ImageSpec as CriImageSpec,
+    ImageStatusRequest, ImageStatusResponse, ListImagesRequest, PullImageRequest,
+    PullImageResponse, RemoveImageRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -52,6 +52,15 @@ fn pull_req_as(name: &str, username: &str, password: &str) -> PullImageRequest {
 }
 
 type Images = ImageServiceClient<Channel>;
+
+async fn all_images(images: &mut Images) -> Vec<Image> {
+    images
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
 
 /// Pulls `name`, panicking with the daemon's answer if it fails.
 async fn pull(images: &mut Images, name: &str) -> PullImageResponse {
@@ -122,12 +131,7 @@ async fn pull_list_status_remove_and_restart() {
     let p = pull(&mut images, &by_digest).await;
     assert_eq!(p.image_ref, plain.config_digest);
 
-    let list = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = all_images(&mut images).await;
     assert_eq!(
         list.len(),
         1,
@@ -227,12 +231,7 @@ async fn pull_list_status_remove_and_restart() {
     assert!(g.stop().success());
     g.restart().await;
     let mut images = g.images().await;
-    let list = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = all_images(&mut images).await;
     assert_eq!(list.len(), 3);
 
     // Remove by tag removes the image with all its names; removing again is fine.
@@ -266,13 +265,7 @@ async fn pull_list_status_remove_and_restart() {
         })
         .await
         .unwrap();
-    assert!(images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-        .is_empty());
+    assert!(all_images(&mut images).await.is_empty());
     // Nothing is left: no blob, no snapshot, no record.
     assert_eq!(
         store_entries(&g),
@@ -705,13 +698,7 @@ async fn bad_content_is_refused_and_leaves_nothing() {
     }
     // None of that left an image, a snapshot or a partial file behind
     // (blobs that verified may stay for a retry; GC takes them with images).
-    assert!(images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-        .is_empty());
+    assert!(all_images(&mut images).await.is_empty());
     let (_, snapshots, leftovers) = store_entries(&g);
     assert_eq!((snapshots, leftovers), (0, 0));
     let snapdir = g.dir.join("root/images/snapshots");

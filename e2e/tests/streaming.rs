@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gantry_e2e::fixture::{create_and_start, remove_pod, run_pod, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, remove_pod, BusyboxEnv};
 use gantry_e2e::require_host;
 use gantry_e2e::stream::{self, Session, SpdyClient};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    AttachRequest, ExecRequest, ExecSyncRequest, PodSandboxConfig, PodSandboxStatusRequest,
-    PortForwardRequest, StopContainerRequest,
+    AttachRequest, ExecRequest, ExecSyncRequest, PodSandboxStatusRequest, PortForwardRequest,
+    StopContainerRequest,
 };
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::Channel;
@@ -25,16 +25,6 @@ async fn setup(extra_yaml: &str) -> Env {
     BusyboxEnv::start("streaming", extra_yaml).await
 }
 
-/// A ready pod; returns its id and config.
-async fn pod(
-    env: &Env,
-    rt: &mut RuntimeServiceClient<Channel>,
-    name: &str,
-) -> (String, PodSandboxConfig) {
-    let cfg = env.pod_config(name);
-    (run_pod(rt, &cfg).await, cfg)
-}
-
 /// A ready pod with one container that sleeps; returns the pod's and the
 /// container's IDs.
 async fn pod_with_box(
@@ -42,13 +32,34 @@ async fn pod_with_box(
     rt: &mut RuntimeServiceClient<Channel>,
     name: &str,
 ) -> (String, String) {
-    let (pod_id, pod_cfg) = pod(env, rt, name).await;
+    let (pod_id, pod_cfg) = env.start_pod(rt, name).await;
     let id = create_and_start(rt, &pod_id, &pod_cfg, env.container("box", "sleep 1000")).await;
     (pod_id, id)
 }
 
 async fn exec_url(rt: &mut RuntimeServiceClient<Channel>, req: ExecRequest) -> String {
     rt.exec(req).await.unwrap().into_inner().url
+}
+
+/// The streaming URL of an attach to `id`'s output (stderr apart unless
+/// on a terminal), and its stdin if asked.
+async fn attach_url(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    stdin: bool,
+    tty: bool,
+) -> String {
+    rt.attach(AttachRequest {
+        container_id: id.into(),
+        stdin,
+        stdout: true,
+        stderr: !tty,
+        tty,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .url
 }
 
 fn exec_req(id: &str, cmd: &[&str], s: &Session) -> ExecRequest {
@@ -301,7 +312,7 @@ async fn exec_over_spdy_and_websocket() {
 async fn attach_to_running_containers() {
     let env = setup("").await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "attach").await;
+    let (pod_id, pod_cfg) = env.start_pod(&mut rt, "attach").await;
 
     // A container that prints on its own: two clients at once both see it,
     // and the log file keeps getting every line.
@@ -315,21 +326,9 @@ async fn attach_to_running_containers() {
         ),
     )
     .await;
-    let attach = |id: String, stdin: bool, tty: bool| AttachRequest {
-        container_id: id,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-        tty,
-    };
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let url = rt
-            .attach(attach(ticker.clone(), false, false))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+        let url = attach_url(&mut rt, &ticker, false, false).await;
         let up = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
         assert_eq!(up.status, 101);
         let mut c = SpdyClient::new(up.stream.unwrap());
@@ -362,12 +361,7 @@ async fn attach_to_running_containers() {
     shell.command = vec!["/bin/sh".into()];
     shell.stdin = true;
     let shell = create_and_start(&mut rt, &pod_id, &pod_cfg, shell).await;
-    let url = rt
-        .attach(attach(shell.clone(), true, false))
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = attach_url(&mut rt, &shell, true, false).await;
     let up = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
     let mut c = SpdyClient::new(up.stream.unwrap());
     let err = c.open(&[("streamType", "error")]).await;
@@ -389,12 +383,7 @@ async fn attach_to_running_containers() {
     term.stdin = true;
     term.tty = true;
     let term = create_and_start(&mut rt, &pod_id, &pod_cfg, term).await;
-    let url = rt
-        .attach(attach(term.clone(), true, true))
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = attach_url(&mut rt, &term, true, true).await;
     let (mut ws, proto) = stream::ws_connect(&url, &["v5.channel.k8s.io"])
         .await
         .unwrap();
@@ -435,7 +424,7 @@ async fn forward_once(url: &str, port: u16, request: &[u8]) -> (String, String) 
 async fn port_forward_into_a_pod() {
     let env = setup("").await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "pf").await;
+    let (pod_id, pod_cfg) = env.start_pod(&mut rt, "pf").await;
     // One server on every address, one only on the pod's loopback.
     let script = "mkdir -p /www && echo served-by-the-pod > /www/index.html && \
                   busybox httpd -p 8080 -h /www && busybox httpd -p 127.0.0.1:8081 -h /www && \
