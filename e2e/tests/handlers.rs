@@ -11,11 +11,10 @@ use std::time::Duration;
 use gantry_e2e::fixture::{all_containers, remove_pod, stop_pod, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec,
-    LinuxContainerResources, PodSandboxStatusRequest, RemoveContainerRequest, RunPodSandboxRequest,
-    StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
-    UpdateContainerResourcesRequest,
+    ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, LinuxContainerResources, PodSandboxStatusRequest,
+    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -150,29 +149,9 @@ async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &st
         .unwrap_or_else(|e| panic!("RunPodSandbox on {handler}: {e}\n{}", env.g.log()))
         .into_inner()
         .pod_sandbox_id;
-    let config = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: "probe".into(),
-            attempt: 0,
-        }),
-        image: Some(CriImageSpec {
-            image: env.image.clone(),
-            ..Default::default()
-        }),
-        command: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "echo started; uname -r; echo oops >&2; exec sleep 1000".into(),
-        ],
-        log_path: "probe.log".into(),
-        ..Default::default()
-    };
-    let mut second = config.clone();
-    second.metadata = Some(ContainerMetadata {
-        name: "left-running".into(),
-        attempt: 0,
-    });
-    second.log_path = "left-running.log".into();
+    let script = "echo started; uname -r; echo oops >&2; exec sleep 1000";
+    let config = env.container("probe", script);
+    let second = env.container("left-running", script);
     let id = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
