@@ -1,13 +1,17 @@
 //! The world most end-to-end tests start from: a local registry holding a
 //! busybox image, gantry set up to pull from it (plus the YAML a test
 //! adds), a throwaway CNI network, the image already pulled, and a
-//! directory for pod logs.
+//! directory for pod logs. Also the CRI calls the tests make over and
+//! over, which panic with the daemon's answer when it refuses.
 
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec as CriImageSpec,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, StartContainerRequest,
+    Container, ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
+    CreateContainerRequest, ImageSpec as CriImageSpec, LinuxPodSandboxConfig,
+    LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
+    NamespaceOption, PodSandbox, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatus,
+    PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -75,13 +79,6 @@ impl BusyboxEnv {
     /// namespace), logging under `logs/<name>`.
     pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
         PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: name.into(),
-                uid: format!("uid-{name}"),
-                namespace: "e2e".into(),
-                attempt: 0,
-            }),
-            hostname: name.into(),
             log_directory: self.logs.path().join(name).display().to_string(),
             linux: Some(LinuxPodSandboxConfig {
                 security_context: Some(LinuxSandboxSecurityContext {
@@ -93,8 +90,19 @@ impl BusyboxEnv {
                 }),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..named_pod_config(name)
         }
+    }
+
+    /// Runs a pod of [`Self::pod_config`]; returns its ID, and the config
+    /// that CreateContainer wants again.
+    pub async fn start_pod(
+        &self,
+        rt: &mut RuntimeServiceClient<Channel>,
+        name: &str,
+    ) -> (String, PodSandboxConfig) {
+        let config = self.pod_config(name);
+        (run_pod(rt, &config).await, config)
     }
 
     /// [`Self::pod_config`] with its namespace options changed by `f`
@@ -134,6 +142,21 @@ impl BusyboxEnv {
     }
 }
 
+/// A pod config that only names the pod: its metadata (in namespace
+/// `e2e`) and hostname.
+pub fn named_pod_config(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            namespace: "e2e".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        ..Default::default()
+    }
+}
+
 /// Creates `config` in `pod` and starts it, panicking with the daemon's
 /// answer on failure; returns the container's ID.
 pub async fn create_and_start(
@@ -158,4 +181,99 @@ pub async fn create_and_start(
     .await
     .unwrap_or_else(|e| panic!("StartContainer {id}: {e}"));
     id
+}
+
+/// Runs a pod with `config` on the default runtime handler; returns its ID.
+pub async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(config.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RunPodSandbox: {e}"))
+    .into_inner()
+    .pod_sandbox_id
+}
+
+/// A container's status asked for verbosely: the status, and the `info`
+/// JSON the runtime adds to it.
+pub async fn container_status_verbose(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> (ContainerStatus, serde_json::Value) {
+    let r = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+        .into_inner();
+    let info = serde_json::from_str(&r.info["info"])
+        .unwrap_or_else(|e| panic!("the verbose info of {id}: {e}"));
+    (r.status.expect("a container status"), info)
+}
+
+/// The host PID of a started container's process, from its verbose status.
+pub async fn verbose_pid(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> i64 {
+    let (_, info) = container_status_verbose(rt, id).await;
+    info["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no pid in the verbose info of {id}: {info}"))
+}
+
+/// A pod's status asked for verbosely: the status, and the `info` JSON the
+/// runtime adds to it.
+pub async fn pod_status_verbose(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+) -> (PodSandboxStatus, serde_json::Value) {
+    let r = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("PodSandboxStatus {pod}: {e}"))
+        .into_inner();
+    let info = serde_json::from_str(&r.info["info"])
+        .unwrap_or_else(|e| panic!("the verbose info of pod {pod}: {e}"));
+    (r.status.expect("a pod status"), info)
+}
+
+/// Stops a pod, panicking with the daemon's answer on failure.
+pub async fn stop_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &str) {
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("StopPodSandbox {pod}: {e}"));
+}
+
+/// Removes a pod (and so its containers), panicking with the daemon's
+/// answer on failure.
+pub async fn remove_pod(rt: &mut RuntimeServiceClient<Channel>, pod: &str) {
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap_or_else(|e| panic!("RemovePodSandbox {pod}: {e}"));
+}
+
+/// Every container the daemon knows, unfiltered.
+pub async fn all_containers(rt: &mut RuntimeServiceClient<Channel>) -> Vec<Container> {
+    rt.list_containers(ListContainersRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("ListContainers: {e}"))
+        .into_inner()
+        .containers
+}
+
+/// Every pod the daemon knows, unfiltered.
+pub async fn all_pods(rt: &mut RuntimeServiceClient<Channel>) -> Vec<PodSandbox> {
+    rt.list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap_or_else(|e| panic!("ListPodSandbox: {e}"))
+        .into_inner()
+        .items
 }

@@ -6,117 +6,34 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gantry_e2e::daemon::Gantry;
-use gantry_e2e::net::TestNetwork;
-use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
-use gantry_e2e::registry::Registry;
-use gantry_e2e::{local_registries, require_host};
+use gantry_e2e::fixture::{
+    all_containers, container_status_verbose, create_and_start, pod_status_verbose, remove_pod,
+    run_pod, stop_pod, verbose_pid, BusyboxEnv,
+};
+use gantry_e2e::oci::{ImageSpec, Layer};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerFilter,
     ContainerMetadata, ContainerState, ContainerStateValue, ContainerStatsRequest,
     ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, GetEventsRequest,
     ImageSpec as CriImageSpec, Int64Value, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, ListContainersRequest, Mount, PodSandboxConfig,
-    PodSandboxMetadata, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    ReopenContainerLogRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    LinuxContainerSecurityContext, ListContainersRequest, Mount, NamespaceMode, PodSandboxConfig,
+    RemoveContainerRequest, ReopenContainerLogRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, UpdateContainerResourcesRequest,
 };
-use gantry_proto::v1::{LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption};
 use tonic::transport::Channel;
 use tonic::Code;
 
-struct Env {
-    _registry: Registry,
-    g: Gantry,
-    _net: TestNetwork,
-    image: String,
-    logs: tempfile::TempDir,
+async fn setup() -> BusyboxEnv {
+    BusyboxEnv::start("containers", "").await
 }
 
-async fn setup() -> Env {
-    require_host();
-    let registry = Registry::start().await;
-    let img = ImageSpec::new(vec![Layer::busybox()])
-        .label("containers")
-        .build();
-    Pusher::new(&registry.addr, None)
-        .image("e2e/busybox", &["1"], &img)
-        .await;
-    let image = format!("{}/e2e/busybox:1", registry.addr);
-    let g = Gantry::start(&local_registries(&[&registry.addr])).await;
-    let ipam = g.dir.join("ipam");
-    let net = TestNetwork::create(&g.dir.join("cni"), &ipam);
-    let mut images = g.images().await;
-    images
-        .pull_image(PullImageRequest {
-            image: Some(CriImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    Env {
-        _registry: registry,
-        g,
-        _net: net,
-        image,
-        logs: tempfile::tempdir().unwrap(),
-    }
-}
-
-fn pod_config(env: &Env, name: &str) -> PodSandboxConfig {
-    PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
-        log_directory: env.logs.path().join(name).display().to_string(),
-        // What kubelet sends unless the pod shares its process namespace.
-        linux: Some(gantry_proto::v1::LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: NamespaceMode::Container as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn container(env: &Env, name: &str, script: &str) -> ContainerConfig {
+/// The fixture's container, labelled with its name for the label filters.
+fn container(env: &BusyboxEnv, name: &str, script: &str) -> ContainerConfig {
     ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: name.into(),
-            attempt: 0,
-        }),
-        image: Some(CriImageSpec {
-            image: env.image.clone(),
-            ..Default::default()
-        }),
-        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-        log_path: format!("{name}.log"),
         labels: [("name".to_string(), name.to_string())].into(),
-        ..Default::default()
+        ..env.container(name, script)
     }
-}
-
-async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: PodSandboxConfig) -> String {
-    rt.run_pod_sandbox(RunPodSandboxRequest {
-        config: Some(config),
-        runtime_handler: String::new(),
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .pod_sandbox_id
 }
 
 async fn create(
@@ -190,6 +107,25 @@ fn log_lines(path: &Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The texts of a CRI log's full lines, whatever their stream.
+fn log_texts(path: &Path) -> Vec<String> {
+    log_lines(path).into_iter().map(|(_, t)| t).collect()
+}
+
+/// `c` with its memory limited to `bytes`.
+fn memory_limited(c: ContainerConfig, bytes: i64) -> ContainerConfig {
+    ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..c
+    }
+}
+
 fn leftovers(g: &Gantry) -> (usize, bool) {
     let dirs = std::fs::read_dir(g.dir.join("root/runtime/containers"))
         .map(|d| d.count())
@@ -205,8 +141,7 @@ fn leftovers(g: &Gantry) -> (usize, bool) {
 async fn logs_exit_codes_users_and_stop() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = pod_config(&env, "work");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "work").await;
 
     let c1 = create(
         &mut rt,
@@ -254,19 +189,15 @@ async fn logs_exit_codes_users_and_stop() {
         }),
         ..Default::default()
     });
-    let c2 = create(&mut rt, &pod, &pc, c2).await.unwrap();
-    start(&mut rt, &c2).await;
+    let c2 = create_and_start(&mut rt, &pod, &pc, c2).await;
     let s = wait_exited(&mut rt, &c2).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (0, "Completed"));
-    let texts: Vec<String> = log_lines(Path::new(&s.log_path))
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let texts = log_texts(Path::new(&s.log_path));
     assert_eq!(texts[0], "1000");
     assert!(texts.iter().any(|t| t == "readonly"), "{texts:?}");
 
     // A process that handles SIGTERM ends with it.
-    let graceful = create(
+    let graceful = create_and_start(
         &mut rt,
         &pod,
         &pc,
@@ -276,9 +207,7 @@ async fn logs_exit_codes_users_and_stop() {
             "trap 'exit 143' TERM; while true; do sleep 0.1; done",
         ),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &graceful).await;
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     rt.stop_container(StopContainerRequest {
         container_id: graceful.clone(),
@@ -295,10 +224,7 @@ async fn logs_exit_codes_users_and_stop() {
 
     // PID 1 without a SIGTERM handler ignores it: SIGKILL after the grace
     // period. Then stop and remove are idempotent.
-    let c3 = create(&mut rt, &pod, &pc, container(&env, "c3", "exec sleep 1000"))
-        .await
-        .unwrap();
-    start(&mut rt, &c3).await;
+    let c3 = create_and_start(&mut rt, &pod, &pc, container(&env, "c3", "exec sleep 1000")).await;
     assert_eq!(
         status(&mut rt, &c3).await.state,
         ContainerState::ContainerRunning as i32
@@ -339,12 +265,7 @@ async fn logs_exit_codes_users_and_stop() {
 
     // Filters.
     let list = |f: ContainerFilter| ListContainersRequest { filter: Some(f) };
-    let all = rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers;
+    let all = all_containers(&mut rt).await;
     assert_eq!(all.len(), 3);
     let exited = rt
         .list_containers(list(ContainerFilter {
@@ -390,22 +311,9 @@ async fn logs_exit_codes_users_and_stop() {
     assert_eq!(e.code(), Code::NotFound);
 
     // Removing the pod removes its containers, including a running one.
-    let c4 = create(&mut rt, &pod, &pc, container(&env, "c4", "exec sleep 1000"))
-        .await
-        .unwrap();
-    start(&mut rt, &c4).await;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    assert!(rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .is_empty());
+    create_and_start(&mut rt, &pod, &pc, container(&env, "c4", "exec sleep 1000")).await;
+    remove_pod(&mut rt, &pod).await;
+    assert!(all_containers(&mut rt).await.is_empty());
     assert_eq!(leftovers(&env.g), (0, false));
 }
 
@@ -413,8 +321,7 @@ async fn logs_exit_codes_users_and_stop() {
 async fn containers_outlive_a_killed_daemon() {
     let mut env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = pod_config(&env, "survivor");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "survivor").await;
     let long = create(
         &mut rt,
         &pod,
@@ -433,19 +340,7 @@ async fn containers_outlive_a_killed_daemon() {
     .unwrap();
     start(&mut rt, &long).await;
     start(&mut rt, &short).await;
-    let pid_before = {
-        let v = rt
-            .container_status(ContainerStatusRequest {
-                container_id: long.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        serde_json::from_str::<serde_json::Value>(&v.info["info"]).unwrap()["pid"]
-            .as_i64()
-            .unwrap()
-    };
+    let pid_before = verbose_pid(&mut rt, &long).await;
     drop(rt);
     env.g.kill();
     // "short" exits while no daemon runs.
@@ -457,45 +352,22 @@ async fn containers_outlive_a_killed_daemon() {
         (s.state, s.exit_code),
         (ContainerState::ContainerExited as i32, 5)
     );
-    let texts: Vec<String> = log_lines(Path::new(&s.log_path))
-        .into_iter()
-        .map(|(_, t)| t)
-        .collect();
+    let texts = log_texts(Path::new(&s.log_path));
     assert_eq!(texts, ["done"]);
-    let l = rt
-        .container_status(ContainerStatusRequest {
-            container_id: long.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        l.status.as_ref().unwrap().state,
-        ContainerState::ContainerRunning as i32
-    );
-    let pid_after = serde_json::from_str::<serde_json::Value>(&l.info["info"]).unwrap()["pid"]
-        .as_i64()
-        .unwrap();
+    let (l, info) = container_status_verbose(&mut rt, &long).await;
+    assert_eq!(l.state, ContainerState::ContainerRunning as i32);
+    let pid_after = info["pid"].as_i64().unwrap();
     assert_eq!(pid_before, pid_after);
     assert!(
         Path::new(&format!("/proc/{pid_after}")).exists(),
         "the running container was not disturbed"
     );
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &pod).await;
     assert_eq!(
         status(&mut rt, &long).await.state,
         ContainerState::ContainerExited as i32
     );
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
     assert!(!Path::new(&format!("/proc/{pid_after}")).exists());
 }
@@ -504,8 +376,7 @@ async fn containers_outlive_a_killed_daemon() {
 async fn bad_requests_leave_nothing() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = pod_config(&env, "errors");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "errors").await;
 
     let e = create(&mut rt, &"a".repeat(64), &pc, container(&env, "x", "true"))
         .await
@@ -571,11 +442,7 @@ async fn bad_requests_leave_nothing() {
         "failed creates left state behind"
     );
 
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &pod).await;
     let e = create(&mut rt, &pod, &pc, container(&env, "late", "true"))
         .await
         .unwrap_err();
@@ -587,29 +454,19 @@ async fn bad_requests_leave_nothing() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_stats_updates_and_log_reopening() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = pod_config(&env, "busy");
-    let pod = run_pod(&mut rt, pc.clone()).await;
-    let mut busy = container(&env, "spin", "echo first; while true; do :; done");
-    busy.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 64 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let id = create(&mut rt, &pod, &pc, busy).await.unwrap();
-    start(&mut rt, &id).await;
+    let (pod, pc) = env.start_pod(&mut rt, "busy").await;
+    let busy = memory_limited(
+        container(&env, "spin", "echo first; while true; do :; done"),
+        64 << 20,
+    );
+    let id = create_and_start(&mut rt, &pod, &pc, busy).await;
 
     let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
         container_id: id.clone(),
@@ -798,11 +655,7 @@ async fn exec_stats_updates_and_log_reopening() {
     .unwrap();
     let e = rt.exec_sync(exec(&["/bin/true"], 1)).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert_eq!(leftovers(&env.g), (0, false));
 }
 
@@ -810,106 +663,62 @@ async fn exec_stats_updates_and_log_reopening() {
 async fn an_oom_killed_container_says_so() {
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = pod_config(&env, "oom");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "oom").await;
     // The string doubles until the 32 MiB limit is hit.
-    let mut hog = container(&env, "hog", "a=x; while true; do a=\"$a$a\"; done");
-    hog.linux = Some(LinuxContainerConfig {
-        resources: Some(LinuxContainerResources {
-            memory_limit_in_bytes: 32 << 20,
-            ..Default::default()
-        }),
-        ..Default::default()
-    });
-    let id = create(&mut rt, &pod, &pc, hog).await.unwrap();
-    start(&mut rt, &id).await;
+    let hog = memory_limited(
+        container(&env, "hog", "a=x; while true; do a=\"$a$a\"; done"),
+        32 << 20,
+    );
+    let id = create_and_start(&mut rt, &pod, &pc, hog).await;
     let s = wait_exited(&mut rt, &id).await;
     assert_eq!((s.exit_code, s.reason.as_str()), (137, "OOMKilled"));
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert_eq!(leftovers(&env.g), (0, false));
+}
+
+/// The command names of the processes container `id` sees.
+async fn comms_seen_by(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Vec<String> {
+    let r = rt
+        .exec_sync(ExecSyncRequest {
+            container_id: id.into(),
+            cmd: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "cat /proc/[0-9]*/comm".into(),
+            ],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pid_namespace_modes() {
-    use gantry_proto::v1::{
-        LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
-    };
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let with_pid = |mode: NamespaceMode, name: &str| {
-        let mut pc = pod_config(&env, name);
-        pc.linux = Some(LinuxPodSandboxConfig {
-            security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    pid: mode as i32,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
-        pc
-    };
-    let comms = |out: &[u8]| {
-        String::from_utf8_lossy(out)
-            .lines()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
-    };
-    let list_cmd = |id: &str| ExecSyncRequest {
-        container_id: id.into(),
-        cmd: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "cat /proc/[0-9]*/comm".into(),
-        ],
-        timeout: 10,
-    };
+    let with_pid =
+        |mode: NamespaceMode, name: &str| env.pod_config_with(name, |o| o.pid = mode as i32);
 
     // Shared: one container sees the other's process; a small init is PID 1.
     let pc = with_pid(NamespaceMode::Pod, "shared");
-    let pod = run_pod(&mut rt, pc.clone()).await;
-    let a = create(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000"))
-        .await
-        .unwrap();
-    let b = create(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000"))
-        .await
-        .unwrap();
-    start(&mut rt, &a).await;
-    start(&mut rt, &b).await;
-    let seen = comms(
-        &rt.exec_sync(list_cmd(&b))
-            .await
-            .unwrap()
-            .into_inner()
-            .stdout,
-    );
+    let pod = run_pod(&mut rt, &pc).await;
+    create_and_start(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000")).await;
+    let b = create_and_start(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000")).await;
+    let seen = comms_seen_by(&mut rt, &b).await;
     assert_eq!(seen.iter().filter(|c| *c == "sleep").count(), 2, "{seen:?}");
     assert!(
         seen.iter().any(|c| c == "gantry-monitor"),
         "the pod's init is PID 1: {seen:?}"
     );
-    let st = rt
-        .pod_sandbox_status(gantry_proto::v1::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let init_pid = serde_json::from_str::<serde_json::Value>(&st.info["info"]).unwrap()["initPid"]
-        .as_i64()
-        .unwrap();
+    let (_, info) = pod_status_verbose(&mut rt, &pod).await;
+    let init_pid = info["initPid"].as_i64().unwrap();
     assert!(Path::new(&format!("/proc/{init_pid}")).exists());
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert!(
         !Path::new(&format!("/proc/{init_pid}/cmdline")).exists()
             || !std::fs::read_to_string(format!("/proc/{init_pid}/cmdline"))
@@ -920,49 +729,20 @@ async fn pid_namespace_modes() {
     // Private (what kubelet asks for unless shareProcessNamespace): only
     // its own process. (An absent option means POD in CRI, as above.)
     let pc = with_pid(NamespaceMode::Container, "private");
-    let pod = run_pod(&mut rt, pc.clone()).await;
-    let a = create(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000"))
-        .await
-        .unwrap();
-    let b = create(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000"))
-        .await
-        .unwrap();
-    start(&mut rt, &a).await;
-    start(&mut rt, &b).await;
-    let seen = comms(
-        &rt.exec_sync(list_cmd(&b))
-            .await
-            .unwrap()
-            .into_inner()
-            .stdout,
-    );
+    let pod = run_pod(&mut rt, &pc).await;
+    create_and_start(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000")).await;
+    let b = create_and_start(&mut rt, &pod, &pc, container(&env, "b", "exec sleep 2000")).await;
+    let seen = comms_seen_by(&mut rt, &b).await;
     assert_eq!(seen.iter().filter(|c| *c == "sleep").count(), 1, "{seen:?}");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 
     // Host: the daemon itself is visible.
     let pc = with_pid(NamespaceMode::Node, "hostpid");
-    let pod = run_pod(&mut rt, pc.clone()).await;
-    let a = create(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000"))
-        .await
-        .unwrap();
-    start(&mut rt, &a).await;
-    let seen = comms(
-        &rt.exec_sync(list_cmd(&a))
-            .await
-            .unwrap()
-            .into_inner()
-            .stdout,
-    );
+    let pod = run_pod(&mut rt, &pc).await;
+    let a = create_and_start(&mut rt, &pod, &pc, container(&env, "a", "exec sleep 1000")).await;
+    let seen = comms_seen_by(&mut rt, &a).await;
     assert!(seen.iter().any(|c| c == "gantry"), "{seen:?}");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert_eq!(leftovers(&env.g), (0, false));
     assert_eq!(
         std::fs::read_dir(env.g.dir.join("state/pods"))
@@ -977,8 +757,7 @@ async fn seccomp_and_privileges() {
     use gantry_proto::v1::{security_profile::ProfileType, Capability, SecurityProfile};
     let env = setup().await;
     let mut rt = env.g.runtime().await;
-    let pc = pod_config(&env, "secure");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "secure").await;
     let profile = env.logs.path().join("no-chmod.json");
     std::fs::write(
         &profile,
@@ -1016,7 +795,7 @@ async fn seccomp_and_privileges() {
         ),
     ];
     for (name, seccomp, want_field, want_chmod) in cases {
-        let id = create(
+        let id = create_and_start(
             &mut rt,
             &pod,
             &pc,
@@ -1029,14 +808,9 @@ async fn seccomp_and_privileges() {
                 },
             ),
         )
-        .await
-        .unwrap();
-        start(&mut rt, &id).await;
+        .await;
         let s = wait_exited(&mut rt, &id).await;
-        let texts: Vec<String> = log_lines(Path::new(&s.log_path))
-            .into_iter()
-            .map(|(_, t)| t)
-            .collect();
+        let texts = log_texts(Path::new(&s.log_path));
         assert!(texts.iter().any(|t| t == want_field), "{name}: {texts:?}");
         assert!(texts.iter().any(|t| t == want_chmod), "{name}: {texts:?}");
     }
@@ -1061,17 +835,10 @@ async fn seccomp_and_privileges() {
         ("all", all),
         ("privileged", privileged),
     ] {
-        let id = create(&mut rt, &pod, &pc, run(name, capeff, sc))
-            .await
-            .unwrap();
-        start(&mut rt, &id).await;
+        let id = create_and_start(&mut rt, &pod, &pc, run(name, capeff, sc)).await;
         let s = wait_exited(&mut rt, &id).await;
         assert_eq!(s.exit_code, 0, "{name}");
-        let line = log_lines(Path::new(&s.log_path))
-            .into_iter()
-            .map(|(_, t)| t)
-            .next()
-            .unwrap();
+        let line = log_texts(Path::new(&s.log_path)).remove(0);
         masks.push(u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).unwrap());
     }
     assert_eq!(
@@ -1081,11 +848,7 @@ async fn seccomp_and_privileges() {
     );
     assert_ne!(masks[1] & (1 << 12), 0, "ALL includes CAP_NET_ADMIN");
     assert_ne!(masks[2] & (1 << 21), 0, "privileged includes CAP_SYS_ADMIN");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert_eq!(leftovers(&env.g), (0, false));
 }
 
@@ -1120,10 +883,6 @@ fn memory_cgroup(pid: i64) -> String {
             hit.then(|| path.to_string())
         })
         .unwrap_or_default()
-}
-
-fn verbose_info(v: &std::collections::HashMap<String, String>) -> serde_json::Value {
-    serde_json::from_str(&v["info"]).unwrap()
 }
 
 /// Removes a test's own cgroup tree from every hierarchy, deepest first.
@@ -1200,22 +959,14 @@ async fn pods_own_cgroups_their_containers_live_in() {
 
     // No cgroup_parent, a shared PID namespace: the pod's init is in the
     // pod's cgroup, the container below it.
-    let mut shared = pod_config(&env, "cg-shared");
+    let mut shared = env.pod_config("cg-shared");
     if let Some(l) = shared.linux.as_mut() {
         l.security_context = None;
     }
-    let pod = run_pod(&mut rt, shared.clone()).await;
+    let pod = run_pod(&mut rt, &shared).await;
     let pod_dir = mem.join(format!("gantry/{pod}"));
     assert!(pod_dir.is_dir(), "{} missing", pod_dir.display());
-    let ps = rt
-        .pod_sandbox_status(gantry_proto::v1::PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info = verbose_info(&ps.info);
+    let (_, info) = pod_status_verbose(&mut rt, &pod).await;
     assert_eq!(info["cgroup"], format!("/gantry/{pod}"));
     let init = info["initPid"].as_i64().unwrap();
     assert!(init > 0);
@@ -1224,51 +975,31 @@ async fn pods_own_cgroups_their_containers_live_in() {
         init_cgroup == format!("/gantry/{pod}") || init_cgroup == format!("/gantry/{pod}/pod-init"),
         "pod init in {init_cgroup}"
     );
-    let id = create(
+    let id = create_and_start(
         &mut rt,
         &pod,
         &shared,
         container(&env, "cg", "exec sleep 1000"),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &id).await;
-    let v = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let cpid = verbose_info(&v.info)["pid"].as_i64().unwrap();
+    .await;
+    let cpid = verbose_pid(&mut rt, &id).await;
     assert_eq!(memory_cgroup(cpid), format!("/gantry/{pod}/{id}"));
 
     // A parent kubelet made (here in the memory hierarchy only) is used and
     // kept; what gantry had to make is removed with the pod.
     let kube = format!("{test_root}/kubepods/podk");
     std::fs::create_dir_all(mem.join(kube.trim_start_matches('/'))).unwrap();
-    let mut kpod = pod_config(&env, "cg-kubelet");
+    let mut kpod = env.pod_config("cg-kubelet");
     kpod.linux.as_mut().unwrap().cgroup_parent = kube.clone();
-    let kid_pod = run_pod(&mut rt, kpod.clone()).await;
-    let kc = create(
+    let kid_pod = run_pod(&mut rt, &kpod).await;
+    let kc = create_and_start(
         &mut rt,
         &kid_pod,
         &kpod,
         container(&env, "kc", "exec sleep 1000"),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &kc).await;
-    let v = rt
-        .container_status(ContainerStatusRequest {
-            container_id: kc.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let kpid = verbose_info(&v.info)["pid"].as_i64().unwrap();
+    .await;
+    let kpid = verbose_pid(&mut rt, &kc).await;
     assert_eq!(memory_cgroup(kpid), format!("{kube}/{kc}"));
     let made_by_gantry: Vec<PathBuf> = hierarchies()
         .into_iter()
@@ -1279,7 +1010,7 @@ async fn pods_own_cgroups_their_containers_live_in() {
 
     // Malformed parents are refused before anything is made.
     for bad in ["kubepods/pod1", "/kubepods/../pod1"] {
-        let mut p = pod_config(&env, "cg-bad");
+        let mut p = env.pod_config("cg-bad");
         p.linux.as_mut().unwrap().cgroup_parent = bad.into();
         let e = rt
             .run_pod_sandbox(RunPodSandboxRequest {
@@ -1292,7 +1023,7 @@ async fn pods_own_cgroups_their_containers_live_in() {
     }
     // A failure after the cgroup was made takes it away again.
     let failing = format!("{test_root}/failing");
-    let mut p = pod_config(&env, "cg-fail");
+    let mut p = env.pod_config("cg-fail");
     let l = p.linux.as_mut().unwrap();
     l.cgroup_parent = failing.clone();
     l.sysctls = [("net.ipv4.ip_forward".to_string(), "x".to_string())].into();
@@ -1310,8 +1041,8 @@ async fn pods_own_cgroups_their_containers_live_in() {
     }
 
     // A pod whose cgroup vanished while gantry was down is not ready.
-    let fragile_cfg = pod_config(&env, "cg-fragile");
-    let fragile = run_pod(&mut rt, fragile_cfg).await;
+    let fragile_cfg = env.pod_config("cg-fragile");
+    let fragile = run_pod(&mut rt, &fragile_cfg).await;
     drop(rt);
     env.g.kill();
     for h in hierarchies() {
@@ -1343,11 +1074,7 @@ async fn pods_own_cgroups_their_containers_live_in() {
                 })
                 .await;
         }
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: p.to_string(),
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut rt, p).await;
     }
     for h in hierarchies() {
         let d = h.join(format!("gantry/{pod}"));
@@ -1392,21 +1119,14 @@ async fn host_network_pods_see_the_host_interfaces() {
     };
     let mut started = vec![];
     for (name, host) in [("hostnet", true), ("podnet", false)] {
-        let mut pc = pod_config(&env, name);
-        if host {
-            let opts = pc
-                .linux
-                .as_mut()
-                .and_then(|l| l.security_context.as_mut())
-                .and_then(|s| s.namespace_options.as_mut())
-                .unwrap();
-            opts.network = NamespaceMode::Node as i32;
-        }
-        let pod = run_pod(&mut rt, pc.clone()).await;
-        let id = create(&mut rt, &pod, &pc, container(&env, name, "exec sleep 1000"))
-            .await
-            .unwrap();
-        start(&mut rt, &id).await;
+        let pc = env.pod_config_with(name, |o| {
+            if host {
+                o.network = NamespaceMode::Node as i32;
+            }
+        });
+        let pod = run_pod(&mut rt, &pc).await;
+        let id =
+            create_and_start(&mut rt, &pod, &pc, container(&env, name, "exec sleep 1000")).await;
         started.push((pod, id));
     }
     let host_ns = std::fs::read_link("/proc/self/ns/net").unwrap();
@@ -1418,7 +1138,7 @@ async fn host_network_pods_see_the_host_interfaces() {
     // Interfaces present on the host throughout (others' veths may come
     // and go meanwhile) are all seen from the host-network container.
     let stable: Vec<&String> = host_before.intersection(&host_after).collect();
-    assert!(stable.contains(&&env._net.bridge), "{stable:?}");
+    assert!(stable.contains(&&env.net.bridge), "{stable:?}");
     for i in &stable {
         assert!(in_host_pod.contains(*i), "{i} missing in {in_host_pod:?}");
     }
@@ -1450,11 +1170,7 @@ async fn host_network_pods_see_the_host_interfaces() {
     );
 
     for (pod, _) in started {
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut rt, &pod).await;
     }
     assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
 }
@@ -1472,8 +1188,7 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
     let mut env = setup().await;
     let mut rt = env.g.runtime().await;
     let mut events = subscribe(&mut rt).await;
-    let pc = pod_config(&env, "evented");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "evented").await;
     let seen = events_until(&mut events, (&pod, ContainerStartedEvent)).await;
     assert_eq!(
         of(&seen, &pod),
@@ -1486,24 +1201,20 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
 
     // One container exits on its own about a second after starting; the
     // other is stopped and removed through the API meanwhile.
-    let short = create(
+    let short = create_and_start(
         &mut rt,
         &pod,
         &pc,
         container(&env, "short", "sleep 1; exit 3"),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &short).await;
-    let long = create(
+    .await;
+    let long = create_and_start(
         &mut rt,
         &pod,
         &pc,
         container(&env, "long", "exec sleep 1000"),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &long).await;
+    .await;
     rt.stop_container(StopContainerRequest {
         container_id: long.clone(),
         timeout: 0,
@@ -1584,15 +1295,13 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
 
     // A container still running across a daemon crash reports its exit to
     // the next daemon.
-    let later = create(
+    let later = create_and_start(
         &mut rt,
         &pod,
         &pc,
         container(&env, "later", "sleep 3; exit 4"),
     )
-    .await
-    .unwrap();
-    start(&mut rt, &later).await;
+    .await;
     drop((rt, events));
     env.g.kill();
     env.g.restart().await;
@@ -1603,21 +1312,9 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
 
     // Stopping the pod reports the pod; its exited containers are not
     // reported stopped again. Removing it deletes containers, then the pod.
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &pod).await;
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
     let seen = events_until(&mut events, (&pod, ContainerDeletedEvent)).await;
     let kinds: Vec<(String, ContainerEventType)> =
         seen.iter().map(|e| (e.0.clone(), e.1)).collect();
@@ -1647,10 +1344,9 @@ async fn container_events_follow_the_lifecycle_and_survive_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_and_supplemental_groups_reach_the_process() {
-    let env = gantry_e2e::fixture::BusyboxEnv::start("devices", "").await;
+    let env = BusyboxEnv::start("devices", "").await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("devices");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "devices").await;
     let mut c = env.container(
         "dev",
         "id -G; echo data > /dev/gantry-null && echo written; sleep 1000",
@@ -1668,8 +1364,7 @@ async fn devices_and_supplemental_groups_reach_the_process() {
         }),
         ..Default::default()
     });
-    let id = create(&mut rt, &pod, &pc, c.clone()).await.unwrap();
-    start(&mut rt, &id).await;
+    create_and_start(&mut rt, &pod, &pc, c.clone()).await;
     let log = env.logs.path().join("devices/dev.log");
     let mut text = String::new();
     for _ in 0..100 {
@@ -1692,11 +1387,7 @@ async fn devices_and_supplemental_groups_reach_the_process() {
     let e = create(&mut rt, &pod, &pc, bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1712,37 +1403,23 @@ async fn image_volumes_are_writable_and_seeded_from_the_image() {
         .volume("/data")
         .volume("/escape")
         .volume("/covered");
-    let env = gantry_e2e::fixture::BusyboxEnv::start_with(spec, "").await;
-    let (g, image, logs) = (&env.g, env.image.clone(), env.logs.path().join("vol"));
+    let env = BusyboxEnv::start_with(spec, "").await;
+    let (g, logs) = (&env.g, env.logs.path().join("vol"));
     let mut rt = g.runtime().await;
-    let pc = env.pod_config("vol");
-    let pod = run_pod(&mut rt, pc.clone()).await;
+    let (pod, pc) = env.start_pod(&mut rt, "vol").await;
     let host_dir = tempfile::tempdir().unwrap();
     let c = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: "vol".into(),
-            attempt: 0,
-        }),
-        image: Some(CriImageSpec {
-            image: image.clone(),
-            ..Default::default()
-        }),
-        command: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "cat /data/seed.txt; echo new > /data/new.txt && echo wrote; ls /escape | wc -l; sleep 1000"
-                .into(),
-        ],
         mounts: vec![Mount {
             container_path: "/covered".into(),
             host_path: host_dir.path().display().to_string(),
             ..Default::default()
         }],
-        log_path: "vol.log".into(),
-        ..Default::default()
+        ..env.container(
+            "vol",
+            "cat /data/seed.txt; echo new > /data/new.txt && echo wrote; ls /escape | wc -l; sleep 1000",
+        )
     };
-    let id = create(&mut rt, &pod, &pc, c).await.unwrap();
-    start(&mut rt, &id).await;
+    let id = create_and_start(&mut rt, &pod, &pc, c).await;
     let mut text = String::new();
     for _ in 0..100 {
         text = std::fs::read_to_string(logs.join("vol.log")).unwrap_or_default();
@@ -1772,10 +1449,6 @@ async fn image_volumes_are_writable_and_seeded_from_the_image() {
         "/data and /escape, not the mounted /covered"
     );
     assert!(found.iter().any(|e| e.path().join("new.txt").is_file()));
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
     assert!(!vol.exists(), "volumes go with the container");
 }

@@ -8,18 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::daemon::Gantry;
-use gantry_e2e::net::TestNetwork;
-use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
-use gantry_e2e::registry::Registry;
-use gantry_e2e::{local_registries, require_host};
+use gantry_e2e::fixture::{all_containers, all_pods, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ImageSpec as CriImageSpec,
-    KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListContainersRequest,
-    ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopPodSandboxRequest,
+    KeyValue, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use rand::{Rng, SeedableRng};
 use tonic::transport::Channel;
@@ -190,28 +185,13 @@ fn entries(dir: &Path) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_churn_leaves_nothing_behind() {
-    require_host();
-    let registry = Registry::start().await;
-    let img = ImageSpec::new(vec![Layer::busybox()])
-        .label("crash")
-        .build();
-    Pusher::new(&registry.addr, None)
-        .image("e2e/busybox", &["1"], &img)
-        .await;
-    let mut g = Gantry::start(&local_registries(&[&registry.addr])).await;
-    let net = TestNetwork::create(&g.dir.join("cni"), &g.dir.join("ipam"));
-    let image = format!("{}/e2e/busybox:1", registry.addr);
-    g.images()
-        .await
-        .pull_image(PullImageRequest {
-            image: Some(CriImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let BusyboxEnv {
+        registry: _registry,
+        mut g,
+        net,
+        image,
+        logs: _logs,
+    } = BusyboxEnv::start("crash", "").await;
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -268,41 +248,18 @@ async fn sigkill_during_churn_leaves_nothing_behind() {
     // (retried: a pod whose network teardown failed asks for it).
     let mut rt = g.runtime().await;
     for _ in 0..3 {
-        let items = rt
-            .list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+        let items = all_pods(&mut rt).await;
         for p in items {
             let _ = tear_down(rt.clone(), p.id).await;
         }
     }
-    for c in rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-    {
+    for c in all_containers(&mut rt).await {
         let _ = rt
             .remove_container(RemoveContainerRequest { container_id: c.id })
             .await;
     }
-    let pods_left = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .len();
-    let containers_left = rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .len();
+    let pods_left = all_pods(&mut rt).await.len();
+    let containers_left = all_containers(&mut rt).await.len();
     drop(rt);
     let log = g.log();
     g.stop();

@@ -8,43 +8,49 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, remove_pod, run_pod, verbose_pid, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::security_profile::ProfileType;
 use gantry_proto::v1::{
-    Capability, ContainerConfig, ContainerStatusRequest, ExecSyncRequest, ExecSyncResponse,
-    Int64Value, LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceMode,
-    PodSandboxConfig, RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile,
+    Capability, ContainerConfig, ExecSyncRequest, ExecSyncResponse, Int64Value,
+    LinuxContainerConfig, LinuxContainerSecurityContext, NamespaceMode, PodSandboxConfig,
+    SecurityProfile,
 };
 use tonic::transport::Channel;
 use tonic::Code;
 
 type Rt = RuntimeServiceClient<Channel>;
 
-async fn run_pod(rt: &mut Rt, cfg: &PodSandboxConfig) -> String {
-    rt.run_pod_sandbox(RunPodSandboxRequest {
-        config: Some(cfg.clone()),
-        runtime_handler: String::new(),
+/// Creates and starts `c`; returns its ID and its init's host PID.
+async fn run(rt: &mut Rt, pod: &str, pc: &PodSandboxConfig, c: ContainerConfig) -> (String, i32) {
+    let id = create_and_start(rt, pod, pc, c).await;
+    let pid = verbose_pid(rt, &id).await;
+    (id, pid as i32)
+}
+
+/// A container whose init is `sleep` itself, not a shell, for execs to be
+/// compared with.
+fn sleep_container(env: &BusyboxEnv, name: &str) -> ContainerConfig {
+    ContainerConfig {
+        command: vec!["/bin/sleep".into(), "1000".into()],
+        ..env.container(name, "")
+    }
+}
+
+/// The streaming URL of an exec of `cmd` on a terminal, with stdin.
+async fn tty_exec_url(rt: &mut Rt, id: &str, cmd: &[&str]) -> String {
+    rt.exec(gantry_proto::v1::ExecRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        tty: true,
+        stdin: true,
+        stdout: true,
+        stderr: false,
     })
     .await
     .unwrap()
     .into_inner()
-    .pod_sandbox_id
-}
-
-/// Creates and starts `c`; returns its ID and its init's host PID.
-async fn run(rt: &mut Rt, pod: &str, pc: &PodSandboxConfig, c: ContainerConfig) -> (String, i32) {
-    let id = create_and_start(rt, pod, pc, c).await;
-    let st = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
-    (id, info["pid"].as_i64().unwrap() as i32)
+    .url
 }
 
 async fn exec(rt: &mut Rt, id: &str, cmd: &[&str], timeout: i64) -> ExecSyncResponse {
@@ -183,8 +189,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
     let env = BusyboxEnv::start("nativeexec", "").await;
     let mut rt = env.g.runtime().await;
     let sleeper = |name: &str, sc: LinuxContainerSecurityContext| {
-        let mut c = env.container(name, "");
-        c.command = vec!["/bin/sleep".into(), "1000".into()];
+        let mut c = sleep_container(&env, name);
         c.envs = vec![gantry_proto::v1::KeyValue {
             key: "FOO".into(),
             value: "bar baz".into(),
@@ -206,8 +211,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
     // without no_new_privs (the filter goes in before capabilities are
     // dropped); and a user with groups, no_new_privs and a working
     // directory.
-    let pc = env.pod_config("private");
-    let pod = run_pod(&mut rt, &pc).await;
+    let (pod, pc) = env.start_pod(&mut rt, "private").await;
     let (root, root_init) = run(
         &mut rt,
         &pod,
@@ -360,11 +364,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
         !stats.lines().any(|l| l.contains(" Z ")),
         "a zombie in the container: {stats}"
     );
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 
     // Shared PID namespace: the pod's init is PID 1, the container's init
     // is not; the exec'd command still joins its namespaces.
@@ -375,11 +375,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
     assert_like_init(&mut rt, &a, a_init, "/").await;
     let seen = exec_ok(&mut rt, &b, &["sh", "-c", "cat /proc/[0-9]*/comm"]).await;
     assert_eq!(seen.lines().filter(|c| *c == "sleep").count(), 2, "{seen}");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 
     // Host network: the host's network namespace is shared, the others
     // are the container's.
@@ -395,11 +391,7 @@ async fn exec_runs_as_the_container_in_every_pod_kind() {
             .unwrap()
             .to_string_lossy()
     );
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 }
 
 /// A profile of the container's own, with arguments: the exec'd command
@@ -420,10 +412,8 @@ async fn exec_gets_a_localhost_seccomp_profile() {
              "args":[{"index":2,"value":384,"op":"SCMP_CMP_EQ"}]}]}"#,
     )
     .unwrap();
-    let pc = env.pod_config("seccomp");
-    let pod = run_pod(&mut rt, &pc).await;
-    let mut c = env.container("c", "");
-    c.command = vec!["/bin/sleep".into(), "1000".into()];
+    let (pod, pc) = env.start_pod(&mut rt, "seccomp").await;
+    let mut c = sleep_container(&env, "c");
     c.linux = Some(LinuxContainerConfig {
         security_context: Some(LinuxContainerSecurityContext {
             seccomp: Some(SecurityProfile {
@@ -444,11 +434,7 @@ async fn exec_gets_a_localhost_seccomp_profile() {
         String::from_utf8_lossy(&r.stderr)
     );
     exec_ok(&mut rt, &id, &["busybox", "chmod", "644", "/etc/group"]).await;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 }
 
 /// A terminal exec gets our pty's follower as its own terminal: a resize
@@ -459,26 +445,11 @@ async fn a_terminal_exec_follows_resizes() {
     use gantry_e2e::stream::{spdy_upgrade, SpdyClient};
     let env = BusyboxEnv::start("nativeexec-tty", "").await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("tty");
-    let pod = run_pod(&mut rt, &pc).await;
-    let mut c = env.container("c", "");
-    c.command = vec!["/bin/sleep".into(), "1000".into()];
-    let (id, _) = run(&mut rt, &pod, &pc, c).await;
+    let (pod, pc) = env.start_pod(&mut rt, "tty").await;
+    let (id, _) = run(&mut rt, &pod, &pc, sleep_container(&env, "c")).await;
     let script = "trap 'stty size; exit 0' WINCH; stty size; echo ready; \
                   while :; do sleep 0.1; done";
-    let url = rt
-        .exec(gantry_proto::v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = tty_exec_url(&mut rt, &id, &["sh", "-c", script]).await;
     let up = spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
     assert_eq!(up.status, 101, "{}", up.body);
     let mut s = SpdyClient::new(up.stream.unwrap());
@@ -493,11 +464,7 @@ async fn a_terminal_exec_follows_resizes() {
     let after = s.wait_for(out, "50 100", Duration::from_secs(20)).await;
     assert!(after.contains("50 100"), "{after:?}");
     s.abort().await;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 }
 
 /// `exec: runtime` keeps `runc exec` for a runc handler: plain and
@@ -511,11 +478,8 @@ async fn a_handler_can_keep_the_runtime_exec() {
     )
     .await;
     let mut rt = env.g.runtime().await;
-    let pc = env.pod_config("viaruntime");
-    let pod = run_pod(&mut rt, &pc).await;
-    let mut c = env.container("c", "");
-    c.command = vec!["/bin/sleep".into(), "1000".into()];
-    let (id, init) = run(&mut rt, &pod, &pc, c).await;
+    let (pod, pc) = env.start_pod(&mut rt, "viaruntime").await;
+    let (id, init) = run(&mut rt, &pod, &pc, sleep_container(&env, "c")).await;
     assert_like_init(&mut rt, &id, init, "/").await;
     let r = exec(&mut rt, &id, &["no-such-command"], 20).await;
     assert_ne!(r.exit_code, 0);
@@ -532,24 +496,8 @@ async fn a_handler_can_keep_the_runtime_exec() {
         resize: Some((91, 27)),
         ..Default::default()
     };
-    let url = rt
-        .exec(gantry_proto::v1::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["busybox".into(), "stty".into(), "size".into()],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            stderr: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = tty_exec_url(&mut rt, &id, &["busybox", "stty", "size"]).await;
     let o = spdy_session(&url, &s, Duration::from_secs(20)).await;
     assert_eq!(o.stdout.trim_end(), "27 91", "{o:?}");
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 }

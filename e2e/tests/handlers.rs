@@ -8,14 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::fixture::BusyboxEnv;
+use gantry_e2e::fixture::{all_containers, remove_pod, stop_pod, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec,
-    LinuxContainerResources, ListContainersRequest, PodSandboxStatusRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StatusRequest, StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
+    ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
+    CreateContainerRequest, ExecSyncRequest, LinuxContainerResources, PodSandboxStatusRequest,
+    RemoveContainerRequest, RunPodSandboxRequest, StartContainerRequest, StatusRequest,
+    StopContainerRequest, StopPodSandboxRequest, UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -150,29 +149,9 @@ async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &st
         .unwrap_or_else(|e| panic!("RunPodSandbox on {handler}: {e}\n{}", env.g.log()))
         .into_inner()
         .pod_sandbox_id;
-    let config = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: "probe".into(),
-            attempt: 0,
-        }),
-        image: Some(CriImageSpec {
-            image: env.image.clone(),
-            ..Default::default()
-        }),
-        command: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "echo started; uname -r; echo oops >&2; exec sleep 1000".into(),
-        ],
-        log_path: "probe.log".into(),
-        ..Default::default()
-    };
-    let mut second = config.clone();
-    second.metadata = Some(ContainerMetadata {
-        name: "left-running".into(),
-        attempt: 0,
-    });
-    second.log_path = "left-running.log".into();
+    let script = "echo started; uname -r; echo oops >&2; exec sleep 1000";
+    let config = env.container("probe", script);
+    let second = env.container("left-running", script);
     let id = rt
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
@@ -394,18 +373,8 @@ async fn run_one(env: &mut Env, handler: &str, check: impl AsyncFnOnce(&Env, &st
     })
     .await
     .unwrap_or_else(|e| panic!("StopPodSandbox on {handler}: {e}\n{}", env.g.log()));
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
-    assert!(rt
-        .list_containers(ListContainersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .containers
-        .is_empty());
+    remove_pod(&mut rt, &pod).await;
+    assert!(all_containers(&mut rt).await.is_empty());
     let root = env.g.dir.join("state/runtime").join(handler);
     let left: Vec<_> = std::fs::read_dir(&root)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
@@ -535,11 +504,7 @@ async fn a_handler_without_its_binary_is_refused() {
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: fine,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &fine).await;
 }
 
 /// A daemon killed in the middle of StartContainer, after the runtime ran
@@ -653,16 +618,8 @@ async fn a_start_cut_short_is_undone_and_can_be_retried() {
         state_of(&mut rt, &id).await,
         ContainerState::ContainerRunning as i32
     );
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
     let left: Vec<_> = std::fs::read_dir(env.g.dir.join("root/runtime/containers"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

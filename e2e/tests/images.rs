@@ -9,10 +9,13 @@ use gantry_e2e::daemon::Gantry;
 use gantry_e2e::oci::{Compression, ImageSpec, Layer, Pusher};
 use gantry_e2e::registry::Registry;
 use gantry_e2e::{free_port, local_registries, require_host};
+use gantry_proto::v1::image_service_client::ImageServiceClient;
 use gantry_proto::v1::{
-    AuthConfig, ImageFilter, ImageFsInfoRequest, ImageSpec as CriImageSpec, ImageStatusRequest,
-    ListImagesRequest, PullImageRequest, RemoveImageRequest,
+    AuthConfig, Image, ImageFilter, ImageFsInfoRequest, ImageSpec as CriImageSpec,
+    ImageStatusRequest, ImageStatusResponse, ListImagesRequest, PullImageRequest,
+    PullImageResponse, RemoveImageRequest,
 };
+use tonic::transport::Channel;
 use tonic::Code;
 
 fn spec(name: &str) -> Option<CriImageSpec> {
@@ -34,6 +37,46 @@ fn status_req(name: &str, verbose: bool) -> ImageStatusRequest {
         image: spec(name),
         verbose,
     }
+}
+
+/// A pull of `name` with a user name and password.
+fn pull_req_as(name: &str, username: &str, password: &str) -> PullImageRequest {
+    PullImageRequest {
+        auth: Some(AuthConfig {
+            username: username.into(),
+            password: password.into(),
+            ..Default::default()
+        }),
+        ..pull_req(name)
+    }
+}
+
+type Images = ImageServiceClient<Channel>;
+
+async fn all_images(images: &mut Images) -> Vec<Image> {
+    images
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images
+}
+
+/// Pulls `name`, panicking with the daemon's answer if it fails.
+async fn pull(images: &mut Images, name: &str) -> PullImageResponse {
+    images
+        .pull_image(pull_req(name))
+        .await
+        .unwrap_or_else(|e| panic!("pulling {name}: {e}"))
+        .into_inner()
+}
+
+async fn image_status(images: &mut Images, name: &str, verbose: bool) -> ImageStatusResponse {
+    images
+        .image_status(status_req(name, verbose))
+        .await
+        .unwrap_or_else(|e| panic!("ImageStatus {name}: {e}"))
+        .into_inner()
 }
 
 /// Files under the store that are neither committed blobs, snapshots nor
@@ -75,43 +118,20 @@ async fn pull_list_status_remove_and_restart() {
     let r = &registry.addr;
 
     // Absent image: an empty answer, not an error.
-    let st = images
-        .image_status(status_req(&format!("{r}/e2e/busybox:1.0"), false))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = image_status(&mut images, &format!("{r}/e2e/busybox:1.0"), false).await;
     assert!(st.image.is_none());
 
-    let pulled = images
-        .pull_image(pull_req(&format!("{r}/e2e/busybox:1.0")))
-        .await
-        .unwrap()
-        .into_inner();
+    let pulled = pull(&mut images, &format!("{r}/e2e/busybox:1.0")).await;
     assert_eq!(pulled.image_ref, plain.config_digest);
     // Two more tags of the same image, one by the default tag.
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/busybox")))
-        .await
-        .unwrap();
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/busybox:stable")))
-        .await
-        .unwrap();
+    pull(&mut images, &format!("{r}/e2e/busybox")).await;
+    pull(&mut images, &format!("{r}/e2e/busybox:stable")).await;
     // By digest.
     let by_digest = format!("{r}/e2e/busybox@{}", plain.manifest_digest);
-    let p = images
-        .pull_image(pull_req(&by_digest))
-        .await
-        .unwrap()
-        .into_inner();
+    let p = pull(&mut images, &by_digest).await;
     assert_eq!(p.image_ref, plain.config_digest);
 
-    let list = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = all_images(&mut images).await;
     assert_eq!(
         list.len(),
         1,
@@ -137,11 +157,7 @@ async fn pull_list_status_remove_and_restart() {
         plain.config_digest.clone(),
         plain.config_digest[7..19].to_string(),
     ] {
-        let st = images
-            .image_status(status_req(&name, true))
-            .await
-            .unwrap()
-            .into_inner();
+        let st = image_status(&mut images, &name, true).await;
         assert_eq!(
             st.image.as_ref().map(|i| i.id.as_str()),
             Some(plain.config_digest.as_str()),
@@ -151,35 +167,19 @@ async fn pull_list_status_remove_and_restart() {
         assert_eq!(info["imageSpec"]["config"]["Labels"]["gantry.e2e"], "plain");
         assert_eq!(info["manifestDigest"], plain.manifest_digest.as_str());
     }
-    let st = images
-        .image_status(status_req(&format!("{r}/e2e/busybox:1.0"), false))
-        .await
-        .unwrap()
-        .into_inner();
+    let st = image_status(&mut images, &format!("{r}/e2e/busybox:1.0"), false).await;
     assert!(st.info.is_empty(), "info only when verbose");
 
     // USER 1000 and a named USER.
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/user:v1")))
+    pull(&mut images, &format!("{r}/e2e/user:v1")).await;
+    pull(&mut images, &format!("{r}/e2e/named:v1")).await;
+    let u = image_status(&mut images, &format!("{r}/e2e/user:v1"), false)
         .await
-        .unwrap();
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/named:v1")))
-        .await
-        .unwrap();
-    let u = images
-        .image_status(status_req(&format!("{r}/e2e/user:v1"), false))
-        .await
-        .unwrap()
-        .into_inner()
         .image
         .unwrap();
     assert_eq!(u.uid.map(|v| v.value), Some(1000));
-    let n = images
-        .image_status(status_req(&format!("{r}/e2e/named:v1"), false))
+    let n = image_status(&mut images, &format!("{r}/e2e/named:v1"), false)
         .await
-        .unwrap()
-        .into_inner()
         .image
         .unwrap();
     assert_eq!((n.uid, n.username.as_str()), (None, "appuser"));
@@ -231,12 +231,7 @@ async fn pull_list_status_remove_and_restart() {
     assert!(g.stop().success());
     g.restart().await;
     let mut images = g.images().await;
-    let list = images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images;
+    let list = all_images(&mut images).await;
     assert_eq!(list.len(), 3);
 
     // Remove by tag removes the image with all its names; removing again is fine.
@@ -252,11 +247,8 @@ async fn pull_list_status_remove_and_restart() {
         })
         .await
         .unwrap();
-    assert!(images
-        .image_status(status_req(&by_digest, false))
+    assert!(image_status(&mut images, &by_digest, false)
         .await
-        .unwrap()
-        .into_inner()
         .image
         .is_none());
     // By digest and by ID.
@@ -273,13 +265,7 @@ async fn pull_list_status_remove_and_restart() {
         })
         .await
         .unwrap();
-    assert!(images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-        .is_empty());
+    assert!(all_images(&mut images).await.is_empty());
     // Nothing is left: no blob, no snapshot, no record.
     assert_eq!(
         store_entries(&g),
@@ -362,15 +348,8 @@ async fn whiteouts_formats_and_platforms() {
     let mut images = g.images().await;
     let r = &registry.addr;
 
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/multi:v1")))
-        .await
-        .unwrap();
-    let st = images
-        .image_status(status_req(&format!("{r}/e2e/multi:v1"), true))
-        .await
-        .unwrap()
-        .into_inner();
+    pull(&mut images, &format!("{r}/e2e/multi:v1")).await;
+    let st = image_status(&mut images, &format!("{r}/e2e/multi:v1"), true).await;
     let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
     let snaps: Vec<PathBuf> = info["snapshots"]
         .as_array()
@@ -448,33 +427,16 @@ async fn whiteouts_formats_and_platforms() {
     );
 
     // Uncompressed and Docker schema2 images.
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/tar:v1")))
-        .await
-        .unwrap();
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/docker:v1")))
-        .await
-        .unwrap();
-    let d = images
-        .image_status(status_req(&format!("{r}/e2e/docker:v1"), false))
-        .await
-        .unwrap()
-        .into_inner();
+    pull(&mut images, &format!("{r}/e2e/tar:v1")).await;
+    pull(&mut images, &format!("{r}/e2e/docker:v1")).await;
+    let d = image_status(&mut images, &format!("{r}/e2e/docker:v1"), false).await;
     assert_eq!(d.image.unwrap().id, docker.config_digest);
 
     // The index resolves to this host's platform; the repo digest is the index's.
-    let p = images
-        .pull_image(pull_req(&format!("{r}/e2e/multiarch:v1")))
-        .await
-        .unwrap()
-        .into_inner();
+    let p = pull(&mut images, &format!("{r}/e2e/multiarch:v1")).await;
     assert_eq!(p.image_ref, amd.config_digest);
-    let st = images
-        .image_status(status_req(&p.image_ref, false))
+    let st = image_status(&mut images, &p.image_ref, false)
         .await
-        .unwrap()
-        .into_inner()
         .image
         .unwrap();
     assert_eq!(
@@ -507,21 +469,10 @@ async fn mirrors_and_docker_hub_names() {
     );
     let g = Gantry::start(&cfg).await;
     let mut images = g.images().await;
-    let p = images
-        .pull_image(pull_req("busybox"))
-        .await
-        .unwrap()
-        .into_inner();
+    let p = pull(&mut images, "busybox").await;
     assert_eq!(p.image_ref, img.config_digest);
-    images
-        .pull_image(pull_req("registry.example.test/team/tool:2"))
-        .await
-        .unwrap();
-    let st = images
-        .image_status(status_req("docker.io/library/busybox:latest", false))
-        .await
-        .unwrap()
-        .into_inner();
+    pull(&mut images, "registry.example.test/team/tool:2").await;
+    let st = image_status(&mut images, "docker.io/library/busybox:latest", false).await;
     let st = st.image.expect("normalised name finds the image");
     let tags: HashSet<_> = st.repo_tags.iter().cloned().collect();
     assert_eq!(
@@ -535,11 +486,8 @@ async fn mirrors_and_docker_hub_names() {
         .collect()
     );
     // Short forms resolve the same way.
-    assert!(images
-        .image_status(status_req("busybox:latest", false))
+    assert!(image_status(&mut images, "busybox:latest", false)
         .await
-        .unwrap()
-        .into_inner()
         .image
         .is_some());
     assert!(
@@ -570,15 +518,7 @@ async fn registry_auth() {
 
     let e = images.pull_image(pull_req(&name)).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
-    let wrong = PullImageRequest {
-        image: spec(&name),
-        auth: Some(AuthConfig {
-            username: "alice".into(),
-            password: "guess".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let wrong = pull_req_as(&name, "alice", "guess");
     let e = images.pull_image(wrong).await.unwrap_err();
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     assert!(
@@ -587,15 +527,7 @@ async fn registry_auth() {
     );
     assert_eq!(store_entries(&g), (0, 0, 0));
 
-    let right = PullImageRequest {
-        image: spec(&name),
-        auth: Some(AuthConfig {
-            username: "alice".into(),
-            password: "wonderland".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let right = pull_req_as(&name, "alice", "wonderland");
     assert_eq!(
         images
             .pull_image(right)
@@ -631,7 +563,7 @@ async fn registry_auth() {
     ))
     .await;
     let mut images = g.images().await;
-    images.pull_image(pull_req(&name)).await.unwrap();
+    pull(&mut images, &name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -766,23 +698,14 @@ async fn bad_content_is_refused_and_leaves_nothing() {
     }
     // None of that left an image, a snapshot or a partial file behind
     // (blobs that verified may stay for a retry; GC takes them with images).
-    assert!(images
-        .list_images(ListImagesRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .images
-        .is_empty());
+    assert!(all_images(&mut images).await.is_empty());
     let (_, snapshots, leftovers) = store_entries(&g);
     assert_eq!((snapshots, leftovers), (0, 0));
     let snapdir = g.dir.join("root/images/snapshots");
     assert_eq!(std::fs::read_dir(&snapdir).unwrap().count(), 0);
 
     // The good image still pulls after all that.
-    images
-        .pull_image(pull_req(&format!("{r}/e2e/good:v1")))
-        .await
-        .unwrap();
+    pull(&mut images, &format!("{r}/e2e/good:v1")).await;
 
     // Names and endpoints that are wrong.
     for (name, code) in [

@@ -6,31 +6,29 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use gantry_e2e::daemon::Gantry;
+use gantry_e2e::fixture::{
+    all_pods, named_pod_config, pod_status_verbose, remove_pod, run_pod, stop_pod,
+};
 use gantry_e2e::net::TestNetwork;
 use gantry_e2e::require_host;
+use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     DnsConfig, LinuxPodSandboxConfig, LinuxSandboxSecurityContext, ListPodSandboxRequest,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata,
-    PodSandboxState, PodSandboxStateValue, PodSandboxStatusRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StatusRequest, StopPodSandboxRequest,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxFilter, PodSandboxState,
+    PodSandboxStateValue, PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    RuntimeCondition, StatusRequest,
 };
+use tonic::transport::Channel;
 use tonic::Code;
 
 fn pod(name: &str) -> PodSandboxConfig {
     PodSandboxConfig {
-        metadata: Some(PodSandboxMetadata {
-            name: name.into(),
-            uid: format!("uid-{name}"),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        hostname: name.into(),
         labels: [
             ("app".to_string(), name.to_string()),
             ("suite".to_string(), "pods".to_string()),
         ]
         .into(),
-        ..Default::default()
+        ..named_pod_config(name)
     }
 }
 
@@ -47,9 +45,22 @@ async fn start(net_dir: &std::path::Path) -> (Gantry, TestNetwork) {
     (g, net)
 }
 
-fn info(g: &Gantry, status: &gantry_proto::v1::PodSandboxStatusResponse) -> serde_json::Value {
-    let _ = g;
-    serde_json::from_str(&status.info["info"]).unwrap()
+async fn network_condition(rt: &mut RuntimeServiceClient<Channel>) -> RuntimeCondition {
+    rt.status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap()
+}
+
+/// How many entries the daemon's directory `rel` holds.
+fn entries(g: &Gantry, rel: &str) -> usize {
+    std::fs::read_dir(g.dir.join(rel)).unwrap().count()
 }
 
 fn nsenter(args: &[&str]) -> String {
@@ -72,18 +83,7 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
     let (mut g, net) = start(tmp.path()).await;
     let mut rt = g.runtime().await;
 
-    let st = rt
-        .status(StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let ready = st
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap();
+    let ready = network_condition(&mut rt).await;
     assert!(ready.status, "{ready:?}");
 
     let mut a = pod("alpha");
@@ -96,49 +96,19 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
         sysctls: [("net.core.somaxconn".to_string(), "1234".to_string())].into(),
         ..Default::default()
     });
-    let a_id = rt
-        .run_pod_sandbox(run_req(a))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let b_id = rt
-        .run_pod_sandbox(run_req(pod("beta")))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let a_id = run_pod(&mut rt, &a).await;
+    let b_id = run_pod(&mut rt, &pod("beta")).await;
     assert_eq!(a_id.len(), 64);
 
-    let status = |id: &str| PodSandboxStatusRequest {
-        pod_sandbox_id: id.to_string(),
-        verbose: true,
-    };
-    let sa = rt
-        .pod_sandbox_status(status(&a_id))
-        .await
-        .unwrap()
-        .into_inner();
-    let sb = rt
-        .pod_sandbox_status(status(&b_id))
-        .await
-        .unwrap()
-        .into_inner();
+    let (sa, ia) = pod_status_verbose(&mut rt, &a_id).await;
+    let (sb, ib) = pod_status_verbose(&mut rt, &b_id).await;
     let (a_ip, b_ip) = {
-        let s = sa.status.as_ref().unwrap();
-        assert_eq!(s.state, PodSandboxState::SandboxReady as i32);
-        assert_eq!(s.labels["app"], "alpha");
-        assert!(s.created_at > 0);
+        assert_eq!(sa.state, PodSandboxState::SandboxReady as i32);
+        assert_eq!(sa.labels["app"], "alpha");
+        assert!(sa.created_at > 0);
         (
-            s.network.as_ref().unwrap().ip.clone(),
-            sb.status
-                .as_ref()
-                .unwrap()
-                .network
-                .as_ref()
-                .unwrap()
-                .ip
-                .clone(),
+            sa.network.as_ref().unwrap().ip.clone(),
+            sb.network.as_ref().unwrap().ip.clone(),
         )
     };
     assert!(
@@ -146,10 +116,9 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
         "{a_ip} {b_ip}"
     );
     assert_ne!(a_ip, b_ip);
-    let ia = info(&g, &sa);
     let a_netns = PathBuf::from(ia["netns"].as_str().unwrap());
     let a_uts = ia["utsNamespace"].as_str().unwrap().to_string();
-    let b_netns = info(&g, &sb)["netns"].as_str().unwrap().to_string();
+    let b_netns = ib["netns"].as_str().unwrap().to_string();
 
     // Inside pod A: its hostname, its sysctl, its resolv.conf; and B answers.
     assert_eq!(
@@ -209,38 +178,16 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
         }),
         ..Default::default()
     });
-    let h_id = rt
-        .run_pod_sandbox(run_req(h))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let sh = rt
-        .pod_sandbox_status(status(&h_id))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(sh.status.as_ref().unwrap().network.as_ref().unwrap().ip, "");
-    assert!(info(&g, &sh)["netns"].is_null());
-    let opts = sh
-        .status
-        .unwrap()
-        .linux
-        .unwrap()
-        .namespaces
-        .unwrap()
-        .options
-        .unwrap();
+    let h_id = run_pod(&mut rt, &h).await;
+    let (sh, ih) = pod_status_verbose(&mut rt, &h_id).await;
+    assert_eq!(sh.network.as_ref().unwrap().ip, "");
+    assert!(ih["netns"].is_null());
+    let opts = sh.linux.unwrap().namespaces.unwrap().options.unwrap();
     assert_eq!(opts.network, NamespaceMode::Node as i32);
 
     // Filters: label, state, ID prefix.
     let list = |f: PodSandboxFilter| ListPodSandboxRequest { filter: Some(f) };
-    let all = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let all = all_pods(&mut rt).await;
     assert_eq!(all.len(), 3);
     let by_label = rt
         .list_pod_sandbox(list(PodSandboxFilter {
@@ -298,18 +245,10 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
         ..Default::default()
     });
     assert!(rt.run_pod_sandbox(run_req(refused)).await.is_err());
-    assert_eq!(
-        rt.list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items
-            .len(),
-        3
-    );
+    assert_eq!(all_pods(&mut rt).await.len(), 3);
     assert_eq!(net.reservations().len(), 2);
     assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
+        entries(&g, "state/pods"),
         2,
         "only alpha and beta hold namespaces"
     );
@@ -318,36 +257,14 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
     assert!(g.stop().success());
     g.restart().await;
     let mut rt = g.runtime().await;
-    let sb = rt
-        .pod_sandbox_status(status(&b_id))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        sb.status.unwrap().state,
-        PodSandboxState::SandboxReady as i32
-    );
+    let (sb, _) = pod_status_verbose(&mut rt, &b_id).await;
+    assert_eq!(sb.state, PodSandboxState::SandboxReady as i32);
 
     // Stop: network gone, namespaces released; twice is fine.
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: a_id.clone(),
-    })
-    .await
-    .unwrap();
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: a_id.clone(),
-    })
-    .await
-    .unwrap();
-    let sa = rt
-        .pod_sandbox_status(status(&a_id))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        sa.status.as_ref().unwrap().state,
-        PodSandboxState::SandboxNotready as i32
-    );
+    stop_pod(&mut rt, &a_id).await;
+    stop_pod(&mut rt, &a_id).await;
+    let (sa, _) = pod_status_verbose(&mut rt, &a_id).await;
+    assert_eq!(sa.state, PodSandboxState::SandboxNotready as i32);
     assert!(!a_netns.exists());
     assert_eq!(net.bridge_ports().len(), 1);
     assert_eq!(net.reservations().len(), 1);
@@ -366,18 +283,16 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
 
     // Remove (B without stopping it first); removing again, and unknown IDs, are fine.
     for id in [&a_id, &b_id, &h_id, &a_id, &"0".repeat(64)] {
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: id.to_string(),
+        remove_pod(&mut rt, id).await;
+    }
+    stop_pod(&mut rt, &"f".repeat(64)).await;
+    let e = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: a_id.clone(),
+            verbose: true,
         })
         .await
-        .unwrap();
-    }
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: "f".repeat(64),
-    })
-    .await
-    .unwrap();
-    let e = rt.pod_sandbox_status(status(&a_id)).await.unwrap_err();
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
     assert!(
         net.bridge_ports().is_empty(),
@@ -389,16 +304,8 @@ async fn pods_get_addresses_talk_and_leave_nothing_behind() {
         "IPs left: {:?}",
         net.reservations()
     );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
-        0
-    );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(entries(&g, "state/pods"), 0);
+    assert_eq!(entries(&g, "root/runtime/sandboxes"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,12 +361,7 @@ async fn concurrent_pods_and_a_crash_mid_start() {
     }
     g.restart().await;
     let mut rt = g.runtime().await;
-    let listed = rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items;
+    let listed = all_pods(&mut rt).await;
     assert!(listed.len() >= 20, "the 20 ready pods are still there");
     let listed_ids: HashMap<String, String> = listed
         .iter()
@@ -471,19 +373,9 @@ async fn concurrent_pods_and_a_crash_mid_start() {
         "every reservation belongs to a listed pod"
     );
     for id in listed_ids.keys() {
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: id.clone(),
-        })
-        .await
-        .unwrap();
+        remove_pod(&mut rt, id).await;
     }
-    assert!(rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .is_empty());
+    assert!(all_pods(&mut rt).await.is_empty());
     assert!(
         net.reservations().is_empty(),
         "IPs left: {:?}",
@@ -494,10 +386,7 @@ async fn concurrent_pods_and_a_crash_mid_start() {
         "veths left: {:?}",
         net.bridge_ports()
     );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
-        0
-    );
+    assert_eq!(entries(&g, "state/pods"), 0);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&g.dir.display().to_string()),
@@ -510,18 +399,7 @@ async fn broken_or_missing_network_config() {
     require_host();
     let g = Gantry::start("").await;
     let mut rt = g.runtime().await;
-    let st = rt
-        .status(StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let cond = st
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap();
+    let cond = network_condition(&mut rt).await;
     assert!(!cond.status && cond.reason == "NetworkPluginNotReady");
     let e = rt
         .run_pod_sandbox(run_req(pod("lonely")))
@@ -534,18 +412,7 @@ async fn broken_or_missing_network_config() {
         "{\"cniVersion\": \"1.0.0\", \"name\": \"x\", \"plugins\": [",
     )
     .unwrap();
-    let st = rt
-        .status(StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let cond = st
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap();
+    let cond = network_condition(&mut rt).await;
     assert!(
         !cond.status && cond.message.contains("10-broken.conflist"),
         "{cond:?}"
@@ -555,23 +422,9 @@ async fn broken_or_missing_network_config() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    assert!(rt
-        .list_pod_sandbox(ListPodSandboxRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .items
-        .is_empty());
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("state/pods")).unwrap().count(),
-        0
-    );
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert!(all_pods(&mut rt).await.is_empty());
+    assert_eq!(entries(&g, "state/pods"), 0);
+    assert_eq!(entries(&g, "root/runtime/sandboxes"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,30 +442,10 @@ async fn host_port_reaches_a_listener_in_the_pod() {
         host_port: host_port as i32,
         host_ip: String::new(),
     }];
-    let id = rt
-        .run_pod_sandbox(run_req(web))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let st = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let pod_ip = st
-        .status
-        .as_ref()
-        .unwrap()
-        .network
-        .as_ref()
-        .unwrap()
-        .ip
-        .clone();
-    let netns = info(&g, &st)["netns"].as_str().unwrap().to_string();
+    let id = run_pod(&mut rt, &web).await;
+    let (st, info) = pod_status_verbose(&mut rt, &id).await;
+    let pod_ip = st.network.as_ref().unwrap().ip.clone();
+    let netns = info["netns"].as_str().unwrap().to_string();
     assert_eq!(gantry_e2e::net::HostportChains::pod_chains(), 1);
 
     // busybox httpd inside the pod's network namespace.
@@ -722,12 +555,7 @@ async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
         assert_eq!(e.code(), Code::InvalidArgument, "{k}={v}: {e:?}");
     }
     assert!(net.bridge_ports().is_empty());
-    assert_eq!(
-        std::fs::read_dir(g.dir.join("root/runtime/sandboxes"))
-            .unwrap()
-            .count(),
-        0
-    );
+    assert_eq!(entries(&g, "root/runtime/sandboxes"), 0);
 
     let want_ip = format!("{}77", net.subnet_prefix);
     let mac = "0a:58:0a:c9:4d:4d";
@@ -741,26 +569,14 @@ async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let id = rt
-        .run_pod_sandbox(run_req(p))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let st = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let id = run_pod(&mut rt, &p).await;
+    let (st, info) = pod_status_verbose(&mut rt, &id).await;
     assert_eq!(
-        st.status.as_ref().unwrap().network.as_ref().unwrap().ip,
+        st.network.as_ref().unwrap().ip,
         want_ip,
         "the ips capability chose the address"
     );
-    let netns = info(&g, &st)["netns"].as_str().unwrap().to_string();
+    let netns = info["netns"].as_str().unwrap().to_string();
     let link = nsenter(&[&format!("--net={netns}"), "ip", "link", "show", "eth0"]);
     assert!(link.contains(&format!("link/ether {mac}")), "{link}");
 
@@ -782,11 +598,7 @@ async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
         .unwrap_or_else(|| panic!("no egress tbf: {all}"));
     assert!(std::path::Path::new("/sys/class/net").join(&ifb).exists());
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: id.clone(),
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &id).await;
     for dev in [&veth, &ifb] {
         assert!(
             !std::path::Path::new("/sys/class/net").join(dev).exists(),
@@ -798,23 +610,6 @@ async fn bandwidth_ips_and_mac_annotations_reach_the_plugins() {
         "the egress qdisc outlived the pod"
     );
     assert!(net.reservations().is_empty());
-}
-
-async fn network_condition(
-    rt: &mut gantry_proto::v1::runtime_service_client::RuntimeServiceClient<
-        tonic::transport::Channel,
-    >,
-) -> gantry_proto::v1::RuntimeCondition {
-    rt.status(StatusRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
-        .conditions
-        .into_iter()
-        .find(|c| c.r#type == "NetworkReady")
-        .unwrap()
 }
 
 /// A CNI 1.1 network whose only plugin is a script: it logs every call
@@ -881,18 +676,8 @@ async fn cni_1_1_status_and_gc_with_a_fake_plugin() {
 
     // Two pods, one stopped: after a restart GC is told only of the other,
     // and the stale cached result of a pod gantry never knew goes.
-    let keep = rt
-        .run_pod_sandbox(run_req(pod("keep")))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let stopped = rt
-        .run_pod_sandbox(run_req(pod("stopped")))
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let keep = run_pod(&mut rt, &pod("keep")).await;
+    let stopped = run_pod(&mut rt, &pod("stopped")).await;
     let st = rt
         .pod_sandbox_status(PodSandboxStatusRequest {
             pod_sandbox_id: keep.clone(),
@@ -902,11 +687,7 @@ async fn cni_1_1_status_and_gc_with_a_fake_plugin() {
         .unwrap()
         .into_inner();
     assert_eq!(st.status.unwrap().network.unwrap().ip, "10.250.0.5");
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: stopped.clone(),
-    })
-    .await
-    .unwrap();
+    stop_pod(&mut rt, &stopped).await;
     let cache = g.dir.join("root/cni-cache");
     let keep_cache = cache.join(format!("fake-{keep}-eth0.json"));
     assert!(keep_cache.exists());

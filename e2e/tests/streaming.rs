@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, remove_pod, BusyboxEnv};
 use gantry_e2e::require_host;
 use gantry_e2e::stream::{self, Session, SpdyClient};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    AttachRequest, ExecRequest, ExecSyncRequest, PodSandboxConfig, PodSandboxStatusRequest,
-    PortForwardRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopContainerRequest,
+    AttachRequest, ExecRequest, ExecSyncRequest, PodSandboxStatusRequest, PortForwardRequest,
+    StopContainerRequest,
 };
 use tokio_tungstenite::tungstenite::Message;
 use tonic::transport::Channel;
@@ -25,27 +25,41 @@ async fn setup(extra_yaml: &str) -> Env {
     BusyboxEnv::start("streaming", extra_yaml).await
 }
 
-/// A ready pod; returns its id and config.
-async fn pod(
+/// A ready pod with one container that sleeps; returns the pod's and the
+/// container's IDs.
+async fn pod_with_box(
     env: &Env,
     rt: &mut RuntimeServiceClient<Channel>,
     name: &str,
-) -> (String, PodSandboxConfig) {
-    let cfg = env.pod_config(name);
-    let id = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(cfg.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    (id, cfg)
+) -> (String, String) {
+    let (pod_id, pod_cfg) = env.start_pod(rt, name).await;
+    let id = create_and_start(rt, &pod_id, &pod_cfg, env.container("box", "sleep 1000")).await;
+    (pod_id, id)
 }
 
 async fn exec_url(rt: &mut RuntimeServiceClient<Channel>, req: ExecRequest) -> String {
     rt.exec(req).await.unwrap().into_inner().url
+}
+
+/// The streaming URL of an attach to `id`'s output (stderr apart unless
+/// on a terminal), and its stdin if asked.
+async fn attach_url(
+    rt: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+    stdin: bool,
+    tty: bool,
+) -> String {
+    rt.attach(AttachRequest {
+        container_id: id.into(),
+        stdin,
+        stdout: true,
+        stderr: !tty,
+        tty,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .url
 }
 
 fn exec_req(id: &str, cmd: &[&str], s: &Session) -> ExecRequest {
@@ -81,14 +95,7 @@ async fn ps(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> String {
 async fn exec_over_spdy_and_websocket() {
     let env = setup("streaming:\n  token_ttl_secs: 2\n").await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "exec").await;
-    let id = create_and_start(
-        &mut rt,
-        &pod_id,
-        &pod_cfg,
-        env.container("box", "sleep 1000"),
-    )
-    .await;
+    let (pod_id, id) = pod_with_box(&env, &mut rt, "exec").await;
 
     let out_only = Session {
         stdout: true,
@@ -298,18 +305,14 @@ async fn exec_over_spdy_and_websocket() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attach_to_running_containers() {
     let env = setup("").await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "attach").await;
+    let (pod_id, pod_cfg) = env.start_pod(&mut rt, "attach").await;
 
     // A container that prints on its own: two clients at once both see it,
     // and the log file keeps getting every line.
@@ -323,21 +326,9 @@ async fn attach_to_running_containers() {
         ),
     )
     .await;
-    let attach = |id: String, stdin: bool, tty: bool| AttachRequest {
-        container_id: id,
-        stdin,
-        stdout: true,
-        stderr: !tty,
-        tty,
-    };
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let url = rt
-            .attach(attach(ticker.clone(), false, false))
-            .await
-            .unwrap()
-            .into_inner()
-            .url;
+        let url = attach_url(&mut rt, &ticker, false, false).await;
         let up = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
         assert_eq!(up.status, 101);
         let mut c = SpdyClient::new(up.stream.unwrap());
@@ -370,12 +361,7 @@ async fn attach_to_running_containers() {
     shell.command = vec!["/bin/sh".into()];
     shell.stdin = true;
     let shell = create_and_start(&mut rt, &pod_id, &pod_cfg, shell).await;
-    let url = rt
-        .attach(attach(shell.clone(), true, false))
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = attach_url(&mut rt, &shell, true, false).await;
     let up = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
     let mut c = SpdyClient::new(up.stream.unwrap());
     let err = c.open(&[("streamType", "error")]).await;
@@ -397,12 +383,7 @@ async fn attach_to_running_containers() {
     term.stdin = true;
     term.tty = true;
     let term = create_and_start(&mut rt, &pod_id, &pod_cfg, term).await;
-    let url = rt
-        .attach(attach(term.clone(), true, true))
-        .await
-        .unwrap()
-        .into_inner()
-        .url;
+    let url = attach_url(&mut rt, &term, true, true).await;
     let (mut ws, proto) = stream::ws_connect(&url, &["v5.channel.k8s.io"])
         .await
         .unwrap();
@@ -428,11 +409,7 @@ async fn attach_to_running_containers() {
     assert!(seen.contains("22 77"), "{seen:?}");
     let _ = ws.close(None).await;
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
 
 /// One forwarded connection: what the pod answered and what the error
@@ -447,7 +424,7 @@ async fn forward_once(url: &str, port: u16, request: &[u8]) -> (String, String) 
 async fn port_forward_into_a_pod() {
     let env = setup("").await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "pf").await;
+    let (pod_id, pod_cfg) = env.start_pod(&mut rt, "pf").await;
     // One server on every address, one only on the pod's loopback.
     let script = "mkdir -p /www && echo served-by-the-pod > /www/index.html && \
                   busybox httpd -p 8080 -h /www && busybox httpd -p 127.0.0.1:8081 -h /www && \
@@ -540,11 +517,7 @@ async fn port_forward_into_a_pod() {
     let e = rt.port_forward(pf(vec![70000])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -634,14 +607,7 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     ))
     .await;
     let mut rt = env.g.runtime().await;
-    let (pod_id, pod_cfg) = pod(&env, &mut rt, "tls").await;
-    let id = create_and_start(
-        &mut rt,
-        &pod_id,
-        &pod_cfg,
-        env.container("box", "sleep 1000"),
-    )
-    .await;
+    let (pod_id, id) = pod_with_box(&env, &mut rt, "tls").await;
     let s = Session {
         stdout: true,
         stderr: true,
@@ -660,9 +626,5 @@ async fn the_streaming_server_speaks_tls_when_configured() {
     let up = stream::spdy_upgrade(&plain, &["v4.channel.k8s.io"]).await;
     assert_ne!(up.status, 101);
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod_id,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod_id).await;
 }
