@@ -3,31 +3,14 @@
 //! as updated (also before the container starts), and the uid, gid and
 //! supplemental groups kubelet shows in the pod's status.
 
-use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
-use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
+use gantry_e2e::fixture::{
+    container_status_verbose as status, create_and_start, remove_pod, run_pod, BusyboxEnv,
+};
 use gantry_proto::v1::{
-    ContainerStatusRequest, CreateContainerRequest, Int64Value, LinuxContainerConfig,
-    LinuxContainerResources, LinuxContainerSecurityContext, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StatusRequest, SupplementalGroupsPolicy,
+    CreateContainerRequest, Int64Value, LinuxContainerConfig, LinuxContainerResources,
+    LinuxContainerSecurityContext, StartContainerRequest, StatusRequest, SupplementalGroupsPolicy,
     UpdateContainerResourcesRequest,
 };
-use tonic::transport::Channel;
-
-async fn status(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-) -> (gantry_proto::v1::ContainerStatus, serde_json::Value) {
-    let r = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info = serde_json::from_str(r.info.get("info").expect("verbose info")).unwrap();
-    (r.status.unwrap(), info)
-}
 
 fn memory_limit(resources: &Option<gantry_proto::v1::ContainerResources>) -> i64 {
     resources
@@ -85,15 +68,7 @@ async fn status_reports_resources_and_the_identity_the_process_has() {
     assert!(status_features.supplemental_groups_policy);
 
     let pc = env.pod_config("resources");
-    let pod = rt
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pc.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let pod = run_pod(&mut rt, &pc).await;
 
     // A created container takes an update, and starts with it.
     let mut c = env.container("limited", "exec sleep 1000");
@@ -203,9 +178,5 @@ async fn status_reports_resources_and_the_identity_the_process_has() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
 
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    remove_pod(&mut rt, &pod).await;
 }
