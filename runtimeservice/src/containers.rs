@@ -1241,7 +1241,6 @@ impl ContainerService {
         Ok(())
     }
 
-    /// Applies new resources through the runtime and records them.
     /// New resources for a container. A running one gets them from the
     /// runtime at once; the spec is kept in step either way, so a created
     /// container starts with them, and ContainerStatus reports them.
@@ -1262,10 +1261,10 @@ impl ContainerService {
         }
         if matches!(r.state, ContainerState::Created | ContainerState::Running) {
             let path = self.cdir(&r.id).join("bundle/config.json");
-            let mut spec: Value = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| Error::Internal(format!("reading {}", path.display())))?;
+            let bytes =
+                std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
+            let mut spec: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Internal(format!("parsing {}: {e}", path.display())))?;
             // Only what the CRI resources say; device rules and pids stay.
             let current = &mut spec["linux"]["resources"];
             if !current.is_object() {

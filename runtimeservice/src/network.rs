@@ -140,8 +140,6 @@ impl NetworkExtras {
     }
 }
 
-/// A Kubernetes resource quantity as a whole number, rounded up as
-/// Kubernetes does: `1.5k`, `10Mi`, `2e3`, `500m`.
 /// Whether `s` is an address with a prefix length (`10.1.0.7/24`,
 /// `fd00::/64`).
 pub fn is_cidr(s: &str) -> bool {
@@ -154,6 +152,8 @@ pub fn is_cidr(s: &str) -> bool {
     })
 }
 
+/// A Kubernetes resource quantity as a whole number, rounded up as
+/// Kubernetes does: `1.5k`, `10Mi`, `2e3`, `500m`.
 pub fn parse_quantity(s: &str) -> std::result::Result<u64, String> {
     let s = s.trim();
     let digits_end = s
