@@ -142,7 +142,8 @@ impl Gantry {
         std::fs::read_to_string(self.dir.join("gantry.log")).unwrap_or_default()
     }
 
-    async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
+    /// A tonic channel over the socket, for clients of other services.
+    pub async fn channel(&self) -> Result<Channel, tonic::transport::Error> {
         let socket = self.socket.clone();
         Endpoint::try_from("http://[::]:50051")?
             .connect_with_connector(tower::service_fn(move |_: Uri| {

@@ -17,6 +17,8 @@ use gantry_runtimeservice::{CniNetwork, CriRuntimeService, PodService};
 use crate::streaming::StreamingServer;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
+use tonic_health::ServingStatus;
 use tracing::{info, warn};
 
 use crate::config::Config;
@@ -24,6 +26,38 @@ use crate::instrument::{InstrumentLayer, RpcMetrics};
 
 /// Kubelet sends messages up to 16 MiB.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+// HTTP/2 limits of the CRI socket, set here rather than left to library
+// defaults so that a local client (the socket is root's, but a compromised
+// agent is a client too) cannot make the daemon hold unbounded state. Each
+// is far above what kubelet needs: it multiplexes every call of a node on
+// one connection, with one long-lived GetContainerEvents stream.
+
+/// Streams a connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Request headers per stream, HPACK-decoded (kubelet sends well under 1 KiB).
+pub const MAX_HEADER_LIST_BYTES: u32 = 64 << 10;
+/// Streams a client may open and reset before the server has seen them
+/// (the "rapid reset" attack), and error resets the server sends, before the
+/// connection is closed.
+const MAX_PENDING_RESETS: usize = 64;
+const MAX_LOCAL_ERROR_RESETS: usize = 256;
+/// Per-stream and per-connection receive windows: what one client can make
+/// the daemon buffer before it reads.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 4 << 20;
+/// The server pings a connection idle this long, and drops it if the ping
+/// is not answered in time: a client that vanished without closing its end
+/// frees its streams. How often a client may ping the server is enforced in
+/// [`crate::authority`].
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(120);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// How long open calls may run on after SIGTERM before they are cut.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The gRPC services of the CRI socket, as health checks name them.
+const CRI_SERVICES: [&str; 2] = ["runtime.v1.RuntimeService", "runtime.v1.ImageService"];
 
 /// Holds the state directory for this process: a second gantry on the same
 /// directories would corrupt both.
@@ -211,20 +245,71 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tokio::spawn(crate::metrics_http::serve(listener, registry.clone()));
     }
 
+    // Recovery is done and the stores are open: the runtime is ready, so
+    // every service starts SERVING.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in CRI_SERVICES {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let (reflection_v1, reflection_v1alpha) = crate::reflection::services()?;
+
     let listener = bind_socket(&config.socket)?;
     info!(socket = %config.socket.display(), version = env!("CARGO_PKG_VERSION"), "gantry serving CRI");
-    let result = tonic::transport::Server::builder()
+    let incoming =
+        UnixListenerStream::new(listener).map(|conn| conn.map(crate::authority::AuthorityFix::new));
+    let draining = Arc::new(tokio::sync::Notify::new());
+    let serve = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESETS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .layer(InstrumentLayer::new(rpc_metrics))
         .add_service(
             RuntimeServiceServer::new(runtime).max_decoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(ImageServiceServer::new(images).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
-            shutdown_signal().await;
-            // Open GetContainerEvents streams would keep the server waiting.
-            events.close();
-        })
-        .await;
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(incoming, {
+            let draining_signal = draining.clone();
+            async move {
+                shutdown_signal().await;
+                // Health watchers hear NOT_SERVING, then their streams end so
+                // that they do not hold the shutdown open.
+                let mut health = health;
+                for name in CRI_SERVICES.into_iter().chain([""]) {
+                    health
+                        .set_service_status(name, ServingStatus::NotServing)
+                        .await;
+                }
+                for name in CRI_SERVICES.into_iter().chain([""]) {
+                    health.clear_service_status(name).await;
+                }
+                // Open GetContainerEvents streams would keep the server waiting.
+                events.close();
+                draining_signal.notify_one();
+            }
+        });
+    // A client that keeps a stream open (a reflection or health stream it
+    // never half-closes, a hung connection) would otherwise hold the
+    // graceful shutdown open for ever.
+    let result = tokio::select! {
+        r = serve => r,
+        _ = async {
+            draining.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            warn!(grace = ?SHUTDOWN_GRACE, "clients still had streams open after the shutdown grace period; closing them");
+            Ok(())
+        }
+    };
     let _ = std::fs::remove_file(&config.socket);
     result.context("gRPC server")?;
     info!("gantry stopped");

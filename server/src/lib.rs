@@ -3,9 +3,11 @@
 //! tests and the benchmark speak the streaming protocols with the same
 //! framing code ([`streaming::spdy`]) the server uses.
 
+pub mod authority;
 pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod instrument;
 pub mod metrics_http;
+pub mod reflection;
 pub mod streaming;
