@@ -126,6 +126,9 @@ struct Rewriter {
     block: Option<Block>,
     decoder: loona_hpack::Decoder<'static>,
     control: ControlBudget,
+    /// In scan mode, the bytes of a frame header split across reads.
+    header: [u8; FRAME_HEADER_LEN],
+    header_len: usize,
     /// Set once the first rewritten authority was logged.
     logged: bool,
 }
@@ -154,6 +157,8 @@ impl Rewriter {
             block: None,
             decoder,
             control: ControlBudget::new(),
+            header: [0; FRAME_HEADER_LEN],
+            header_len: 0,
             logged: false,
         }
     }
@@ -163,6 +168,12 @@ impl Rewriter {
         loop {
             if self.mode == Mode::Raw {
                 self.output.append(&mut self.input);
+                return Ok(());
+            }
+            if self.mode == Mode::Scan {
+                let input = std::mem::take(&mut self.input);
+                self.scan(&input)?;
+                self.output.extend_from_slice(&input);
                 return Ok(());
             }
             if self.forward > 0 {
@@ -200,15 +211,9 @@ impl Rewriter {
             let stream =
                 u32::from_be_bytes([self.input[5], self.input[6], self.input[7], self.input[8]])
                     & 0x7fff_ffff;
-            if (kind == TYPE_PING || kind == TYPE_SETTINGS)
-                && flags & FLAG_ACK == 0
-                && !self.control.take()
-            {
-                tracing::warn!("closing a gRPC connection that floods PING or SETTINGS frames");
-                return Err(invalid("PING or SETTINGS flood"));
-            }
+            self.control_frame(kind, flags)?;
             let header_frame = kind == TYPE_HEADERS || kind == TYPE_CONTINUATION;
-            if !header_frame || self.mode == Mode::Scan {
+            if !header_frame {
                 if self.block.is_some() {
                     return Err(invalid("a header block was interrupted by another frame"));
                 }
@@ -227,6 +232,41 @@ impl Rewriter {
             let frame: Vec<u8> = self.input.drain(..FRAME_HEADER_LEN + len).collect();
             self.header_frame(kind, flags, stream, frame)?;
         }
+    }
+
+    /// Scan mode: follows frame boundaries in bytes that pass unchanged
+    /// (read straight into the server's buffer), counting control frames.
+    fn scan(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.forward > 0 {
+                let n = self.forward.min(bytes.len());
+                bytes = &bytes[n..];
+                self.forward -= n;
+                continue;
+            }
+            let n = (FRAME_HEADER_LEN - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len == FRAME_HEADER_LEN {
+                self.header_len = 0;
+                let h = self.header;
+                self.control_frame(h[3], h[4])?;
+                self.forward = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+            }
+        }
+        Ok(())
+    }
+
+    fn control_frame(&mut self, kind: u8, flags: u8) -> io::Result<()> {
+        if (kind == TYPE_PING || kind == TYPE_SETTINGS)
+            && flags & FLAG_ACK == 0
+            && !self.control.take()
+        {
+            tracing::warn!("closing a gRPC connection that floods PING or SETTINGS frames");
+            return Err(invalid("PING or SETTINGS flood"));
+        }
+        Ok(())
     }
 
     fn header_frame(&mut self, kind: u8, flags: u8, stream: u32, frame: Vec<u8>) -> io::Result<()> {
@@ -443,9 +483,22 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityFix<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            // Not HTTP/2: read straight into the caller's buffer.
-            if this.rw.mode == Mode::Raw && this.rw.input.is_empty() {
-                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            // Once the mode is settled, bytes go straight into the caller's
+            // buffer: unexamined when not HTTP/2, scanned for frame
+            // boundaries when the authority is fine.
+            if this.rw.input.is_empty() {
+                match this.rw.mode {
+                    Mode::Raw => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                    Mode::Scan => {
+                        let before = buf.filled().len();
+                        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+                        if let Poll::Ready(Ok(())) = polled {
+                            this.rw.scan(&buf.filled()[before..])?;
+                        }
+                        return polled;
+                    }
+                    _ => {}
+                }
             }
             let mut chunk = [0u8; READ_CHUNK];
             let mut rb = ReadBuf::new(&mut chunk);
@@ -713,6 +766,27 @@ mod tests {
         }
         let err = run(&bytes, 4096).unwrap_err();
         assert!(err.to_string().contains("flood"), "{err}");
+
+        // After a request with a fine authority, frames are only scanned:
+        // the flood is still seen, whatever the read sizes.
+        let mut enc = loona_hpack::Encoder::new();
+        let mut bytes = PREFACE.to_vec();
+        bytes.extend(headers_frame(
+            1,
+            FLAG_END_HEADERS,
+            &encode_indexed(&mut enc, &request("localhost")),
+        ));
+        push_frame_header(&mut bytes, 3, 0x0, FLAG_END_STREAM, 1);
+        bytes.extend_from_slice(&[1, 2, 3]);
+        let fine = bytes.clone();
+        for _ in 0..(CONTROL_BURST as usize + 1) {
+            push_frame_header(&mut bytes, 8, TYPE_PING, 0, 0);
+            bytes.extend_from_slice(&[0x6; 8]);
+        }
+        for step in [1, 5, 9, 4096] {
+            assert_eq!(run(&fine, step).unwrap(), fine);
+            assert!(run(&bytes, step).is_err(), "step {step}");
+        }
     }
 
     #[test]
