@@ -70,7 +70,7 @@ impl Churn {
             // Lets the test find this container's processes on the host.
             envs: vec![KeyValue {
                 key: MARK.into(),
-                value: self.mark.clone(),
+                value: self.mark.clone().into_bytes(),
             }],
             ..Default::default()
         }

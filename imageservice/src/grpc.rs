@@ -9,7 +9,7 @@ use gantry_proto::v1::{
     FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse,
     ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest,
     ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
-    RemoveImageResponse, UInt64Value,
+    RemoveImageResponse, StreamImagesRequest, StreamImagesResponse, UInt64Value,
 };
 use tonic::{Request, Response, Status};
 
@@ -27,7 +27,23 @@ impl CriImageService {
     pub fn new(store: Arc<ImageStore>) -> Self {
         CriImageService { store }
     }
+
+    /// The images a ListImages or StreamImages filter selects.
+    fn list(&self, filter: Option<gantry_proto::v1::ImageFilter>) -> Result<Vec<Image>, Status> {
+        let filter = filter
+            .and_then(|f| f.image)
+            .map(|s| s.image)
+            .filter(|s| !s.is_empty());
+        Ok(match filter {
+            Some(name) => self.store.resolve(&name)?.iter().map(to_cri).collect(),
+            None => self.store.list().iter().map(to_cri).collect(),
+        })
+    }
 }
+
+type ImageStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<StreamImagesResponse, Status>> + Send>,
+>;
 
 fn to_cri(img: &ImageRecord) -> Image {
     let (uid, username) = user_of(&img.user);
@@ -61,17 +77,24 @@ impl ImageService for CriImageService {
         &self,
         request: Request<ListImagesRequest>,
     ) -> Result<Response<ListImagesResponse>, Status> {
-        let filter = request
-            .into_inner()
-            .filter
-            .and_then(|f| f.image)
-            .map(|s| s.image)
-            .filter(|s| !s.is_empty());
-        let images = match filter {
-            Some(name) => self.store.resolve(&name)?.iter().map(to_cri).collect(),
-            None => self.store.list().iter().map(to_cri).collect(),
-        };
+        let images = self.list(request.into_inner().filter)?;
         Ok(Response::new(ListImagesResponse { images }))
+    }
+
+    type StreamImagesStream = ImageStream;
+
+    /// ListImages' answer, split into messages of bounded size (CRI 1.36).
+    async fn stream_images(
+        &self,
+        request: Request<StreamImagesRequest>,
+    ) -> Result<Response<ImageStream>, Status> {
+        let images = self.list(request.into_inner().filter)?;
+        let chunks = gantry_proto::chunk_by_size(images, gantry_proto::STREAM_CHUNK_BYTES);
+        Ok(Response::new(Box::pin(futures_util::stream::iter(
+            chunks
+                .into_iter()
+                .map(|images| Ok(StreamImagesResponse { images })),
+        ))))
     }
 
     async fn image_status(

@@ -1326,6 +1326,7 @@ impl ContainerService {
                     .cpu_rates
                     .nano_cores(&r.id, now, sample.cpu_usage_ns)
                     .and_then(u),
+                psi: None,
             }),
             memory: Some(cri::MemoryUsage {
                 timestamp: now,
@@ -1338,6 +1339,7 @@ impl ContainerService {
                 rss_bytes: u(sample.rss),
                 page_faults: u(sample.page_faults),
                 major_page_faults: u(sample.major_page_faults),
+                psi: None,
             }),
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
@@ -1348,6 +1350,8 @@ impl ContainerService {
                 inodes_used: u(inodes),
             }),
             swap: None,
+            // Pressure stall information (CRI 1.34) is not read yet.
+            io: None,
         }
     }
 
@@ -1399,6 +1403,7 @@ impl ContainerService {
                         .cpu_rates
                         .nano_cores(&format!("pod:{pod_id}"), now, s.cpu_usage_ns)
                         .and_then(u),
+                    psi: None,
                 },
                 cri::MemoryUsage {
                     timestamp: now,
@@ -1411,6 +1416,7 @@ impl ContainerService {
                     rss_bytes: u(s.rss),
                     page_faults: u(s.page_faults),
                     major_page_faults: u(s.major_page_faults),
+                    psi: None,
                 },
             ),
             None => self.summed_usage(&containers, now),
@@ -1471,6 +1477,7 @@ impl ContainerService {
                     process_count: Some(cri::UInt64Value { value: processes }),
                 }),
                 containers,
+                io: None,
             }),
             windows: None,
         })
@@ -1502,6 +1509,7 @@ impl ContainerService {
                     .map(|v| v.value)
             }),
             usage_nano_cores: sum(&|c| c.cpu.as_ref()?.usage_nano_cores.as_ref().map(|v| v.value)),
+            psi: None,
         };
         let memory = cri::MemoryUsage {
             timestamp: now,
@@ -1523,6 +1531,7 @@ impl ContainerService {
                     .as_ref()
                     .map(|v| v.value)
             }),
+            psi: None,
         };
         (cpu, memory)
     }
@@ -1823,6 +1832,7 @@ fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
             }),
         image_id: r.image_id.clone(),
         user: r.user.clone(),
+        stop_signal: r.config.stop_signal,
     }
 }
 

@@ -2,8 +2,9 @@
 //! plain business code ([`crate::pods`], [`crate::containers`]). Exec,
 //! Attach and PortForward are checked here and answered with a URL minted by
 //! the daemon's streaming server ([`StreamUrls`]). What is not built yet
-//! (metrics, checkpoints, runtime config updates) answers `Unimplemented`,
-//! naming the RPC.
+//! (metrics, checkpoints, pod resizes) answers `Unimplemented`, naming the
+//! RPC. The streaming list RPCs of CRI 1.36 send what their list RPC
+//! answers, split into messages of bounded size.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -126,6 +127,21 @@ macro_rules! unimplemented_rpcs {
 type EventStream =
     Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
 
+/// The answer of a streaming list RPC (CRI 1.36).
+type ListStream<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The streaming form of a list answer: the same items, split into messages
+/// that each stay well under the client's size limit.
+fn list_stream<I: prost::Message + 'static, T: Send + 'static>(
+    items: Vec<I>,
+    wrap: impl Fn(Vec<I>) -> T + Send + 'static,
+) -> ListStream<T> {
+    let chunks = gantry_proto::chunk_by_size(items, gantry_proto::STREAM_CHUNK_BYTES);
+    Box::pin(tokio_stream::iter(
+        chunks.into_iter().map(move |c| Ok(wrap(c))),
+    ))
+}
+
 #[tonic::async_trait]
 impl RuntimeService for CriRuntimeService {
     async fn version(
@@ -200,6 +216,10 @@ impl RuntimeService for CriRuntimeService {
             // ContainerStatus.user reports the groups the process got.
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
+                // Pods get no user namespace of their own yet (pods.rs
+                // leaves `userns_options` aside), so none with the host's
+                // network either.
+                user_namespaces_host_network: false,
             }),
         }))
     }
@@ -430,6 +450,65 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
+    type StreamPodSandboxesStream = ListStream<cri::StreamPodSandboxesResponse>;
+
+    async fn stream_pod_sandboxes(
+        &self,
+        request: Request<cri::StreamPodSandboxesRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+        let items = self.pods.list(request.into_inner().filter);
+        Ok(Response::new(list_stream(items, |pod_sandboxes| {
+            cri::StreamPodSandboxesResponse { pod_sandboxes }
+        })))
+    }
+
+    type StreamContainersStream = ListStream<cri::StreamContainersResponse>;
+
+    async fn stream_containers(
+        &self,
+        request: Request<cri::StreamContainersRequest>,
+    ) -> Result<Response<Self::StreamContainersStream>, Status> {
+        let items = self.containers.list(request.into_inner().filter);
+        Ok(Response::new(list_stream(items, |containers| {
+            cri::StreamContainersResponse { containers }
+        })))
+    }
+
+    type StreamContainerStatsStream = ListStream<cri::StreamContainerStatsResponse>;
+
+    async fn stream_container_stats(
+        &self,
+        request: Request<cri::StreamContainerStatsRequest>,
+    ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+        let items = self.containers.list_stats(request.into_inner().filter);
+        Ok(Response::new(list_stream(items, |container_stats| {
+            cri::StreamContainerStatsResponse { container_stats }
+        })))
+    }
+
+    type StreamPodSandboxStatsStream = ListStream<cri::StreamPodSandboxStatsResponse>;
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+        let items = self.containers.list_pod_stats(request.into_inner().filter);
+        Ok(Response::new(list_stream(items, |pod_sandbox_stats| {
+            cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })))
+    }
+
+    type StreamPodSandboxMetricsStream = ListStream<cri::StreamPodSandboxMetricsResponse>;
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _request: Request<cri::StreamPodSandboxMetricsRequest>,
+    ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+        Err(Status::unimplemented(
+            "StreamPodSandboxMetrics is not implemented in gantry yet",
+        ))
+    }
+
     type GetContainerEventsStream = EventStream;
 
     async fn get_container_events(
@@ -552,5 +631,6 @@ impl RuntimeService for CriRuntimeService {
         checkpoint_container: "CheckpointContainer", CheckpointContainerRequest => CheckpointContainerResponse;
         list_metric_descriptors: "ListMetricDescriptors", ListMetricDescriptorsRequest => ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics: "ListPodSandboxMetrics", ListPodSandboxMetricsRequest => ListPodSandboxMetricsResponse;
+        update_pod_sandbox_resources: "UpdatePodSandboxResources", UpdatePodSandboxResourcesRequest => UpdatePodSandboxResourcesResponse;
     }
 }

@@ -323,12 +323,20 @@ pub fn command_line(config: &cri::ContainerConfig, image: &Value) -> Result<Vec<
     Ok(argv)
 }
 
-/// Image env first, container env overriding by name.
-pub fn environment(config: &cri::ContainerConfig, image: &Value) -> Vec<String> {
+/// Image env first, container env overriding by name. CRI 1.36 lets a
+/// value be any bytes, but the OCI spec is JSON and holds only text, so a
+/// value that is not UTF-8 is refused rather than mangled.
+pub fn environment(config: &cri::ContainerConfig, image: &Value) -> Result<Vec<String>> {
     let mut out: Vec<String> = strings(&image["config"]["Env"]);
     for kv in &config.envs {
+        let value = std::str::from_utf8(&kv.value).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "the value of environment variable {:?} is not UTF-8, which an OCI runtime spec cannot hold",
+                kv.key
+            ))
+        })?;
         out.retain(|e| e.split('=').next() != Some(kv.key.as_str()));
-        out.push(format!("{}={}", kv.key, kv.value));
+        out.push(format!("{}={}", kv.key, value));
     }
     if !out.iter().any(|e| e.starts_with("PATH=")) {
         out.insert(
@@ -336,7 +344,7 @@ pub fn environment(config: &cri::ContainerConfig, image: &Value) -> Vec<String> 
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
         );
     }
-    out
+    Ok(out)
 }
 
 /// Looks a name up in a passwd/group style file of the rootfs: its id and,
@@ -671,7 +679,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         "terminal": c.tty,
         "user": {"uid": uid, "gid": gid, "additionalGids": extra},
         "args": command_line(c, input.image_config)?,
-        "env": environment(c, input.image_config),
+        "env": environment(c, input.image_config)?,
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": sc.no_new_privs,
@@ -871,8 +879,22 @@ mod tests {
             ],
             ..Default::default()
         };
-        assert_eq!(environment(&c, &image()), ["PATH=/bin", "A=mine", "B=b"]);
-        assert!(environment(&c, &json!({}))[0].starts_with("PATH="));
+        assert_eq!(
+            environment(&c, &image()).unwrap(),
+            ["PATH=/bin", "A=mine", "B=b"]
+        );
+        assert!(environment(&c, &json!({})).unwrap()[0].starts_with("PATH="));
+        let binary = cri::ContainerConfig {
+            envs: vec![cri::KeyValue {
+                key: "BIN".into(),
+                value: vec![0xff, 0xfe],
+            }],
+            ..Default::default()
+        };
+        assert!(matches!(
+            environment(&binary, &image()),
+            Err(Error::InvalidArgument(m)) if m.contains("BIN")
+        ));
     }
 
     #[test]
