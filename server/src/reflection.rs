@@ -6,6 +6,7 @@ use tonic_reflection::server::{v1, v1alpha};
 
 fn builder() -> tonic_reflection::server::Builder<'static> {
     tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(gantry_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
 }
