@@ -96,7 +96,6 @@ impl Gantry {
             // Monitors and pod inits inherit it, which tells a test's
             // processes apart from those of other daemons on the host.
             .current_dir(dir)
-            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))

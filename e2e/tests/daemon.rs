@@ -250,3 +250,63 @@ fn config_and_check_subcommands() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_are_plain_off_a_terminal_and_json_on_request() {
+    require_host();
+    // stderr is a file here, as under systemd with a log file: no colour
+    // (the harness does not set NO_COLOR; gantry decides by itself).
+    let mut g = Gantry::start("").await;
+    g.runtime()
+        .await
+        .version(VersionRequest::default())
+        .await
+        .unwrap();
+    g.stop();
+    let text = g.log();
+    assert!(text.contains("gantry serving CRI"), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "ANSI escapes in a log file:\n{text}"
+    );
+
+    let mut g = Gantry::start("log_format: json\n").await;
+    g.runtime()
+        .await
+        .version(VersionRequest::default())
+        .await
+        .unwrap();
+    g.stop();
+    let log = g.log();
+    let mut serving = false;
+    let mut spans = false;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+        serving |= v["message"] == "gantry serving CRI";
+        // Request lines carry their span's fields (the method here).
+        spans |= v["span"]["method"] == "Version";
+    }
+    assert!(serving, "no startup line in:\n{log}");
+    assert!(spans, "no request line with its span in:\n{log}");
+
+    // A format gantry does not know is refused before it starts.
+    let out = Command::new(gantry_bin())
+        .args(["--config", "/dev/stdin", "config"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"log_format: xml\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("xml"), "{err}");
+}

@@ -19,11 +19,22 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub socket: PathBuf,
     pub log_level: String,
+    pub log_format: LogFormat,
     pub metrics_address: String,
     pub streaming: crate::streaming::StreamingConfig,
     pub image: ImageConfig,
     pub runtime: RuntimeConfig,
     pub cni: CniConfig,
+}
+
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event; coloured only on a terminal.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -181,6 +192,7 @@ mod tests {
             "streaming:\n  tls_cert_file: /etc/cert.pem",
             "image:\n  registries:\n    docker.io:\n      mirrors: [\"127.0.0.1:5000\"]",
             "runtime:\n  default_runtime: crun",
+            "log_format: xml",
             "- a list",
         ] {
             assert!(

@@ -29,6 +29,24 @@ enum Command {
     Check,
 }
 
+/// Colour codes only reach a terminal: in a file or the journal they are
+/// noise that breaks grep and log parsers.
+fn init_logging(filter: EnvFilter, format: config::LogFormat) {
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let config = match config::Config::load(cli.config.as_deref()) {
@@ -70,10 +88,7 @@ fn main() -> std::process::ExitCode {
             let filter = EnvFilter::try_from_default_env()
                 .or_else(|_| EnvFilter::try_new(&config.log_level))
                 .unwrap_or_else(|_| EnvFilter::new("info"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
+            init_logging(filter, config.log_format);
             // glibc gives every thread its own malloc arena; a handful of
             // arenas keeps the idle footprint small at no cost here.
             // SAFETY: mallopt only adjusts allocator tuning.
