@@ -44,6 +44,11 @@ pub enum RootfsError {
     TooLarge { path: String, cap: u64 },
     #[error("{path} in the container's root filesystem is a symlink to nothing in it")]
     DanglingSymlink { path: String },
+    #[error(
+        "{path} in the container's root filesystem leads to {target}, which the runtime \
+         mounts over: the container would see something else there"
+    )]
+    UnderRuntimeMount { path: String, target: String },
     #[error("{path} cannot be resolved inside the container's root filesystem: {source}")]
     Resolve {
         path: String,
@@ -189,10 +194,73 @@ impl Rootfs {
         Ok(Some(out))
     }
 
+    /// [`Self::read_file`] for a file the runtime reads too, inside the
+    /// running container (`/etc/passwd`, `/etc/group`): there, `/dev`,
+    /// `/proc` and `/sys` are the runtime's, so a link that dangles in the
+    /// image or leads below them could reach `/dev/zero` or a host file
+    /// in the container, whatever the image shows here. Both are refused.
+    pub fn read_runtime_file(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>> {
+        let Some(fd) = self.resolve(path)? else {
+            // Missing, or a symlink to nothing in the image?
+            let rel = path.trim_start_matches('/');
+            return match rustix::fs::openat2(
+                &self.root,
+                if rel.is_empty() { "." } else { rel },
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            ) {
+                Ok(_) => Err(RootfsError::DanglingSymlink {
+                    path: path.to_string(),
+                }),
+                Err(_) => Ok(None),
+            };
+        };
+        let target = self.inside_path(&fd, path)?;
+        if ["/dev", "/proc", "/sys"]
+            .iter()
+            .any(|m| target == *m || target.starts_with(&format!("{m}/")))
+        {
+            return Err(RootfsError::UnderRuntimeMount {
+                path: path.to_string(),
+                target,
+            });
+        }
+        self.read_file(path, cap)
+    }
+
+    /// Where a handle from [`Self::resolve`] lies, as a path inside the
+    /// rootfs.
+    fn inside_path(&self, fd: &OwnedFd, path: &str) -> Result<String> {
+        let link = |fd: &OwnedFd| {
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(|source| {
+                RootfsError::Io {
+                    context: "locating",
+                    path: path.to_string(),
+                    source,
+                }
+            })
+        };
+        let root = link(&self.root)?;
+        let at = link(fd)?;
+        let inside = at.strip_prefix(&root).map_err(|_| RootfsError::Resolve {
+            path: path.to_string(),
+            source: std::io::Error::other("resolved outside the rootfs"),
+        })?;
+        Ok(format!("/{}", inside.display()))
+    }
+
     /// [`Self::read_file`] as text (invalid UTF-8 replaced).
     pub fn read_text(&self, path: &str, cap: u64) -> Result<Option<String>> {
         Ok(self
             .read_file(path, cap)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// [`Self::read_runtime_file`] as text (invalid UTF-8 replaced).
+    pub fn read_runtime_text(&self, path: &str, cap: u64) -> Result<Option<String>> {
+        Ok(self
+            .read_runtime_file(path, cap)?
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
@@ -697,5 +765,38 @@ mod tests {
             r.open_dir("/etc/plain"),
             Err(RootfsError::NotDirectory { .. })
         ));
+    }
+
+    #[test]
+    fn files_the_runtime_reads_must_not_lead_where_it_mounts() {
+        let (d, _host) = hostile();
+        let r = Rootfs::open(d.path()).unwrap();
+        assert_eq!(
+            r.read_runtime_file("/etc/plain", MAX_SMALL_FILE)
+                .unwrap()
+                .unwrap(),
+            b"in the image\n"
+        );
+        assert!(r
+            .read_runtime_file("/etc/missing", MAX_SMALL_FILE)
+            .unwrap()
+            .is_none());
+        // Dangling here; in the container, /dev/zero or a host path.
+        for p in ["/etc/zero", "/etc/abs-escape"] {
+            let e = r.read_runtime_file(p, MAX_SMALL_FILE).unwrap_err();
+            assert!(matches!(e, RootfsError::DanglingSymlink { .. }), "{p}: {e}");
+            assert!(e.is_content_fault());
+        }
+        // A regular file in the image's /dev: shadowed by the runtime's.
+        std::fs::create_dir(d.path().join("dev")).unwrap();
+        std::fs::write(d.path().join("dev/zero"), b"root:x:0:0::/:/bin/sh\n").unwrap();
+        let e = r
+            .read_runtime_file("/etc/zero", MAX_SMALL_FILE)
+            .unwrap_err();
+        assert!(
+            matches!(&e, RootfsError::UnderRuntimeMount { target, .. } if target == "/dev/zero"),
+            "{e}"
+        );
+        assert!(r.read_file("/etc/zero", MAX_SMALL_FILE).unwrap().is_some());
     }
 }

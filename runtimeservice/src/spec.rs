@@ -364,7 +364,9 @@ impl<'a> Accounts<'a> {
             Some(r) => r,
             None => Rootfs::open(self.rootfs)?,
         };
-        let text = root.read_text(path, MAX_SMALL_FILE);
+        // The runtime reads these files again inside the container, where
+        // /dev is its own: what they lead to there must be what we read.
+        let text = root.read_runtime_text(path, MAX_SMALL_FILE);
         self.root = Some(root);
         Ok(text?)
     }
@@ -985,11 +987,21 @@ mod tests {
             .unwrap();
         std::os::unix::fs::symlink(host.path().join("group"), d.path().join("etc/group")).unwrap();
         let c = cri::ContainerConfig::default();
-        // The host's alice is not the image's.
-        let e = user(&c, &json!({"config": {"User": "alice"}}), d.path()).unwrap_err();
-        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
-        // Nor are the host's groups root's.
-        assert_eq!(user(&c, &json!({}), d.path()).unwrap(), (0, 0, vec![0]));
+        // The host's alice is not the image's, nor are the host's groups
+        // root's: links to nothing in the image are refused, since the
+        // runtime would follow them in the container.
+        for img in [json!({"config": {"User": "alice"}}), json!({})] {
+            let e = user(&c, &img, d.path()).unwrap_err();
+            assert!(e.to_string().contains("/etc/passwd"), "{e}");
+            assert_eq!(
+                tonic::Status::from(e).code(),
+                tonic::Code::FailedPrecondition
+            );
+        }
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        let e = user(&c, &json!({}), d.path()).unwrap_err();
+        assert!(e.to_string().contains("/etc/group"), "{e}");
 
         std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
         std::os::unix::fs::symlink("/dev/zero", d.path().join("etc/passwd")).unwrap();
@@ -1002,6 +1014,10 @@ mod tests {
             0,
         )
         .unwrap();
+        let e = user(&c, &json!({}), d.path()).unwrap_err();
+        assert!(e.to_string().contains("mounts over"), "{e}");
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::fs::rename(d.path().join("dev/zero"), d.path().join("etc/passwd")).unwrap();
         for img in [json!({"config": {"User": "alice"}}), json!({})] {
             let e = user(&c, &img, d.path()).unwrap_err();
             assert!(
