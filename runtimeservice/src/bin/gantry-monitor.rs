@@ -611,7 +611,7 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
                 let si: libc::signalfd_siginfo =
                     unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
                 if si.ssi_signo == libc::SIGUSR1 as u32 {
-                    if let Ok(l) = open_log(&args) {
+                    if let Ok(l) = open_log(args) {
                         log = l;
                     }
                 }
