@@ -221,6 +221,29 @@ impl Gantry {
     pub fn rss_kib(&self) -> u64 {
         rss_kib(self.pid())
     }
+
+    /// The peak resident memory of the gantry process so far (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// Whether the gantry process is still running (not exited, not
+    /// killed by the OOM killer).
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+/// A `kB` field of `/proc/<pid>/status`.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn rss_kib(pid: u32) -> u64 {

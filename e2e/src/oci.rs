@@ -31,6 +31,9 @@ pub enum Entry {
     File(String, Vec<u8>, u32),
     Symlink(String, String),
     Hardlink(String, String),
+    Fifo(String),
+    /// A character device node: path, major, minor.
+    CharDevice(String, u32, u32),
 }
 
 /// A layer as a list of entries, serialised to a tar stream on demand.
@@ -63,6 +66,14 @@ impl Layer {
     }
     pub fn hardlink(mut self, p: &str, target: &str) -> Self {
         self.entries.push(Entry::Hardlink(p.into(), target.into()));
+        self
+    }
+    pub fn fifo(mut self, p: &str) -> Self {
+        self.entries.push(Entry::Fifo(p.into()));
+        self
+    }
+    pub fn char_device(mut self, p: &str, major: u32, minor: u32) -> Self {
+        self.entries.push(Entry::CharDevice(p.into(), major, minor));
         self
     }
 
@@ -114,6 +125,20 @@ impl Layer {
                     h.set_entry_type(tar::EntryType::Link);
                     h.set_mode(0o644);
                     set_raw(&mut h.as_old_mut().linkname, t);
+                    (p, &[])
+                }
+                Entry::Fifo(p) => {
+                    h.set_entry_type(tar::EntryType::Fifo);
+                    h.set_mode(0o644);
+                    (p, &[])
+                }
+                Entry::CharDevice(p, major, minor) => {
+                    h.set_entry_type(tar::EntryType::Char);
+                    h.set_mode(0o666);
+                    h.set_device_major(*major)
+                        .expect("a device number in a GNU header");
+                    h.set_device_minor(*minor)
+                        .expect("a device number in a GNU header");
                     (p, &[])
                 }
             };
@@ -177,6 +202,8 @@ pub struct ImageSpec {
     pub label: String,
     /// `VOLUME` paths.
     pub volumes: Vec<String>,
+    /// `WORKDIR`.
+    pub workdir: Option<String>,
 }
 
 impl ImageSpec {
@@ -188,7 +215,12 @@ impl ImageSpec {
             docker: false,
             label: String::new(),
             volumes: Vec::new(),
+            workdir: None,
         }
+    }
+    pub fn workdir(mut self, dir: &str) -> Self {
+        self.workdir = Some(dir.into());
+        self
     }
     pub fn volume(mut self, path: &str) -> Self {
         self.volumes.push(path.into());
@@ -238,6 +270,9 @@ impl ImageSpec {
         let mut config = config;
         if !volumes.is_empty() {
             config["config"]["Volumes"] = json!(volumes);
+        }
+        if let Some(w) = &self.workdir {
+            config["config"]["WorkingDir"] = json!(w);
         }
         let config = serde_json::to_vec(&config).expect("config JSON");
         let config_digest = digest(&config);

@@ -298,6 +298,20 @@ impl Applier<'_> {
             return Ok(());
         };
         let name_bytes = name.as_bytes();
+        // `.wh.a/b` would hide a path, not a name: whiteouts are files, and
+        // a directory with a whiteout's name means nothing in OCI layers.
+        if let Some(d) = dirs
+            .iter()
+            .find(|d| d.as_bytes().starts_with(WHITEOUT_PREFIX.as_bytes()))
+        {
+            return Err(unsafe_entry(
+                &raw,
+                format!(
+                    "whiteout {:?} used as a directory (it would hide a path, not a name)",
+                    d.to_string_lossy()
+                ),
+            ));
+        }
 
         if name_bytes == OPAQUE_MARKER.as_bytes() {
             let parent = self.parent(dirs, &raw)?;
@@ -306,9 +320,20 @@ impl Applier<'_> {
             return Ok(());
         }
         if let Some(hidden) = name_bytes.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) || hidden.is_empty() {
+            if hidden.starts_with(WHITEOUT_PREFIX.as_bytes()) {
                 // Other `.wh..wh.` names are aufs bookkeeping with no meaning here.
                 return Ok(());
+            }
+            // `.wh..` would empty this very directory and `.wh...` its
+            // parent, which for a top-level entry is every other snapshot.
+            if !plain_name(hidden) {
+                return Err(unsafe_entry(
+                    &raw,
+                    format!(
+                        "whiteout hides {:?}, which is not a name in its directory",
+                        String::from_utf8_lossy(hidden)
+                    ),
+                ));
             }
             let hidden = OsStr::from_bytes(hidden);
             let parent = self.parent(dirs, &raw)?;
@@ -455,9 +480,19 @@ impl Applier<'_> {
     }
 }
 
+/// Whether `name` names an entry of a directory (not the directory itself,
+/// not its parent, not a path).
+fn plain_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/')
+}
+
 /// Makes room for a new entry at `name`. Returns true when an existing
-/// directory was kept because the new entry is a directory too.
+/// directory was kept because the new entry is a directory too. Only ever
+/// removes an entry of `parent`, the directory being unpacked into.
 fn clear(parent: &OwnedFd, name: &OsStr, new_is_dir: bool, raw: &[u8]) -> Result<bool> {
+    if !plain_name(name.as_bytes()) {
+        return Err(unsafe_entry(raw, "names no entry of its directory"));
+    }
     let stat = match rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(s) => s,
         Err(Errno::NOENT) => return Ok(false),
@@ -797,6 +832,60 @@ mod tests {
         let n =
             rfs::getxattr(root.join("d").as_path(), OVERLAY_OPAQUE_XATTR, &mut buf[..]).unwrap();
         assert_eq!(&buf[..n], b"y");
+    }
+
+    #[test]
+    fn whiteouts_cannot_reach_outside_their_directory() {
+        for (name, hidden) in [
+            (".wh...", ".."),
+            ("d/.wh...", ".."),
+            (".wh..", "."),
+            ("d/.wh..", "."),
+            (".wh.", ""),
+        ] {
+            let tar = Tb::new()
+                .dir("d/")
+                .file("d/keep", b"x")
+                .file(name, b"")
+                .finish();
+            let dir = tempfile::tempdir().unwrap();
+            // Siblings of the layer's directory, as other snapshots are.
+            let sibling = dir.path().join("other-snapshot");
+            std::fs::create_dir(&sibling).unwrap();
+            std::fs::write(sibling.join("file"), b"mine").unwrap();
+            let blob = dir.path().join("blob");
+            std::fs::write(&blob, &tar).unwrap();
+            let root = dir.path().join("root");
+            std::fs::create_dir(&root).unwrap();
+            let r = unpack_layer(&blob, &root, &Limits::default());
+            match &r {
+                Err(Error::UnsafeEntry { path, reason }) => {
+                    assert_eq!(path, name);
+                    assert!(reason.contains(&format!("{hidden:?}")), "{reason}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            assert_eq!(
+                std::fs::read(sibling.join("file")).unwrap(),
+                b"mine",
+                "{name}"
+            );
+            assert_eq!(std::fs::read(root.join("d/keep")).unwrap(), b"x", "{name}");
+            assert!(blob.exists(), "{name}");
+        }
+        for name in [".wh.a/b", "d/.wh.a/b", ".wh..wh..opq/x"] {
+            let tar = Tb::new().dir("d/").file(name, b"").finish();
+            let (_d, r) = unpack(&tar, &Limits::default());
+            match &r {
+                Err(Error::UnsafeEntry { path, reason }) => {
+                    assert_eq!(path, name);
+                    assert!(reason.contains("used as a directory"), "{reason}");
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(!plain_name(b"a/b"));
+        assert!(plain_name(b"b"));
     }
 
     #[test]

@@ -35,8 +35,9 @@ use crate::error::{Error, Result};
 use crate::events::{Events, Exit, ExitWatcher};
 use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSession, Pty};
 use crate::oci::{CliRuntime, ExecStreams, ExecTarget, ExecTerminal, OciRuntime};
-use crate::pod::{new_id, write_atomic, PodState};
+use crate::pod::{new_id, private_dir, tighten, write_atomic, PodState};
 use crate::pods::PodService;
+use crate::rootfs_path::{Rootfs, RootfsError};
 use crate::spec::{generate, image_volumes, PidNamespace, SpecInput};
 
 /// What the runtime needs to know of an image: the image service answers.
@@ -133,13 +134,17 @@ impl ContainerService {
     ) -> Result<Self> {
         let config = pods.config.clone();
         let dir = config.root.join("containers");
-        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        private_dir(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let mut records = BTreeMap::new();
         for entry in std::fs::read_dir(&dir)
             .map_err(Error::io("listing containers"))?
             .flatten()
         {
             let path = entry.path().join("container.json");
+            tighten(&entry.path(), 0o700)
+                .and_then(|()| tighten(&path, 0o600))
+                .and_then(|()| tighten(&entry.path().join("bundle/config.json"), 0o600))
+                .map_err(Error::io(format!("tightening {}", entry.path().display())))?;
             match std::fs::read(&path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<ContainerRecord>(&b).ok())
@@ -470,8 +475,14 @@ impl ContainerService {
                 )));
             }
             let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
-                (d, l) if !d.is_empty() && !l.is_empty() => {
-                    Path::new(d).join(l).display().to_string()
+                (d, l) if !d.is_empty() && !l.is_empty() => crate::crilog::log_file(d, l)
+                    .map_err(Error::InvalidArgument)?
+                    .display()
+                    .to_string(),
+                (_, l) if l.starts_with('/') => {
+                    return Err(Error::InvalidArgument(format!(
+                        "log_path {l:?} is absolute; it must be relative to the pod's log_directory"
+                    )))
                 }
                 _ => self.cdir(&id).join("container.log").display().to_string(),
             };
@@ -496,7 +507,7 @@ impl ContainerService {
                 rootfs_mounted: true,
                 user: None,
             };
-            std::fs::create_dir_all(self.cdir(&id).join("bundle"))
+            private_dir(&self.cdir(&id).join("bundle"))
                 .map_err(Error::io("creating the container directory"))?;
             self.persist(&rec)?;
             recs.insert(id.clone(), rec);
@@ -582,6 +593,7 @@ impl ContainerService {
         // the image has there, as containerd does; it goes with the
         // container's directory.
         let mut volumes = Vec::new();
+        let root = Rootfs::open(&rootfs)?;
         for (i, dest) in image_volumes(&image.config, &config.mounts)?
             .into_iter()
             .enumerate()
@@ -589,7 +601,7 @@ impl ContainerService {
             let host = cdir.join("volumes").join(i.to_string());
             std::fs::create_dir_all(&host)
                 .map_err(Error::io(format!("creating {}", host.display())))?;
-            seed_volume(&rootfs, &dest, &host)?;
+            seed_volume(&root, &dest, &host)?;
             volumes.push((dest, host));
         }
         let security = config
@@ -613,8 +625,11 @@ impl ContainerService {
             volumes: &volumes,
             apparmor: apparmor.as_deref(),
         })?;
-        spec.save(bundle.join("config.json"))
-            .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;
+        prepare_rootfs_paths(&rootfs, &spec)?;
+        let spec_json =
+            serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+        write_atomic(&bundle.join("config.json"), &spec_json)
+            .map_err(Error::io("writing config.json"))?;
         // The runtime sees the container only at StartContainer; a command
         // the image lacks must fail here, as it does with runtimes that
         // create at once.
@@ -627,7 +642,7 @@ impl ContainerService {
                 .flatten()
                 .map(|m| m.destination().display().to_string())
                 .collect();
-            crate::lookup::check_command(
+            crate::rootfs_path::check_command(
                 &rootfs,
                 args.first().map(String::as_str).unwrap_or_default(),
                 &env,
@@ -692,7 +707,10 @@ impl ContainerService {
                 "true"
             });
         }
-        cmd.arg("--log-path")
+        let (log_dir, _) = log_dir_and_file(rec);
+        cmd.arg("--log-dir")
+            .arg(log_dir)
+            .arg("--log-path")
             .arg(&rec.log_path)
             .arg("--exit-file")
             .arg(cdir.join("exit.json"))
@@ -704,7 +722,7 @@ impl ContainerService {
                     .map(std::process::Stdio::from)
                     .unwrap_or(std::process::Stdio::null()),
             );
-        std::fs::create_dir_all(&runtime.root).map_err(Error::io("creating the runtime root"))?;
+        private_dir(&runtime.root).map_err(Error::io("creating the runtime root"))?;
         // Only the report line is read: the monitor keeps running, so
         // waiting for its pipes to close (as `output()` does) would hang.
         cmd.stdout(std::process::Stdio::piped()).kill_on_drop(false);
@@ -1226,10 +1244,8 @@ impl ContainerService {
                 r.id
             )));
         }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&r.log_path)
+        let (dir, rel) = log_dir_and_file(&r);
+        crate::crilog::open_log(&dir, &rel)
             .map_err(Error::io(format!("creating {}", r.log_path)))?;
         // SAFETY: signalling the monitor we verified by its command line.
         if unsafe { libc::kill(r.monitor_pid, libc::SIGUSR1) } != 0 {
@@ -1729,30 +1745,67 @@ fn monitors_of(id: &str) -> Vec<i32> {
 
 /// Whether `pid` is still this container's monitor (PIDs wrap, so the
 /// command line must name the container too).
-/// Copies what the image holds at `dest` (inside `rootfs`) into the
-/// volume directory `host`. Nothing is followed out of the image: a path
-/// through a symlink is not copied, and symlinks inside are copied as
-/// links.
-fn seed_volume(rootfs: &Path, dest: &str, host: &Path) -> Result<()> {
-    let mut at = rootfs.to_path_buf();
-    for part in Path::new(dest).components().skip(1) {
-        at.push(part);
-        match std::fs::symlink_metadata(&at) {
-            Ok(m) if m.file_type().is_symlink() => return Ok(()),
-            Ok(_) => {}
-            Err(_) => return Ok(()),
-        }
-    }
-    if !at.is_dir() {
-        return Ok(());
-    }
+/// Copies what the image holds at `dest` (resolved inside the rootfs) into
+/// the volume directory `host`. Symlinks inside are copied as links, never
+/// followed; anything but a directory at `dest` is not copied.
+fn seed_volume(root: &Rootfs, dest: &str, host: &Path) -> Result<()> {
+    let dir = match root.open_dir(dest) {
+        Ok(Some(fd)) => fd,
+        Ok(None) | Err(RootfsError::NotDirectory { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // The handle's /proc link names the directory found inside the rootfs;
+    // below it, copy_tree follows nothing.
+    let at = PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&dir)
+    ));
     copy_tree(&at, host).map_err(Error::io(format!("seeding the volume {dest}")))?;
-    let meta = std::fs::symlink_metadata(&at).map_err(Error::io("reading a volume"))?;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    std::fs::set_permissions(host, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
+    let meta = rustix::fs::fstat(&dir)
+        .map_err(|e| Error::io(format!("reading the volume {dest}"))(e.into()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host, std::fs::Permissions::from_mode(meta.st_mode & 0o7777))
         .map_err(Error::io("setting a volume's mode"))?;
-    std::os::unix::fs::lchown(host, Some(meta.uid()), Some(meta.gid()))
+    std::os::unix::fs::lchown(host, Some(meta.st_uid), Some(meta.st_gid))
         .map_err(Error::io("setting a volume's owner"))
+}
+
+/// Makes the process's working directory and the destinations of its bind
+/// mounts inside the rootfs, before any runtime sees them: every runtime
+/// then finds them there, made by the one resolver that keeps an image's
+/// symlinks inside the rootfs. Destinations below a filesystem the runtime
+/// makes itself (`/dev`, `/proc`, `/sys`) are its own business.
+fn prepare_rootfs_paths(rootfs: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let root = Rootfs::open(rootfs)?;
+    if let Some(p) = spec.process() {
+        root.mkdir_all(&p.cwd().display().to_string(), 0o755)?;
+    }
+    let mounts = spec.mounts().clone().unwrap_or_default();
+    let is_bind = |m: &oci_spec::runtime::Mount| {
+        m.typ().as_deref() == Some("bind")
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind")
+    };
+    let runtime_made: Vec<String> = mounts
+        .iter()
+        .filter(|m| !is_bind(m))
+        .map(|m| m.destination().display().to_string())
+        .collect();
+    for m in mounts.iter().filter(|m| is_bind(m)) {
+        let dest = m.destination().display().to_string();
+        if runtime_made
+            .iter()
+            .any(|r| dest.starts_with(&format!("{}/", r.trim_end_matches('/'))))
+        {
+            continue;
+        }
+        // The source is the host's (kubelet's or ours), not the image's.
+        let dir = m.source().as_ref().is_some_and(|s| s.is_dir());
+        root.ensure_mount_point(&dest, dir)?;
+    }
+    Ok(())
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -1778,6 +1831,23 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
     }
     Ok(())
+}
+
+/// A container's log file split where symlinks stop being trusted: the
+/// pod's log directory (kubelet's), and the path below it.
+fn log_dir_and_file(r: &ContainerRecord) -> (PathBuf, PathBuf) {
+    let full = Path::new(&r.log_path);
+    let rel = Path::new(&r.config.log_path);
+    // The record's path ends with the request's log_path when a log
+    // directory was given; else the file is the daemon's own.
+    let dir = match full.to_str().zip(rel.to_str()) {
+        Some((f, l)) if !l.is_empty() && f.ends_with(&format!("/{l}")) => {
+            Path::new(&f[..f.len() - l.len() - 1])
+        }
+        _ => full.parent().unwrap_or(Path::new("/")),
+    };
+    let rel = full.strip_prefix(dir).unwrap_or(full);
+    (dir.to_path_buf(), rel.to_path_buf())
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie).

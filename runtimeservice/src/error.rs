@@ -23,6 +23,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A path in a container's rootfs that cannot be used as asked.
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs_path::RootfsError),
     #[error("{0}")]
     Internal(String),
 }
@@ -47,7 +50,9 @@ impl From<Error> for tonic::Status {
             Error::Network(_) => Code::Unavailable,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unimplemented(_) => Code::Unimplemented,
-            Error::Io { .. } | Error::Internal(_) => Code::Internal,
+            // The image (or the request naming the path) is at fault.
+            Error::Rootfs(r) if r.is_content_fault() => Code::FailedPrecondition,
+            Error::Io { .. } | Error::Internal(_) | Error::Rootfs(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }

@@ -21,12 +21,12 @@ pub mod events;
 pub mod grpc;
 pub mod interactive;
 mod locks;
-pub mod lookup;
 pub mod network;
 pub mod nsexec;
 pub mod oci;
 pub mod pod;
 pub mod pods;
+pub mod rootfs_path;
 pub mod spec;
 pub mod stats;
 

@@ -82,9 +82,17 @@ pub fn name_key(config: &PodSandboxConfig) -> String {
     format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
 }
 
+/// Writes a record whole or not at all, readable by root only: records and
+/// specs hold the container's environment, where Secrets end up.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -92,6 +100,33 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+/// Makes `dir` (and its missing parents) a directory only root can enter,
+/// tightening one an older gantry left open: records, bundles and upper
+/// directories hold Secret values, setuid binaries and device nodes.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    tighten(dir, 0o700)
+}
+
+/// Takes group and other permissions off `path` (leaving `mode`'s bits),
+/// if it has any. A missing file is not an error.
+pub(crate) fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_symlink() && m.permissions().mode() & 0o077 & !mode != 0 => {
+            tracing::info!(path = %path.display(), "tightening permissions left by an older gantry");
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// All sandbox records, in memory and on disk.
@@ -104,13 +139,16 @@ pub struct PodStore {
 
 impl PodStore {
     pub fn open(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        private_dir(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         let mut pods = BTreeMap::new();
         for entry in std::fs::read_dir(dir)
             .map_err(Error::io("listing sandboxes"))?
             .flatten()
         {
             let path = entry.path().join("sandbox.json");
+            tighten(&entry.path(), 0o700)
+                .and_then(|()| tighten(&path, 0o600))
+                .map_err(Error::io(format!("tightening {}", entry.path().display())))?;
             match std::fs::read(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|b| serde_json::from_slice::<PodRecord>(&b).map_err(|e| e.to_string()))
@@ -159,7 +197,7 @@ impl PodStore {
             )));
         }
         let dir = self.pod_dir(&rec.id);
-        std::fs::create_dir_all(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        private_dir(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
         self.persist(&rec)?;
         pods.insert(rec.id.clone(), rec);
         Ok(())

@@ -13,6 +13,7 @@ use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::rootfs_path::{Rootfs, MAX_SMALL_FILE};
 
 /// containerd's default capability set.
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -347,10 +348,59 @@ pub fn environment(config: &cri::ContainerConfig, image: &Value) -> Result<Vec<S
     Ok(out)
 }
 
-/// Looks a name up in a passwd/group style file of the rootfs: its id and,
-/// for passwd, its primary group.
-fn lookup(rootfs: &Path, file: &str, name: &str) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string(rootfs.join(file)).ok()?;
+/// The image's `/etc/passwd` and `/etc/group`, each read at most once,
+/// inside the rootfs and with a size cap (see [`crate::rootfs_path`]).
+struct Accounts<'a> {
+    rootfs: &'a Path,
+    root: Option<Rootfs>,
+    passwd: Option<Option<String>>,
+    group: Option<Option<String>>,
+}
+
+impl<'a> Accounts<'a> {
+    fn new(rootfs: &'a Path) -> Self {
+        Accounts {
+            rootfs,
+            root: None,
+            passwd: None,
+            group: None,
+        }
+    }
+
+    fn read(&mut self, path: &str) -> Result<Option<String>> {
+        let root = match self.root.take() {
+            Some(r) => r,
+            None => Rootfs::open(self.rootfs)?,
+        };
+        // The runtime reads these files again inside the container, where
+        // /dev is its own: what they lead to there must be what we read.
+        let text = root.read_runtime_text(path, MAX_SMALL_FILE);
+        self.root = Some(root);
+        Ok(text?)
+    }
+
+    fn passwd(&mut self) -> Result<&str> {
+        if self.passwd.is_none() {
+            self.passwd = Some(self.read("/etc/passwd")?);
+        }
+        Ok(self
+            .passwd
+            .as_ref()
+            .and_then(|p| p.as_deref())
+            .unwrap_or(""))
+    }
+
+    fn group(&mut self) -> Result<&str> {
+        if self.group.is_none() {
+            self.group = Some(self.read("/etc/group")?);
+        }
+        Ok(self.group.as_ref().and_then(|g| g.as_deref()).unwrap_or(""))
+    }
+}
+
+/// Looks a name up in a passwd/group style text: its id and, for passwd,
+/// its primary group.
+fn lookup(text: &str, name: &str) -> Option<(u32, u32)> {
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         if f.len() < 3 || f[0] != name {
@@ -377,14 +427,15 @@ pub fn user(
         Some((u, g)) => (u, Some(g)),
         None => (image_user, None),
     };
-    let resolve_user = |name: &str| -> Result<(u32, u32)> {
+    let mut accounts = Accounts::new(rootfs);
+    let resolve_user = |accounts: &mut Accounts<'_>, name: &str| -> Result<(u32, u32)> {
         if name.is_empty() {
             return Ok((0, 0));
         }
         if let Ok(uid) = name.parse::<u32>() {
-            return Ok((uid, lookup_uid_gid(rootfs, uid).unwrap_or(0)));
+            return Ok((uid, lookup_uid_gid(accounts.passwd()?, uid).unwrap_or(0)));
         }
-        lookup(rootfs, "etc/passwd", name).ok_or_else(|| {
+        lookup(accounts.passwd()?, name).ok_or_else(|| {
             Error::InvalidArgument(format!("user {name:?} is not in the image's /etc/passwd"))
         })
     };
@@ -403,10 +454,10 @@ pub fn user(
             let uid = u32::try_from(u.value).map_err(|_| {
                 Error::InvalidArgument(format!("run_as_user {} is out of range", u.value))
             })?;
-            (uid, lookup_uid_gid(rootfs, uid).unwrap_or(0))
+            (uid, lookup_uid_gid(accounts.passwd()?, uid).unwrap_or(0))
         }
-        (None, Some(name)) if !name.is_empty() => resolve_user(name)?,
-        _ => resolve_user(user_part)?,
+        (None, Some(name)) if !name.is_empty() => resolve_user(&mut accounts, name)?,
+        _ => resolve_user(&mut accounts, user_part)?,
     };
     if sc.and_then(|s| s.run_as_user.as_ref()).is_none()
         && sc.is_none_or(|s| s.run_as_username.is_empty())
@@ -414,7 +465,7 @@ pub fn user(
         if let Some(g) = group_part {
             gid = match g.parse::<u32>() {
                 Ok(n) => n,
-                Err(_) => lookup(rootfs, "etc/group", g)
+                Err(_) => lookup(accounts.group()?, g)
                     .map(|(gid, _)| gid)
                     .ok_or_else(|| {
                         Error::InvalidArgument(format!(
@@ -440,7 +491,7 @@ pub fn user(
     let mut extra: Vec<u32> = if strict {
         Vec::new()
     } else {
-        image_groups(rootfs, uid)
+        image_groups(&mut accounts, uid)?
     };
     for g in sc
         .map(|s| s.supplemental_groups.as_slice())
@@ -463,33 +514,26 @@ pub fn user(
 
 /// The groups whose member list in the image's /etc/group names the user
 /// with this uid (found in its /etc/passwd).
-fn image_groups(rootfs: &Path, uid: u32) -> Vec<u32> {
-    let Some(name) = std::fs::read_to_string(rootfs.join("etc/passwd"))
-        .ok()
-        .and_then(|t| {
-            t.lines().find_map(|l| {
-                let f: Vec<&str> = l.split(':').collect();
-                (f.len() >= 3 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
-            })
-        })
-    else {
-        return Vec::new();
+fn image_groups(accounts: &mut Accounts<'_>, uid: u32) -> Result<Vec<u32>> {
+    let Some(name) = accounts.passwd()?.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[0].to_string())
+    }) else {
+        return Ok(Vec::new());
     };
-    std::fs::read_to_string(rootfs.join("etc/group"))
-        .map(|t| {
-            t.lines()
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split(':').collect();
-                    let members = f.get(3)?;
-                    members
-                        .split(',')
-                        .any(|m| m.trim() == name)
-                        .then(|| f[2].parse().ok())
-                        .flatten()
-                })
-                .collect()
+    Ok(accounts
+        .group()?
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            let members = f.get(3)?;
+            members
+                .split(',')
+                .any(|m| m.trim() == name)
+                .then(|| f[2].parse().ok())
+                .flatten()
         })
-        .unwrap_or_default()
+        .collect())
 }
 
 /// A host device for `linux.devices` and its cgroup rule.
@@ -541,6 +585,26 @@ pub fn oci_resources(r: &cri::LinuxContainerResources) -> Value {
     res
 }
 
+/// The device cgroup rules of the devices every container gets in its
+/// `/dev` (the OCI runtime spec's default devices, the pty multiplexer and
+/// its terminals), and `mknod` of any device, which is harmless once
+/// opening it is denied.
+fn default_device_rules() -> Vec<Value> {
+    let rule = |kind: &str, major: Option<i64>, minor: Option<i64>, access: &str| json!({"allow": true, "type": kind, "major": major, "minor": minor, "access": access});
+    vec![
+        rule("c", None, None, "m"),
+        rule("b", None, None, "m"),
+        rule("c", Some(1), Some(3), "rwm"), // null
+        rule("c", Some(1), Some(5), "rwm"), // zero
+        rule("c", Some(1), Some(7), "rwm"), // full
+        rule("c", Some(1), Some(8), "rwm"), // random
+        rule("c", Some(1), Some(9), "rwm"), // urandom
+        rule("c", Some(5), Some(0), "rwm"), // tty
+        rule("c", Some(5), Some(2), "rwm"), // ptmx
+        rule("c", Some(136), None, "rwm"),  // pts/*
+    ]
+}
+
 fn device(d: &cri::Device) -> Result<(Value, Value)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     if !d.container_path.starts_with('/') {
@@ -581,9 +645,8 @@ fn device(d: &cri::Device) -> Result<(Value, Value)> {
     ))
 }
 
-fn lookup_uid_gid(rootfs: &Path, uid: u32) -> Option<u32> {
-    let text = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
-    text.lines().find_map(|l| {
+fn lookup_uid_gid(passwd: &str, uid: u32) -> Option<u32> {
+    passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 4 && f[2].parse::<u32>().ok()? == uid)
             .then(|| f[3].parse().ok())
@@ -769,25 +832,26 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
     spec["linux"]["namespaces"] = json!(ns);
     spec["linux"]["cgroupsPath"] = json!(input.cgroups_path);
 
-    if let Some(r) = c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
-        spec["linux"]["resources"] = oci_resources(r);
-    }
+    spec["linux"]["resources"] = match c.linux.as_ref().and_then(|l| l.resources.as_ref()) {
+        Some(r) => oci_resources(r),
+        None => json!({}),
+    };
+    // Deny-all first: a device cgroup without it starts from allow-all on
+    // runc, crun and youki alike, and the container could open any host
+    // device it can mknod. Then the devices every container has, then the
+    // requested ones.
+    let mut rules = vec![json!({"allow": false, "access": "rwm"})];
+    rules.extend(default_device_rules());
     if !c.devices.is_empty() {
         let mut nodes = Vec::new();
-        let mut rules = Vec::new();
         for d in &c.devices {
             let (node, rule) = device(d)?;
             nodes.push(node);
             rules.push(rule);
         }
         spec["linux"]["devices"] = json!(nodes);
-        let mut all = spec["linux"]["resources"]["devices"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        all.extend(rules);
-        spec["linux"]["resources"]["devices"] = json!(all);
     }
+    spec["linux"]["resources"]["devices"] = json!(rules);
     if sc.privileged {
         spec["linux"]["maskedPaths"] = json!([]);
         spec["linux"]["readonlyPaths"] = json!([]);
@@ -932,6 +996,136 @@ mod tests {
             user(&c, &json!({}), d.path()).unwrap(),
             (1000, 7, vec![7, 8, 9])
         );
+    }
+
+    #[test]
+    fn hostile_account_files_are_neither_followed_nor_read_without_end() {
+        let host = tempfile::tempdir().unwrap();
+        std::fs::write(host.path().join("passwd"), "alice:x:4242:4242::/:/bin/sh\n").unwrap();
+        std::fs::write(host.path().join("group"), "hostgrp:x:4343:root\n").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(host.path().join("passwd"), d.path().join("etc/passwd"))
+            .unwrap();
+        std::os::unix::fs::symlink(host.path().join("group"), d.path().join("etc/group")).unwrap();
+        let c = cri::ContainerConfig::default();
+        // The host's alice is not the image's, nor are the host's groups
+        // root's: links to nothing in the image are refused, since the
+        // runtime would follow them in the container.
+        for img in [json!({"config": {"User": "alice"}}), json!({})] {
+            let e = user(&c, &img, d.path()).unwrap_err();
+            assert!(e.to_string().contains("/etc/passwd"), "{e}");
+            assert_eq!(
+                tonic::Status::from(e).code(),
+                tonic::Code::FailedPrecondition
+            );
+        }
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::fs::write(d.path().join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+        let e = user(&c, &json!({}), d.path()).unwrap_err();
+        assert!(e.to_string().contains("/etc/group"), "{e}");
+
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", d.path().join("etc/passwd")).unwrap();
+        std::fs::create_dir(d.path().join("dev")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            d.path().join("dev/zero").as_path(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let e = user(&c, &json!({}), d.path()).unwrap_err();
+        assert!(e.to_string().contains("mounts over"), "{e}");
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::fs::rename(d.path().join("dev/zero"), d.path().join("etc/passwd")).unwrap();
+        for img in [json!({"config": {"User": "alice"}}), json!({})] {
+            let e = user(&c, &img, d.path()).unwrap_err();
+            assert!(
+                e.to_string().contains("/etc/passwd") && e.to_string().contains("FIFO"),
+                "{e}"
+            );
+            assert_eq!(
+                tonic::Status::from(e).code(),
+                tonic::Code::FailedPrecondition
+            );
+        }
+        std::fs::remove_file(d.path().join("etc/passwd")).unwrap();
+        std::fs::write(d.path().join("etc/passwd"), vec![b'#'; 5 << 20]).unwrap();
+        let e = user(&c, &json!({}), d.path()).unwrap_err();
+        assert!(e.to_string().contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn device_rules_start_with_deny_all() {
+        let d = tempfile::tempdir().unwrap();
+        let pod = cri::PodSandboxConfig::default();
+        let img = json!({"config": {"Cmd": ["/bin/sh"]}});
+        for resources in [
+            None,
+            Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 64 << 20,
+                ..Default::default()
+            }),
+        ] {
+            let with_resources = resources.is_some();
+            let c = cri::ContainerConfig {
+                linux: Some(cri::LinuxContainerConfig {
+                    resources,
+                    ..Default::default()
+                }),
+                devices: vec![cri::Device {
+                    container_path: "/dev/mine".into(),
+                    host_path: "/dev/null".into(),
+                    permissions: "rw".into(),
+                }],
+                ..Default::default()
+            };
+            let spec = generate(&SpecInput {
+                id: "c1",
+                config: &c,
+                pod: &pod,
+                image_config: &img,
+                rootfs: d.path(),
+                pod_dir: d.path(),
+                netns: None,
+                ipc_ns: None,
+                uts_ns: None,
+                pid: PidNamespace::Private,
+                cgroups_path: "/gantry/c1",
+                volumes: &[],
+                apparmor: None,
+            })
+            .unwrap();
+            let v = serde_json::to_value(&spec).unwrap();
+            let rules = v["linux"]["resources"]["devices"].as_array().unwrap();
+            let deny_all = |r: &Value| {
+                r["allow"] == json!(false)
+                    && r["access"] == json!("rwm")
+                    && r["major"].is_null()
+                    && r["minor"].is_null()
+                    && (r["type"].is_null() || r["type"] == json!("a"))
+            };
+            assert!(deny_all(&rules[0]), "resources {with_resources}: {rules:?}");
+            assert_eq!(rules.iter().filter(|r| deny_all(r)).count(), 1);
+            assert!(rules[1..].iter().all(|r| r["allow"] == json!(true)));
+            let last = rules.last().unwrap();
+            assert_eq!(
+                (
+                    &last["type"],
+                    &last["major"],
+                    &last["minor"],
+                    &last["access"]
+                ),
+                (&json!("c"), &json!(1), &json!(3), &json!("rw")),
+                "the requested device comes last"
+            );
+            assert!(rules.iter().any(|r| r["major"] == json!(136)), "pts");
+            if with_resources {
+                assert_eq!(v["linux"]["resources"]["memory"]["limit"], json!(64 << 20));
+            }
+        }
     }
 
     #[test]

@@ -162,11 +162,39 @@ pub fn exec_helper_path(config: &Config) -> anyhow::Result<std::path::PathBuf> {
         .with_file_name("gantry-exec"))
 }
 
+/// Creates one of gantry's own directories, or takes group and other
+/// access away from one an older gantry left at 0755: below them are
+/// records holding Secret values, snapshots and upper directories with
+/// setuid binaries and device nodes, and the monitors' sockets. Kubelet
+/// runs as root, so nothing else needs to enter them.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        info!(dir = %dir.display(), mode = format!("{:o}", mode & 0o7777), "tightening to 0700");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.state_dir)
-        .with_context(|| format!("creating {}", config.state_dir.display()))?;
-    std::fs::create_dir_all(&config.root)
-        .with_context(|| format!("creating {}", config.root.display()))?;
+    for dir in [
+        &config.state_dir,
+        &config.root,
+        &config.image.root,
+        &config.runtime.root,
+    ] {
+        private_dir(dir)?;
+    }
     let _lock = take_lock(&config.state_dir)?;
 
     let registry = prometheus::Registry::new();

@@ -28,6 +28,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,6 +46,9 @@ struct Args {
     runtime_root: PathBuf,
     runtime_args: Vec<String>,
     log_path: PathBuf,
+    /// The trusted directory the log path lies below (the pod's log
+    /// directory); below it no symlink is followed.
+    log_dir: Option<PathBuf>,
     exit_file: PathBuf,
     pid_file: PathBuf,
     tty: bool,
@@ -60,8 +64,8 @@ fn parse_args() -> Result<Args, String> {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--runtime-arg" => runtime_args.push(value),
-            "--id" | "--bundle" | "--runtime" | "--runtime-root" | "--log-path" | "--exit-file"
-            | "--pid-file" | "--tty" | "--stdin" => {
+            "--id" | "--bundle" | "--runtime" | "--runtime-root" | "--log-path" | "--log-dir"
+            | "--exit-file" | "--pid-file" | "--tty" | "--stdin" => {
                 flags.insert(flag, value);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -81,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
         log_path: need("--log-path")?.into(),
         exit_file: need("--exit-file")?.into(),
         pid_file: need("--pid-file")?.into(),
+        log_dir: flags.remove("--log-dir").map(PathBuf::from),
         tty: flags.remove("--tty").as_deref() == Some("true"),
         stdin: match flags.remove("--stdin").as_deref() {
             Some("once") => Some(true),
@@ -100,15 +105,38 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn open_log(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+fn open_log(args: &Args) -> std::io::Result<File> {
+    let path = &args.log_path;
+    let (dir, rel) = match &args.log_dir {
+        Some(d) if path.starts_with(d) => (d.as_path(), path.strip_prefix(d).unwrap_or(path)),
+        _ => (
+            path.parent().unwrap_or(Path::new("/")),
+            Path::new(path.file_name().unwrap_or_default()),
+        ),
+    };
+    gantry_runtimeservice::crilog::open_log(dir, rel)
+}
+
+/// A new 0700 directory with a random name in the temp directory.
+fn private_temp_dir() -> std::io::Result<PathBuf> {
+    let template = std::env::temp_dir().join("gantry-mon-XXXXXX");
+    let mut bytes = std::ffi::CString::new(template.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?
+        .into_bytes_with_nul();
+    // SAFETY: mkdtemp rewrites the XXXXXX of a NUL-terminated buffer we
+    // own, and creates the directory with mode 0700.
+    if unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) }.is_null() {
+        return Err(std::io::Error::last_os_error());
     }
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    bytes.pop();
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
+}
+
+fn remove_console_socket(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 fn now_nanos() -> i64 {
@@ -131,7 +159,12 @@ fn write_exit(path: &Path, status: i32) -> std::io::Result<()> {
         now_nanos()
     );
     let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     f.write_all(body.as_bytes())?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
@@ -312,6 +345,10 @@ fn close_inherited(keep: &[RawFd]) {
 
 fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     close_inherited(&[report.as_raw_fd()]);
+    // Before the container runs: a log path that cannot be opened safely
+    // fails the start with nothing to undo.
+    let mut log =
+        open_log(args).map_err(|e| format!("opening {}: {e}", args.log_path.display()))?;
     // SAFETY: setsid/prctl/sigprocmask/signalfd on our own process.
     unsafe {
         libc::setsid();
@@ -341,12 +378,12 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         console_socket: None,
     };
     let console = if args.tty {
-        let path = std::env::temp_dir().join(format!(
-            "gantry-mon-{}-{}.sock",
-            std::process::id(),
-            &args.id[..args.id.len().min(12)]
-        ));
-        let _ = std::fs::remove_file(&path);
+        // A directory only we can enter, under a name nobody can guess:
+        // whoever connects first to a console socket receives nothing, but
+        // could make the runtime's hand-over fail. The path must stay short
+        // (sockaddr_un), so it is not in the container's state directory.
+        let dir = private_temp_dir().map_err(|e| format!("console socket directory: {e}"))?;
+        let path = dir.join("console.sock");
         let l = UnixListener::bind(&path).map_err(|e| format!("console socket: {e}"))?;
         io.console_socket = Some(path.clone());
         Some((l, path))
@@ -375,13 +412,13 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     let created = run(args, io);
     let cpid = match (created, console) {
         (Err(e), Some((_, path))) => {
-            let _ = std::fs::remove_file(path);
+            remove_console_socket(&path);
             return Err(e);
         }
         (Err(e), None) => return Err(e),
         (Ok(pid), None) => pid,
         (Ok(pid), Some((l, path))) => {
-            let _ = std::fs::remove_file(&path);
+            remove_console_socket(&path);
             // The runtime sent the terminal before its run returned.
             l.set_nonblocking(true).map_err(|e| e.to_string())?;
             let (conn, _) = l
@@ -419,8 +456,6 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         .unwrap_or_default();
     let attach = bind_attach(&state_dir).map_err(|e| format!("attach socket: {e}"))?;
 
-    let mut log = open_log(&args.log_path)
-        .map_err(|e| format!("opening {}: {e}", args.log_path.display()))?;
     writeln!(report, "ok {} {cpid}", std::process::id()).map_err(|e| format!("reporting: {e}"))?;
     drop(std::mem::replace(
         report,
@@ -576,7 +611,7 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
                 let si: libc::signalfd_siginfo =
                     unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
                 if si.ssi_signo == libc::SIGUSR1 as u32 {
-                    if let Ok(l) = open_log(&args.log_path) {
+                    if let Ok(l) = open_log(args) {
                         log = l;
                     }
                 }
