@@ -310,3 +310,33 @@ async fn logs_are_plain_off_a_terminal_and_json_on_request() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("xml"), "{err}");
 }
+
+#[test]
+fn version_names_the_commit_and_the_cri() {
+    let out = Command::new(gantry_bin())
+        // Even with a config that does not parse.
+        .args(["--config", "/nonexistent/gantry.yaml", "version"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("gantry {}", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+    assert!(text.contains("Kubernetes 1.36"), "{text}");
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    if head.status.success() {
+        let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+        assert!(
+            text.contains(&format!("commit: {head}")),
+            "{text} (HEAD {head})"
+        );
+    } else {
+        assert!(text.contains("commit: unknown"), "{text}");
+    }
+}

@@ -119,3 +119,6 @@ mod env_value {
 
 #[cfg(test)]
 mod tests;
+
+/// The Kubernetes release whose CRI `proto/cri/v1/api.proto` matches.
+pub const CRI_KUBERNETES_VERSION: &str = "1.36";

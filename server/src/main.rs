@@ -27,6 +27,8 @@ enum Command {
     Config,
     /// Check that the host has what gantry needs.
     Check,
+    /// Print gantry's version, the commit it was built from and its CRI API.
+    Version,
 }
 
 /// Colour codes only reach a terminal: in a file or the journal they are
@@ -49,6 +51,16 @@ fn init_logging(filter: EnvFilter, format: config::LogFormat) {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // Needs no config: it must work on a host whose config is broken.
+    if matches!(cli.command, Some(Command::Version)) {
+        println!("gantry {}", env!("CARGO_PKG_VERSION"));
+        println!("commit: {}", env!("GANTRY_GIT_COMMIT"));
+        println!(
+            "CRI API: v1 of Kubernetes {}",
+            gantry_proto::CRI_KUBERNETES_VERSION
+        );
+        return std::process::ExitCode::SUCCESS;
+    }
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -67,6 +79,8 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        // Answered before the config is read.
+        Command::Version => std::process::ExitCode::SUCCESS,
         Command::Check => {
             let mut failed = false;
             for item in check::run_checks(&config) {
