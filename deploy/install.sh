@@ -8,7 +8,7 @@ install -D -m 0755 target/release/gantry-monitor /usr/local/bin/gantry-monitor
 install -D -m 0755 target/release/gantry-exec /usr/local/bin/gantry-exec
 install -D -m 0644 deploy/gantry.yaml /etc/gantry/gantry.yaml
 install -D -m 0644 deploy/gantry.service /etc/systemd/system/gantry.service
-[ -e /etc/cni/net.d/10-gantry.conflist ] || install -D -m 0644 deploy/10-gantry.conflist /etc/cni/net.d/10-gantry.conflist
+deploy/cni-default.sh /etc/cni/net.d
 [ -e /etc/crictl.yaml ] || install -D -m 0644 deploy/crictl.yaml /etc/crictl.yaml
 systemctl daemon-reload 2>/dev/null || true
 echo "installed; start with: systemctl enable --now gantry"

@@ -340,3 +340,34 @@ fn version_names_the_commit_and_the_cri() {
         assert!(text.contains("commit: unknown"), "{text}");
     }
 }
+
+#[test]
+fn the_default_network_is_installed_only_where_there_is_none() {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cni-default.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("net.d");
+    let run = || {
+        let out = Command::new(&script).arg(&conf).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    run();
+    let installed = std::fs::read_to_string(conf.join("10-gantry.conflist")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&installed).unwrap();
+    assert_eq!(v["plugins"][0]["type"], "bridge");
+
+    // An operator's network, even one sorting after ours, is never joined
+    // by gantry's.
+    let dir2 = tempfile::tempdir().unwrap();
+    let conf = dir2.path().to_path_buf();
+    std::fs::write(conf.join("99-operator.conflist"), "{\"name\":\"op\"}").unwrap();
+    let out = Command::new(&script).arg(&conf).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let names: Vec<_> = std::fs::read_dir(&conf)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec![std::ffi::OsString::from("99-operator.conflist")]
+    );
+}
