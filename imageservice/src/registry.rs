@@ -22,12 +22,8 @@ use tracing::{debug, warn};
 
 use crate::config::ImageConfig;
 use crate::error::{Error, Result};
+use crate::mediatype;
 use crate::reference::ImageRef;
-
-pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Username and password (or a ready-made token) for one registry.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -210,10 +206,10 @@ impl RegistryClient {
             endpoint.base, repository, reference
         );
         let accept = [
-            MEDIA_OCI_INDEX,
-            MEDIA_OCI_MANIFEST,
-            MEDIA_DOCKER_LIST,
-            MEDIA_DOCKER_MANIFEST,
+            mediatype::OCI_INDEX,
+            mediatype::OCI_MANIFEST,
+            mediatype::DOCKER_LIST,
+            mediatype::DOCKER_MANIFEST,
         ]
         .join(", ");
         let response = self.get(endpoint, repository, &url, Some(&accept)).await?;
@@ -250,6 +246,28 @@ impl RegistryClient {
     ) -> Result<Response> {
         let url = format!("{}/v2/{}/blobs/{}", endpoint.base, repository, digest);
         self.get(endpoint, repository, &url, None).await
+    }
+
+    /// GET a non-distributable layer from a URL its manifest names. No
+    /// registry credentials go there: it is not the registry.
+    pub async fn foreign_blob(&self, url: &str) -> Result<Response> {
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable {
+                endpoint: url.to_string(),
+                reason: error_chain(&e),
+            })?;
+        if !response.status().is_success() {
+            return Err(Error::RegistryStatus {
+                endpoint: url.to_string(),
+                status: response.status().as_u16(),
+                url: url.to_string(),
+            });
+        }
+        Ok(response)
     }
 
     /// GET with auth: anonymous or cached token first, then answer the 401
