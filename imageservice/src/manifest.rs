@@ -10,7 +10,8 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::mediatype::{self, DOCKER_REFERENCE_TYPE};
 
-/// How many indexes deep a pull follows an index that points to another.
+/// How many indexes a pull goes through to reach a manifest (an index
+/// may point to another index).
 pub const MAX_INDEX_DEPTH: usize = 4;
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

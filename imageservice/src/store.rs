@@ -315,7 +315,9 @@ impl ImageStore {
             top.bytes.clone(),
             top.media_type.clone(),
         );
-        for _ in 0..=manifest::MAX_INDEX_DEPTH {
+        let mut depth = 0;
+        loop {
+            depth += 1;
             let entries = match manifest::parse(&current.1, &current.2)? {
                 Parsed::Manifest(m) => {
                     let media_type = if current.2.is_empty() {
@@ -330,6 +332,15 @@ impl ImageStore {
                 }
                 Parsed::Index(entries) => entries,
             };
+            if depth > manifest::MAX_INDEX_DEPTH {
+                return Err(Error::malformed(
+                    "image index",
+                    format!(
+                        "indexes nested deeper than {} levels",
+                        manifest::MAX_INDEX_DEPTH
+                    ),
+                ));
+            }
             let want = manifest::host_platform();
             let chosen = manifest::choose_platform(&entries, &want).ok_or_else(|| {
                 Error::NoMatchingPlatform(format!(
@@ -370,13 +381,6 @@ impl ImageStore {
             };
             current = (m.digest, m.bytes, media_type);
         }
-        Err(Error::malformed(
-            "image index",
-            format!(
-                "indexes nested deeper than {} levels",
-                manifest::MAX_INDEX_DEPTH
-            ),
-        ))
     }
 
     /// Checks a manifest against the limits and the foreign-layer policy
