@@ -85,7 +85,7 @@ pub struct Manifest {
 #[derive(Debug)]
 pub enum Parsed {
     Index(Vec<Descriptor>),
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
 }
 
 /// Parses a manifest or index; `content_type` is the registry's header.
@@ -138,11 +138,11 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<Parsed> {
             .artifact_type
             .filter(|t| !t.is_empty())
             .unwrap_or_else(|| config.media_type.clone());
-        return Ok(Parsed::Manifest(Manifest {
+        return Ok(Parsed::Manifest(Box::new(Manifest {
             config,
             layers,
             artifact_type: Some(artifact_type),
-        }));
+        })));
     }
     // An image's layers are unpacked, so each must be a type whose
     // compression is known; anything else is refused before any download.
@@ -154,11 +154,11 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<Parsed> {
             });
         }
     }
-    Ok(Parsed::Manifest(Manifest {
+    Ok(Parsed::Manifest(Box::new(Manifest {
         config,
         layers,
         artifact_type: None,
-    }))
+    })))
 }
 
 /// The host's platform in OCI terms.

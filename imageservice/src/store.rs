@@ -328,7 +328,7 @@ impl ImageStore {
                     } else {
                         current.2
                     };
-                    return Ok((current.0, current.1, media_type, m));
+                    return Ok((current.0, current.1, media_type, *m));
                 }
                 Parsed::Index(entries) => entries,
             };
