@@ -20,6 +20,8 @@ pub struct Route {
     /// Send only this many bytes of the body, then hold the connection open
     /// without another byte.
     pub stall_after: Option<usize>,
+    /// Answer 302 with this Location instead of the body.
+    pub redirect_to: Option<String>,
 }
 
 #[derive(Default)]
@@ -70,6 +72,7 @@ impl StaticHttp {
                             content_type: "application/json".into(),
                             body: b"{}".to_vec(),
                             stall_after: None,
+                            redirect_to: None,
                         },
                         (None, _) => {
                             let body = br#"{"errors":[{"code":"NOT_FOUND"}]}"#;
@@ -86,6 +89,17 @@ impl StaticHttp {
                             return;
                         }
                     };
+                    if let Some(location) = &route.redirect_to {
+                        let _ = stream
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                        return;
+                    }
                     let header = format!(
                         "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         route.content_type,
@@ -118,6 +132,7 @@ impl StaticHttp {
                 content_type: content_type.into(),
                 body: body.to_vec(),
                 stall_after: None,
+                redirect_to: None,
             },
         );
     }

@@ -406,6 +406,18 @@ async fn foreign_layers_and_schema1() {
     );
     web.route("/foreign/tampered", "application/octet-stream", &swapped);
     web.image("e2e/foreign", "tampered", &tampered);
+    // Allowed at first, then bounced to where no prefix allows.
+    let (bounced, _) = foreign_image("bounced", false, &format!("http://{w}/foreign/bounce"));
+    web.route_with(
+        "/foreign/bounce",
+        Route {
+            content_type: String::new(),
+            body: Vec::new(),
+            stall_after: None,
+            redirect_to: Some(format!("http://{w}/elsewhere/layer")),
+        },
+    );
+    web.image("e2e/foreign", "bounced", &bounced);
 
     // Docker schema 1, signed and not, as an old registry serves it.
     let schema1 = serde_json::to_vec(&json!({
@@ -474,6 +486,17 @@ async fn foreign_layers_and_schema1() {
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("/elsewhere/layer"), "{e:?}");
     assert_eq!(web.hits("/elsewhere/layer"), 0);
+    let e = pull_err(&mut images, &format!("{r}/e2e/foreign:bounced")).await;
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert!(
+        e.message()
+            .contains("outside image.foreign_layer_url_prefixes"),
+        "{e:?}"
+    );
+    assert_eq!(
+        (web.hits("/foreign/bounce"), web.hits("/elsewhere/layer")),
+        (1, 0)
+    );
     let e = pull_err(&mut images, &format!("{r}/e2e/foreign:tampered")).await;
     assert_eq!(e.code(), Code::DataLoss, "{e:?}");
     assert_eq!(web.hits("/foreign/tampered"), 1);
@@ -656,6 +679,7 @@ async fn orphans_of_a_killed_pull_are_collected_at_start() {
             content_type: "application/octet-stream".into(),
             body: img.blobs[stalled].clone(),
             stall_after: Some(4096),
+            redirect_to: None,
         },
     );
 

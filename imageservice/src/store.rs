@@ -440,12 +440,7 @@ impl ImageStore {
         let allowed: Vec<String> = layer
             .urls
             .iter()
-            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
-            .filter(|u| {
-                prefixes
-                    .iter()
-                    .any(|p| !p.is_empty() && u.starts_with(p.as_str()))
-            })
+            .filter(|u| registry::foreign_url_allowed(prefixes, u))
             .cloned()
             .collect();
         if allowed.is_empty() {
