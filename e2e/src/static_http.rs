@@ -22,6 +22,20 @@ pub struct Route {
     pub stall_after: Option<usize>,
     /// Answer 302 with this Location instead of the body.
     pub redirect_to: Option<String>,
+    /// Send nothing until the test adds a permit here.
+    pub hold: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Route {
+    pub fn new(content_type: &str, body: &[u8]) -> Route {
+        Route {
+            content_type: content_type.into(),
+            body: body.to_vec(),
+            stall_after: None,
+            redirect_to: None,
+            hold: None,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -68,12 +82,7 @@ impl StaticHttp {
                     };
                     let route = match (route, path.as_str()) {
                         (Some(r), _) => r,
-                        (None, "/v2/") => Route {
-                            content_type: "application/json".into(),
-                            body: b"{}".to_vec(),
-                            stall_after: None,
-                            redirect_to: None,
-                        },
+                        (None, "/v2/") => Route::new("application/json", b"{}"),
                         (None, _) => {
                             let body = br#"{"errors":[{"code":"NOT_FOUND"}]}"#;
                             let _ = stream
@@ -89,6 +98,11 @@ impl StaticHttp {
                             return;
                         }
                     };
+                    if let Some(gate) = &route.hold {
+                        if let Ok(permit) = gate.acquire().await {
+                            permit.forget();
+                        }
+                    }
                     if let Some(location) = &route.redirect_to {
                         let _ = stream
                             .write_all(
@@ -126,15 +140,7 @@ impl StaticHttp {
     }
 
     pub fn route(&self, path: &str, content_type: &str, body: &[u8]) {
-        self.route_with(
-            path,
-            Route {
-                content_type: content_type.into(),
-                body: body.to_vec(),
-                stall_after: None,
-                redirect_to: None,
-            },
-        );
+        self.route_with(path, Route::new(content_type, body));
     }
 
     pub fn route_with(&self, path: &str, route: Route) {

@@ -31,6 +31,7 @@ type Images = ImageServiceClient<Channel>;
 const EMPTY: StoreCounts = StoreCounts {
     blobs: 0,
     snapshots: 0,
+    unpacking: 0,
     ingest: 0,
     records: 0,
 };
@@ -411,10 +412,8 @@ async fn foreign_layers_and_schema1() {
     web.route_with(
         "/foreign/bounce",
         Route {
-            content_type: String::new(),
-            body: Vec::new(),
-            stall_after: None,
             redirect_to: Some(format!("http://{w}/elsewhere/layer")),
+            ..Route::new("", b"")
         },
     );
     web.image("e2e/foreign", "bounced", &bounced);
@@ -607,50 +606,66 @@ async fn artifacts_are_pulled_and_listed_but_not_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_layer_leaves_no_orphans() {
     require_host();
-    let registry = Registry::start().await;
-    let pusher = Pusher::new(&registry.addr, None);
-    let r = registry.addr.clone();
-    let noise = |n: usize| {
-        let mut v = vec![0u8; n];
-        rand::Rng::fill(&mut rand::rng(), &mut v[..]);
-        v
-    };
-    // Layer 2 is rejected only at its last entry, by which time layer 3
-    // (downloaded and unpacked in parallel) is unpacking or done.
-    let mut second = Layer::new();
-    for i in 0..8 {
-        second = second.file(&format!("big{i}"), &noise(2 << 20));
-    }
-    let second = second.file("../escape", b"x");
+    let web = StaticHttp::start().await;
+    let w = web.addr.clone();
+    // Layer 3 is big, so it is still unpacking (on a blocking thread the
+    // failed pull cannot stop) when layer 2, held back until then, is
+    // refused at its first entry.
     let mut third = Layer::new();
-    for i in 0..4 {
-        third = third.file(&format!("third{i}"), &noise(2 << 20));
+    for i in 0..8 {
+        let mut noise = vec![0u8; 4 << 20];
+        rand::Rng::fill(&mut rand::rng(), &mut noise[..]);
+        third = third.file(&format!("third{i}"), &noise);
     }
+    let second = Layer::new().file("../escape", b"x");
     let mut spec = ImageSpec::new(vec![Layer::busybox(), second, third]).label("rejected");
-    spec.layers[1].1 = Compression::None;
     spec.layers[2].1 = Compression::None;
-    pusher.image("e2e/rejected", &["v1"], &spec.build()).await;
+    let img = spec.build();
+    web.image("e2e/rejected", "v1", &img);
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let held = &img.layer_digests[1];
+    web.route_with(
+        &format!("/v2/e2e/rejected/blobs/{held}"),
+        Route {
+            hold: Some(gate.clone()),
+            ..Route::new("application/octet-stream", &img.blobs[held])
+        },
+    );
     let good = ImageSpec::new(vec![Layer::busybox(), Layer::new().file("ok", b"ok")])
         .label("rejected")
         .build();
-    pusher.image("e2e/good", &["v1"], &good).await;
+    web.image("e2e/good", "v1", &good);
 
-    let g = Gantry::start(&local_registries(&[&r])).await;
+    let g = Gantry::start(&local_registries(&[&w])).await;
     let mut images = g.images().await;
     let before = used_bytes(&mut images).await;
-    let e = pull_err(&mut images, &format!("{r}/e2e/rejected:v1")).await;
+    let name = format!("{w}/e2e/rejected:v1");
+    let mut puller = images.clone();
+    let pulling = tokio::spawn(async move { puller.pull_image(pull_request(&name)).await });
+    let unpacking = format!(".tmp-{}", img.diff_ids[2].trim_start_matches("sha256:"));
+    let snapshots = g.dir.join("root/images/snapshots");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_dir(&snapshots)
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&unpacking))
+        })
+        .unwrap_or(false)
+    {
+        assert!(Instant::now() < deadline, "layer 3 never started unpacking");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    gate.add_permits(1);
+    let e = pulling.await.unwrap().unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
     assert!(e.message().contains("../escape"), "{e:?}");
+    // Layer 3's unpack finishes after the pull failed, and must not commit.
     store_settles_at(&g, EMPTY).await;
-    assert!(
-        g.log().contains("layer unpacked"),
-        "another layer of the image did unpack"
-    );
     assert!(used_bytes(&mut images).await <= before + 16384);
 
     // The shared busybox layer unpacks again for an image that is fine.
     assert_eq!(
-        pull(&mut images, &format!("{r}/e2e/good:v1")).await,
+        pull(&mut images, &format!("{w}/e2e/good:v1")).await,
         good.config_digest
     );
     assert_eq!(store_counts(&g).snapshots, 2);
@@ -676,10 +691,8 @@ async fn orphans_of_a_killed_pull_are_collected_at_start() {
     web.route_with(
         &format!("/v2/e2e/killed/blobs/{stalled}"),
         Route {
-            content_type: "application/octet-stream".into(),
-            body: img.blobs[stalled].clone(),
             stall_after: Some(4096),
-            redirect_to: None,
+            ..Route::new("application/octet-stream", &img.blobs[stalled])
         },
     );
 
@@ -690,6 +703,7 @@ async fn orphans_of_a_killed_pull_are_collected_at_start() {
     let midway = StoreCounts {
         blobs: 4,
         snapshots: 2,
+        unpacking: 0,
         ingest: 1,
         records: 0,
     };
