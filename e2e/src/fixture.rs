@@ -277,3 +277,45 @@ pub async fn all_pods(rt: &mut RuntimeServiceClient<Channel>) -> Vec<PodSandbox>
         .into_inner()
         .items
 }
+
+/// A PullImageRequest for `name`, without credentials.
+pub fn pull_request(name: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: Some(CriImageSpec {
+            image: name.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// What the image store holds on disk, by directory: committed blobs,
+/// finished snapshots, snapshots being unpacked, partial downloads, image
+/// records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreCounts {
+    pub blobs: usize,
+    pub snapshots: usize,
+    pub unpacking: usize,
+    pub ingest: usize,
+    pub records: usize,
+}
+
+pub fn store_counts(g: &Gantry) -> StoreCounts {
+    let root = g.dir.join("root/images");
+    let count = |p: std::path::PathBuf| std::fs::read_dir(p).map(|d| d.count()).unwrap_or(0);
+    let unpacking = std::fs::read_dir(root.join("snapshots"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+                .count()
+        })
+        .unwrap_or(0);
+    StoreCounts {
+        blobs: count(root.join("content/blobs/sha256")),
+        snapshots: count(root.join("snapshots")) - unpacking,
+        unpacking,
+        ingest: count(root.join("content/ingest")),
+        records: count(root.join("index")),
+    }
+}

@@ -169,9 +169,11 @@ pub fn compress(tar: &[u8], c: Compression) -> Vec<u8> {
     }
 }
 
-fn layer_media(c: Compression, docker: bool) -> &'static str {
+pub fn layer_media(c: Compression, docker: bool) -> &'static str {
     match (c, docker) {
-        (_, true) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        (Compression::None, true) => "application/vnd.docker.image.rootfs.diff.tar",
+        (Compression::Gzip, true) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+        (Compression::Zstd, true) => "application/vnd.docker.image.rootfs.diff.tar.zstd",
         (Compression::None, false) => "application/vnd.oci.image.layer.v1.tar",
         (Compression::Gzip, false) => "application/vnd.oci.image.layer.v1.tar+gzip",
         (Compression::Zstd, false) => "application/vnd.oci.image.layer.v1.tar+zstd",
@@ -189,6 +191,120 @@ pub struct BuiltImage {
     pub manifest_media_type: &'static str,
     pub layer_digests: Vec<String>,
     pub diff_ids: Vec<String>,
+}
+
+impl BuiltImage {
+    /// Changes the manifest JSON (a layer's media type, its URLs...) and
+    /// recomputes its digest.
+    pub fn edit_manifest(mut self, f: impl FnOnce(&mut serde_json::Value)) -> Self {
+        let mut m: serde_json::Value =
+            serde_json::from_slice(&self.manifest).expect("manifest JSON");
+        f(&mut m);
+        self.manifest = serde_json::to_vec(&m).expect("manifest JSON");
+        self.manifest_digest = digest(&self.manifest);
+        self
+    }
+
+    /// Sets the media type of layer `i`.
+    pub fn layer_media_type(self, i: usize, media_type: &str) -> Self {
+        self.edit_manifest(|m| m["layers"][i]["mediaType"] = json!(media_type))
+    }
+
+    /// The index entry for this manifest with the given platform.
+    pub fn index_entry(&self, platform: serde_json::Value) -> serde_json::Value {
+        json!({
+            "mediaType": self.manifest_media_type,
+            "digest": self.manifest_digest,
+            "size": self.manifest.len(),
+            "platform": platform,
+        })
+    }
+}
+
+/// An OCI artifact: an empty config and one blob per `(media type, bytes)`,
+/// typed by `artifactType` as the OCI image spec 1.1 describes.
+pub fn artifact(artifact_type: &str, blobs: &[(&str, &[u8])]) -> BuiltImage {
+    let config = b"{}".to_vec();
+    let config_digest = digest(&config);
+    let mut all = BTreeMap::new();
+    all.insert(config_digest.clone(), config.clone());
+    let mut layers = Vec::new();
+    let mut layer_digests = Vec::new();
+    for (media_type, bytes) in blobs {
+        let d = digest(bytes);
+        layers.push(json!({"mediaType": media_type, "digest": d, "size": bytes.len()}));
+        layer_digests.push(d.clone());
+        all.insert(d, bytes.to_vec());
+    }
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": layers,
+    }))
+    .expect("manifest JSON");
+    BuiltImage {
+        blobs: all,
+        config,
+        config_digest,
+        manifest_digest: digest(&manifest),
+        manifest,
+        manifest_media_type: OCI_MANIFEST,
+        layer_digests,
+        diff_ids: Vec::new(),
+    }
+}
+
+/// A build attestation as buildkit attaches it to an index: an image
+/// manifest for platform `unknown/unknown` whose layer is an in-toto
+/// statement about `subject`. Run as an image, its layer would not unpack.
+pub fn attestation(subject: &BuiltImage) -> BuiltImage {
+    let statement = serde_json::to_vec(&json!({
+        "_type": "https://in-toto.io/Statement/v0.1",
+        "subject": [{"digest": {"sha256": subject.manifest_digest.trim_start_matches("sha256:")}}],
+        "predicateType": "https://spdx.dev/Document",
+        "predicate": {},
+    }))
+    .expect("statement JSON");
+    let layer_digest = digest(&statement);
+    let config = serde_json::to_vec(&json!({
+        "architecture": "unknown", "os": "unknown", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .expect("config JSON");
+    let config_digest = digest(&config);
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.in-toto+json", "digest": layer_digest, "size": statement.len(),
+                    "annotations": {"in-toto.io/predicate-type": "https://spdx.dev/Document"}}],
+    }))
+    .expect("manifest JSON");
+    let mut blobs = BTreeMap::new();
+    blobs.insert(config_digest.clone(), config.clone());
+    blobs.insert(layer_digest.clone(), statement);
+    BuiltImage {
+        blobs,
+        config,
+        config_digest,
+        manifest_digest: digest(&manifest),
+        manifest,
+        manifest_media_type: OCI_MANIFEST,
+        layer_digests: vec![layer_digest.clone()],
+        diff_ids: vec![layer_digest],
+    }
+}
+
+/// The index entry buildkit writes for an attestation of `subject`.
+pub fn attestation_entry(att: &BuiltImage, subject: &BuiltImage) -> serde_json::Value {
+    let mut e = att.index_entry(json!({"architecture": "unknown", "os": "unknown"}));
+    e["annotations"] = json!({
+        "vnd.docker.reference.type": "attestation-manifest",
+        "vnd.docker.reference.digest": subject.manifest_digest,
+    });
+    e
 }
 
 #[derive(Clone, Debug)]
@@ -401,6 +517,35 @@ impl Pusher {
             self.manifest(repo, t, img.manifest_media_type, &img.manifest)
                 .await;
         }
+    }
+
+    /// Pushes an index of the given entries (whose manifests must be
+    /// pushed already) under `reference`. Returns the index and its digest.
+    pub async fn raw_index(
+        &self,
+        repo: &str,
+        reference: &str,
+        entries: Vec<serde_json::Value>,
+    ) -> (Vec<u8>, String) {
+        let index = serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}),
+        )
+        .expect("index JSON");
+        self.manifest(repo, reference, OCI_INDEX, &index).await;
+        let d = digest(&index);
+        (index, d)
+    }
+
+    /// Pushes an image's blobs and its manifest by digest only.
+    pub async fn untagged(&self, repo: &str, img: &BuiltImage) {
+        self.image(repo, &[], img).await;
+        self.manifest(
+            repo,
+            &img.manifest_digest,
+            img.manifest_media_type,
+            &img.manifest,
+        )
+        .await;
     }
 
     /// Pushes several single-platform images and an index over them.

@@ -21,6 +21,12 @@ pub struct ImageConfig {
     /// Per-registry settings, keyed by the host as it appears in image names
     /// (`docker.io`, `registry.k8s.io`, `127.0.0.1:5000`).
     pub registries: BTreeMap<String, RegistryConfig>,
+    /// URL prefixes (`https://go.microsoft.com/`) from which the
+    /// non-distributable ("foreign") layers an image names by URL may be
+    /// downloaded. Empty: such images are refused, as a layer from an
+    /// arbitrary URL in a hostile manifest would let it make gantry fetch
+    /// anything. Their bytes are still checked against the layer digest.
+    pub foreign_layer_url_prefixes: Vec<String>,
     pub limits: Limits,
 }
 
@@ -32,6 +38,7 @@ impl Default for ImageConfig {
             connect_timeout_secs: 10,
             read_timeout_secs: 60,
             registries: BTreeMap::new(),
+            foreign_layer_url_prefixes: Vec::new(),
             limits: Limits::default(),
         }
     }

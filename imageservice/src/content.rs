@@ -75,6 +75,8 @@ pub struct ContentStore {
     /// One lock per digest being written, so concurrent pulls of images that
     /// share a blob download it once.
     inflight: crate::locks::KeyedLocks,
+    /// Partial downloads found and removed at open.
+    leftovers_removed: usize,
 }
 
 impl ContentStore {
@@ -84,13 +86,19 @@ impl ContentStore {
         std::fs::create_dir_all(&blobs)
             .map_err(Error::io(format!("creating {}", blobs.display())))?;
         // Whatever is left in ingest/ is from a write that never completed.
+        let leftovers_removed = std::fs::read_dir(&ingest).map(|d| d.count()).unwrap_or(0);
         let _ = std::fs::remove_dir_all(&ingest);
         std::fs::create_dir_all(&ingest)
             .map_err(Error::io(format!("creating {}", ingest.display())))?;
         Ok(ContentStore {
             root: root.to_path_buf(),
             inflight: Default::default(),
+            leftovers_removed,
         })
+    }
+
+    pub fn leftovers_removed(&self) -> usize {
+        self.leftovers_removed
     }
 
     pub fn blob_path(&self, digest: &str) -> Result<PathBuf> {

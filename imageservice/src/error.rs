@@ -32,6 +32,19 @@ pub enum Error {
     UnsafeEntry { path: String, reason: String },
     #[error("no manifest for platform {0} in the image index")]
     NoMatchingPlatform(String),
+    #[error(
+        "the image is in Docker Image manifest version 2, schema 1, which is no longer \
+         supported: rebuild the image and push it again with a current tool (the \
+         registry serves it as schema 2 or OCI then)"
+    )]
+    Schema1,
+    #[error("non-distributable layer {digest}: {reason}")]
+    ForeignLayer { digest: String, reason: String },
+    #[error("image {image:?} is an OCI artifact ({artifact_type}), not a container image")]
+    NotAnImage {
+        image: String,
+        artifact_type: String,
+    },
     #[error("image {0:?} is not known")]
     ImageNotFound(String),
     #[error("invalid argument: {0}")]
@@ -94,7 +107,10 @@ impl From<Error> for tonic::Status {
             Error::Malformed { .. }
             | Error::Unsupported { .. }
             | Error::UnsafeEntry { .. }
-            | Error::NoMatchingPlatform(_) => Code::FailedPrecondition,
+            | Error::NoMatchingPlatform(_)
+            | Error::Schema1
+            | Error::ForeignLayer { .. }
+            | Error::NotAnImage { .. } => Code::FailedPrecondition,
             Error::LimitExceeded(_) => Code::ResourceExhausted,
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
         };

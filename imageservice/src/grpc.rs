@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::Error;
 use crate::manifest::user_of;
+use crate::reference::ImageRef;
 use crate::registry::Credentials;
 use crate::store::{ImageRecord, ImageStore};
 
@@ -45,8 +46,17 @@ type ImageStream = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = Result<StreamImagesResponse, Status>> + Send>,
 >;
 
+/// The spec annotation that marks an OCI artifact in ListImages and
+/// ImageStatus, with its artifact type as the value.
+pub const ARTIFACT_TYPE_ANNOTATION: &str = "gantry.dev/artifact-type";
+
 fn to_cri(img: &ImageRecord) -> Image {
     let (uid, username) = user_of(&img.user);
+    let annotations = img
+        .artifact_type
+        .iter()
+        .map(|t| (ARTIFACT_TYPE_ANNOTATION.to_string(), t.clone()))
+        .collect();
     Image {
         id: img.id.clone(),
         repo_tags: img.repo_tags.clone(),
@@ -56,6 +66,7 @@ fn to_cri(img: &ImageRecord) -> Image {
         username,
         spec: Some(ImageSpec {
             image: img.id.clone(),
+            annotations,
             ..Default::default()
         }),
         pinned: false,
@@ -108,13 +119,23 @@ impl ImageService for CriImageService {
         };
         let mut info = HashMap::new();
         if req.verbose {
-            let config: serde_json::Value = serde_json::from_slice(&self.store.config_json(&img)?)
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let snapshots = self.store.snapshot_paths(&img)?;
+            // An artifact's config need not be JSON at all.
+            let config: serde_json::Value = match &img.artifact_type {
+                None => serde_json::from_slice(&self.store.config_json(&img)?)
+                    .map_err(|e| Status::internal(e.to_string()))?,
+                Some(_) => serde_json::Value::Null,
+            };
+            let snapshots = match &img.artifact_type {
+                None => self.store.snapshot_paths(&img)?,
+                Some(_) => Vec::new(),
+            };
             let detail = serde_json::json!({
                 "id": img.id,
                 "manifestDigest": img.manifest_digest,
                 "targetDigest": img.target_digest,
+                "mediaType": img.media_type,
+                "artifactType": img.artifact_type,
+                "configDigest": img.config_digest(),
                 "layers": img.layers.iter().map(|l| serde_json::json!({
                     "digest": l.digest, "diffID": l.diff_id, "size": l.size, "mediaType": l.media_type,
                 })).collect::<Vec<_>>(),
@@ -123,8 +144,18 @@ impl ImageService for CriImageService {
             });
             info.insert("info".to_string(), detail.to_string());
         }
+        let mut image = to_cri(&img);
+        // Kubelet checks the digest it asked for: report it first, also when
+        // it named the platform manifest of an image pulled by its index.
+        if let Ok(r) = ImageRef::parse(name) {
+            if let Some(d) = &r.digest {
+                let asked = r.with_digest(d);
+                image.repo_digests.retain(|x| x != &asked);
+                image.repo_digests.insert(0, asked);
+            }
+        }
         Ok(Response::new(ImageStatusResponse {
-            image: Some(to_cri(&img)),
+            image: Some(image),
             info,
         }))
     }

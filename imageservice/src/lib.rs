@@ -4,9 +4,11 @@
 //! ImageService.
 //!
 //! Map of the crate: [`reference`] names images, [`registry`] talks to
-//! registries, [`content`] stores verified blobs, [`unpack`] and [`snapshot`]
-//! turn layers into directories, [`store`] ties them into pull/list/remove,
-//! and [`grpc`] adapts all that to CRI.
+//! registries, [`mediatype`] says what each document and layer type is,
+//! [`manifest`] reads manifests and picks the platform, [`content`] stores
+//! verified blobs, [`unpack`] and [`snapshot`] turn layers into
+//! directories, [`store`] ties them into pull/list/remove, and [`grpc`]
+//! adapts all that to CRI.
 
 pub mod config;
 pub mod content;
@@ -14,6 +16,7 @@ pub mod error;
 pub mod grpc;
 mod locks;
 pub mod manifest;
+pub mod mediatype;
 pub mod metrics;
 pub mod reference;
 pub mod registry;

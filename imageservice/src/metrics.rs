@@ -10,6 +10,7 @@ pub struct ImageMetrics {
     pull_duration: Histogram,
     pulls: IntCounterVec,
     store_bytes: IntGauge,
+    orphans: IntCounterVec,
 }
 
 impl ImageMetrics {
@@ -36,7 +37,15 @@ impl ImageMetrics {
                 "gantry_image_store_bytes",
                 "Bytes used by the image store at the last measurement",
             )?,
+            orphans: IntCounterVec::new(
+                Opts::new(
+                    "gantry_image_orphans_removed_total",
+                    "Blobs, snapshots and partial downloads of interrupted pulls removed at start",
+                ),
+                &["kind"],
+            )?,
         };
+        registry.register(Box::new(m.orphans.clone()))?;
         registry.register(Box::new(m.pull_bytes.clone()))?;
         registry.register(Box::new(m.pull_duration.clone()))?;
         registry.register(Box::new(m.pulls.clone()))?;
@@ -59,6 +68,11 @@ impl ImageMetrics {
         self.pulls
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+    }
+
+    pub(crate) fn add_orphans(&self, kind: &str, n: usize) {
+        // Touched even at zero, so the series exists from the start.
+        self.orphans.with_label_values(&[kind]).inc_by(n as u64);
     }
 
     pub(crate) fn set_store_bytes(&self, bytes: u64) {

@@ -22,12 +22,8 @@ use tracing::{debug, warn};
 
 use crate::config::ImageConfig;
 use crate::error::{Error, Result};
+use crate::mediatype;
 use crate::reference::ImageRef;
-
-pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
 /// Username and password (or a ready-made token) for one registry.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -171,6 +167,10 @@ struct CachedToken {
 #[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
+    /// For non-distributable layers: follows a redirect only to a URL that
+    /// the configured prefixes allow too, so an image cannot bounce gantry
+    /// to an address it was never allowed to fetch from.
+    foreign: reqwest::Client,
     tokens: Arc<Mutex<HashMap<(String, String), CachedToken>>>,
 }
 
@@ -190,8 +190,28 @@ impl RegistryClient {
             .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Internal(format!("building the HTTP client: {e}")))?;
+        let prefixes = config.foreign_layer_url_prefixes.clone();
+        let foreign = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.connect_timeout_secs.max(1)))
+            .read_timeout(Duration::from_secs(config.read_timeout_secs.max(1)))
+            .user_agent(concat!("gantry/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::custom(move |attempt| {
+                let url = attempt.url().to_string();
+                if attempt.previous().len() >= 5 {
+                    attempt.error("too many redirects")
+                } else if foreign_url_allowed(&prefixes, &url) {
+                    attempt.follow()
+                } else {
+                    attempt.error(format!(
+                        "redirected to {url}, outside image.foreign_layer_url_prefixes"
+                    ))
+                }
+            }))
+            .build()
+            .map_err(|e| Error::Internal(format!("building the HTTP client: {e}")))?;
         Ok(RegistryClient {
             http,
+            foreign,
             tokens: Arc::default(),
         })
     }
@@ -210,10 +230,10 @@ impl RegistryClient {
             endpoint.base, repository, reference
         );
         let accept = [
-            MEDIA_OCI_INDEX,
-            MEDIA_OCI_MANIFEST,
-            MEDIA_DOCKER_LIST,
-            MEDIA_DOCKER_MANIFEST,
+            mediatype::OCI_INDEX,
+            mediatype::OCI_MANIFEST,
+            mediatype::DOCKER_LIST,
+            mediatype::DOCKER_MANIFEST,
         ]
         .join(", ");
         let response = self.get(endpoint, repository, &url, Some(&accept)).await?;
@@ -250,6 +270,28 @@ impl RegistryClient {
     ) -> Result<Response> {
         let url = format!("{}/v2/{}/blobs/{}", endpoint.base, repository, digest);
         self.get(endpoint, repository, &url, None).await
+    }
+
+    /// GET a non-distributable layer from a URL its manifest names. No
+    /// registry credentials go there: it is not the registry.
+    pub async fn foreign_blob(&self, url: &str) -> Result<Response> {
+        let response = self
+            .foreign
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| Error::Unreachable {
+                endpoint: url.to_string(),
+                reason: error_chain(&e),
+            })?;
+        if !response.status().is_success() {
+            return Err(Error::RegistryStatus {
+                endpoint: url.to_string(),
+                status: response.status().as_u16(),
+                url: url.to_string(),
+            });
+        }
+        Ok(response)
     }
 
     /// GET with auth: anonymous or cached token first, then answer the 401
@@ -393,6 +435,15 @@ impl RegistryClient {
             Challenge::None => Err(unauthenticated("401 without a WWW-Authenticate challenge")),
         }
     }
+}
+
+/// Whether a non-distributable layer may be fetched from `url`: plain
+/// HTTP(S) under one of the configured prefixes.
+pub fn foreign_url_allowed(prefixes: &[String], url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://"))
+        && prefixes
+            .iter()
+            .any(|p| !p.is_empty() && url.starts_with(p.as_str()))
 }
 
 #[derive(serde::Deserialize)]
@@ -638,6 +689,22 @@ mod tests {
         };
         let e = endpoints_for(&cfg, "r.example", Some(&req)).unwrap();
         assert_eq!(e[0].credentials.as_ref().unwrap().username, "req");
+    }
+
+    #[test]
+    fn foreign_urls_need_a_prefix() {
+        let p = vec!["https://layers.example/".to_string(), String::new()];
+        assert!(foreign_url_allowed(&p, "https://layers.example/a.tgz"));
+        assert!(!foreign_url_allowed(
+            &p,
+            "https://layers.example.evil/a.tgz"
+        ));
+        assert!(!foreign_url_allowed(&p, "http://169.254.169.254/"));
+        assert!(!foreign_url_allowed(
+            &["file:///".into()],
+            "file:///etc/passwd"
+        ));
+        assert!(!foreign_url_allowed(&[], "https://layers.example/a.tgz"));
     }
 
     #[test]

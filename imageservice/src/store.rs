@@ -21,9 +21,10 @@ use crate::config::ImageConfig;
 use crate::content::{write_atomic, ContentStore};
 use crate::error::{Error, Result};
 use crate::manifest::{self, Descriptor, Parsed};
+use crate::mediatype;
 use crate::metrics::ImageMetrics;
 use crate::reference::{digest_hex, is_image_id, is_lower_hex, ImageRef};
-use crate::registry::{self, Credentials, Endpoint, RegistryClient};
+use crate::registry::{self, Credentials, Endpoint, FetchedManifest, RegistryClient};
 use crate::snapshot::SnapshotStore;
 
 const RECORD_VERSION: u32 = 1;
@@ -33,6 +34,7 @@ pub struct LayerRecord {
     pub digest: String,
     pub media_type: String,
     pub size: u64,
+    /// Empty for an artifact's layers, which are never unpacked.
     pub diff_id: String,
 }
 
@@ -40,7 +42,8 @@ pub struct LayerRecord {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImageRecord {
     pub version: u32,
-    /// The config digest.
+    /// The config digest; for an artifact the manifest digest, since
+    /// artifacts often share one empty config.
     pub id: String,
     pub repo_tags: Vec<String>,
     pub repo_digests: Vec<String>,
@@ -53,9 +56,27 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRecord>,
     /// The image's USER, as written in its config.
     pub user: String,
+    /// The config blob: the ID for images, not for artifacts (see `id`).
+    /// Empty in records written before artifacts were kept.
+    #[serde(default)]
+    pub config_digest: String,
+    /// The platform manifest's media type.
+    #[serde(default)]
+    pub media_type: String,
+    /// Set for OCI artifacts, which are stored but cannot be run.
+    #[serde(default)]
+    pub artifact_type: Option<String>,
 }
 
 impl ImageRecord {
+    pub fn config_digest(&self) -> &str {
+        if self.config_digest.is_empty() {
+            &self.id
+        } else {
+            &self.config_digest
+        }
+    }
+
     /// Bytes the image occupies in compressed form, as containerd reports it.
     pub fn size(&self) -> u64 {
         self.config_size + self.manifest_size + self.layers.iter().map(|l| l.size).sum::<u64>()
@@ -137,7 +158,7 @@ impl ImageStore {
         }
         info!(images = images.len(), root = %root.display(), "image index loaded");
         let client = RegistryClient::new(&config)?;
-        Ok(ImageStore {
+        let store = ImageStore {
             config,
             index_dir,
             content,
@@ -147,7 +168,9 @@ impl ImageStore {
             leases: Mutex::default(),
             write: tokio::sync::Mutex::new(()),
             metrics,
-        })
+        };
+        store.collect_orphans_at_start()?;
+        Ok(store)
     }
 
     pub fn root(&self) -> &Path {
@@ -179,14 +202,21 @@ impl ImageStore {
                 (None, Some(t)) => t,
                 (None, None) => return Ok(None),
             };
-            let by_digest = r.digest.is_some();
-            let found = images.values().find(|img| {
-                if by_digest {
-                    img.repo_digests.contains(&wanted)
-                } else {
-                    img.repo_tags.contains(&wanted)
-                }
-            });
+            let found = match &r.digest {
+                Some(d) => images
+                    .values()
+                    .find(|img| img.repo_digests.contains(&wanted))
+                    .or_else(|| {
+                        // The platform manifest of an image pulled through
+                        // its index (or the reverse) is the same image.
+                        let repo = wanted.split('@').next().unwrap_or_default();
+                        images.values().find(|img| {
+                            (&img.manifest_digest == d || &img.target_digest == d)
+                                && names_repository(img, repo)
+                        })
+                    }),
+                None => images.values().find(|img| img.repo_tags.contains(&wanted)),
+            };
             if let Some(img) = found {
                 return Ok(Some(img.clone()));
             }
@@ -210,13 +240,29 @@ impl ImageStore {
     /// The stored config JSON of an image.
     pub fn config_json(&self, img: &ImageRecord) -> Result<Vec<u8>> {
         self.content
-            .read(&img.id, self.config.limits.max_config_bytes)
+            .read(img.config_digest(), self.config.limits.max_config_bytes)
     }
 
+    /// The layer directories of an image, bottom first; artifacts have none.
     pub fn snapshot_paths(&self, img: &ImageRecord) -> Result<Vec<PathBuf>> {
+        if let Some(artifact_type) = &img.artifact_type {
+            return Err(Error::NotAnImage {
+                image: img.id.clone(),
+                artifact_type: artifact_type.clone(),
+            });
+        }
         img.layers
             .iter()
             .map(|l| self.snapshots.path(&l.diff_id))
+            .collect()
+    }
+
+    /// The stored blobs of an artifact's layers (or an image's compressed
+    /// layers), with their media types, bottom first.
+    pub fn layer_blobs(&self, img: &ImageRecord) -> Result<Vec<(String, PathBuf)>> {
+        img.layers
+            .iter()
+            .map(|l| Ok((l.media_type.clone(), self.content.blob_path(&l.digest)?)))
             .collect()
     }
 
@@ -228,7 +274,9 @@ impl ImageStore {
         Lease { store: self, keys }
     }
 
-    /// Pulls an image and returns its record.
+    /// Pulls an image and returns its record. A pull that fails leaves
+    /// nothing behind that no image needs: its blobs and snapshots are
+    /// collected before the error is returned.
     pub async fn pull(&self, name: &str, credentials: Option<Credentials>) -> Result<ImageRecord> {
         let image = ImageRef::parse(name)?;
         let span = info_span!("pull", image = %image);
@@ -239,9 +287,169 @@ impl ImageStore {
             Ok(rec) => {
                 info!(image = %image, id = %rec.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled")
             }
-            Err(e) => warn!(image = %image, error = %e, "pull failed"),
+            Err(e) => {
+                warn!(image = %image, error = %e, "pull failed");
+                // The pull's leases are gone, so whatever it stored that no
+                // image or other pull claims goes now.
+                let _w = self.write.lock().await;
+                if let Err(gc) = self.collect_garbage_locked() {
+                    warn!(image = %image, error = %gc, "cleaning up after a failed pull");
+                }
+            }
         }
         result
+    }
+
+    /// Follows the reference to one platform manifest: through indexes
+    /// (nested ones too, up to [`manifest::MAX_INDEX_DEPTH`]), picking the
+    /// host's platform and skipping attestations.
+    async fn resolve_platform_manifest(
+        &self,
+        endpoint: &Endpoint,
+        image: &ImageRef,
+        top: &FetchedManifest,
+    ) -> Result<(String, Vec<u8>, String, manifest::Manifest)> {
+        let limits = &self.config.limits;
+        let mut current = (
+            top.digest.clone(),
+            top.bytes.clone(),
+            top.media_type.clone(),
+        );
+        let mut depth = 0;
+        loop {
+            depth += 1;
+            let entries = match manifest::parse(&current.1, &current.2)? {
+                Parsed::Manifest(m) => {
+                    let media_type = if current.2.is_empty() {
+                        serde_json::from_slice::<serde_json::Value>(&current.1)
+                            .ok()
+                            .and_then(|v| v["mediaType"].as_str().map(String::from))
+                            .unwrap_or_default()
+                    } else {
+                        current.2
+                    };
+                    return Ok((current.0, current.1, media_type, *m));
+                }
+                Parsed::Index(entries) => entries,
+            };
+            if depth > manifest::MAX_INDEX_DEPTH {
+                return Err(Error::malformed(
+                    "image index",
+                    format!(
+                        "indexes nested deeper than {} levels",
+                        manifest::MAX_INDEX_DEPTH
+                    ),
+                ));
+            }
+            let want = manifest::host_platform();
+            let chosen = manifest::choose_platform(&entries, &want).ok_or_else(|| {
+                Error::NoMatchingPlatform(format!(
+                    "{want} (the index offers: {})",
+                    manifest::offered_platforms(&entries)
+                ))
+            })?;
+            if chosen.size > limits.max_manifest_bytes {
+                return Err(Error::LimitExceeded(format!(
+                    "manifest {} is {} bytes, more than max_manifest_bytes = {}",
+                    chosen.digest, chosen.size, limits.max_manifest_bytes
+                )));
+            }
+            let m = self
+                .client
+                .manifest(
+                    endpoint,
+                    &image.repository,
+                    &chosen.digest,
+                    limits.max_manifest_bytes,
+                )
+                .await?;
+            if m.bytes.len() as u64 != chosen.size {
+                return Err(Error::DigestMismatch {
+                    digest: chosen.digest.clone(),
+                    reason: format!(
+                        "manifest is {} bytes, the index says {}",
+                        m.bytes.len(),
+                        chosen.size
+                    ),
+                });
+            }
+            // The index entry's type is the one the index author vouched for.
+            let media_type = if chosen.media_type.is_empty() {
+                m.media_type
+            } else {
+                chosen.media_type.clone()
+            };
+            current = (m.digest, m.bytes, media_type);
+        }
+    }
+
+    /// Checks a manifest against the limits and the foreign-layer policy
+    /// before anything is downloaded.
+    fn check_manifest(&self, m: &manifest::Manifest) -> Result<()> {
+        let limits = &self.config.limits;
+        if m.layers.len() > limits.max_layers {
+            return Err(Error::LimitExceeded(format!(
+                "image has {} layers, more than max_layers = {}",
+                m.layers.len(),
+                limits.max_layers
+            )));
+        }
+        if m.config.size > limits.max_config_bytes {
+            return Err(Error::LimitExceeded(format!(
+                "image config is {} bytes, more than max_config_bytes = {}",
+                m.config.size, limits.max_config_bytes
+            )));
+        }
+        if let Some(l) = m.layers.iter().find(|l| l.size > limits.max_layer_bytes) {
+            return Err(Error::LimitExceeded(format!(
+                "layer {} is {} bytes, more than max_layer_bytes = {}",
+                l.digest, l.size, limits.max_layer_bytes
+            )));
+        }
+        if m.artifact_type.is_none() {
+            for l in &m.layers {
+                if mediatype::layer_type(&l.media_type).is_some_and(|t| t.foreign) {
+                    self.foreign_urls(l)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The URLs a non-distributable layer may be fetched from: those it
+    /// names that start with a configured prefix.
+    fn foreign_urls(&self, layer: &Descriptor) -> Result<Vec<String>> {
+        let prefixes = &self.config.foreign_layer_url_prefixes;
+        let refuse = |reason: String| Error::ForeignLayer {
+            digest: layer.digest.clone(),
+            reason,
+        };
+        if layer.urls.is_empty() {
+            return Err(refuse(format!(
+                "its media type {} says it is not in the registry, and it names no URL",
+                layer.media_type
+            )));
+        }
+        if prefixes.is_empty() {
+            return Err(refuse(format!(
+                "it must be downloaded from {:?}, outside the registry, and \
+                 image.foreign_layer_url_prefixes allows no URL",
+                layer.urls
+            )));
+        }
+        let allowed: Vec<String> = layer
+            .urls
+            .iter()
+            .filter(|u| registry::foreign_url_allowed(prefixes, u))
+            .cloned()
+            .collect();
+        if allowed.is_empty() {
+            return Err(refuse(format!(
+                "none of its URLs {:?} starts with a prefix in image.foreign_layer_url_prefixes",
+                layer.urls
+            )));
+        }
+        Ok(allowed)
     }
 
     async fn pull_inner(
@@ -255,106 +463,89 @@ impl ImageStore {
         let (endpoint, top) =
             registry::resolve_manifest(&self.client, &endpoints, image, limits.max_manifest_bytes)
                 .await?;
-        let mut lease_keys = vec![top.digest.clone()];
-        let _top_lease = self.lease(lease_keys.clone());
-        self.content.put_bytes(&top.digest, &top.bytes)?;
-
-        let (manifest_digest, manifest_bytes, config_desc, layers) =
-            match manifest::parse(&top.bytes, &top.media_type)? {
-                Parsed::Manifest { config, layers } => {
-                    (top.digest.clone(), top.bytes.clone(), config, layers)
-                }
-                Parsed::Index(entries) => {
-                    let want = manifest::host_platform();
-                    let chosen = manifest::choose_platform(&entries, &want).ok_or_else(|| {
-                        Error::NoMatchingPlatform(format!(
-                            "{}/{}{}",
-                            want.os,
-                            want.architecture,
-                            want.variant
-                                .as_deref()
-                                .map(|v| format!("/{v}"))
-                                .unwrap_or_default()
-                        ))
-                    })?;
-                    let m = self
-                        .client
-                        .manifest(
-                            &endpoint,
-                            &image.repository,
-                            &chosen.digest,
-                            limits.max_manifest_bytes,
-                        )
-                        .await?;
-                    if m.bytes.len() as u64 != chosen.size {
-                        return Err(Error::DigestMismatch {
-                            digest: chosen.digest.clone(),
-                            reason: format!(
-                                "manifest is {} bytes, the index says {}",
-                                m.bytes.len(),
-                                chosen.size
-                            ),
-                        });
-                    }
-                    self.content.put_bytes(&m.digest, &m.bytes)?;
-                    match manifest::parse(&m.bytes, &m.media_type)? {
-                        Parsed::Manifest { config, layers } => (m.digest, m.bytes, config, layers),
-                        Parsed::Index(_) => {
-                            return Err(Error::malformed(
-                                "image index",
-                                "an index points to another index",
-                            ))
-                        }
-                    }
-                }
-            };
-        if layers.len() > limits.max_layers {
-            return Err(Error::LimitExceeded(format!(
-                "image has {} layers, more than max_layers = {}",
-                layers.len(),
-                limits.max_layers
-            )));
-        }
-        if config_desc.size > limits.max_config_bytes {
-            return Err(Error::LimitExceeded(format!(
-                "image config is {} bytes, more than max_config_bytes = {}",
-                config_desc.size, limits.max_config_bytes
-            )));
-        }
-        if let Some(l) = layers.iter().find(|l| l.size > limits.max_layer_bytes) {
-            return Err(Error::LimitExceeded(format!(
-                "layer {} is {} bytes, more than max_layer_bytes = {}",
-                l.digest, l.size, limits.max_layer_bytes
-            )));
-        }
-        lease_keys.push(manifest_digest.clone());
-        lease_keys.push(config_desc.digest.clone());
-        self.fetch_blob(&endpoint, &image.repository, &config_desc)
+        let (manifest_digest, manifest_bytes, manifest_media_type, m) = self
+            .resolve_platform_manifest(&endpoint, image, &top)
             .await?;
+        self.check_manifest(&m)?;
+
+        let mut lease_keys = vec![
+            top.digest.clone(),
+            manifest_digest.clone(),
+            m.config.digest.clone(),
+        ];
+        lease_keys.extend(m.layers.iter().map(|l| l.digest.clone()));
+        let _lease = self.lease(lease_keys);
+        self.content.put_bytes(&top.digest, &top.bytes)?;
+        self.content.put_bytes(&manifest_digest, &manifest_bytes)?;
+        self.fetch_blob(&endpoint, &image.repository, &m.config)
+            .await?;
+
+        let repo_digest = image.with_digest(&top.digest);
+        let base = ImageRecord {
+            version: RECORD_VERSION,
+            id: m.config.digest.clone(),
+            repo_tags: image.tagged().into_iter().collect(),
+            repo_digests: vec![repo_digest],
+            manifest_digest: manifest_digest.clone(),
+            target_digest: top.digest.clone(),
+            config_size: m.config.size,
+            manifest_size: manifest_bytes.len() as u64,
+            layers: Vec::new(),
+            user: String::new(),
+            config_digest: m.config.digest.clone(),
+            media_type: manifest_media_type,
+            artifact_type: None,
+        };
+
+        if let Some(artifact_type) = &m.artifact_type {
+            // An artifact's blobs are kept as they are, for whatever mounts
+            // them (image volumes); nothing is unpacked.
+            let jobs = m
+                .layers
+                .iter()
+                .map(|l| self.fetch_blob(&endpoint, &image.repository, l));
+            try_join_all(jobs).await?;
+            let record = ImageRecord {
+                id: manifest_digest.clone(),
+                artifact_type: Some(artifact_type.clone()),
+                layers: m
+                    .layers
+                    .iter()
+                    .map(|l| LayerRecord {
+                        digest: l.digest.clone(),
+                        media_type: l.media_type.clone(),
+                        size: l.size,
+                        diff_id: String::new(),
+                    })
+                    .collect(),
+                ..base
+            };
+            return self.commit(record).await;
+        }
+
         let config_bytes = self
             .content
-            .read(&config_desc.digest, limits.max_config_bytes)?;
+            .read(&m.config.digest, limits.max_config_bytes)?;
         let config = manifest::parse_config(&config_bytes)?;
-        if config.rootfs.diff_ids.len() != layers.len() {
+        if config.rootfs.diff_ids.len() != m.layers.len() {
             return Err(Error::malformed(
                 "image",
                 format!(
                     "{} layers but {} diff IDs in the config",
-                    layers.len(),
+                    m.layers.len(),
                     config.rootfs.diff_ids.len()
                 ),
             ));
         }
-        for (l, d) in layers.iter().zip(&config.rootfs.diff_ids) {
-            lease_keys.push(l.digest.clone());
-            lease_keys.push(d.clone());
-        }
-        let _lease = self.lease(lease_keys);
+        let _diff_lease = self.lease(config.rootfs.diff_ids.clone());
 
         // Layers are independent directories, so they download and unpack
-        // in parallel and in any order.
+        // in parallel and in any order. When one fails the others are
+        // dropped; an unpack already running finishes on its thread but
+        // does not commit (see `SnapshotStore::create`).
         let semaphore = tokio::sync::Semaphore::new(self.config.max_concurrent_downloads.max(1));
-        let jobs = layers
+        let jobs = m
+            .layers
             .iter()
             .zip(&config.rootfs.diff_ids)
             .map(|(layer, diff_id)| {
@@ -371,17 +562,9 @@ impl ImageStore {
             });
         try_join_all(jobs).await?;
 
-        let user = config.config.and_then(|c| c.user).unwrap_or_default();
         let record = ImageRecord {
-            version: RECORD_VERSION,
-            id: config_desc.digest.clone(),
-            repo_tags: image.tagged().into_iter().collect(),
-            repo_digests: vec![image.with_digest(&top.digest)],
-            manifest_digest,
-            target_digest: top.digest.clone(),
-            config_size: config_desc.size,
-            manifest_size: manifest_bytes.len() as u64,
-            layers: layers
+            layers: m
+                .layers
                 .iter()
                 .zip(&config.rootfs.diff_ids)
                 .map(|(l, d)| LayerRecord {
@@ -391,13 +574,15 @@ impl ImageStore {
                     diff_id: d.clone(),
                 })
                 .collect(),
-            user,
+            user: config.config.and_then(|c| c.user).unwrap_or_default(),
+            ..base
         };
         self.commit(record).await
     }
 
     /// Downloads a blob unless it is already stored; one download per digest
-    /// however many pulls want it.
+    /// however many pulls want it. Non-distributable layers come from their
+    /// allowed URLs instead of the registry.
     async fn fetch_blob(
         &self,
         endpoint: &Endpoint,
@@ -409,7 +594,30 @@ impl ImageStore {
             return Ok(());
         }
         let started = Instant::now();
-        let response = self.client.blob(endpoint, repository, &desc.digest).await?;
+        let foreign = mediatype::layer_type(&desc.media_type).is_some_and(|t| t.foreign);
+        let response = if foreign {
+            let mut last = None;
+            let mut found = None;
+            for url in self.foreign_urls(desc)? {
+                match self.client.foreign_blob(&url).await {
+                    Ok(r) => {
+                        found = Some(r);
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(digest = %desc.digest, url, error = %e, "foreign layer URL failed");
+                        last = Some(e);
+                    }
+                }
+            }
+            match (found, last) {
+                (Some(r), _) => r,
+                (None, Some(e)) => return Err(e),
+                (None, None) => return Err(Error::Internal("no foreign layer URL".into())),
+            }
+        } else {
+            self.client.blob(endpoint, repository, &desc.digest).await?
+        };
         let total = desc.size;
         let mut done = 0u64;
         let mut last_report = Instant::now();
@@ -427,6 +635,7 @@ impl ImageStore {
         info!(
             digest = %desc.digest,
             bytes = desc.size,
+            foreign,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "blob downloaded"
         );
@@ -441,6 +650,11 @@ impl ImageStore {
         diff_id: &str,
     ) -> Result<()> {
         digest_hex(diff_id)?;
+        let layer_type =
+            mediatype::layer_type(&layer.media_type).ok_or_else(|| Error::Unsupported {
+                what: format!("media type of layer {}", layer.digest),
+                value: format!("{:?}", layer.media_type),
+            })?;
         let _guard = self.snapshots.lock(diff_id).await;
         if self.snapshots.contains(diff_id) {
             return Ok(());
@@ -450,7 +664,10 @@ impl ImageStore {
         let limits = self.config.limits.clone();
         let started = Instant::now();
         let diff = diff_id.to_string();
-        let stats = self.snapshots.create(&diff, blob, limits).await;
+        let stats = self
+            .snapshots
+            .create(&diff, blob, layer_type.compression, limits)
+            .await;
         let stats = match stats {
             Ok(s) => s,
             Err(e) => {
@@ -563,37 +780,55 @@ impl ImageStore {
 
     /// Deletes blobs and snapshots that no image and no running pull needs.
     fn collect_garbage_locked(&self) -> Result<()> {
-        let mut keep: HashSet<String> = self
-            .leases
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        for img in self.read_images().values() {
-            keep.insert(img.id.clone());
-            keep.insert(img.manifest_digest.clone());
-            keep.insert(img.target_digest.clone());
-            for l in &img.layers {
-                keep.insert(l.digest.clone());
-                keep.insert(l.diff_id.clone());
-            }
+        let mut keep = referenced(&self.read_images());
+        keep.extend(
+            self.leases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
+        let (blobs, snapshots) = self.remove_unreferenced(&keep)?;
+        if blobs + snapshots > 0 {
+            info!(blobs, snapshots, "garbage collected blobs and snapshots");
         }
-        let mut removed = 0;
+        Ok(())
+    }
+
+    fn remove_unreferenced(&self, keep: &HashSet<String>) -> Result<(usize, usize)> {
+        let mut blobs = 0;
         for d in self.content.list()? {
             if !keep.contains(&d) {
                 self.content.remove(&d)?;
-                removed += 1;
+                blobs += 1;
             }
         }
+        let mut snapshots = 0;
         for s in self.snapshots.list()? {
             if !keep.contains(&s) {
                 self.snapshots.remove(&s)?;
-                removed += 1;
+                snapshots += 1;
             }
         }
-        if removed > 0 {
-            info!(removed, "garbage collected blobs and snapshots");
+        Ok((blobs, snapshots))
+    }
+
+    /// At start no pull is running, so every blob and snapshot that no
+    /// image record names is left from a pull that a crash cut short
+    /// (committed pieces the record never got written for), as is anything
+    /// in ingest/ or a half-unpacked snapshot.
+    fn collect_orphans_at_start(&self) -> Result<()> {
+        let keep = referenced(&self.read_images());
+        let (blobs, snapshots) = self.remove_unreferenced(&keep)?;
+        let partial = self.content.leftovers_removed() + self.snapshots.leftovers_removed();
+        self.metrics.add_orphans("blob", blobs);
+        self.metrics.add_orphans("snapshot", snapshots);
+        self.metrics.add_orphans("partial", partial);
+        if blobs + snapshots + partial > 0 {
+            warn!(
+                blobs,
+                snapshots, partial, "removed orphans of interrupted pulls from the image store"
+            );
         }
         Ok(())
     }
@@ -604,6 +839,35 @@ impl ImageStore {
         self.metrics.set_store_bytes(usage.bytes);
         Ok(usage)
     }
+}
+
+/// Whether one of the image's names is in `repo` (`host/path`).
+fn names_repository(img: &ImageRecord, repo: &str) -> bool {
+    img.repo_digests
+        .iter()
+        .any(|d| d.split('@').next() == Some(repo))
+        || img
+            .repo_tags
+            .iter()
+            .any(|t| t.rsplit_once(':').map(|(r, _)| r) == Some(repo))
+}
+
+/// Every blob and snapshot the images need.
+fn referenced(images: &BTreeMap<String, ImageRecord>) -> HashSet<String> {
+    let mut keep = HashSet::new();
+    for img in images.values() {
+        keep.insert(img.id.clone());
+        keep.insert(img.config_digest().to_string());
+        keep.insert(img.manifest_digest.clone());
+        keep.insert(img.target_digest.clone());
+        for l in &img.layers {
+            keep.insert(l.digest.clone());
+            if !l.diff_id.is_empty() {
+                keep.insert(l.diff_id.clone());
+            }
+        }
+    }
+    keep
 }
 
 fn disk_usage(root: &Path) -> Result<FsUsage> {

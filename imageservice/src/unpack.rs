@@ -29,6 +29,7 @@ use tar::EntryType;
 
 use crate::config::Limits;
 use crate::error::{Error, Result};
+use crate::mediatype::Compression;
 
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -43,22 +44,37 @@ pub struct UnpackStats {
     pub uncompressed_bytes: u64,
 }
 
-/// Unpacks the layer blob at `blob` (gzip, zstd or plain tar, sniffed from
-/// its first bytes) into the existing, empty directory `target`.
-pub fn unpack_layer(blob: &Path, target: &Path, limits: &Limits) -> Result<UnpackStats> {
+/// Unpacks the layer blob at `blob`, compressed as its media type says,
+/// into the existing, empty directory `target`.
+pub fn unpack_layer(
+    blob: &Path,
+    target: &Path,
+    compression: Compression,
+    limits: &Limits,
+) -> Result<UnpackStats> {
     let file = File::open(blob).map_err(Error::io(format!("opening layer {}", blob.display())))?;
     let compressed = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut buffered = BufReader::with_capacity(256 << 10, file);
-    let head = buffered.fill_buf().map_err(Error::io("reading layer"))?;
-    let decoder: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::MultiGzDecoder::new(buffered))
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Box::new(
+    let compression = match compression {
+        Compression::Detect => {
+            let head = buffered.fill_buf().map_err(Error::io("reading layer"))?;
+            if head.starts_with(&[0x1f, 0x8b]) {
+                Compression::Gzip
+            } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+                Compression::Zstd
+            } else {
+                Compression::None
+            }
+        }
+        known => known,
+    };
+    let decoder: Box<dyn Read> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
+        Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered)
                 .map_err(Error::io("starting zstd"))?,
-        )
-    } else {
-        Box::new(buffered)
+        ),
+        Compression::None | Compression::Detect => Box::new(buffered),
     };
     let limit_hit = Rc::new(Cell::new(None));
     let reader = MeteredReader {
@@ -624,12 +640,22 @@ mod tests {
     }
 
     fn unpack(tar: &[u8], limits: &Limits) -> (tempfile::TempDir, Result<UnpackStats>) {
+        // Several tests feed gzip blobs through here, as the sniffing
+        // unpacker once took them.
+        unpack_as(tar, Compression::Detect, limits)
+    }
+
+    fn unpack_as(
+        blob_bytes: &[u8],
+        compression: Compression,
+        limits: &Limits,
+    ) -> (tempfile::TempDir, Result<UnpackStats>) {
         let dir = tempfile::tempdir().unwrap();
         let blob = dir.path().join("blob");
-        std::fs::write(&blob, tar).unwrap();
+        std::fs::write(&blob, blob_bytes).unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
-        let r = unpack_layer(&blob, &root, limits);
+        let r = unpack_layer(&blob, &root, compression, limits);
         (dir, r)
     }
 
@@ -757,10 +783,35 @@ mod tests {
         io::Write::write_all(&mut gz, &tar).unwrap();
         let gz = gz.finish().unwrap();
         let zst = zstd::encode_all(&tar[..], 1).unwrap();
-        for blob in [gz, zst] {
-            let (dir, r) = unpack(&blob, &Limits::default());
+        for (blob, declared) in [
+            (&gz, Compression::Gzip),
+            (&zst, Compression::Zstd),
+            (&gz, Compression::Detect),
+            (&zst, Compression::Detect),
+            (&tar, Compression::Detect),
+        ] {
+            let (dir, r) = unpack_as(blob, declared, &Limits::default());
             assert_eq!(r.unwrap().diff_id, crate::content::sha256_digest(&tar));
             assert_eq!(std::fs::read(dir.path().join("root/a")).unwrap(), b"alpha");
+        }
+    }
+
+    #[test]
+    fn the_declared_compression_is_used_not_the_bytes() {
+        let tar = Tb::new().file("a", b"alpha").finish();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        io::Write::write_all(&mut gz, &tar).unwrap();
+        let gz = gz.finish().unwrap();
+        // gzip bytes under an uncompressed or zstd type, and a plain tar
+        // under a gzip type, all fail instead of being guessed right.
+        for (blob, declared) in [
+            (&gz, Compression::None),
+            (&gz, Compression::Zstd),
+            (&tar, Compression::Gzip),
+        ] {
+            let (dir, r) = unpack_as(blob, declared, &Limits::default());
+            assert!(r.is_err(), "{declared:?}: {r:?}");
+            assert!(!dir.path().join("root/a").exists(), "{declared:?}");
         }
     }
 

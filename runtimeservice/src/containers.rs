@@ -50,6 +50,8 @@ pub struct ResolvedImage {
     pub snapshots: Vec<PathBuf>,
     /// The image config JSON.
     pub config: Value,
+    /// Set when the name is an OCI artifact: stored, but no container image.
+    pub artifact_type: Option<String>,
 }
 
 pub trait ImageLookup: Send + Sync + 'static {
@@ -460,6 +462,12 @@ impl ContainerService {
             .images
             .lookup(&image_name)
             .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))?;
+        if let Some(artifact_type) = &image.artifact_type {
+            return Err(Error::FailedPrecondition(format!(
+                "image {image_name:?} is an OCI artifact ({artifact_type}), not a container \
+                 image: it has no root file system to run"
+            )));
+        }
         let runtime = self.runtime(&pod.runtime_handler)?.clone();
         let key = format!("{}_{}_{}", meta.name, meta.attempt, pod_id);
         let id = new_id()?;

@@ -117,6 +117,15 @@ struct StoreImages(Arc<ImageStore>);
 impl ImageLookup for StoreImages {
     fn lookup(&self, image: &str) -> Option<ResolvedImage> {
         let img = self.0.resolve(image).ok().flatten()?;
+        if let Some(artifact_type) = &img.artifact_type {
+            return Some(ResolvedImage {
+                id: img.id.clone(),
+                image_ref: img.repo_digests.first().cloned().unwrap_or(img.id),
+                snapshots: Vec::new(),
+                config: serde_json::Value::Null,
+                artifact_type: Some(artifact_type.clone()),
+            });
+        }
         let snapshots = self.0.snapshot_paths(&img).ok()?;
         let config = self
             .0
@@ -132,6 +141,7 @@ impl ImageLookup for StoreImages {
                 .unwrap_or_else(|| img.id.clone()),
             snapshots,
             config,
+            artifact_type: None,
         })
     }
 }
