@@ -97,74 +97,6 @@ pub fn host_caps() -> Vec<&'static str> {
         .collect()
 }
 
-/// The runtime-default seccomp profile: everything allowed but the
-/// syscalls that reach outside a container (kernel modules, keyrings,
-/// clocks, reboot, tracing other processes, …), as a denylist. Mount and
-/// namespace syscalls stay allowed when the container holds CAP_SYS_ADMIN.
-/// This is narrower than containerd's allowlist profile.
-pub fn default_seccomp(caps: &[String]) -> Value {
-    let mut denied = vec![
-        "acct",
-        "add_key",
-        "bpf",
-        "clock_adjtime",
-        "clock_settime",
-        "create_module",
-        "delete_module",
-        "finit_module",
-        "get_kernel_syms",
-        "get_mempolicy",
-        "init_module",
-        "ioperm",
-        "iopl",
-        "kcmp",
-        "kexec_file_load",
-        "kexec_load",
-        "keyctl",
-        "lookup_dcookie",
-        "mbind",
-        "move_pages",
-        "nfsservctl",
-        "open_by_handle_at",
-        "perf_event_open",
-        "process_vm_readv",
-        "process_vm_writev",
-        "ptrace",
-        "query_module",
-        "quotactl",
-        "reboot",
-        "request_key",
-        "set_mempolicy",
-        "settimeofday",
-        "stime",
-        "swapon",
-        "swapoff",
-        "sysfs",
-        "_sysctl",
-        "uselib",
-        "userfaultfd",
-        "ustat",
-        "vm86",
-        "vm86old",
-    ];
-    if !caps.iter().any(|c| c == "CAP_SYS_ADMIN") {
-        denied.extend([
-            "mount",
-            "umount",
-            "umount2",
-            "pivot_root",
-            "setns",
-            "unshare",
-            "name_to_handle_at",
-        ]);
-    }
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-    })
-}
-
 /// A profile file (Docker or OCI layout) as the OCI `linux.seccomp` value.
 pub fn localhost_seccomp(path: &str) -> Result<Value> {
     let path = path.strip_prefix("localhost/").unwrap_or(path);
@@ -662,7 +594,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
                 Ok(cri::security_profile::ProfileType::Localhost) => {
                     Some(localhost_seccomp(&p.localhost_ref)?)
                 }
-                _ => Some(default_seccomp(&caps)),
+                _ => Some(crate::seccomp::runtime_default(&caps)),
             },
         }
     };
@@ -828,18 +760,6 @@ mod tests {
         let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(v).unwrap();
         assert!(localhost_seccomp("relative.json").is_err());
         assert!(localhost_seccomp("/nonexistent/profile.json").is_err());
-        let def = default_seccomp(&[]);
-        let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(def.clone()).unwrap();
-        assert!(def["syscalls"][0]["names"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("mount")));
-        assert!(
-            !default_seccomp(&["CAP_SYS_ADMIN".into()])["syscalls"][0]["names"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("mount"))
-        );
     }
 
     #[test]
