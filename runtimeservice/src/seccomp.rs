@@ -253,9 +253,12 @@ const ALWAYS: &[&str] = &[
     "tgkill",
     "tkill",
     // Time: reading clocks, sleeping, timers (setting clocks needs
-    // CAP_SYS_TIME below). adjtimex only reads without that capability.
+    // CAP_SYS_TIME below). adjtimex and clock_adjtime only read without
+    // that capability: the kernel checks it before changing anything.
     "adjtimex",
     "alarm",
+    "clock_adjtime",
+    "clock_adjtime64",
     "clock_getres",
     "clock_gettime",
     "clock_nanosleep",
@@ -445,14 +448,7 @@ const BY_CAPABILITY: &[(&str, &[&str])] = &[
     ("CAP_SYS_RAWIO", &["iopl", "ioperm"]),
     (
         "CAP_SYS_TIME",
-        &[
-            "settimeofday",
-            "stime",
-            "clock_settime",
-            "clock_settime64",
-            "clock_adjtime",
-            "clock_adjtime64",
-        ],
+        &["settimeofday", "stime", "clock_settime", "clock_settime64"],
     ),
     ("CAP_SYS_TTY_CONFIG", &["vhangup"]),
     (
@@ -779,7 +775,6 @@ mod tests {
             "ioperm",
             "settimeofday",
             "clock_settime",
-            "clock_adjtime",
             "open_by_handle_at",
             "name_to_handle_at",
             "syslog",
