@@ -10,7 +10,7 @@ use gantry_fuzzkit as fuzz;
 use gantry_imageservice::manifest::{self, Parsed};
 use gantry_imageservice::reference::ImageRef;
 use gantry_imageservice::unpack::unpack_layer;
-use gantry_imageservice::Limits;
+use gantry_imageservice::{Error, Limits};
 use tar::{EntryType, Header};
 
 /// What tells outcomes apart: the error's variant and the start of its
@@ -34,7 +34,11 @@ fn kind(e: &(impl std::fmt::Debug + std::fmt::Display)) -> String {
 fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: EntryType, link: &str, data: &[u8]) {
     let mut h = Header::new_gnu();
     h.set_entry_type(kind);
-    h.set_mode(if kind == EntryType::Directory { 0o755 } else { 0o644 });
+    h.set_mode(if kind == EntryType::Directory {
+        0o755
+    } else {
+        0o644
+    });
     h.set_size(data.len() as u64);
     h.set_mtime(1_700_000_000);
     let name = path.as_bytes();
@@ -54,7 +58,12 @@ fn layer_seeds(outside: &Path) -> Vec<Vec<u8>> {
     let layers: Vec<Vec<(&str, EntryType, String, &[u8])>> = vec![
         vec![
             ("etc/", EntryType::Directory, String::new(), b""),
-            ("etc/passwd", EntryType::Regular, String::new(), b"root:x:0:0::/:/bin/sh\n"),
+            (
+                "etc/passwd",
+                EntryType::Regular,
+                String::new(),
+                b"root:x:0:0::/:/bin/sh\n",
+            ),
             ("etc/link", EntryType::Symlink, "passwd".into(), b""),
             ("etc/hard", EntryType::Link, "etc/passwd".into(), b""),
         ],
@@ -133,30 +142,28 @@ fn fuzz_layer_unpacking() {
     let blob = sandbox.path().join("blob");
     std::fs::write(&blob, b"").unwrap();
     let before = tree(sandbox.path());
-    fuzz::bytes(
-        "layer-unpack",
-        layer_seeds(&outside),
-        64 << 10,
-        |input| {
-            let mut tar = input.to_vec();
-            fix_checksums(&mut tar);
-            std::fs::write(&blob, &tar).unwrap();
-            let target = sandbox.path().join("target");
-            std::fs::create_dir(&target).unwrap();
-            let outcome = match unpack_layer(&blob, &target, &limits) {
-                Ok(s) => format!("ok {}", s.entries.min(8)),
-                Err(e) => kind(&e),
-            };
-            // Nothing outside the target changed.
-            let now = tree(sandbox.path());
-            let outside_target: Vec<_> = now.iter().filter(|p| !p.starts_with("target")).collect();
-            let expected: Vec<_> = before.iter().collect();
-            assert_eq!(outside_target, expected, "the layer wrote outside its target");
-            assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"untouched");
-            std::fs::remove_dir_all(&target).unwrap();
-            outcome
-        },
-    );
+    fuzz::bytes("layer-unpack", layer_seeds(&outside), 64 << 10, |input| {
+        let mut tar = input.to_vec();
+        fix_checksums(&mut tar);
+        std::fs::write(&blob, &tar).unwrap();
+        let target = sandbox.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        let outcome = match unpack_layer(&blob, &target, &limits) {
+            Ok(s) => format!("ok {}", s.entries.min(8)),
+            Err(e) => kind(&e),
+        };
+        // Nothing outside the target changed.
+        let now = tree(sandbox.path());
+        let outside_target: Vec<_> = now.iter().filter(|p| !p.starts_with("target")).collect();
+        let expected: Vec<_> = before.iter().collect();
+        assert_eq!(
+            outside_target, expected,
+            "the layer wrote outside its target"
+        );
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"untouched");
+        std::fs::remove_dir_all(&target).unwrap();
+        outcome
+    });
 }
 
 fn manifest_seeds() -> Vec<Vec<u8>> {
@@ -203,16 +210,19 @@ fn fuzz_image_config_parsing() {
         br#"{"architecture":"amd64","os":"linux","config":{"User":"1000:1000","Env":["PATH=/bin"],"Entrypoint":["/ep"],"Cmd":["x"],"WorkingDir":"/w","Volumes":{"/data":{}},"Labels":{"a":"b"}},"rootfs":{"type":"layers","diff_ids":["sha256:00"]}}"#.to_vec(),
         br#"{"config":{"User":"alice"}}"#.to_vec(),
     ];
-    fuzz::bytes("image-config", seeds, 16 << 10, |input| {
-        match manifest::parse_config(input) {
+    fuzz::bytes(
+        "image-config",
+        seeds,
+        16 << 10,
+        |input| match manifest::parse_config(input) {
             Ok(c) => {
                 let user = c.config.and_then(|r| r.user).unwrap_or_default();
                 let (uid, name) = manifest::user_of(&user);
                 format!("ok {} {}", uid.is_some(), name.is_empty())
             }
             Err(e) => kind(&e),
-        }
-    });
+        },
+    );
 }
 
 #[test]
@@ -241,6 +251,8 @@ fn fuzz_image_references() {
                 let _ = (r.name(), r.tagged(), r.manifest_reference());
                 format!("ok {}", r.tagged().is_some())
             }
+            // The message quotes the input; the reason is the outcome.
+            Err(Error::InvalidReference { reason, .. }) => reason,
             Err(e) => kind(&e),
         }
     });
