@@ -97,6 +97,31 @@ pub fn host_caps() -> Vec<&'static str> {
         .collect()
 }
 
+/// The largest seccomp profile read: real ones are tens of KiB.
+const MAX_PROFILE_BYTES: u64 = 4 << 20;
+
+/// A profile's bytes: a regular file (a FIFO would block, a device such
+/// as /dev/zero never end), at most [`MAX_PROFILE_BYTES`].
+fn read_profile(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PROFILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_PROFILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
+}
+
 /// A profile file (Docker or OCI layout) as the OCI `linux.seccomp` value.
 pub fn localhost_seccomp(path: &str) -> Result<Value> {
     let path = path.strip_prefix("localhost/").unwrap_or(path);
@@ -105,9 +130,9 @@ pub fn localhost_seccomp(path: &str) -> Result<Value> {
             "seccomp profile path {path:?} must be absolute"
         )));
     }
-    let text = std::fs::read_to_string(path)
+    let text = read_profile(Path::new(path))
         .map_err(|e| Error::InvalidArgument(format!("reading seccomp profile {path}: {e}")))?;
-    let p: Value = serde_json::from_str(&text)
+    let p: Value = serde_json::from_slice(&text)
         .map_err(|e| Error::InvalidArgument(format!("seccomp profile {path} is not JSON: {e}")))?;
     let mut out = json!({"defaultAction": p["defaultAction"].clone()});
     if out["defaultAction"].is_null() {
@@ -760,6 +785,27 @@ mod tests {
         let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(v).unwrap();
         assert!(localhost_seccomp("relative.json").is_err());
         assert!(localhost_seccomp("/nonexistent/profile.json").is_err());
+        // Devices and FIFOs are refused without reading them.
+        for special in ["/dev/zero", "/dev/null"] {
+            let e = localhost_seccomp(special).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(localhost_seccomp(fifo.to_str().unwrap()).is_err());
+        let big = d.path().join("big.json");
+        std::fs::write(&big, vec![b' '; (MAX_PROFILE_BYTES + 1) as usize]).unwrap();
+        let e = localhost_seccomp(big.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]
