@@ -49,13 +49,16 @@ fn entry(b: &mut tar::Builder<Vec<u8>>, path: &str, kind: EntryType, link: &str,
     b.append(&h, data).unwrap();
 }
 
+/// Path, kind, link target, data.
+type SeedEntry<'a> = (&'a str, EntryType, String, &'a [u8]);
+
 /// Layers that exercise each entry kind and each hostile shape the
 /// unpacker refuses, for the mutations to start from. Symlinks point at
 /// `outside`, so that an escape would land where the check looks.
 fn layer_seeds(outside: &Path) -> Vec<Vec<u8>> {
     let out = outside.display().to_string();
     let mut seeds = Vec::new();
-    let layers: Vec<Vec<(&str, EntryType, String, &[u8])>> = vec![
+    let layers: Vec<Vec<SeedEntry>> = vec![
         vec![
             ("etc/", EntryType::Directory, String::new(), b""),
             (

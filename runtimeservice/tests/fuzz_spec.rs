@@ -161,7 +161,6 @@ fn container(rng: &mut Rng) -> cri::ContainerConfig {
             .collect(),
         unified: map(r, 3),
         memory_swap_limit_in_bytes: n(r),
-        ..Default::default()
     });
     cri::ContainerConfig {
         metadata: Some(cri::ContainerMetadata {
@@ -201,7 +200,6 @@ fn container(rng: &mut Rng) -> cri::ContainerConfig {
         linux: maybe(rng, |_| cri::LinuxContainerConfig {
             resources,
             security_context: security,
-            ..Default::default()
         }),
         ..Default::default()
     }
