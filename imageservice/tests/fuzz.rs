@@ -13,21 +13,19 @@ use gantry_imageservice::unpack::unpack_layer;
 use gantry_imageservice::{Error, Limits};
 use tar::{EntryType, Header};
 
-/// What tells outcomes apart: the error's variant and the start of its
-/// message, without the numbers and quoted names that vary per input
-/// (its first words).
+/// What tells outcomes apart: the error's variant and the first plain
+/// words of its message (numbers, names and quoted input left out, since
+/// they vary per input).
 fn kind(e: &(impl std::fmt::Debug + std::fmt::Display)) -> String {
     let d = format!("{e:?}");
     let variant = d.split(['(', ' ', '{']).next().unwrap_or_default();
-    let text: String = e
-        .to_string()
-        .split('"')
-        .step_by(2)
-        .collect::<String>()
-        .chars()
-        .filter(|c| !c.is_ascii_digit())
+    let text = e.to_string();
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .map(|w| w.trim_end_matches([':', ',']))
+        .filter(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_lowercase()))
+        .take(6)
         .collect();
-    let words: Vec<&str> = text.split_whitespace().take(6).collect();
     format!("{variant}: {}", words.join(" "))
 }
 
