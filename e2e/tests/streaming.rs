@@ -701,3 +701,45 @@ async fn idle_connections_time_out_and_excess_ones_are_refused() {
     assert!(log.contains("max_connections reached"), "{log}");
     assert!(log.contains("no request headers in time"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_session_holds_its_connection_slot() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let env = setup("streaming:\n  max_connections: 1\n").await;
+    let mut rt = env.g.runtime().await;
+    let (_pod, id) = pod_with_box(&env, &mut rt, "slots").await;
+    let out_only = Session {
+        stdout: true,
+        ..Default::default()
+    };
+    let url = exec_url(&mut rt, exec_req(&id, &["sleep", "3"], &out_only)).await;
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let session = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+
+    // The upgraded session is the one connection allowed.
+    let mut other = TcpStream::connect(&addr).await.unwrap();
+    let (text, closed) = read_to_close(&mut other, Duration::from_secs(5)).await;
+    assert!(closed && text.starts_with("HTTP/1.1 503"), "{text:?}");
+
+    // Once it ends, the slot is free again.
+    drop(session);
+    let mut served = String::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /exec/none HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        served = read_to_close(&mut s, Duration::from_secs(5)).await.0;
+        if served.starts_with("HTTP/1.1 404") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served.starts_with("HTTP/1.1 404"), "{served:?}");
+}
