@@ -6,6 +6,7 @@
 pub mod daemon;
 pub mod fixture;
 pub mod oci;
+pub mod probe;
 pub mod registry;
 pub mod static_http;
 pub mod stream;

@@ -628,3 +628,118 @@ async fn the_streaming_server_speaks_tls_when_configured() {
 
     remove_pod(&mut rt, &pod_id).await;
 }
+
+/// Reads until the server closes the connection (or `within` passes);
+/// returns what it sent and whether it closed.
+async fn read_to_close(s: &mut tokio::net::TcpStream, within: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_time_out_and_excess_ones_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    require_host();
+    let addr = format!("127.0.0.1:{}", gantry_e2e::free_port());
+    let g = gantry_e2e::daemon::Gantry::start(&format!(
+        "streaming:\n  address: {addr}\n  header_read_timeout_secs: 2\n  max_connections: 2\n"
+    ))
+    .await;
+
+    // Two connections take both slots: one silent, one that sends half
+    // a request head and stalls (a slowloris).
+    let opened = tokio::time::Instant::now();
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /exec/sometoken HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Give the daemon a moment to accept both before the third arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A third is refused at once, while the others still hold their slots.
+    let mut third = TcpStream::connect(&addr).await.unwrap();
+    let (text, closed) = read_to_close(&mut third, Duration::from_secs(1)).await;
+    assert!(closed, "the connection over the cap was left open");
+    assert!(text.starts_with("HTTP/1.1 503"), "{text:?}");
+
+    // Both stalled ones are closed by the header timeout, not before it.
+    for (name, s) in [("silent", &mut silent), ("slow", &mut slow)] {
+        let (text, closed) = read_to_close(s, Duration::from_secs(15)).await;
+        assert!(closed, "the {name} connection was never closed");
+        assert!(text.is_empty(), "{name}: {text:?}");
+    }
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}, before the 2 s header timeout"
+    );
+
+    // Their slots are free again: a whole request is served (a token that
+    // does not exist is a plain 404).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = TcpStream::connect(&addr).await.unwrap();
+    again
+        .write_all(b"GET /exec/sometoken HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, closed) = read_to_close(&mut again, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 404"), "{text:?}");
+    assert!(closed, "one request per connection");
+    // The daemon says why it closed them.
+    let log = g.log();
+    assert!(log.contains("max_connections reached"), "{log}");
+    assert!(log.contains("no request headers in time"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_session_holds_its_connection_slot() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let env = setup("streaming:\n  max_connections: 1\n").await;
+    let mut rt = env.g.runtime().await;
+    let (_pod, id) = pod_with_box(&env, &mut rt, "slots").await;
+    let out_only = Session {
+        stdout: true,
+        ..Default::default()
+    };
+    let url = exec_url(&mut rt, exec_req(&id, &["sleep", "3"], &out_only)).await;
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let session = stream::spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+
+    // The upgraded session is the one connection allowed.
+    let mut other = TcpStream::connect(&addr).await.unwrap();
+    let (text, closed) = read_to_close(&mut other, Duration::from_secs(5)).await;
+    assert!(closed && text.starts_with("HTTP/1.1 503"), "{text:?}");
+
+    // Once it ends, the slot is free again.
+    drop(session);
+    let mut served = String::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(&addr).await.unwrap();
+        s.write_all(b"GET /exec/none HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        served = read_to_close(&mut s, Duration::from_secs(5)).await.0;
+        if served.starts_with("HTTP/1.1 404") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(served.starts_with("HTTP/1.1 404"), "{served:?}");
+}

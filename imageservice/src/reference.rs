@@ -171,6 +171,11 @@ impl ImageRef {
         } else {
             remote
         };
+        // The limit is on the full name, as written once normalised (what
+        // is stored and printed must parse again).
+        if registry.len() + 1 + repository.len() > NAME_MAX {
+            return Err(invalid("the repository name must be 1 to 255 characters"));
+        }
         // By digest alone, no tag; with both, the digest is what is pulled
         // and the tag is kept to list the image under, as docker does.
         let tag = match (&tag, &digest) {
@@ -256,6 +261,19 @@ pub fn digest_hex(digest: &str) -> Result<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by `fuzz_image_references`: a 248-character short name was
+    /// accepted, but its normalised form (`docker.io/library/…`) is over
+    /// the limit and did not parse again.
+    #[test]
+    fn the_name_limit_holds_for_the_normalised_name() {
+        let long = "a".repeat(240);
+        let e = ImageRef::parse(&long).unwrap_err();
+        assert!(e.to_string().contains("1 to 255"), "{e}");
+        let fits = "a".repeat(255 - "docker.io/library/".len());
+        let r = ImageRef::parse(&fits).unwrap();
+        assert_eq!(ImageRef::parse(&r.to_string()).unwrap(), r);
+    }
 
     #[test]
     fn short_names_normalise_like_docker() {

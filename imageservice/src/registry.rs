@@ -9,6 +9,14 @@
 //! `WWW-Authenticate` challenge says either Basic (send the credentials) or
 //! Bearer (fetch a token from the realm, with the credentials if any, and
 //! cache it per endpoint and repository).
+//!
+//! Credentials go only where they were given for: a registry's own (from
+//! the request or its config entry) to that registry, a mirror's own config
+//! entry to that mirror and never the image host's, and to a token realm
+//! only over https or on the endpoint's own host (a challenge is attacker
+//! input: an http realm elsewhere would read them off the wire).
+//! Redirects (blob storage) never carry them to another host: reqwest drops
+//! the Authorization header when a redirect changes host.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -121,19 +129,15 @@ pub fn endpoints_for(
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .unwrap_or_default();
-        // A mirror that has its own entry with credentials uses those;
-        // otherwise it is offered the credentials meant for the image's host.
-        let credentials = config
-            .registries
-            .get(mirror_host)
-            .and_then(|c| {
-                c.username.as_ref().map(|u| Credentials {
-                    username: u.clone(),
-                    password: c.password.clone().unwrap_or_default(),
-                    ..Default::default()
-                })
+        // A mirror is another party: it gets its own configured
+        // credentials, never those meant for the image's host.
+        let credentials = config.registries.get(mirror_host).and_then(|c| {
+            c.username.as_ref().map(|u| Credentials {
+                username: u.clone(),
+                password: c.password.clone().unwrap_or_default(),
+                ..Default::default()
             })
-            .or_else(|| upstream_credentials.clone());
+        });
         out.push(Endpoint { base, credentials });
     }
     if !host_cfg.is_some_and(|c| c.skip_upstream) {
@@ -375,10 +379,14 @@ impl RegistryClient {
             endpoint: endpoint.base.clone(),
             reason: reason.to_string(),
         };
+        let realm_ok = match &challenge {
+            Challenge::Bearer { realm, .. } => realm_may_see_credentials(&endpoint.base, realm)?,
+            _ => true,
+        };
         let basic = endpoint
             .credentials
             .as_ref()
-            .filter(|c| !c.username.is_empty())
+            .filter(|c| !c.username.is_empty() && realm_ok)
             .map(|c| {
                 let raw = format!("{}:{}", c.username, c.password);
                 format!(
@@ -444,6 +452,34 @@ pub fn foreign_url_allowed(prefixes: &[String], url: &str) -> bool {
         && prefixes
             .iter()
             .any(|p| !p.is_empty() && url.starts_with(p.as_str()))
+}
+
+/// Whether the credentials of the endpoint at `base` may be sent to the
+/// token `realm` its challenge names: over https, or to the endpoint's own
+/// host (any port: the same machine). Not an http(s) URL is an error.
+fn realm_may_see_credentials(base: &str, realm: &str) -> Result<bool> {
+    let bad = |why: &str| Error::Unauthenticated {
+        endpoint: base.to_string(),
+        reason: format!("token realm {realm:?} {why}"),
+    };
+    let url = reqwest::Url::parse(realm).map_err(|_| bad("is not a URL"))?;
+    let realm_host = url.host_str().ok_or_else(|| bad("has no host"))?;
+    match url.scheme() {
+        "https" => return Ok(true),
+        "http" => {}
+        _ => return Err(bad("is not http or https")),
+    }
+    let same = reqwest::Url::parse(base)
+        .ok()
+        .and_then(|b| b.host_str().map(|h| h.eq_ignore_ascii_case(realm_host)))
+        .unwrap_or(false);
+    if !same {
+        warn!(
+            endpoint = base,
+            realm, "not sending credentials to a plain-http token realm on another host"
+        );
+    }
+    Ok(same)
 }
 
 #[derive(serde::Deserialize)]
@@ -668,6 +704,75 @@ mod tests {
             },
         );
         assert!(endpoints_for(&cfg, "bad", None).is_err());
+    }
+
+    #[test]
+    fn a_mirror_gets_only_its_own_credentials() {
+        let mut cfg = ImageConfig::default();
+        cfg.registries.insert(
+            "r.example".into(),
+            RegistryConfig {
+                mirrors: vec![
+                    "https://plain-mirror.example".into(),
+                    "https://own-mirror.example:5000/prefix".into(),
+                ],
+                username: Some("upstream-user".into()),
+                password: Some("upstream-pw".into()),
+                ..Default::default()
+            },
+        );
+        cfg.registries.insert(
+            "own-mirror.example:5000".into(),
+            RegistryConfig {
+                username: Some("mirror-user".into()),
+                password: Some("mirror-pw".into()),
+                ..Default::default()
+            },
+        );
+        let request = Credentials {
+            username: "request-user".into(),
+            password: "request-pw".into(),
+            ..Default::default()
+        };
+        for req in [None, Some(&request)] {
+            let e = endpoints_for(&cfg, "r.example", req).unwrap();
+            assert_eq!(e.len(), 3);
+            assert_eq!(e[0].credentials, None, "{req:?}");
+            let own = e[1].credentials.as_ref().unwrap();
+            assert_eq!(
+                (own.username.as_str(), own.password.as_str()),
+                ("mirror-user", "mirror-pw")
+            );
+            let upstream = e[2].credentials.as_ref().unwrap();
+            let want = if req.is_some() {
+                "request-user"
+            } else {
+                "upstream-user"
+            };
+            assert_eq!(upstream.username, want);
+        }
+    }
+
+    #[test]
+    fn token_realms_see_credentials_only_over_https_or_on_the_same_host() {
+        let ok = |base: &str, realm: &str| realm_may_see_credentials(base, realm).unwrap();
+        assert!(ok("http://r.example:5000", "https://auth.elsewhere/token"));
+        assert!(ok("https://r.example", "https://auth.elsewhere/token"));
+        assert!(ok("http://r.example:5000", "http://r.example:5001/token"));
+        assert!(ok("https://R.example", "http://r.EXAMPLE/token"));
+        assert!(!ok("https://r.example", "http://auth.elsewhere/token"));
+        assert!(!ok("http://127.0.0.1:5000", "http://127.0.0.2:5000/token"));
+        for bad in [
+            "file:///etc/passwd",
+            "not a url",
+            "ftp://r.example/t",
+            "data:,x",
+        ] {
+            assert!(
+                realm_may_see_credentials("https://r.example", bad).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

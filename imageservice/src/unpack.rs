@@ -908,7 +908,7 @@ mod tests {
             std::fs::write(&blob, &tar).unwrap();
             let root = dir.path().join("root");
             std::fs::create_dir(&root).unwrap();
-            let r = unpack_layer(&blob, &root, &Limits::default());
+            let r = unpack_layer(&blob, &root, Compression::None, &Limits::default());
             match &r {
                 Err(Error::UnsafeEntry { path, reason }) => {
                     assert_eq!(path, name);

@@ -27,6 +27,7 @@ pub mod oci;
 pub mod pod;
 pub mod pods;
 pub mod rootfs_path;
+pub mod seccomp;
 pub mod spec;
 pub mod stats;
 

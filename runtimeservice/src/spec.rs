@@ -98,72 +98,29 @@ pub fn host_caps() -> Vec<&'static str> {
         .collect()
 }
 
-/// The runtime-default seccomp profile: everything allowed but the
-/// syscalls that reach outside a container (kernel modules, keyrings,
-/// clocks, reboot, tracing other processes, …), as a denylist. Mount and
-/// namespace syscalls stay allowed when the container holds CAP_SYS_ADMIN.
-/// This is narrower than containerd's allowlist profile.
-pub fn default_seccomp(caps: &[String]) -> Value {
-    let mut denied = vec![
-        "acct",
-        "add_key",
-        "bpf",
-        "clock_adjtime",
-        "clock_settime",
-        "create_module",
-        "delete_module",
-        "finit_module",
-        "get_kernel_syms",
-        "get_mempolicy",
-        "init_module",
-        "ioperm",
-        "iopl",
-        "kcmp",
-        "kexec_file_load",
-        "kexec_load",
-        "keyctl",
-        "lookup_dcookie",
-        "mbind",
-        "move_pages",
-        "nfsservctl",
-        "open_by_handle_at",
-        "perf_event_open",
-        "process_vm_readv",
-        "process_vm_writev",
-        "ptrace",
-        "query_module",
-        "quotactl",
-        "reboot",
-        "request_key",
-        "set_mempolicy",
-        "settimeofday",
-        "stime",
-        "swapon",
-        "swapoff",
-        "sysfs",
-        "_sysctl",
-        "uselib",
-        "userfaultfd",
-        "ustat",
-        "vm86",
-        "vm86old",
-    ];
-    if !caps.iter().any(|c| c == "CAP_SYS_ADMIN") {
-        denied.extend([
-            "mount",
-            "umount",
-            "umount2",
-            "pivot_root",
-            "setns",
-            "unshare",
-            "name_to_handle_at",
-        ]);
+/// The largest seccomp profile read: real ones are tens of KiB.
+const MAX_PROFILE_BYTES: u64 = 4 << 20;
+
+/// A profile's bytes: a regular file (a FIFO would block, a device such
+/// as /dev/zero never end), at most [`MAX_PROFILE_BYTES`].
+fn read_profile(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
     }
-    json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": [{"names": denied, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}],
-    })
+    let mut bytes = Vec::new();
+    file.take(MAX_PROFILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_PROFILE_BYTES} bytes"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// A profile file (Docker or OCI layout) as the OCI `linux.seccomp` value.
@@ -174,9 +131,9 @@ pub fn localhost_seccomp(path: &str) -> Result<Value> {
             "seccomp profile path {path:?} must be absolute"
         )));
     }
-    let text = std::fs::read_to_string(path)
+    let text = read_profile(Path::new(path))
         .map_err(|e| Error::InvalidArgument(format!("reading seccomp profile {path}: {e}")))?;
-    let p: Value = serde_json::from_str(&text)
+    let p: Value = serde_json::from_slice(&text)
         .map_err(|e| Error::InvalidArgument(format!("seccomp profile {path} is not JSON: {e}")))?;
     let mut out = json!({"defaultAction": p["defaultAction"].clone()});
     if out["defaultAction"].is_null() {
@@ -733,7 +690,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
                 Ok(cri::security_profile::ProfileType::Localhost) => {
                     Some(localhost_seccomp(&p.localhost_ref)?)
                 }
-                _ => Some(default_seccomp(&caps)),
+                _ => Some(crate::seccomp::runtime_default(&caps)),
             },
         }
     };
@@ -900,18 +857,27 @@ mod tests {
         let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(v).unwrap();
         assert!(localhost_seccomp("relative.json").is_err());
         assert!(localhost_seccomp("/nonexistent/profile.json").is_err());
-        let def = default_seccomp(&[]);
-        let _: oci_spec::runtime::LinuxSeccomp = serde_json::from_value(def.clone()).unwrap();
-        assert!(def["syscalls"][0]["names"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("mount")));
-        assert!(
-            !default_seccomp(&["CAP_SYS_ADMIN".into()])["syscalls"][0]["names"]
-                .as_array()
-                .unwrap()
-                .contains(&json!("mount"))
-        );
+        // Devices and FIFOs are refused without reading them.
+        for special in ["/dev/zero", "/dev/null"] {
+            let e = localhost_seccomp(special).unwrap_err().to_string();
+            assert!(e.contains("not a regular file"), "{e}");
+        }
+        let fifo = d.path().join("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert!(localhost_seccomp(fifo.to_str().unwrap()).is_err());
+        let big = d.path().join("big.json");
+        std::fs::write(&big, vec![b' '; (MAX_PROFILE_BYTES + 1) as usize]).unwrap();
+        let e = localhost_seccomp(big.to_str().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than"), "{e}");
     }
 
     #[test]

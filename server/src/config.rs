@@ -125,6 +125,12 @@ impl Config {
         if self.streaming.token_ttl_secs == 0 {
             bail!("streaming.token_ttl_secs must be at least 1");
         }
+        if self.streaming.header_read_timeout_secs == 0 {
+            bail!("streaming.header_read_timeout_secs must be at least 1");
+        }
+        if self.streaming.max_connections == 0 {
+            bail!("streaming.max_connections must be at least 1");
+        }
         if self.image.max_concurrent_downloads == 0 {
             bail!("image.max_concurrent_downloads must be at least 1");
         }
@@ -190,6 +196,8 @@ mod tests {
             "metrics_address: nowhere",
             "streaming:\n  address: nowhere",
             "streaming:\n  tls_cert_file: /etc/cert.pem",
+            "streaming:\n  max_connections: 0",
+            "streaming:\n  header_read_timeout_secs: 0",
             "image:\n  registries:\n    docker.io:\n      mirrors: [\"127.0.0.1:5000\"]",
             "runtime:\n  default_runtime: crun",
             "log_format: xml",

@@ -25,7 +25,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, Instrument};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -36,6 +37,11 @@ pub struct StreamingConfig {
     pub token_ttl_secs: u64,
     pub stream_idle_timeout_secs: u64,
     pub stream_creation_timeout_secs: u64,
+    /// How long a new connection has to deliver its request headers (its
+    /// TLS handshake included) before it is closed.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once, sessions included; more are refused.
+    pub max_connections: usize,
     /// PEM certificate chain and key; both set means HTTPS.
     pub tls_cert_file: String,
     pub tls_key_file: String,
@@ -128,8 +134,17 @@ impl Pending {
     }
 }
 
+/// A connection's share of `max_connections`: taken at accept, carried
+/// into the upgraded session (through the request's extensions), given
+/// back when the last of them ends.
+#[derive(Clone)]
+pub(crate) struct ConnectionSlot {
+    _permit: Arc<OwnedSemaphorePermit>,
+}
+
 pub struct StreamingServer {
     base_url: String,
+    slots: Arc<Semaphore>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: StreamingConfig,
     tokens: Mutex<HashMap<String, (Pending, Instant)>>,
@@ -152,6 +167,7 @@ impl StreamingServer {
         Ok((
             Arc::new(StreamingServer {
                 base_url: format!("{scheme}://{local}"),
+                slots: Arc::new(Semaphore::new(config.max_connections)),
                 tls,
                 config,
                 tokens: Mutex::new(HashMap::new()),
@@ -193,49 +209,79 @@ impl StreamingServer {
         Duration::from_secs(self.config.stream_idle_timeout_secs.max(1))
     }
 
+    fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.header_read_timeout_secs.max(1))
+    }
+
+    /// Accepts connections while slots are free. A connection over the cap
+    /// is answered 503 (plain HTTP, if the socket takes it at once) and
+    /// closed, so that clients without a token cannot hold the daemon's
+    /// descriptors.
     pub async fn serve(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                if self.tls.is_none() {
+                    let _ = stream.try_write(BUSY);
+                }
+                debug!(%peer, "streaming connection refused: max_connections reached");
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let me = self.clone();
-            tokio::spawn(async move {
-                let tls = me.tls.clone();
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let me = me.clone();
-                    async move { Ok::<_, Infallible>(me.handle(req)) }
-                });
-                let http = hyper::server::conn::http1::Builder::new();
-                let served = match tls {
-                    None => {
-                        http.serve_connection(TokioIo::new(stream), service)
-                            .with_upgrades()
-                            .await
+            let slot = ConnectionSlot {
+                _permit: Arc::new(permit),
+            };
+            tokio::spawn(me.connection(stream, slot));
+        }
+    }
+
+    /// Serves one connection: the handshake and the request headers must
+    /// arrive within the header timeout; once the request is in, it runs
+    /// for as long as its session does. One request per connection (see
+    /// [`reply`]): a streaming client upgrades or goes.
+    async fn connection(self: Arc<Self>, stream: TcpStream, slot: ConnectionSlot) {
+        let deadline = tokio::time::Instant::now() + self.header_read_timeout();
+        let got_request = Arc::new(Notify::new());
+        let me = self.clone();
+        let seen = got_request.clone();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            seen.notify_one();
+            req.extensions_mut().insert(slot.clone());
+            let me = me.clone();
+            async move { Ok::<_, Infallible>(me.handle(req)) }
+        });
+        let http = hyper::server::conn::http1::Builder::new();
+        let served = match self.tls.clone() {
+            None => {
+                let conn = http
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades();
+                until_request(conn, &got_request, deadline).await
+            }
+            Some(acceptor) => {
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let conn = http
+                            .serve_connection(TokioIo::new(tls), service)
+                            .with_upgrades();
+                        until_request(conn, &got_request, deadline).await
                     }
-                    Some(acceptor) => {
-                        // A handshake that never completes does not hold a
-                        // task forever.
-                        let handshake =
-                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                        match handshake.await {
-                            Ok(Ok(tls)) => {
-                                http.serve_connection(TokioIo::new(tls), service)
-                                    .with_upgrades()
-                                    .await
-                            }
-                            Ok(Err(e)) => {
-                                debug!(error = %e, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        }
+                    Ok(Err(e)) => {
+                        debug!(error = %e, "TLS handshake failed");
+                        return;
                     }
-                };
-                if let Err(e) = served {
-                    debug!(error = %e, "streaming connection ended with an error");
+                    Err(_) => {
+                        debug!("streaming connection closed: no TLS handshake in time");
+                        return;
+                    }
                 }
-            });
+            }
+        };
+        if let Err(e) = served {
+            debug!(error = %e, "streaming connection ended with an error");
         }
     }
 
@@ -280,10 +326,12 @@ impl StreamingServer {
                 Ok(p) => p,
                 Err(msg) => return reply(StatusCode::FORBIDDEN, &msg),
             };
+            let slot = req.extensions().get::<ConnectionSlot>().cloned();
             let on_upgrade = hyper::upgrade::on(req);
             let protocol = chosen.clone();
             tokio::spawn(
                 async move {
+                    let _slot = slot;
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let conn = spdy::Connection::serve(TokioIo::new(upgraded));
@@ -341,6 +389,32 @@ impl StreamUrls for StreamingServer {
 
 /// Picks the first protocol the client offers that we support; a client
 /// that offers none gets the protocol's oldest form (`None`).
+/// What a connection over the cap reads before it is closed.
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
+/// Runs `conn`, dropping it (which closes the socket) if no request has
+/// come in by `deadline`.
+async fn until_request<F>(
+    conn: F,
+    got_request: &Notify,
+    deadline: tokio::time::Instant,
+) -> Result<(), hyper::Error>
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = &mut conn => return r,
+        _ = got_request.notified() => {}
+        _ = tokio::time::sleep_until(deadline) => {
+            debug!("streaming connection closed: no request headers in time");
+            return Ok(());
+        }
+    }
+    conn.await
+}
+
 fn negotiate(offered: &[String], supported: &[&str]) -> Result<Option<String>, String> {
     if offered.is_empty() {
         return Ok(None);
@@ -361,9 +435,14 @@ fn hv(s: &str) -> hyper::header::HeaderValue {
         .unwrap_or_else(|_| hyper::header::HeaderValue::from_static(""))
 }
 
+/// A response that ends its connection: every request either upgrades
+/// (whose answer replaces the `Connection` header) or is the last one, so
+/// no kept-alive connection idles past the header timeout.
 pub(crate) fn reply(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = status;
+    r.headers_mut()
+        .insert(hyper::header::CONNECTION, hv("close"));
     r
 }
 

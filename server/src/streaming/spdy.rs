@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
@@ -246,15 +246,25 @@ impl Codec {
             }
             let before = self.inflate.total_in();
             let before_out = out.len();
+            let mut asked_dictionary = false;
             match self
                 .inflate
                 .decompress_vec(&input[pos..], &mut out, FlushDecompress::Sync)
             {
+                // A connection's header stream is only ever flushed, never
+                // finished: an end is a client's doing, and what follows
+                // it could never be read (the loop would spin on it).
+                Ok(Status::StreamEnd) => {
+                    return Err(SpdyError::Zlib(
+                        "the header compression stream was ended".into(),
+                    ))
+                }
                 Ok(_) => {}
                 Err(e) if e.needs_dictionary().is_some() => {
                     self.inflate
                         .set_dictionary(dictionary())
                         .map_err(|e| SpdyError::Zlib(e.to_string()))?;
+                    asked_dictionary = true;
                 }
                 Err(e) => return Err(SpdyError::Zlib(e.to_string())),
             }
@@ -265,8 +275,11 @@ impl Codec {
             if pos >= input.len() && out.len() < out.capacity() {
                 break;
             }
-            if self.inflate.total_in() == before && out.len() == before_out && pos >= input.len() {
-                break;
+            if !asked_dictionary && self.inflate.total_in() == before && out.len() == before_out {
+                if pos >= input.len() {
+                    break;
+                }
+                return Err(SpdyError::Zlib("the header block makes no progress".into()));
             }
         }
         parse_header_block(&out)

@@ -87,10 +87,13 @@ pub fn upgrade(
         .filter_map(|kv| kv.strip_prefix("port="))
         .filter_map(|p| p.parse().ok())
         .collect();
+    // The connection's slot lives as long as the session.
+    let slot = req.extensions().get::<super::ConnectionSlot>().cloned();
     let on_upgrade = hyper::upgrade::on(req);
     let chosen = protocol.clone();
     tokio::spawn(
         async move {
+            let _slot = slot;
             let upgraded = match on_upgrade.await {
                 Ok(u) => u,
                 Err(e) => {
