@@ -9,6 +9,7 @@ use std::path::Path;
 use gantry_fuzzkit as fuzz;
 use gantry_imageservice::manifest::{self, Parsed};
 use gantry_imageservice::reference::ImageRef;
+use gantry_imageservice::mediatype::Compression;
 use gantry_imageservice::unpack::unpack_layer;
 use gantry_imageservice::{Error, Limits};
 use tar::{EntryType, Header};
@@ -149,7 +150,7 @@ fn fuzz_layer_unpacking() {
         std::fs::write(&blob, &tar).unwrap();
         let target = sandbox.path().join("target");
         std::fs::create_dir(&target).unwrap();
-        let outcome = match unpack_layer(&blob, &target, &limits) {
+        let outcome = match unpack_layer(&blob, &target, Compression::None, &limits) {
             Ok(s) => format!("ok {}", s.entries.min(8)),
             Err(e) => kind(&e),
         };
@@ -195,8 +196,8 @@ fn fuzz_manifest_and_index_parsing() {
                     let _ = manifest::choose_platform(&entries, &host);
                     out.push_str(&format!("index{} ", entries.len().min(4)));
                 }
-                Ok(Parsed::Manifest { layers, .. }) => {
-                    out.push_str(&format!("manifest{} ", layers.len().min(4)))
+                Ok(Parsed::Manifest(m)) => {
+                    out.push_str(&format!("manifest{} ", m.layers.len().min(4)))
                 }
                 Err(e) => out.push_str(&kind(&e)),
             }

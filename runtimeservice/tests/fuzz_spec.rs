@@ -173,7 +173,7 @@ fn container(rng: &mut Rng) -> cri::ContainerConfig {
         envs: (0..rng.below(4))
             .map(|_| cri::KeyValue {
                 key: s(rng),
-                value: s(rng),
+                value: s(rng).into_bytes(),
             })
             .collect(),
         mounts: (0..rng.below(4))
