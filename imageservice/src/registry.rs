@@ -150,8 +150,18 @@ pub fn endpoints_for(
         let scheme = if insecure { "http" } else { "https" };
         out.push(Endpoint {
             base: format!("{scheme}://{host}"),
-            credentials: upstream_credentials,
+            credentials: upstream_credentials.clone(),
         });
+        // A registry on this machine is most often a plain-HTTP test or
+        // cache registry; Docker and containerd fall back to HTTP for
+        // loopback hosts without being told, and so does gantry. Nothing
+        // leaves the machine, so the credentials may go along.
+        if !insecure && is_loopback_host(host) {
+            out.push(Endpoint {
+                base: format!("http://{host}"),
+                credentials: upstream_credentials,
+            });
+        }
     }
     if out.is_empty() {
         return Err(Error::InvalidArgument(format!(
@@ -159,6 +169,44 @@ pub fn endpoints_for(
         )));
     }
     Ok(out)
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        // A bare IPv6 address has colons of its own.
+        return ip.is_loopback();
+    }
+    let name = match host.strip_prefix('[') {
+        // [::1]:5000
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        },
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A send error, with the hint an operator needs when an https endpoint
+/// is really a plain-HTTP server (rustls sees HTTP bytes where a TLS record
+/// should be).
+fn unreachable(endpoint: &Endpoint, e: &reqwest::Error) -> Error {
+    let mut reason = error_chain(e);
+    if endpoint.base.starts_with("https://") && reason.contains("InvalidContentType") {
+        let host = endpoint.base.trim_start_matches("https://");
+        let host = host.split('/').next().unwrap_or(host);
+        reason = format!(
+            "{host} answers plain HTTP, not HTTPS; if that registry is meant to be used without TLS, set image.registries.\"{host}\".insecure: true ({reason})"
+        );
+    }
+    Error::Unreachable {
+        endpoint: endpoint.base.clone(),
+        reason,
+    }
 }
 
 #[derive(Clone)]
@@ -327,10 +375,10 @@ impl RegistryClient {
             if let Some(a) = &authorization {
                 request = request.header(AUTHORIZATION, a);
             }
-            let response = request.send().await.map_err(|e| Error::Unreachable {
-                endpoint: endpoint.base.clone(),
-                reason: error_chain(&e),
-            })?;
+            let response = request
+                .send()
+                .await
+                .map_err(|e| unreachable(endpoint, &e))?;
             let status = response.status();
             if status.is_success() {
                 return Ok(response);
@@ -631,6 +679,41 @@ pub async fn resolve_manifest(
 mod tests {
     use super::*;
     use crate::config::RegistryConfig;
+
+    #[test]
+    fn loopback_hosts_are_told_apart() {
+        for h in [
+            "localhost",
+            "LOCALHOST:5000",
+            "127.0.0.1",
+            "127.1.2.3:5000",
+            "[::1]:5000",
+            "::1",
+        ] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in [
+            "localhost.example",
+            "128.0.0.1:5000",
+            "10.0.0.1",
+            "[::2]:5000",
+            "registry.example:5000",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn loopback_registries_fall_back_to_plain_http() {
+        let cfg = ImageConfig::default();
+        let e = endpoints_for(&cfg, "127.0.0.1:5000", None).unwrap();
+        let bases: Vec<_> = e.iter().map(|e| e.base.as_str()).collect();
+        assert_eq!(bases, ["https://127.0.0.1:5000", "http://127.0.0.1:5000"]);
+        let e = endpoints_for(&cfg, "registry.example", None).unwrap();
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].base, "https://registry.example");
+    }
 
     #[test]
     fn bearer_challenge_is_parsed() {

@@ -8,8 +8,8 @@ use std::path::Path;
 
 use gantry_fuzzkit as fuzz;
 use gantry_imageservice::manifest::{self, Parsed};
-use gantry_imageservice::reference::ImageRef;
 use gantry_imageservice::mediatype::Compression;
+use gantry_imageservice::reference::ImageRef;
 use gantry_imageservice::unpack::unpack_layer;
 use gantry_imageservice::{Error, Limits};
 use tar::{EntryType, Header};
