@@ -177,6 +177,8 @@ pub struct ImageSpec {
     pub label: String,
     /// `VOLUME` paths.
     pub volumes: Vec<String>,
+    /// `STOPSIGNAL`, written as is.
+    pub stop_signal: Option<String>,
 }
 
 impl ImageSpec {
@@ -188,7 +190,12 @@ impl ImageSpec {
             docker: false,
             label: String::new(),
             volumes: Vec::new(),
+            stop_signal: None,
         }
+    }
+    pub fn stop_signal(mut self, s: &str) -> Self {
+        self.stop_signal = Some(s.into());
+        self
     }
     pub fn volume(mut self, path: &str) -> Self {
         self.volumes.push(path.into());
@@ -238,6 +245,9 @@ impl ImageSpec {
         let mut config = config;
         if !volumes.is_empty() {
             config["config"]["Volumes"] = json!(volumes);
+        }
+        if let Some(s) = &self.stop_signal {
+            config["config"]["StopSignal"] = json!(s);
         }
         let config = serde_json::to_vec(&config).expect("config JSON");
         let config_digest = digest(&config);

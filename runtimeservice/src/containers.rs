@@ -92,6 +92,11 @@ pub struct ContainerRecord {
     /// (ContainerStatus.user); absent in records of older versions.
     #[serde(default)]
     pub user: Option<cri::ContainerUser>,
+    /// The `cri::Signal` StopContainer sends first, settled at create
+    /// ([`crate::signal::stop_signal`]); 0 in older records, which were
+    /// stopped with SIGTERM.
+    #[serde(default)]
+    pub stop_signal: i32,
 }
 
 #[derive(Deserialize)]
@@ -456,6 +461,7 @@ impl ContainerService {
             .lookup(&image_name)
             .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))?;
         let runtime = self.runtime(&pod.runtime_handler)?.clone();
+        let stop_signal = crate::signal::stop_signal(&config, &image.config)?;
         let key = format!("{}_{}_{}", meta.name, meta.attempt, pod_id);
         let id = new_id()?;
         {
@@ -495,6 +501,7 @@ impl ContainerService {
                 monitor_pid: 0,
                 rootfs_mounted: true,
                 user: None,
+                stop_signal: stop_signal as i32,
             };
             std::fs::create_dir_all(self.cdir(&id).join("bundle"))
                 .map_err(Error::io("creating the container directory"))?;
@@ -933,7 +940,8 @@ impl ContainerService {
         }
     }
 
-    /// SIGTERM, `timeout` seconds, then SIGKILL. Stopped and unknown
+    /// The container's stop signal (SIGTERM unless its config or image
+    /// names another), `timeout` seconds, then SIGKILL. Stopped and unknown
     /// containers succeed.
     pub async fn stop(&self, id: &str, timeout: i64) -> Result<()> {
         let Some(id) = self.resolve(id)? else {
@@ -953,7 +961,10 @@ impl ContainerService {
         }
         let rt = self.runtime(&rec.handler)?.clone();
         if timeout > 0 && rec.state == ContainerState::Running {
-            match rt.kill(&id, libc::SIGTERM, false).await {
+            let signal = crate::signal::recorded(rec.stop_signal);
+            let number = crate::signal::number(signal).unwrap_or(libc::SIGTERM);
+            debug!(container = %id, signal = signal.as_str_name(), "stopping");
+            match rt.kill(&id, number, false).await {
                 Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -1832,7 +1843,7 @@ fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
             }),
         image_id: r.image_id.clone(),
         user: r.user.clone(),
-        stop_signal: r.config.stop_signal,
+        stop_signal: crate::signal::recorded(r.stop_signal) as i32,
     }
 }
 

@@ -27,6 +27,7 @@ pub mod nsexec;
 pub mod oci;
 pub mod pod;
 pub mod pods;
+pub mod signal;
 pub mod spec;
 pub mod stats;
 
