@@ -120,6 +120,9 @@ pub struct ContainerService {
     pods: Arc<PodService>,
     images: Arc<dyn ImageLookup>,
     runtimes: BTreeMap<String, CliRuntime>,
+    /// Per handler: whether it honours `Mount.recursive_read_only`
+    /// ([`crate::features`]).
+    recursive_read_only: BTreeMap<String, bool>,
     default_runtime: String,
     monitor: PathBuf,
     cpu_rates: crate::stats::CpuRates,
@@ -189,6 +192,13 @@ impl ContainerService {
                     },
                 )
             })
+            .collect::<BTreeMap<_, _>>();
+        let recursive_read_only = runtimes
+            .iter()
+            .map(|(name, rt)| {
+                let rro = crate::features::recursive_read_only(name, &rt.binary, &rt.args);
+                (name.clone(), rro)
+            })
             .collect();
         Ok(ContainerService {
             dir,
@@ -197,6 +207,7 @@ impl ContainerService {
             pods,
             images,
             runtimes,
+            recursive_read_only,
             default_runtime: config.default_runtime.clone(),
             monitor,
             cpu_rates: Default::default(),
@@ -338,6 +349,25 @@ impl ContainerService {
             self.emit_locked(&recs, id, &r.pod_id, kind);
         }
         Ok(r)
+    }
+
+    /// What a handler (by name; empty for the default) can do, for
+    /// `Status`.
+    pub fn handler_features(&self, handler: &str) -> cri::RuntimeHandlerFeatures {
+        let name = if handler.is_empty() {
+            &self.default_runtime
+        } else {
+            handler
+        };
+        cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: self
+                .recursive_read_only
+                .get(name)
+                .copied()
+                .unwrap_or(false),
+            // Pods get no user namespace of their own yet.
+            user_namespaces: false,
+        }
     }
 
     fn runtime(&self, handler: &str) -> Result<&CliRuntime> {
@@ -619,6 +649,9 @@ impl ContainerService {
             cgroups_path: &cgroups_path,
             volumes: &volumes,
             apparmor: apparmor.as_deref(),
+            recursive_read_only: self
+                .handler_features(&pod.runtime_handler)
+                .recursive_read_only_mounts,
         })?;
         spec.save(bundle.join("config.json"))
             .map_err(|e| Error::Internal(format!("writing config.json: {e}")))?;

@@ -186,13 +186,13 @@ impl RuntimeService for CriRuntimeService {
             .keys()
             .map(|name| cri::RuntimeHandler {
                 name: name.clone(),
-                features: Some(cri::RuntimeHandlerFeatures::default()),
+                features: Some(self.containers.handler_features(name)),
             })
             .collect();
         // The default handler also answers to the empty name.
         handlers.push(cri::RuntimeHandler {
             name: String::new(),
-            features: Some(cri::RuntimeHandlerFeatures::default()),
+            features: Some(self.containers.handler_features("")),
         });
         let mut info = HashMap::new();
         if verbose {

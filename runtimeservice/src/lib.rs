@@ -18,6 +18,7 @@ pub mod containers;
 pub mod crilog;
 pub mod error;
 pub mod events;
+pub mod features;
 pub mod grpc;
 pub mod interactive;
 mod locks;
