@@ -351,6 +351,15 @@ impl ContainerService {
         Ok(r)
     }
 
+    /// The directory holding every container's writable layer (and image
+    /// volumes, and the logs of pods without a log directory), with the
+    /// bytes and inodes it uses: ImageFsInfo's container filesystem.
+    /// Mounted rootfs views are on other devices and not counted twice.
+    pub fn writable_usage(&self) -> (PathBuf, u64, u64) {
+        let (bytes, inodes) = crate::stats::dir_usage(&self.dir);
+        (self.dir.clone(), bytes, inodes)
+    }
+
     /// What a handler (by name; empty for the default) can do, for
     /// `Status`.
     pub fn handler_features(&self, handler: &str) -> cri::RuntimeHandlerFeatures {
