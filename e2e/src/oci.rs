@@ -320,6 +320,8 @@ pub struct ImageSpec {
     pub volumes: Vec<String>,
     /// `WORKDIR`.
     pub workdir: Option<String>,
+    /// `STOPSIGNAL`, written as is.
+    pub stop_signal: Option<String>,
 }
 
 impl ImageSpec {
@@ -332,10 +334,15 @@ impl ImageSpec {
             label: String::new(),
             volumes: Vec::new(),
             workdir: None,
+            stop_signal: None,
         }
     }
     pub fn workdir(mut self, dir: &str) -> Self {
         self.workdir = Some(dir.into());
+        self
+    }
+    pub fn stop_signal(mut self, s: &str) -> Self {
+        self.stop_signal = Some(s.into());
         self
     }
     pub fn volume(mut self, path: &str) -> Self {
@@ -389,6 +396,9 @@ impl ImageSpec {
         }
         if let Some(w) = &self.workdir {
             config["config"]["WorkingDir"] = json!(w);
+        }
+        if let Some(s) = &self.stop_signal {
+            config["config"]["StopSignal"] = json!(s);
         }
         let config = serde_json::to_vec(&config).expect("config JSON");
         let config_digest = digest(&config);

@@ -19,14 +19,33 @@ use crate::reference::ImageRef;
 use crate::registry::Credentials;
 use crate::store::{ImageRecord, ImageStore};
 
+/// Where container writable layers live and how much they use, for
+/// `ImageFsInfo.container_filesystems`: the runtime side knows, the image
+/// side answers. Called on a blocking thread.
+pub trait ContainerFsUsage: Send + Sync + 'static {
+    /// The directory, and its bytes and inodes in use.
+    fn container_fs_usage(&self) -> (std::path::PathBuf, u64, u64);
+}
+
 #[derive(Clone)]
 pub struct CriImageService {
     store: Arc<ImageStore>,
+    containers: Option<Arc<dyn ContainerFsUsage>>,
 }
 
 impl CriImageService {
     pub fn new(store: Arc<ImageStore>) -> Self {
-        CriImageService { store }
+        CriImageService {
+            store,
+            containers: None,
+        }
+    }
+
+    /// Reports the containers' filesystem in ImageFsInfo too, so that
+    /// kubelet's eviction sees what containers write.
+    pub fn with_container_usage(mut self, containers: Arc<dyn ContainerFsUsage>) -> Self {
+        self.containers = Some(containers);
+        self
     }
 
     /// The images a ListImages or StreamImages filter selects.
@@ -193,9 +212,13 @@ impl ImageService for CriImageService {
         _request: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
         let store = self.store.clone();
-        let usage = tokio::task::spawn_blocking(move || store.usage())
-            .await
-            .map_err(|e| Status::internal(format!("usage task failed: {e}")))??;
+        let containers = self.containers.clone();
+        let (usage, container_usage) = tokio::task::spawn_blocking(move || {
+            (store.usage(), containers.map(|c| c.container_fs_usage()))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("usage task failed: {e}")))?;
+        let usage = usage?;
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
@@ -211,7 +234,17 @@ impl ImageService for CriImageService {
                     value: usage.inodes,
                 }),
             }],
-            container_filesystems: Vec::new(),
+            container_filesystems: container_usage
+                .map(|(dir, bytes, inodes)| FilesystemUsage {
+                    timestamp,
+                    fs_id: Some(FilesystemIdentifier {
+                        mountpoint: dir.display().to_string(),
+                    }),
+                    used_bytes: Some(UInt64Value { value: bytes }),
+                    inodes_used: Some(UInt64Value { value: inodes }),
+                })
+                .into_iter()
+                .collect(),
         }))
     }
 }

@@ -244,6 +244,127 @@ fn inherit_cpuset(mount: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The cgroup writes that pod-level resources (UpdatePodSandboxResources)
+/// ask for, as (v1 file, v2 file, v1 value, v2 value), in the order they
+/// must be written. Fields a cgroup cannot take for a whole pod are refused
+/// before anything is written.
+pub fn pod_resource_writes(
+    r: &gantry_proto::v1::LinuxContainerResources,
+) -> Result<Vec<(&'static str, &'static str, String, String)>> {
+    let unsupported = [
+        ("hugepage_limits", !r.hugepage_limits.is_empty()),
+        ("unified", !r.unified.is_empty()),
+        (
+            "memory_swap_limit_in_bytes",
+            r.memory_swap_limit_in_bytes != 0,
+        ),
+    ];
+    if let Some((field, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(Error::Unimplemented(format!(
+            "UpdatePodSandboxResources: {field} is not applied to pod cgroups by gantry"
+        )));
+    }
+    if r.cpu_shares < 0 || r.cpu_period < 0 || r.memory_limit_in_bytes < 0 {
+        return Err(Error::InvalidArgument(
+            "pod resources: cpu_shares, cpu_period and memory_limit_in_bytes cannot be negative"
+                .into(),
+        ));
+    }
+    let mut w = Vec::new();
+    if r.cpu_shares > 0 {
+        // The v2 weight kubelet and runc derive from shares.
+        let shares = r.cpu_shares.clamp(2, 262_144);
+        let weight = 1 + ((shares - 2) * 9999) / 262_142;
+        w.push((
+            "cpu.shares",
+            "cpu.weight",
+            shares.to_string(),
+            weight.to_string(),
+        ));
+    }
+    if r.cpu_period > 0 || r.cpu_quota != 0 {
+        let period = if r.cpu_period > 0 {
+            r.cpu_period
+        } else {
+            100_000
+        };
+        let quota = if r.cpu_quota > 0 { r.cpu_quota } else { -1 };
+        let v2_quota = if quota > 0 {
+            quota.to_string()
+        } else {
+            "max".into()
+        };
+        w.push((
+            "cpu.cfs_period_us",
+            "cpu.max",
+            period.to_string(),
+            format!("{v2_quota} {period}"),
+        ));
+        w.push(("cpu.cfs_quota_us", "", quota.to_string(), String::new()));
+    }
+    if r.memory_limit_in_bytes > 0 {
+        let m = r.memory_limit_in_bytes.to_string();
+        w.push(("memory.limit_in_bytes", "memory.max", m.clone(), m));
+    }
+    if !r.cpuset_cpus.is_empty() {
+        w.push((
+            "cpuset.cpus",
+            "cpuset.cpus",
+            r.cpuset_cpus.clone(),
+            r.cpuset_cpus.clone(),
+        ));
+    }
+    if !r.cpuset_mems.is_empty() {
+        w.push((
+            "cpuset.mems",
+            "cpuset.mems",
+            r.cpuset_mems.clone(),
+            r.cpuset_mems.clone(),
+        ));
+    }
+    Ok(w)
+}
+
+/// Applies pod-level resources to a pod's cgroup in every hierarchy whose
+/// directory has the controller's file. A write the kernel refuses, or a
+/// resource no hierarchy has a controller for, is an error naming it.
+pub fn apply_pod_resources(
+    hierarchies: &[Hierarchy],
+    cgroup: &str,
+    r: &gantry_proto::v1::LinuxContainerResources,
+) -> Result<()> {
+    let writes = pod_resource_writes(r)?;
+    for (v1_file, v2_file, v1_value, v2_value) in &writes {
+        let mut applied = false;
+        for h in hierarchies {
+            let (file, value) = if h.v2 {
+                (v2_file, v2_value)
+            } else {
+                (v1_file, v1_value)
+            };
+            if file.is_empty() {
+                continue;
+            }
+            let path = h.mount.join(rel(cgroup)).join(file);
+            if !path.exists() {
+                continue;
+            }
+            std::fs::write(&path, value).map_err(Error::io(format!(
+                "writing {value:?} to {}",
+                path.display()
+            )))?;
+            applied = true;
+        }
+        // cpu.cfs_quota_us rides on cpu.max in v2: judged with the period.
+        if !applied && !v2_file.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "pod resources: no cgroup controller on this host takes {v1_file}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Moves a process into the pod's cgroup in every hierarchy (into its
 /// init leaf on cgroup2).
 pub fn enter(hierarchies: &[Hierarchy], cgroup: &str, pid: i32) -> Result<()> {
@@ -389,6 +510,101 @@ mod tests {
 
     /// Creation on plain directories standing in for hierarchies: only
     /// missing directories are reported, and removal takes only those.
+    #[test]
+    fn pod_resources_become_cgroup_writes() {
+        let r = gantry_proto::v1::LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            memory_limit_in_bytes: 64 << 20,
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        };
+        let w = pod_resource_writes(&r).unwrap();
+        let v1: Vec<(&str, &str)> = w.iter().map(|(f, _, v, _)| (*f, v.as_str())).collect();
+        assert_eq!(
+            v1,
+            [
+                ("cpu.shares", "512"),
+                ("cpu.cfs_period_us", "100000"),
+                ("cpu.cfs_quota_us", "50000"),
+                ("memory.limit_in_bytes", "67108864"),
+                ("cpuset.cpus", "0"),
+            ]
+        );
+        assert_eq!(w[0].3, "20");
+        assert_eq!(w[1].3, "50000 100000");
+        // No quota: unlimited.
+        let w = pod_resource_writes(&gantry_proto::v1::LinuxContainerResources {
+            cpu_period: 100_000,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(w[0].3, "max 100000");
+        assert_eq!(w[1].2, "-1");
+        assert!(pod_resource_writes(&Default::default()).unwrap().is_empty());
+        let swap = gantry_proto::v1::LinuxContainerResources {
+            memory_swap_limit_in_bytes: 1,
+            ..Default::default()
+        };
+        assert!(
+            matches!(pod_resource_writes(&swap), Err(Error::Unimplemented(m)) if m.contains("swap"))
+        );
+        let negative = gantry_proto::v1::LinuxContainerResources {
+            memory_limit_in_bytes: -5,
+            ..Default::default()
+        };
+        assert!(matches!(
+            pod_resource_writes(&negative),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+
+    #[test]
+    fn pod_resources_are_written_where_the_controller_is() {
+        let root = tempfile::tempdir().unwrap();
+        let cpu = root.path().join("cpu");
+        let memory = root.path().join("memory");
+        for (h, file) in [(&cpu, "cpu.shares"), (&memory, "memory.limit_in_bytes")] {
+            std::fs::create_dir_all(h.join("pod")).unwrap();
+            std::fs::write(h.join("pod").join(file), "0").unwrap();
+        }
+        let hs = [
+            Hierarchy {
+                mount: cpu.clone(),
+                v2: false,
+            },
+            Hierarchy {
+                mount: memory.clone(),
+                v2: false,
+            },
+        ];
+        let r = gantry_proto::v1::LinuxContainerResources {
+            cpu_shares: 300,
+            memory_limit_in_bytes: 1 << 30,
+            ..Default::default()
+        };
+        apply_pod_resources(&hs, "/pod", &r).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(cpu.join("pod/cpu.shares")).unwrap(),
+            "300"
+        );
+        assert_eq!(
+            std::fs::read_to_string(memory.join("pod/memory.limit_in_bytes")).unwrap(),
+            (1u64 << 30).to_string()
+        );
+        assert!(!cpu.join("pod/memory.limit_in_bytes").exists());
+        // A controller no hierarchy has.
+        let cpuset = gantry_proto::v1::LinuxContainerResources {
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            apply_pod_resources(&hs, "/pod", &cpuset),
+            Err(Error::FailedPrecondition(m)) if m.contains("cpuset.cpus")
+        ));
+    }
+
     #[test]
     fn only_created_directories_are_removed() {
         let d = tempfile::tempdir().unwrap();

@@ -95,6 +95,11 @@ pub struct ContainerRecord {
     /// (ContainerStatus.user); absent in records of older versions.
     #[serde(default)]
     pub user: Option<cri::ContainerUser>,
+    /// The `cri::Signal` StopContainer sends first, settled at create
+    /// ([`crate::signal::stop_signal`]); 0 in older records, which were
+    /// stopped with SIGTERM.
+    #[serde(default)]
+    pub stop_signal: i32,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +123,9 @@ pub struct ContainerService {
     pods: Arc<PodService>,
     images: Arc<dyn ImageLookup>,
     runtimes: BTreeMap<String, CliRuntime>,
+    /// Per handler: whether it honours `Mount.recursive_read_only`
+    /// ([`crate::features`]).
+    recursive_read_only: BTreeMap<String, bool>,
     default_runtime: String,
     monitor: PathBuf,
     cpu_rates: crate::stats::CpuRates,
@@ -191,6 +199,13 @@ impl ContainerService {
                     },
                 )
             })
+            .collect::<BTreeMap<_, _>>();
+        let recursive_read_only = runtimes
+            .iter()
+            .map(|(name, rt)| {
+                let rro = crate::features::recursive_read_only(name, &rt.binary, &rt.args);
+                (name.clone(), rro)
+            })
             .collect();
         Ok(ContainerService {
             dir,
@@ -199,6 +214,7 @@ impl ContainerService {
             pods,
             images,
             runtimes,
+            recursive_read_only,
             default_runtime: config.default_runtime.clone(),
             monitor,
             cpu_rates: Default::default(),
@@ -342,6 +358,34 @@ impl ContainerService {
         Ok(r)
     }
 
+    /// The directory holding every container's writable layer (and image
+    /// volumes, and the logs of pods without a log directory), with the
+    /// bytes and inodes it uses: ImageFsInfo's container filesystem.
+    /// Mounted rootfs views are on other devices and not counted twice.
+    pub fn writable_usage(&self) -> (PathBuf, u64, u64) {
+        let (bytes, inodes) = crate::stats::dir_usage(&self.dir);
+        (self.dir.clone(), bytes, inodes)
+    }
+
+    /// What a handler (by name; empty for the default) can do, for
+    /// `Status`.
+    pub fn handler_features(&self, handler: &str) -> cri::RuntimeHandlerFeatures {
+        let name = if handler.is_empty() {
+            &self.default_runtime
+        } else {
+            handler
+        };
+        cri::RuntimeHandlerFeatures {
+            recursive_read_only_mounts: self
+                .recursive_read_only
+                .get(name)
+                .copied()
+                .unwrap_or(false),
+            // Pods get no user namespace of their own yet.
+            user_namespaces: false,
+        }
+    }
+
     fn runtime(&self, handler: &str) -> Result<&CliRuntime> {
         let name = if handler.is_empty() {
             &self.default_runtime
@@ -469,6 +513,7 @@ impl ContainerService {
             )));
         }
         let runtime = self.runtime(&pod.runtime_handler)?.clone();
+        let stop_signal = crate::signal::stop_signal(&config, &image.config)?;
         let key = format!("{}_{}_{}", meta.name, meta.attempt, pod_id);
         let id = new_id()?;
         {
@@ -514,6 +559,7 @@ impl ContainerService {
                 monitor_pid: 0,
                 rootfs_mounted: true,
                 user: None,
+                stop_signal: stop_signal as i32,
             };
             private_dir(&self.cdir(&id).join("bundle"))
                 .map_err(Error::io("creating the container directory"))?;
@@ -632,6 +678,9 @@ impl ContainerService {
             cgroups_path: &cgroups_path,
             volumes: &volumes,
             apparmor: apparmor.as_deref(),
+            recursive_read_only: self
+                .handler_features(&pod.runtime_handler)
+                .recursive_read_only_mounts,
         })?;
         prepare_rootfs_paths(&rootfs, &spec)?;
         let spec_json =
@@ -959,7 +1008,8 @@ impl ContainerService {
         }
     }
 
-    /// SIGTERM, `timeout` seconds, then SIGKILL. Stopped and unknown
+    /// The container's stop signal (SIGTERM unless its config or image
+    /// names another), `timeout` seconds, then SIGKILL. Stopped and unknown
     /// containers succeed.
     pub async fn stop(&self, id: &str, timeout: i64) -> Result<()> {
         let Some(id) = self.resolve(id)? else {
@@ -979,7 +1029,10 @@ impl ContainerService {
         }
         let rt = self.runtime(&rec.handler)?.clone();
         if timeout > 0 && rec.state == ContainerState::Running {
-            match rt.kill(&id, libc::SIGTERM, false).await {
+            let signal = crate::signal::recorded(rec.stop_signal);
+            let number = crate::signal::number(signal).unwrap_or(libc::SIGTERM);
+            debug!(container = %id, signal = signal.as_str_name(), "stopping");
+            match rt.kill(&id, number, false).await {
                 Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
                 Err(e) => return Err(e),
             }
@@ -1910,7 +1963,7 @@ fn status_of(r: &ContainerRecord) -> cri::ContainerStatus {
             }),
         image_id: r.image_id.clone(),
         user: r.user.clone(),
-        stop_signal: r.config.stop_signal,
+        stop_signal: crate::signal::recorded(r.stop_signal) as i32,
     }
 }
 

@@ -2,7 +2,7 @@
 //! plain business code ([`crate::pods`], [`crate::containers`]). Exec,
 //! Attach and PortForward are checked here and answered with a URL minted by
 //! the daemon's streaming server ([`StreamUrls`]). What is not built yet
-//! (metrics, checkpoints, pod resizes) answers `Unimplemented`, naming the
+//! (metrics, checkpoints) answers `Unimplemented`, naming the
 //! RPC. The streaming list RPCs of CRI 1.36 send what their list RPC
 //! answers, split into messages of bounded size.
 
@@ -186,13 +186,13 @@ impl RuntimeService for CriRuntimeService {
             .keys()
             .map(|name| cri::RuntimeHandler {
                 name: name.clone(),
-                features: Some(cri::RuntimeHandlerFeatures::default()),
+                features: Some(self.containers.handler_features(name)),
             })
             .collect();
         // The default handler also answers to the empty name.
         handlers.push(cri::RuntimeHandler {
             name: String::new(),
-            features: Some(cri::RuntimeHandlerFeatures::default()),
+            features: Some(self.containers.handler_features("")),
         });
         let mut info = HashMap::new();
         if verbose {
@@ -627,10 +627,23 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
+    async fn update_pod_sandbox_resources(
+        &self,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
+    ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+        let req = request.into_inner();
+        // `resources` already counts the overhead, which is only told.
+        let resources = req
+            .resources
+            .ok_or_else(|| Status::invalid_argument("resources are required"))?;
+        self.pods
+            .update_resources(&req.pod_sandbox_id, &resources)?;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
+    }
+
     unimplemented_rpcs! {
         checkpoint_container: "CheckpointContainer", CheckpointContainerRequest => CheckpointContainerResponse;
         list_metric_descriptors: "ListMetricDescriptors", ListMetricDescriptorsRequest => ListMetricDescriptorsResponse;
         list_pod_sandbox_metrics: "ListPodSandboxMetrics", ListPodSandboxMetricsRequest => ListPodSandboxMetricsResponse;
-        update_pod_sandbox_resources: "UpdatePodSandboxResources", UpdatePodSandboxResourcesRequest => UpdatePodSandboxResourcesResponse;
     }
 }

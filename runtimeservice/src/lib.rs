@@ -18,6 +18,7 @@ pub mod containers;
 pub mod crilog;
 pub mod error;
 pub mod events;
+pub mod features;
 pub mod grpc;
 pub mod interactive;
 mod locks;
@@ -28,6 +29,7 @@ pub mod pod;
 pub mod pods;
 pub mod rootfs_path;
 pub mod seccomp;
+pub mod signal;
 pub mod spec;
 pub mod stats;
 

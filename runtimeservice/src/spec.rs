@@ -201,6 +201,8 @@ pub struct SpecInput<'a> {
     pub volumes: &'a [(String, PathBuf)],
     /// The AppArmor profile to run under (see [`crate::apparmor`]).
     pub apparmor: Option<&'a str>,
+    /// The handler honours the `rro` mount option (see [`crate::features`]).
+    pub recursive_read_only: bool,
 }
 
 /// The image's `VOLUME` paths that no CRI mount covers, cleaned. A path
@@ -611,6 +613,30 @@ fn lookup_uid_gid(passwd: &str, uid: u32) -> Option<u32> {
     })
 }
 
+/// The CRI's conditions for a recursive read-only mount (KEP-3857): read-only,
+/// private propagation, and a handler that can do it.
+fn check_recursive_read_only(m: &cri::Mount, propagation: &str, supported: bool) -> Result<()> {
+    if !m.readonly {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?}: recursive_read_only needs readonly",
+            m.container_path
+        )));
+    }
+    if propagation != "rprivate" {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?}: recursive_read_only needs private propagation",
+            m.container_path
+        )));
+    }
+    if !supported {
+        return Err(Error::InvalidArgument(format!(
+            "mount {:?}: recursive_read_only is not supported by this runtime handler (see Status' runtime_handlers)",
+            m.container_path
+        )));
+    }
+    Ok(())
+}
+
 fn bind(dest: &str, source: &Path, readonly: bool, propagation: &str) -> Value {
     let mut options = vec!["rbind", propagation];
     options.push(if readonly { "ro" } else { "rw" });
@@ -757,7 +783,16 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
             _ => "rprivate",
         };
         mounts.retain(|x| x["destination"] != json!(m.container_path));
-        mounts.push(bind(&m.container_path, &host, m.readonly, propagation));
+        let mut mount = bind(&m.container_path, &host, m.readonly, propagation);
+        if m.recursive_read_only {
+            check_recursive_read_only(m, propagation, input.recursive_read_only)?;
+            // `ro` leaves the mounts below the bind writable; `rro` makes
+            // the runtime set read-only on every one (mount_setattr).
+            if let Some(options) = mount["options"].as_array_mut() {
+                options.push(json!("rro"));
+            }
+        }
+        mounts.push(mount);
         // Propagation back out of (or into) the container needs its root
         // mount to take part too.
         match propagation {
@@ -892,6 +927,31 @@ mod tests {
         c.args.clear();
         assert_eq!(command_line(&c, &img).unwrap(), ["/bin/sh"]);
         assert!(command_line(&cri::ContainerConfig::default(), &json!({})).is_err());
+    }
+
+    #[test]
+    fn recursive_read_only_needs_readonly_private_and_a_capable_handler() {
+        let m = cri::Mount {
+            container_path: "/d".into(),
+            readonly: true,
+            recursive_read_only: true,
+            ..Default::default()
+        };
+        assert!(check_recursive_read_only(&m, "rprivate", true).is_ok());
+        let refused = |m: &cri::Mount, p: &str, ok: bool, word: &str| {
+            assert!(matches!(
+                check_recursive_read_only(m, p, ok),
+                Err(Error::InvalidArgument(msg)) if msg.contains(word)
+            ));
+        };
+        refused(&m, "rslave", true, "propagation");
+        refused(&m, "rshared", true, "propagation");
+        refused(&m, "rprivate", false, "not supported");
+        let rw = cri::Mount {
+            readonly: false,
+            ..m.clone()
+        };
+        refused(&rw, "rprivate", true, "readonly");
     }
 
     #[test]

@@ -111,6 +111,15 @@ fn bind_socket(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
+/// The image side's view of the containers' writable layers.
+struct ContainerUsage(Arc<ContainerService>);
+
+impl gantry_imageservice::grpc::ContainerFsUsage for ContainerUsage {
+    fn container_fs_usage(&self) -> (std::path::PathBuf, u64, u64) {
+        self.0.writable_usage()
+    }
+}
+
 /// The runtime side's view of the image store.
 struct StoreImages(Arc<ImageStore>);
 
@@ -216,7 +225,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let image_metrics = ImageMetrics::new(&registry)?;
 
     let store = Arc::new(ImageStore::open(config.image.clone(), image_metrics)?);
-    let images = CriImageService::new(store.clone());
+    let mut images = CriImageService::new(store.clone());
     let network = CniNetwork::new(
         &config.cni.conf_dir,
         &config.cni.network_name,
@@ -273,6 +282,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding streaming.address {}", config.streaming.address))?;
     tokio::spawn(streaming.clone().serve(stream_listener));
+    images = images.with_container_usage(Arc::new(ContainerUsage(containers.clone())));
     let runtime =
         CriRuntimeService::new(config.runtime.clone(), pods, containers).with_streaming(streaming);
 

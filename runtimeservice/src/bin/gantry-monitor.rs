@@ -30,6 +30,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -209,6 +210,22 @@ fn run(args: &Args, io: RunIo) -> Result<i32, String> {
         .arg(&args.pid_file);
     if let Some(sock) = &io.console_socket {
         cmd.arg("--console-socket").arg(sock);
+    }
+    // The monitor blocks SIGCHLD and SIGUSR1 for its signalfd. A blocked
+    // mask survives exec, through the runtime, into the container's
+    // process, which would then never see SIGUSR1 (a stop signal images
+    // ask for): the runtime starts with nothing blocked.
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls on a local set.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let status = cmd
         .arg(&args.id)
