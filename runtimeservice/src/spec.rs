@@ -1122,6 +1122,7 @@ mod tests {
                 cgroups_path: "/gantry/c1",
                 volumes: &[],
                 apparmor: None,
+                recursive_read_only: false,
             })
             .unwrap();
             let v = serde_json::to_value(&spec).unwrap();

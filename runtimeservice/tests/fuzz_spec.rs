@@ -304,6 +304,7 @@ fn fuzz_spec_generation() {
             cgroups_path: "/fuzz",
             volumes: &volumes,
             apparmor: None,
+            recursive_read_only: rng.one_in(2),
         };
         match generate(&input) {
             Ok(spec) => {
