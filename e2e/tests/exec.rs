@@ -563,7 +563,11 @@ async fn a_terminal_exec_gets_a_terminal_of_the_container() {
         let seen = exec_ok(
             &mut rt,
             &id,
-            &["sh", "-c", &format!("test -c {tty} && readlink /proc/{pid}/fd/0")],
+            &[
+                "sh",
+                "-c",
+                &format!("test -c {tty} && readlink /proc/{pid}/fd/0"),
+            ],
         )
         .await;
         assert_eq!(seen.trim(), tty, "{name}");
@@ -580,7 +584,8 @@ async fn a_terminal_exec_gets_a_terminal_of_the_container() {
             exit_code_of(rest.get(&err).map(Vec::as_slice).unwrap_or_default()),
             Some(130),
             "{name}: {:?}",
-            rest.get(&err).map(|e| String::from_utf8_lossy(e).into_owned())
+            rest.get(&err)
+                .map(|e| String::from_utf8_lossy(e).into_owned())
         );
 
         // Over WebSocket too, with exactly the standard descriptors, all
@@ -708,7 +713,11 @@ done
     let mut armed = false;
     for _ in 0..100 {
         // The FIFO is not there yet while this succeeds without help.
-        if exec(&mut rt, &id, &["cat", "/tmp/armed"], 20).await.exit_code == 0 {
+        if exec(&mut rt, &id, &["cat", "/tmp/armed"], 20)
+            .await
+            .exit_code
+            == 0
+        {
             armed = true;
             break;
         }

@@ -510,11 +510,14 @@ impl OciRuntime for CliRuntime {
         terminal: Option<ExecTerminal<'_>>,
     ) -> Result<tokio::process::Child> {
         let id = target.id;
-        // runsc's exec has no --tty: its terminal comes only over a console
-        // socket, which this relay-through-our-own-pty design does not use.
+        // runsc's exec has no --tty and relays no terminal of its own: a
+        // terminal comes only over --console-socket, which it honours only
+        // with --detach; the runsc this was tried with (release 20221219)
+        // re-executes itself for --detach and garbles the arguments on the
+        // way (the container ID is lost, its flags end up as the command's).
         if terminal.is_some() && self.sandboxed_exec() {
             return Err(Error::Unimplemented(format!(
-                "runtime {}: exec with a terminal is not supported (runsc has no exec --tty)",
+                "runtime {}: exec with a terminal is not supported (runsc's exec hands over a terminal only with --detach, which it does not run correctly)",
                 self.name
             )));
         }
