@@ -679,20 +679,21 @@ while :; do
       exec 4<$d/exe
       echo "R $p $(readlink /proc/self/fd/4)" >> /tmp/log
       try() {
-        if (exec 5>>/proc/self/fd/4) 2>/dev/null; then
-          echo "W $1 $p $(readlink /proc/self/fd/4)" >> /tmp/log
-          # Only a copy is ever written to, never a file of the host.
-          case "$(readlink /proc/self/fd/4)" in /memfd:*)
-            if (exec 5>>/proc/self/fd/4; printf x >&5) 2>/dev/null; then
-              echo "WRITTEN $1 $p" >> /tmp/log
-            fi
-          esac
-        fi
+        (exec 5>>/proc/self/fd/4) 2>/dev/null || return 1
+        echo "W $1 $p $(readlink /proc/self/fd/4)" >> /tmp/log
+        # Only a copy is ever written to, never a file of the host.
+        case "$(readlink /proc/self/fd/4)" in /memfd:*)
+          if (exec 5>>/proc/self/fd/4; printf x >&5) 2>/dev/null; then
+            echo "WRITTEN $1 $p" >> /tmp/log
+          fi
+        esac
       }
       try running
       release
       while [ -e $d ]; do sleep 0.05; done
-      try after
+      # The file stays busy while any helper runs from it: keep trying.
+      n=0
+      until try after || [ $n -ge 40 ]; do sleep 0.05; n=$((n+1)); done
     )
   done
   sleep 0.02
