@@ -501,3 +501,250 @@ async fn a_handler_can_keep_the_runtime_exec() {
     assert_eq!(o.stdout.trim_end(), "27 91", "{o:?}");
     remove_pod(&mut rt, &pod).await;
 }
+
+/// The exit code of a finished SPDY exec, from its error stream.
+fn exit_code_of(error: &[u8]) -> Option<i32> {
+    gantry_e2e::stream::Output {
+        error: String::from_utf8_lossy(error).into_owned(),
+        ..Default::default()
+    }
+    .exit_code()
+}
+
+/// A terminal exec gets a terminal of the container's own devpts, as
+/// `runc exec -t` does: `tty` names a `/dev/pts/N` that exists in the
+/// container, the command is the session leader with it as controlling
+/// terminal (^C interrupts the foreground job, `ps` shows the terminal),
+/// and it holds nothing but its three standard descriptors; in pods with
+/// a private and a shared PID namespace, over SPDY and WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_exec_gets_a_terminal_of_the_container() {
+    use gantry_e2e::stream::{spdy_upgrade, ws_session, Session, SpdyClient};
+    let env = BusyboxEnv::start("nativeexec-pts", "").await;
+    let mut rt = env.g.runtime().await;
+    for (name, mode) in [
+        ("private", NamespaceMode::Container),
+        ("shared", NamespaceMode::Pod),
+    ] {
+        let pc = env.pod_config_with(name, |o| o.pid = mode as i32);
+        let pod = run_pod(&mut rt, &pc).await;
+        let (id, _) = run(&mut rt, &pod, &pc, sleep_container(&env, "c")).await;
+        let script = "tty; stty size; ps -o pid,tty,comm; echo pid $$; echo ready; \
+                      read line; echo got $line; sleep 1000";
+        let url = tty_exec_url(&mut rt, &id, &["sh", "-c", script]).await;
+        let up = spdy_upgrade(&url, &["v4.channel.k8s.io"]).await;
+        assert_eq!(up.status, 101, "{}", up.body);
+        let mut s = SpdyClient::new(up.stream.unwrap());
+        let err = s.open(&[("streamType", "error")]).await;
+        let stdin = s.open(&[("streamType", "stdin")]).await;
+        let out = s.open(&[("streamType", "stdout")]).await;
+        let resize = s.open(&[("streamType", "resize")]).await;
+        s.send(resize, b"{\"Width\":83,\"Height\":21}\n").await;
+        let first = s.wait_for(out, "ready", Duration::from_secs(20)).await;
+        let lines: Vec<&str> = first.lines().map(str::trim).collect();
+        let tty = lines[0];
+        assert!(tty.starts_with("/dev/pts/"), "{name}: {first:?}");
+        assert_eq!(lines[1], "21 83", "{name}: {first:?}");
+        // The shell is on its terminal, as `ps` shows it (busybox names
+        // it by device number: 136 is the first pts major).
+        let pid = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("pid "))
+            .expect("the shell's PID");
+        let short = format!("136,{}", tty.trim_start_matches("/dev/pts/"));
+        assert!(
+            lines.iter().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() == 3 && f[0] == pid && f[1] == short && f[2] == "sh"
+            }),
+            "{name}: {first:?}"
+        );
+        // The path names the same terminal inside the container.
+        let seen = exec_ok(
+            &mut rt,
+            &id,
+            &[
+                "sh",
+                "-c",
+                &format!("test -c {tty} && readlink /proc/{pid}/fd/0"),
+            ],
+        )
+        .await;
+        assert_eq!(seen.trim(), tty, "{name}");
+        // The line discipline is the container terminal's: a whole line
+        // reaches `read`, then ^C interrupts the foreground `sleep` (and
+        // the shell waiting for it).
+        s.send(stdin, b"hello\n").await;
+        let got = s.wait_for(out, "got hello", Duration::from_secs(20)).await;
+        assert!(got.contains("got hello"), "{name}: {got:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        s.send(stdin, &[0x03]).await;
+        let rest = s.collect(Duration::from_secs(20)).await;
+        assert_eq!(
+            exit_code_of(rest.get(&err).map(Vec::as_slice).unwrap_or_default()),
+            Some(130),
+            "{name}: {:?}",
+            rest.get(&err)
+                .map(|e| String::from_utf8_lossy(e).into_owned())
+        );
+
+        // Over WebSocket too, with exactly the standard descriptors, all
+        // on the terminal (`ls -l` closes the directory it reads before it
+        // prints).
+        let session = Session {
+            stdin: Some(Vec::new()),
+            keep_stdin_open: true,
+            stdout: true,
+            tty: true,
+            resize: Some((77, 22)),
+            ..Default::default()
+        };
+        let url = tty_exec_url(
+            &mut rt,
+            &id,
+            &["sh", "-c", "tty; stty size; exec ls -l /proc/self/fd"],
+        )
+        .await;
+        let o = ws_session(&url, &session, Duration::from_secs(20)).await;
+        let lines: Vec<&str> = o.stdout.lines().map(str::trim).collect();
+        assert!(lines[0].starts_with("/dev/pts/"), "{name}: {o:?}");
+        assert_eq!(lines[1], "22 77", "{name}: {o:?}");
+        let fds: Vec<(&str, &str)> = lines
+            .iter()
+            .filter_map(|l| {
+                let (left, target) = l.split_once(" -> ")?;
+                Some((left.split_whitespace().last()?, target))
+            })
+            .collect();
+        assert_eq!(
+            fds,
+            [("0", lines[0]), ("1", lines[0]), ("2", lines[0])],
+            "{name}: {o:?}"
+        );
+        remove_pod(&mut rt, &pod).await;
+    }
+}
+
+/// The exec'd command holds its standard streams and nothing of the
+/// daemon's or the helper's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_holds_only_its_standard_descriptors() {
+    let env = BusyboxEnv::start("nativeexec-fds", "").await;
+    let mut rt = env.g.runtime().await;
+    let (pod, pc) = env.start_pod(&mut rt, "fds").await;
+    let (id, _) = run(&mut rt, &pod, &pc, sleep_container(&env, "c")).await;
+    // `ls` is the exec'd process itself (busybox runs the applet); it
+    // closes the directory it lists before it prints.
+    let listing = exec_ok(&mut rt, &id, &["ls", "-l", "/proc/self/fd"]).await;
+    let fds: Vec<(String, String)> = listing
+        .lines()
+        .filter_map(|l| {
+            let (left, target) = l.split_once(" -> ")?;
+            let fd = left.split_whitespace().last()?;
+            Some((fd.to_string(), target.to_string()))
+        })
+        .collect();
+    let numbers: Vec<&str> = fds.iter().map(|(fd, _)| fd.as_str()).collect();
+    assert_eq!(numbers, ["0", "1", "2"], "{listing}");
+    assert_eq!(fds[0].1, "/dev/null", "{listing}");
+    assert!(fds[1].1.starts_with("pipe:"), "{listing}");
+    remove_pod(&mut rt, &pod).await;
+}
+
+/// A container that may ptrace (so being non-dumpable does not stop it)
+/// opens `/proc/<pid>/exe` of every exec while the exec is still the
+/// helper, and tries to reopen it for writing then and once the helper is
+/// gone (runc's CVE-2019-5736). Its `/etc/passwd` is a FIFO, so each exec
+/// waits inside the container, still the helper, until the container has
+/// looked; the test checks it did see every one. It never gets the host's
+/// binary, only a sealed copy nobody can write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_helper_binary_cannot_be_written_from_the_container() {
+    let env = BusyboxEnv::start("nativeexec-exe", "").await;
+    let mut rt = env.g.runtime().await;
+    let (pod, pc) = env.start_pod(&mut rt, "exe").await;
+    let scanner = r#"
+rm -f /etc/passwd; mkfifo /etc/passwd; : > /tmp/log
+release() { echo 'root:x:0:0:root:/root:/bin/sh' > /etc/passwd; }
+echo armed > /tmp/armed
+while :; do
+  for d in /proc/[0-9]*; do
+    t=$(readlink $d/exe 2>/dev/null) || continue
+    case "$t" in *gantry-exec*) ;; *) continue;; esac
+    p=${d#/proc/}
+    if ! (exec 4<$d/exe) 2>/dev/null; then
+      echo "denied $p $t" >> /tmp/log; release; continue
+    fi
+    (
+      exec 4<$d/exe
+      echo "R $p $(readlink /proc/self/fd/4)" >> /tmp/log
+      try() {
+        (exec 5>>/proc/self/fd/4) 2>/dev/null || return 1
+        echo "W $1 $p $(readlink /proc/self/fd/4)" >> /tmp/log
+        # Only a copy is ever written to, never a file of the host.
+        case "$(readlink /proc/self/fd/4)" in /memfd:*)
+          if (exec 5>>/proc/self/fd/4; printf x >&5) 2>/dev/null; then
+            echo "WRITTEN $1 $p" >> /tmp/log
+          fi
+        esac
+      }
+      try running
+      release
+      while [ -e $d ]; do sleep 0.05; done
+      # The file stays busy while any helper runs from it: keep trying.
+      n=0
+      until try after || [ $n -ge 40 ]; do sleep 0.05; n=$((n+1)); done
+    )
+  done
+  sleep 0.02
+done
+"#;
+    let mut c = env.container("scanner", scanner);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_capabilities: vec!["SYS_PTRACE".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let (id, _) = run(&mut rt, &pod, &pc, c).await;
+    let mut armed = false;
+    for _ in 0..100 {
+        // The FIFO is not there yet while this succeeds without help.
+        if exec(&mut rt, &id, &["cat", "/tmp/armed"], 20)
+            .await
+            .exit_code
+            == 0
+        {
+            armed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(armed, "the scanner runs");
+    for i in 0..3 {
+        let r = exec(&mut rt, &id, &["echo", &format!("exec {i}")], 30).await;
+        assert_eq!(r.exit_code, 0, "{r:?}");
+    }
+    // The last exec's "after" attempt, once its helper is gone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let log = exec_ok(&mut rt, &id, &["cat", "/tmp/log"]).await;
+    println!("what the container got:\n{log}");
+    let read: Vec<&str> = log.lines().filter(|l| l.starts_with("R ")).collect();
+    assert!(read.len() >= 3, "the container saw every exec: {log}");
+    for l in &read {
+        assert!(l.contains("/memfd:gantry-exec"), "{log}");
+    }
+    assert!(!log.contains("denied"), "{log}");
+    for l in log.lines().filter(|l| l.starts_with("W ")) {
+        assert!(
+            l.contains("/memfd:gantry-exec"),
+            "a writable host file: {log}"
+        );
+    }
+    assert!(!log.contains("WRITTEN"), "{log}");
+    remove_pod(&mut rt, &pod).await;
+}

@@ -22,6 +22,7 @@
 //! watcher, StopContainer, or a status call).
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,7 +34,9 @@ use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::error::{Error, Result};
 use crate::events::{Events, Exit, ExitWatcher};
-use crate::interactive::{connect_attach, open_pty, BoxReader, BoxWriter, ExecSession, Pty};
+use crate::interactive::{
+    connect_attach, open_pty, receive_terminal, BoxReader, BoxWriter, ExecSession, Pty,
+};
 use crate::oci::{CliRuntime, ExecStreams, ExecTarget, ExecTerminal, OciRuntime};
 use crate::pod::{new_id, private_dir, tighten, write_atomic, PodState};
 use crate::pods::PodService;
@@ -1189,73 +1192,19 @@ impl ContainerService {
                 container_id: r.id.clone(),
             });
         }
-        let native = rt.native_exec();
-        let (master, follower) = open_pty(!native)?;
-        // Sized before the command starts, so a quick `stty size` never sees
-        // 0x0: the follower is the command's terminal on the native path.
-        if let Some((w, h)) = initial_size {
-            Pty::set_size(&master, w, h);
-        }
-        // For the runtime's exec: the container's own process, with the
-        // command, a terminal and its first size, for the runtime to size
-        // its own terminal with.
-        let process_file = pid_file.with_extension("json");
-        if !native {
-            let spec: Value = std::fs::read(bundle.join("config.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .ok_or_else(|| {
-                    Error::Internal(format!("reading the spec of container {}", r.id))
-                })?;
-            let mut process = spec.get("process").cloned().unwrap_or_default();
-            process["args"] = serde_json::json!(cmd);
-            process["terminal"] = Value::Bool(true);
-            if let Some((w, h)) = initial_size {
-                process["consoleSize"] = serde_json::json!({"height": h, "width": w});
-            }
-            write_atomic(&process_file, process.to_string().as_bytes())
-                .map_err(Error::io("writing the exec process"))?;
-        }
-        let spawned = rt
-            .exec_interactive(
-                &target,
-                cmd,
-                streams,
-                &pid_file,
-                Some(ExecTerminal {
-                    follower: &follower,
-                    process_file: (!native).then_some(process_file.as_path()),
-                }),
-            )
-            .await;
-        let child = match spawned {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_file(&process_file);
-                return Err(e);
-            }
-        };
-        // Only the exec process holds the follower now, so the terminal
-        // reads EOF once it is gone.
-        drop(follower);
-        // A relay to signal on resize only when the runtime's exec has a
-        // terminal of its own.
-        let runtime_pid = if native {
-            0
+        let (mut session, master, relay) = if rt.native_exec() {
+            let (master, session) =
+                native_terminal(&rt, &target, cmd, streams, pid_file, initial_size).await?;
+            (session, master, 0)
         } else {
-            child.id().unwrap_or(0) as i32
+            let (master, child) =
+                relayed_terminal(&rt, &target, cmd, streams, &pid_file, initial_size).await?;
+            // The runtime's exec has a terminal of its own, told of size
+            // changes with SIGWINCH.
+            let relay = child.id().unwrap_or(0) as i32;
+            (ExecSession::new(child, pid_file, &rt, &r.id), master, relay)
         };
-        let mut session = ExecSession {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-            resize: None,
-            child,
-            pid_file,
-            runtime: rt.clone(),
-            container_id: r.id.clone(),
-        };
-        let pty = match Pty::new(master, runtime_pid) {
+        let pty = match Pty::new(master, relay) {
             Ok(p) => p,
             Err(e) => {
                 session.kill().await;
@@ -1976,5 +1925,114 @@ fn cri_state(s: ContainerState) -> cri::ContainerState {
         ContainerState::Creating | ContainerState::Created => cri::ContainerState::ContainerCreated,
         ContainerState::Running => cri::ContainerState::ContainerRunning,
         ContainerState::Exited => cri::ContainerState::ContainerExited,
+    }
+}
+
+/// A terminal exec through gantry-exec: the helper opens the terminal
+/// in the container and sends its master back over a socket pair.
+async fn native_terminal(
+    rt: &CliRuntime,
+    target: &ExecTarget<'_>,
+    cmd: &[String],
+    streams: ExecStreams,
+    pid_file: PathBuf,
+    size: Option<(u16, u16)>,
+) -> Result<(OwnedFd, ExecSession)> {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(Error::io("creating the console socket pair"))?;
+    let child = rt
+        .exec_interactive(
+            target,
+            cmd,
+            streams,
+            &pid_file,
+            Some(ExecTerminal::Console {
+                console: theirs.into(),
+                size,
+            }),
+        )
+        .await?;
+    let mut session = ExecSession::new(child, pid_file, rt, target.id);
+    let stderr = session.child.stderr.take();
+    // Generous: the helper only joins the container and opens a pty,
+    // but the machine may be loaded.
+    match receive_terminal(ours, Duration::from_secs(60)).await {
+        Ok(master) => Ok((master, session)),
+        Err(e) => {
+            let said = match stderr {
+                Some(mut err) => {
+                    let read = crate::oci::read_capped(&mut err, 4096);
+                    tokio::time::timeout(Duration::from_secs(5), read)
+                        .await
+                        .unwrap_or_default()
+                }
+                None => Vec::new(),
+            };
+            session.kill().await;
+            let said = String::from_utf8_lossy(&said);
+            let said = said.trim();
+            Err(Error::Internal(format!(
+                "exec in container {}: {}",
+                target.id,
+                if said.is_empty() {
+                    e.to_string()
+                } else {
+                    said.to_string()
+                }
+            )))
+        }
+    }
+}
+
+/// A terminal exec through the runtime's exec, which relays the
+/// command's terminal to a pty of ours; returns its master and the
+/// runtime's exec process.
+async fn relayed_terminal(
+    rt: &CliRuntime,
+    target: &ExecTarget<'_>,
+    cmd: &[String],
+    streams: ExecStreams,
+    pid_file: &Path,
+    initial_size: Option<(u16, u16)>,
+) -> Result<(OwnedFd, tokio::process::Child)> {
+    let (master, follower) = open_pty(true)?;
+    if let Some((w, h)) = initial_size {
+        Pty::set_size(&master, w, h);
+    }
+    // The container's own process, with the command, a terminal and
+    // its first size, for the runtime to size its own terminal with.
+    let process_file = pid_file.with_extension("json");
+    let spec: Value = std::fs::read(target.bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or_else(|| Error::Internal(format!("reading the spec of container {}", target.id)))?;
+    let mut process = spec.get("process").cloned().unwrap_or_default();
+    process["args"] = serde_json::json!(cmd);
+    process["terminal"] = Value::Bool(true);
+    if let Some((w, h)) = initial_size {
+        process["consoleSize"] = serde_json::json!({"height": h, "width": w});
+    }
+    write_atomic(&process_file, process.to_string().as_bytes())
+        .map_err(Error::io("writing the exec process"))?;
+    let spawned = rt
+        .exec_interactive(
+            target,
+            cmd,
+            streams,
+            pid_file,
+            Some(ExecTerminal::Relay {
+                follower: &follower,
+                process_file: &process_file,
+            }),
+        )
+        .await;
+    match spawned {
+        // Only the exec process holds the follower now (ours drops
+        // here), so the terminal reads EOF once it is gone.
+        Ok(child) => Ok((master, child)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&process_file);
+            Err(e)
+        }
     }
 }

@@ -45,6 +45,25 @@ pub struct ExecSession {
 }
 
 impl ExecSession {
+    /// A session on the exec process `child`, with no streams yet.
+    pub(crate) fn new(
+        child: tokio::process::Child,
+        pid_file: PathBuf,
+        runtime: &crate::oci::CliRuntime,
+        container_id: &str,
+    ) -> ExecSession {
+        ExecSession {
+            stdin: None,
+            stdout: None,
+            stderr: None,
+            resize: None,
+            child,
+            pid_file,
+            runtime: runtime.clone(),
+            container_id: container_id.to_string(),
+        }
+    }
+
     /// Waits for the command to end and returns its exit code.
     pub async fn wait(&mut self) -> io::Result<i32> {
         let status = self.child.wait().await?;
@@ -276,6 +295,32 @@ pub fn recv_fd(sock: impl AsFd) -> io::Result<OwnedFd> {
         io::ErrorKind::InvalidData,
         "no file descriptor on the console socket",
     ))
+}
+
+/// Waits for the terminal gantry-exec sends on our end of its console
+/// socket pair. Fails if the helper's side closes first (it could not
+/// join the container; its stderr says why) or nothing comes in `limit`.
+pub async fn receive_terminal(
+    sock: std::os::unix::net::UnixStream,
+    limit: Duration,
+) -> io::Result<OwnedFd> {
+    sock.set_nonblocking(true)?;
+    let sock = tokio::net::UnixStream::from_std(sock)?;
+    let wait = async {
+        loop {
+            sock.readable().await?;
+            match sock.try_io(tokio::io::Interest::READABLE, || recv_fd(&sock)) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no terminal within {limit:?}"),
+        )
+    })?
 }
 
 /// Frames between the daemon and a monitor's attach socket: one kind byte,

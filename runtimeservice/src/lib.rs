@@ -9,7 +9,7 @@
 //! subscribers through [`events`], and live I/O with them (exec, attach,
 //! port forward) goes through [`interactive`]. Exec in namespace-based
 //! runtimes skips the runtime: the `gantry-exec` helper ([`nsexec`]) joins
-//! the container itself.
+//! the container itself, running from a sealed copy ([`sealed_exe`]).
 
 pub mod apparmor;
 pub mod cgroup;
@@ -28,6 +28,7 @@ pub mod oci;
 pub mod pod;
 pub mod pods;
 pub mod rootfs_path;
+pub mod sealed_exe;
 pub mod seccomp;
 pub mod signal;
 pub mod spec;

@@ -29,6 +29,30 @@
 //! The helper is single-threaded (no runtime, no thread is ever spawned),
 //! which `setns` into a mount or user namespace requires, and which makes
 //! ordinary code (allocation included) safe after `fork`.
+//!
+//! Nothing of the host may be reachable from the container through the
+//! child while it is still the helper:
+//!
+//! * the helper makes itself non-dumpable before it opens or joins any
+//!   namespace, so the container's processes cannot ptrace it or open its
+//!   `/proc/<pid>/` files (its memory, its descriptors) without
+//!   `CAP_SYS_PTRACE`; `execve` of the command makes it dumpable again;
+//! * it runs from a sealed memfd copy of itself (see [`crate::sealed_exe`]),
+//!   so even a container with `CAP_SYS_PTRACE` that opens
+//!   `/proc/<pid>/exe` holds a file nobody can write;
+//! * the `/proc` files it writes (oom_score_adj, LSM labels) are written
+//!   before the mount namespace is joined, through a descriptor checked to
+//!   be on a real procfs;
+//! * every descriptor above the standard three is close-on-exec before
+//!   `execve`, whatever the daemon or a library left open.
+//!
+//! A terminal exec (`--tty`) gets its terminal as `runc exec -t` does: the
+//! child opens the pseudo-terminal from the container's own `/dev/ptmx`
+//! once it is in the container's mount namespace, so `tty` names a
+//! `/dev/pts/N` that exists there; it sends the master to the daemon over
+//! the socket it was given as standard input, makes the follower its
+//! controlling terminal in a new session and hands it to the command as
+//! its standard streams.
 
 use std::collections::BTreeSet;
 use std::ffi::{CString, OsStr};
@@ -176,18 +200,29 @@ pub struct Request {
     pub spec: PathBuf,
     /// Where the command's host PID goes.
     pub pid_file: PathBuf,
-    /// Standard input is a terminal the command should own.
+    /// The command gets a terminal of the container's; standard input is
+    /// the unix socket its master is sent on.
     pub tty: bool,
+    /// The terminal's first size, columns and rows.
+    pub tty_size: Option<(u16, u16)>,
     pub args: Vec<String>,
 }
 
+/// `COLSxROWS`, both non-zero.
+fn parse_size(s: &str) -> Option<(u16, u16)> {
+    let (w, h) = s.split_once('x')?;
+    let (w, h) = (w.parse::<u16>().ok()?, h.parse::<u16>().ok()?);
+    (w > 0 && h > 0).then_some((w, h))
+}
+
 impl Request {
-    /// `--pid N --spec PATH --pid-file PATH [--tty] -- CMD...`
+    /// `--pid N --spec PATH --pid-file PATH [--tty [--tty-size COLSxROWS]] -- CMD...`
     pub fn parse(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Request> {
         let usage = |m: &str| {
-            ExecError::Spec(format!("usage: gantry-exec --pid N --spec CONFIG.JSON --pid-file PATH [--tty] -- CMD...: {m}"))
+            ExecError::Spec(format!("usage: gantry-exec --pid N --spec CONFIG.JSON --pid-file PATH [--tty [--tty-size COLSxROWS]] -- CMD...: {m}"))
         };
         let (mut pid, mut spec, mut pid_file, mut tty) = (None, None, None, false);
+        let mut tty_size = None;
         let mut cmd = Vec::new();
         while let Some(a) = args.next() {
             match a.to_str() {
@@ -200,6 +235,10 @@ impl Request {
                 Some("--spec") => spec = args.next().map(PathBuf::from),
                 Some("--pid-file") => pid_file = args.next().map(PathBuf::from),
                 Some("--tty") => tty = true,
+                Some("--tty-size") => {
+                    let size = args.next().and_then(|a| a.to_str().and_then(parse_size));
+                    tty_size = Some(size.ok_or_else(|| usage("--tty-size is not COLSxROWS"))?);
+                }
                 Some("--") => {
                     for c in args.by_ref() {
                         cmd.push(
@@ -219,6 +258,7 @@ impl Request {
             spec: spec.ok_or_else(|| usage("--spec is missing"))?,
             pid_file: pid_file.ok_or_else(|| usage("--pid-file is missing"))?,
             tty,
+            tty_size,
             args: cmd,
         })
     }
@@ -701,6 +741,10 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 /// PID, relays signals to it and returns its exit status (128 + signal
 /// for a killed command).
 pub fn run(req: &Request) -> Result<i32> {
+    // Before any namespace of the container is opened, and inherited by
+    // the child until it executes the command.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .map_err(errno_err("making the helper non-dumpable"))?;
     let spec = load_spec(&req.spec)?;
     let filter = prepare(&spec)?;
     let namespaces = open_namespaces(req.init_pid)?;
@@ -765,18 +809,12 @@ pub fn run(req: &Request) -> Result<i32> {
         let _ = writeln!(io::stderr(), "gantry-exec: {e}");
     }
     if req.tty {
-        // The terminal must hang up when the command's side is done, not
-        // when the helper lets go of its copy.
-        if let Ok(null) = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-        {
-            for fd in 0..3 {
-                // SAFETY: dup2 onto the standard descriptors, which the
-                // helper no longer uses for the terminal.
-                unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd) };
-            }
+        // The daemon must see the console socket close when the child
+        // dies before sending a terminal, not when the helper exits.
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            // SAFETY: dup2 onto standard input, which the helper no longer
+            // uses.
+            unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) };
         }
     }
     let status = wait_forwarding(child, &set);
@@ -842,6 +880,19 @@ fn enter_and_exec(
 ) -> Result<Never> {
     let p = &spec.process;
     join_cgroups(cgroups)?;
+    // Our /proc is still the host's: what is written there cannot be
+    // redirected by the container's mounts. Both settings are the
+    // thread's own and survive setns and execve.
+    let apparmor_dir = Path::new("/proc/thread-self/attr/apparmor").is_dir();
+    for (path, value) in lsm_exec_writes(p, apparmor_dir) {
+        write_proc(&path, value.as_bytes())?;
+    }
+    if let Some(adj) = p.oom_score_adj {
+        write_proc(
+            Path::new("/proc/self/oom_score_adj"),
+            adj.to_string().as_bytes(),
+        )?;
+    }
     for ns in namespaces
         .iter()
         .filter(|n| n.kind != LinkNameSpaceType::ProcessID)
@@ -849,15 +900,11 @@ fn enter_and_exec(
         join(ns)?;
     }
     if req.tty {
-        rustix::process::setsid().map_err(errno_err("starting a session"))?;
-        rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())
-            .map_err(errno_err("taking the terminal"))?;
+        take_terminal(req.tty_size, p.user.uid)?;
     }
-    let apparmor_dir = Path::new("/proc/thread-self/attr/apparmor").is_dir();
-    for (path, value) in lsm_exec_writes(p, apparmor_dir) {
-        std::fs::write(&path, value.as_bytes())
-            .map_err(io_err(format!("writing {}", path.display())))?;
-    }
+    // From here on, our own descriptors (and any the daemon leaked to us)
+    // go no further than execve; a failure is still reported on stderr.
+    cloexec_from(3)?;
     for r in &p.rlimits {
         let Some(res) = rlimit_resource(&r.kind) else {
             return Err(ExecError::Spec(format!("unknown rlimit {:?}", r.kind)));
@@ -872,11 +919,7 @@ fn enter_and_exec(
         )
         .map_err(errno_err(format!("setting {}", r.kind)))?;
     }
-    if let Some(adj) = p.oom_score_adj {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(io_err("setting oom_score_adj"))?;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").ok();
+    let passwd = read_passwd();
     let env = environment(&p.env, p.user.uid, passwd.as_deref());
     let cwd = if p.cwd.is_empty() { "/" } else { &p.cwd };
     // As root first; a directory only the container's user may enter is
@@ -942,6 +985,164 @@ fn enter_and_exec(
         }
     }
     exec(&program, &req.args, &env)
+}
+
+/// The container's `/etc/passwd`, for HOME; the container writes that
+/// file, so what is read of it is bounded.
+fn read_passwd() -> Option<String> {
+    use std::io::Read;
+    const MAX: u64 = 4 << 20;
+    let f = std::fs::File::open("/etc/passwd").ok()?;
+    let mut text = String::new();
+    f.take(MAX).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// Writes `value` to a /proc file after checking, on the open descriptor,
+/// that it is on a real procfs: a write meant for /proc must not land on
+/// whatever was mounted over it (runc's CVE-2019-16884).
+fn write_proc(path: &Path, value: &[u8]) -> Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let what = || format!("writing {}", path.display());
+    let fd = rustix::fs::open(
+        path,
+        OFlags::WRONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(errno_err(what()))?;
+    let fs = rustix::fs::fstatfs(&fd).map_err(errno_err(what()))?;
+    if fs.f_type != rustix::fs::PROC_SUPER_MAGIC {
+        return Err(ExecError::Io {
+            what: what(),
+            source: io::Error::other("not on procfs"),
+        });
+    }
+    let n = rustix::io::write(&fd, value).map_err(errno_err(what()))?;
+    if n != value.len() {
+        return Err(ExecError::Io {
+            what: what(),
+            source: io::Error::from(io::ErrorKind::WriteZero),
+        });
+    }
+    Ok(())
+}
+
+/// The character device of `/dev/ptmx` (and of a devpts `ptmx` node).
+const PTMX_MAJOR: u32 = 5;
+const PTMX_MINOR: u32 = 2;
+
+/// Opens a pseudo-terminal in the container's devpts (we are in its mount
+/// namespace), sends its master on standard input (the daemon's console
+/// socket) and makes the follower our controlling terminal in a new
+/// session, owned by the command's user, and our standard streams.
+fn take_terminal(size: Option<(u16, u16)>, uid: u32) -> Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::pty::OpenptFlags;
+    let fail = |what: &'static str| errno_err(format!("{what} in the container"));
+    // The container owns its /dev: whatever `/dev/ptmx` leads to must be
+    // a multiplexer, proved by its device number and by the kernel
+    // handing out a follower for it.
+    let master = rustix::fs::open(
+        "/dev/ptmx",
+        OFlags::RDWR | OFlags::NOCTTY | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        Mode::empty(),
+    )
+    .map_err(fail("opening /dev/ptmx"))?;
+    let st = rustix::fs::fstat(&master).map_err(fail("inspecting /dev/ptmx"))?;
+    let rdev = st.st_rdev;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::CharacterDevice
+        || rustix::fs::major(rdev) != PTMX_MAJOR
+        || rustix::fs::minor(rdev) != PTMX_MINOR
+    {
+        return Err(ExecError::Io {
+            what: "opening /dev/ptmx in the container".into(),
+            source: io::Error::other("it is not the pseudo-terminal multiplexer"),
+        });
+    }
+    rustix::pty::unlockpt(&master).map_err(fail("unlocking the pseudo-terminal"))?;
+    // The follower of this very master, not a path the container could
+    // swap in the meantime.
+    let follower = rustix::pty::ioctl_tiocgptpeer(&master, OpenptFlags::RDWR | OpenptFlags::NOCTTY)
+        .map_err(fail("opening the pseudo-terminal's follower"))?;
+    rustix::fs::fchown(&follower, Some(rustix::process::Uid::from_raw(uid)), None)
+        .map_err(fail("giving the terminal to the user"))?;
+    if let Some((cols, rows)) = size {
+        let ws = rustix::termios::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&master, ws).map_err(fail("sizing the terminal"))?;
+    }
+    send_fd(rustix::stdio::stdin(), &master)
+        .map_err(io_err("sending the terminal to the daemon"))?;
+    drop(master);
+    rustix::process::setsid().map_err(errno_err("starting a session"))?;
+    rustix::process::ioctl_tiocsctty(&follower).map_err(errno_err("taking the terminal"))?;
+    for target in 0..3 {
+        // SAFETY: dup2 of an open descriptor onto a standard one; the
+        // socket it replaces on 0 is ours to close.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&follower), target) } < 0 {
+            return Err(io_err("handing the terminal to the command")(
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sends one descriptor with `SCM_RIGHTS` on a connected unix socket.
+pub fn send_fd(sock: impl AsFd, fd: impl AsFd) -> io::Result<()> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut cmsg = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd.as_fd()];
+    if !cmsg.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("no room for the descriptor"));
+    }
+    rustix::net::sendmsg(
+        sock,
+        &[io::IoSlice::new(b"t")],
+        &mut cmsg,
+        SendFlags::NOSIGNAL,
+    )?;
+    Ok(())
+}
+
+/// Marks every descriptor from `first` on close-on-exec: the command gets
+/// its standard streams and nothing else we hold.
+fn cloexec_from(first: u32) -> Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors; it closes nothing.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: one descriptor at a time, up to the limit on
+    // their number.
+    let max = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1 << 20)
+        .min(1 << 20) as i32;
+    for fd in first as i32..max {
+        // SAFETY: F_GETFD/F_SETFD on a number that may not be open fails
+        // harmlessly with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+    Ok(())
 }
 
 fn cstring(s: &OsStr) -> Result<CString> {
@@ -1244,6 +1445,8 @@ mod tests {
                 "--pid-file",
                 "/c/e.pid",
                 "--tty",
+                "--tty-size",
+                "120x40",
                 "--",
                 "sh",
                 "-c",
@@ -1254,12 +1457,37 @@ mod tests {
         .unwrap();
         assert_eq!(r.init_pid, 42);
         assert!(r.tty);
+        assert_eq!(r.tty_size, Some((120, 40)));
         assert_eq!(r.args, ["sh", "-c", "--pid"]);
         for bad in [
             &["--pid", "x", "--spec", "s", "--pid-file", "p", "--", "sh"][..],
             &["--pid", "1", "--spec", "s", "--pid-file", "p", "--"],
             &["--pid", "1", "--pid-file", "p", "--", "sh"],
             &["--bogus"],
+            &[
+                "--pid",
+                "1",
+                "--spec",
+                "s",
+                "--pid-file",
+                "p",
+                "--tty-size",
+                "0x5",
+                "--",
+                "sh",
+            ],
+            &[
+                "--pid",
+                "1",
+                "--spec",
+                "s",
+                "--pid-file",
+                "p",
+                "--tty-size",
+                "80",
+                "--",
+                "sh",
+            ],
         ] {
             assert!(Request::parse(args(bad).into_iter()).is_err(), "{bad:?}");
         }

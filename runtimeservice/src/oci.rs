@@ -106,15 +106,24 @@ pub struct ExecTarget<'a> {
     pub bundle: &'a Path,
 }
 
-/// An exec on a terminal: the follower side of a pty of ours. The runtime's
-/// exec also needs an OCI process file (the container's process with the
-/// command, `terminal` and the initial `consoleSize`) so the command starts
-/// at the right size; the native path makes the follower the command's own
-/// terminal, whose size is already set.
-#[derive(Debug, Clone, Copy)]
-pub struct ExecTerminal<'a> {
-    pub follower: &'a std::os::fd::OwnedFd,
-    pub process_file: Option<&'a Path>,
+/// How an exec gets its terminal.
+#[derive(Debug)]
+pub enum ExecTerminal<'a> {
+    /// The runtime's exec relays the command's terminal to `follower`, the
+    /// follower side of a pty of ours. It needs an OCI process file (the
+    /// container's process with the command, `terminal` and the initial
+    /// `consoleSize`) so the command starts at the right size.
+    Relay {
+        follower: &'a std::os::fd::OwnedFd,
+        process_file: &'a Path,
+    },
+    /// gantry-exec opens the command's terminal inside the container, at
+    /// `size` (columns, rows), and sends its master on `console`, our end's
+    /// peer in a socket pair.
+    Console {
+        console: std::os::fd::OwnedFd,
+        size: Option<(u16, u16)>,
+    },
 }
 
 /// Which of an interactive exec's streams are wanted.
@@ -181,29 +190,45 @@ impl CliRuntime {
 
     /// The exec command for `target`: gantry-exec with the command, or the
     /// runtime's exec up to the container ID (the caller adds the rest).
+    /// `tty` is the terminal's first size (columns, rows), if known.
     fn exec_process(
         &self,
         target: &ExecTarget<'_>,
         pid_file: &Path,
-        tty: bool,
+        tty: Option<Option<(u16, u16)>>,
         cmd: &[String],
     ) -> Command {
         let Some(helper) = &self.exec_helper else {
             let mut c = self.exec_command(pid_file);
-            if !tty {
+            if tty.is_none() {
                 c.arg(target.id).args(cmd);
             }
             return c;
         };
-        let mut c = Command::new(helper);
+        // Started from the sealed copy, under its own name; a helper that
+        // could not be copied here copies itself.
+        let mut c = match crate::sealed_exe::sealed_path(helper) {
+            Ok(sealed) => {
+                let mut c = Command::new(sealed);
+                c.arg0(helper);
+                c
+            }
+            Err(e) => {
+                warn!(helper = %helper.display(), error = %e, "no sealed copy of the exec helper");
+                Command::new(helper)
+            }
+        };
         c.arg("--pid")
             .arg(target.init_pid.to_string())
             .arg("--spec")
             .arg(target.bundle.join("config.json"))
             .arg("--pid-file")
             .arg(pid_file);
-        if tty {
+        if let Some(size) = tty {
             c.arg("--tty");
+            if let Some((w, h)) = size {
+                c.arg("--tty-size").arg(format!("{w}x{h}"));
+            }
         }
         c.arg("--").args(cmd);
         c.kill_on_drop(true);
@@ -386,7 +411,7 @@ impl OciRuntime for CliRuntime {
         max_output: usize,
     ) -> Result<Option<ExecOutput>> {
         let id = target.id;
-        let mut c = self.exec_process(target, pid_file, false, cmd);
+        let mut c = self.exec_process(target, pid_file, None, cmd);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -485,11 +510,14 @@ impl OciRuntime for CliRuntime {
         terminal: Option<ExecTerminal<'_>>,
     ) -> Result<tokio::process::Child> {
         let id = target.id;
-        // runsc's exec has no --tty: its terminal comes only over a console
-        // socket, which this relay-through-our-own-pty design does not use.
+        // runsc's exec has no --tty and relays no terminal of its own: a
+        // terminal comes only over --console-socket, which it honours only
+        // with --detach; the runsc this was tried with (release 20221219)
+        // re-executes itself for --detach and garbles the arguments on the
+        // way (the container ID is lost, its flags end up as the command's).
         if terminal.is_some() && self.sandboxed_exec() {
             return Err(Error::Unimplemented(format!(
-                "runtime {}: exec with a terminal is not supported (runsc has no exec --tty)",
+                "runtime {}: exec with a terminal is not supported (runsc's exec hands over a terminal only with --detach, which it does not run correctly)",
                 self.name
             )));
         }
@@ -500,11 +528,24 @@ impl OciRuntime for CliRuntime {
                 Stdio::null()
             }
         };
-        let mut c = self.exec_process(target, pid_file, terminal.is_some(), cmd);
+        let size = match &terminal {
+            None => None,
+            Some(ExecTerminal::Relay { .. }) => Some(None),
+            Some(ExecTerminal::Console { size, .. }) => Some(*size),
+        };
+        let mut c = self.exec_process(target, pid_file, size, cmd);
         match terminal {
-            Some(t) => {
+            Some(ExecTerminal::Relay {
+                follower,
+                process_file,
+            }) => {
+                if self.native_exec() {
+                    return Err(Error::Internal(
+                        "gantry-exec opens its terminal in the container".into(),
+                    ));
+                }
                 let dup = || {
-                    t.follower
+                    follower
                         .try_clone()
                         .map(Stdio::from)
                         .map_err(Error::io("duplicating the terminal"))
@@ -513,15 +554,19 @@ impl OciRuntime for CliRuntime {
                 // Without --detach the runtime cannot hand the container's
                 // terminal over a console socket; it relays it to its own
                 // terminal instead, and exits with the command's status.
-                // gantry-exec makes our follower the command's terminal.
+                c.arg("--tty").arg("--process").arg(process_file).arg(id);
+            }
+            Some(ExecTerminal::Console { console, .. }) => {
                 if !self.native_exec() {
-                    let Some(process_file) = t.process_file else {
-                        return Err(Error::Internal(
-                            "a terminal exec through the runtime needs a process file".into(),
-                        ));
-                    };
-                    c.arg("--tty").arg("--process").arg(process_file).arg(id);
+                    return Err(Error::Internal(
+                        "only gantry-exec sends a terminal on a socket".into(),
+                    ));
                 }
+                // What the helper says before the terminal exists (it
+                // could not join the container) is the session's error.
+                c.stdin(Stdio::from(console))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
             }
             None => {
                 c.stdin(pipe(streams.stdin))
@@ -542,6 +587,14 @@ impl OciRuntime for CliRuntime {
 pub(crate) fn remove_pid_files(pid_file: &Path) {
     let _ = std::fs::remove_file(pid_file);
     let _ = std::fs::remove_file(CliRuntime::internal_pid_file(pid_file));
+}
+
+/// Reads a stream to its end, keeping at most `max` bytes.
+pub(crate) async fn read_capped(
+    r: &mut (impl tokio::io::AsyncRead + Unpin),
+    max: usize,
+) -> Vec<u8> {
+    capped(r, max).await
 }
 
 /// Reads at most `max` bytes of a stream, then drains (and drops) the rest
@@ -742,9 +795,9 @@ mod tests {
                 &["sh".into()],
                 ExecStreams::default(),
                 Path::new("/x/exec.pid"),
-                Some(ExecTerminal {
+                Some(ExecTerminal::Relay {
                     follower: &follower,
-                    process_file: Some(Path::new("/x/exec.json")),
+                    process_file: Path::new("/x/exec.json"),
                 }),
             )
             .await
@@ -765,7 +818,7 @@ mod tests {
                 ..target
             },
             Path::new("/x/exec.pid"),
-            true,
+            Some(Some((80, 24))),
             &["sh".into(), "-c".into(), "true".into()],
         );
         assert_eq!(c.as_std().get_program(), "/opt/gantry/gantry-exec");
@@ -784,6 +837,8 @@ mod tests {
                 "--pid-file",
                 "/x/exec.pid",
                 "--tty",
+                "--tty-size",
+                "80x24",
                 "--",
                 "sh",
                 "-c",

@@ -207,3 +207,106 @@ fn exit_statuses_pid_file_and_signals_pass_through() {
     assert_eq!(o.status.code(), Some(255));
     assert!(!Path::new(&bad.pid_file()).exists());
 }
+
+/// Reads a terminal's master until `want` shows up (or the terminal hangs
+/// up), returning everything read.
+fn read_until(master: &mut std::fs::File, want: &str) -> String {
+    use std::io::Read;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        match master.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[test]
+fn a_terminal_exec_gets_its_own_terminal_and_nothing_else() {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let h = Helper::new(serde_json::json!({
+        "process": {"cwd": "/", "env": ["PATH=/usr/bin:/bin"], "user": {"uid": 1000, "gid": 1001}}
+    }));
+    // A descriptor the helper inherits open across execve: the command
+    // must not get it.
+    let leak = std::fs::File::open("/dev/null").unwrap();
+    rustix::io::fcntl_setfd(&leak, rustix::io::FdFlags::empty()).unwrap();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let script = "tty; stty size; stat -c 'owner %u' $(tty); ls -m /proc/$$/fd; \
+                  echo ready; read x; echo got $x; sleep 100";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry-exec"))
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg("--spec")
+        .arg(h.dir.path().join("config.json"))
+        .arg("--pid-file")
+        .arg(h.pid_file())
+        .args(["--tty", "--tty-size", "91x27", "--", "sh", "-c", script])
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(leak);
+    let master = gantry_runtimeservice::interactive::recv_fd(&ours).unwrap();
+    drop(ours);
+    rustix::io::ioctl_fionbio(&master, false).unwrap();
+    let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
+    let mut master = std::fs::File::from(master);
+    let out = read_until(&mut master, "ready");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], name.to_str().unwrap(), "{out}");
+    assert_eq!(lines[1], "27 91", "{out}");
+    assert_eq!(lines[2], "owner 1000", "{out}");
+    // The shell's own descriptors (a command substitution would add its
+    // pipe), the leaked one not among them.
+    assert_eq!(lines[3], "0, 1, 2", "{out}");
+
+    // The helper runs from a sealed copy of itself.
+    let exe = std::fs::File::open(format!("/proc/{}/exe", child.id())).unwrap();
+    assert!(
+        gantry_runtimeservice::sealed_exe::is_sealed(&exe),
+        "{:?}",
+        std::fs::read_link(format!("/proc/{}/exe", child.id()))
+    );
+    assert!(std::fs::read_link(format!("/proc/{}/exe", child.id()))
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("/memfd:gantry-exec"));
+
+    // Line editing and signals come from the terminal: the line arrives
+    // once complete, and ^C interrupts the foreground `sleep`.
+    master.write_all(b"hello\n").unwrap();
+    let out = read_until(&mut master, "got hello");
+    assert!(out.contains("got hello"), "{out}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    master.write_all(&[0x03]).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(master.as_raw_fd() > 2);
+
+    // A helper that cannot start the command closes the socket without
+    // sending a terminal, and says why on stderr.
+    let stranger = Helper::new(serde_json::json!({
+        "process": {"cwd": "/", "env": ["PATH=/usr/bin:/bin"]},
+        "linux": {"cgroupsPath": "/gantry/no-such-pod/no-such-container"}
+    }));
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gantry-exec"))
+        .arg("--pid")
+        .arg(std::process::id().to_string())
+        .arg("--spec")
+        .arg(stranger.dir.path().join("config.json"))
+        .arg("--pid-file")
+        .arg(stranger.pid_file())
+        .args(["--tty", "--", "true"])
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(255));
+    assert!(gantry_runtimeservice::interactive::recv_fd(&ours).is_err());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not the container's init"));
+}

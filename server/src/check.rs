@@ -87,6 +87,22 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
             },
         });
     }
+    for (name, handler) in &config.runtime.runtimes {
+        if handler
+            .resolve()
+            .is_some_and(|p| p.file_name().is_some_and(|n| n == "runsc"))
+        {
+            items.push(Item {
+                name: "runtime",
+                result: Ok(format!(
+                    "handler {name}: no terminal exec (exec -it answers Unimplemented): runsc \
+                     hands a terminal over --console-socket only with exec --detach, whose \
+                     re-executed child loses the container ID (runsc 20221219); plain exec, \
+                     ExecSync and attach work"
+                )),
+            });
+        }
+    }
     let native: Vec<&str> = config
         .runtime
         .runtimes
@@ -98,11 +114,25 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
         items.push(Item {
             name: "exec helper",
             result: match crate::daemon::exec_helper_path(config) {
-                Ok(p) if p.is_file() => Ok(format!(
-                    "{} (native exec for {})",
-                    p.display(),
-                    native.join(", ")
-                )),
+                // It runs from a sealed in-memory copy, so the copy must work.
+                Ok(p) if p.is_file() => gantry_runtimeservice::sealed_exe::sealed_copy(
+                    &p,
+                    std::ffi::OsStr::new("gantry-exec"),
+                )
+                .map(|_| {
+                    format!(
+                        "{} (native exec for {}, run from a sealed memfd copy)",
+                        p.display(),
+                        native.join(", ")
+                    )
+                })
+                .map_err(|e| {
+                    format!(
+                        "{}: no sealed copy can be made ({e}): exec in {} containers will fail",
+                        p.display(),
+                        native.join(", ")
+                    )
+                }),
                 Ok(p) => Err(format!(
                     "{} not found: exec in {} containers will fail",
                     p.display(),

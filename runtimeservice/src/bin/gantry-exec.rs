@@ -4,11 +4,20 @@
 //! order.
 //!
 //! Usage: `gantry-exec --pid INIT --spec CONFIG.JSON --pid-file PATH
-//! [--tty] -- CMD...`. It exits with the command's status (128 + signal
-//! for a killed command), or 255 with a message on stderr when the command
-//! could not be started, as `runc exec` does.
+//! [--tty [--tty-size COLSxROWS]] -- CMD...`; with `--tty`, standard input
+//! is a unix socket that receives the terminal's master. It exits with the
+//! command's status (128 + signal for a killed command), or 255 with a
+//! message on stderr when the command could not be started, as `runc exec`
+//! does.
 
 fn main() {
+    // Started from the daemon it already runs from a sealed copy; started
+    // any other way it makes one first (see `sealed_exe`), and refuses to
+    // run unprotected.
+    if let Err(e) = gantry_runtimeservice::sealed_exe::reexec_sealed() {
+        eprintln!("gantry-exec: running from a sealed copy of itself: {e}");
+        std::process::exit(255);
+    }
     let code = gantry_runtimeservice::nsexec::Request::parse(std::env::args_os().skip(1))
         .and_then(|r| gantry_runtimeservice::nsexec::run(&r))
         .unwrap_or_else(|e| {
