@@ -577,7 +577,24 @@ async fn a_terminal_exec_gets_a_terminal_of_the_container() {
         s.send(stdin, b"hello\n").await;
         let got = s.wait_for(out, "got hello", Duration::from_secs(20)).await;
         assert!(got.contains("got hello"), "{name}: {got:?}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // ^C is typed once the shell has started `sleep` on the terminal
+        // (a loaded machine takes its time), so that it cannot land in
+        // between.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ps = exec_ok(&mut rt, &id, &["ps", "-o", "tty,comm"]).await;
+            if ps.lines().any(|l| {
+                let mut f = l.split_whitespace();
+                matches!((f.next(), f.next()), (Some(t), Some("sleep")) if t != "?")
+            }) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: no sleep on the terminal: {ps}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         s.send(stdin, &[0x03]).await;
         let rest = s.collect(Duration::from_secs(20)).await;
         assert_eq!(
