@@ -582,7 +582,7 @@ async fn a_terminal_exec_gets_a_terminal_of_the_container() {
         // between.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let ps = exec_ok(&mut rt, &id, &["ps", "-o", "tty,comm"]).await;
+            let ps = exec_ok(&mut rt, &id, &["sh", "-c", "ps -o tty,comm"]).await;
             if ps.lines().any(|l| {
                 let mut f = l.split_whitespace();
                 matches!((f.next(), f.next()), (Some(t), Some("sleep")) if t != "?")

@@ -1163,10 +1163,23 @@ fn exec(program: &Path, args: &[String], env: &[String]) -> Result<Never> {
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
-    // SAFETY: Rust ignores SIGPIPE and ignored signals survive execve; the
-    // command expects the default. Restoring a default disposition has no
-    // memory effects.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // The command starts as a fresh process: every signal at its default
+    // and none blocked. Ignored signals and the mask survive execve, and
+    // what the helper inherited is not the command's business: Rust
+    // ignores SIGPIPE, and a daemon started from a background shell
+    // ignores SIGINT, which would leave ^C in `crictl exec -it` dead.
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring a default disposition has no memory effects;
+        // the signals glibc keeps for itself refuse it with EINVAL, which
+        // changes nothing.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    let none = signal_set(&[]);
+    // SAFETY: an initialised, empty set.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) };
     // SAFETY: every pointer is to a NUL-terminated string that outlives the
     // call, and both arrays end with a null pointer.
     unsafe { libc::execve(prog.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };

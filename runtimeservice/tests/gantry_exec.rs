@@ -237,7 +237,8 @@ fn a_terminal_exec_gets_its_own_terminal_and_nothing_else() {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
     let script = "tty; stty size; stat -c 'owner %u' $(tty); ls -m /proc/$$/fd; \
                   echo ready; read x; echo got $x; sleep 100";
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry-exec"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gantry-exec"));
+    child
         .arg("--pid")
         .arg(std::process::id().to_string())
         .arg("--spec")
@@ -247,9 +248,19 @@ fn a_terminal_exec_gets_its_own_terminal_and_nothing_else() {
         .args(["--tty", "--tty-size", "91x27", "--", "sh", "-c", script])
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    // The helper inherits SIGINT ignored, as from a daemon started in a
+    // background shell: the command must still start with the default,
+    // or ^C below would do nothing.
+    // SAFETY: between fork and exec, one async-signal-safe call.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        child.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = child.spawn().unwrap();
     drop(leak);
     let master = gantry_runtimeservice::interactive::recv_fd(&ours).unwrap();
     drop(ours);

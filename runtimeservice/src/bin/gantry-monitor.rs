@@ -214,11 +214,19 @@ fn run(args: &Args, io: RunIo) -> Result<i32, String> {
     // The monitor blocks SIGCHLD and SIGUSR1 for its signalfd. A blocked
     // mask survives exec, through the runtime, into the container's
     // process, which would then never see SIGUSR1 (a stop signal images
-    // ask for): the runtime starts with nothing blocked.
+    // ask for): the runtime starts with nothing blocked. Ignored signals
+    // survive exec the same way (a daemon started from a background shell
+    // ignores SIGINT), so every disposition goes back to its default too.
     // SAFETY: the closure runs between fork and exec and makes only
     // async-signal-safe calls on a local set.
     unsafe {
         cmd.pre_exec(|| {
+            for sig in 1..libc::SIGRTMAX() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    // glibc's own signals refuse this with EINVAL: no change.
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+            }
             let mut set: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
