@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::fixture::{create_and_start, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, remove_pod, stop_pod, BusyboxEnv};
 use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
@@ -561,6 +561,11 @@ async fn hostile_images_are_refused_or_contained() {
     // Not a performance target: the same runs used to take the daemon to
     // tens of GB; anything near this bound means a read is unbounded.
     assert!(peak < 256 << 10, "peak RSS {peak} KiB");
+    // Containers outlive the daemon by design: the pod goes, or its
+    // monitors and mounts would stay on the host after the test.
+    let mut rt = env.g.runtime().await;
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
 }
 
 async fn start(env: &BusyboxEnv, id: &str) {
@@ -661,6 +666,11 @@ async fn state_is_private_and_devices_are_denied() {
         expect(f, 0o600);
     }
     assert_up(&mut env, "the restart").await;
+    // Containers outlive the daemon by design: the pod goes, or its
+    // monitors and mounts would stay on the host after the test.
+    let mut rt = env.g.runtime().await;
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,4 +720,9 @@ async fn log_paths_stay_in_the_pod_log_directory() {
     assert_eq!(std::fs::read(&victim).unwrap(), b"host");
     assert!(!victim_dir.path().join("new.log").exists());
     assert_up(&mut env, "the log paths").await;
+    // Containers outlive the daemon by design: the pod goes, or its
+    // monitors and mounts would stay on the host after the test.
+    let mut rt = env.g.runtime().await;
+    stop_pod(&mut rt, &pod).await;
+    remove_pod(&mut rt, &pod).await;
 }

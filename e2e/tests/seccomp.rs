@@ -293,4 +293,8 @@ async fn runtime_default_blocks_what_reaches_outside_the_container() {
             "{s} with CAP_SYS_ADMIN: {got:?}"
         );
     }
+    // Containers outlive the daemon: the pod goes, or its mounts and
+    // running containers would stay on the host.
+    gantry_e2e::fixture::stop_pod(&mut rt, &pod).await;
+    gantry_e2e::fixture::remove_pod(&mut rt, &pod).await;
 }
