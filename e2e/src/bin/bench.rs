@@ -23,6 +23,9 @@
 //! resident memory, descriptors and threads, its per-container processes
 //! and the entries under its state directories: flat lines mean nothing
 //! leaks. It also prints RunPodSandbox latency at that concurrency.
+//!
+//! `--mode stop-pod --pod-containers 200` times StopPodSandbox of a pod
+//! with that many running containers (crictl gives it 2 s by default).
 
 use std::time::{Duration, Instant};
 
@@ -92,6 +95,9 @@ struct Args {
     /// Size of the port-forwarded download in streaming mode, MiB.
     #[arg(long, default_value_t = 100)]
     forward_mib: usize,
+    /// Running containers in the pod that stop-pod mode stops.
+    #[arg(long, default_value_t = 200)]
+    pod_containers: usize,
     /// Pod lifecycles per runtime in soak mode.
     #[arg(long, default_value_t = 1000)]
     cycles: usize,
@@ -210,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
         "streaming" => bench_streaming(&args).await,
         "memory" => bench_memory(&args).await,
         "soak" => bench_soak(&args).await,
+        "stop-pod" => bench_stop_pod(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_pods(&args).await?;
@@ -218,7 +225,7 @@ async fn main() -> anyhow::Result<()> {
             bench_streaming(&args).await
         }
         other => {
-            bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming, soak or all")
+            bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming, soak, stop-pod or all")
         }
     }
 }
@@ -1439,5 +1446,54 @@ async fn bench_soak(args: &Args) -> anyhow::Result<()> {
     drop(sides);
     drop(gantry);
     drop(net);
+    Ok(())
+}
+
+/// StopPodSandbox of one pod holding `--pod-containers` running
+/// containers, on each runtime.
+async fn bench_stop_pod(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "stop-pod").await?;
+    let n = args.pod_containers;
+    let mut times = Vec::new();
+    for side in sides.iter_mut() {
+        let pc = sandbox_config(&format!("stop-{}", side.name), run, 0);
+        let pod = side.run_pod(&pc).await?;
+        for i in 0..n {
+            create_start(side, &pod, &pc, container_config(&image, &format!("c{i}"))).await?;
+        }
+        let t = Instant::now();
+        side.rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await?;
+        times.push(t.elapsed());
+        side.rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await?;
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    println!(
+        "stop-pod benchmark, run {run:x}: StopPodSandbox of a pod with {n} running containers"
+    );
+    println!("  gantry {:.0} ms", ms(times[0]));
+    if let Some(p) = times.get(1) {
+        println!(
+            "  peer {:.0} ms; ratio gantry/peer {:.3}",
+            ms(*p),
+            ms(times[0]) / ms(*p).max(f64::MIN_POSITIVE)
+        );
+    }
     Ok(())
 }
