@@ -316,10 +316,23 @@ impl Executor {
         };
         let path = self.cache_path(&net.name, a);
         let bytes = serde_json::to_vec(&cached).unwrap_or_default();
-        write_atomic(&path, &bytes).map_err(|e| ExecError::Io {
-            what: format!("caching {}", path.display()),
-            source: e,
-        })?;
+        // The write fsyncs twice: off the async threads.
+        let target = path.clone();
+        let written = tokio::task::spawn_blocking(move || write_atomic(&target, &bytes))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        if let Err(e) = written {
+            // Without its cache entry the attachment could never be
+            // deleted with its own result: undo it now (a full disk must
+            // not leak an address).
+            if let Err(del) = self.del_chain(&cached).await {
+                warn!(error = %del, "undoing a CNI ADD whose result could not be cached");
+            }
+            return Err(ExecError::Io {
+                what: format!("caching {}", path.display()),
+                source: e,
+            });
+        }
         info!(network = %net.name, container = %a.container_id, ips = ?cached.ips(), "CNI ADD done");
         Ok(cached)
     }
@@ -520,10 +533,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    });
+    if written.is_err() {
+        // A half-written entry (a full disk) is never left to be read.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
@@ -640,6 +659,27 @@ mod tests {
             ["ADD", "DEL"]
         );
         assert!(exec.cached("n", "pod1", "eth0").is_none());
+
+        // A result that cannot be cached (here the cache directory is a
+        // file; in life a full disk): the ADD is undone, nothing is left.
+        std::fs::write(&log, "").unwrap();
+        let blocked = dir.path().join("blocked");
+        std::fs::write(&blocked, "").unwrap();
+        let uncachable = Executor {
+            cache_dir: blocked.clone(),
+            bin_dirs: exec.bin_dirs.clone(),
+            timeout: exec.timeout,
+        };
+        let e = uncachable.add(&net, &a).await.unwrap_err();
+        assert!(matches!(e, ExecError::Io { .. }), "{e}");
+        let calls = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(
+            calls
+                .lines()
+                .map(|l| l.split_whitespace().nth(1).unwrap())
+                .collect::<Vec<_>>(),
+            ["ADD", "ADD", "DEL", "DEL"]
+        );
 
         let missing = Executor {
             bin_dirs: vec![dir.path().join("none")],

@@ -112,8 +112,16 @@ impl From<Error> for tonic::Status {
             | Error::ForeignLayer { .. }
             | Error::NotAnImage { .. } => Code::FailedPrecondition,
             Error::LimitExceeded(_) => Code::ResourceExhausted,
+            // A full disk (or quota) is the node's, not the request's, and
+            // kubelet backs off and may evict on it.
+            Error::Io { source, .. } if is_out_of_space(source) => Code::ResourceExhausted,
             Error::Io { .. } | Error::Internal(_) => Code::Internal,
         };
         tonic::Status::new(code, err.to_string())
     }
+}
+
+/// Whether an I/O error says the filesystem (or the quota on it) is full.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }

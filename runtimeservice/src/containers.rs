@@ -401,7 +401,7 @@ impl ContainerService {
     }
 
     /// Full ID or unique prefix.
-    fn resolve(&self, id: &str) -> Result<Option<String>> {
+    pub fn resolve(&self, id: &str) -> Result<Option<String>> {
         if id.is_empty() {
             return Err(Error::InvalidArgument("container ID is empty".into()));
         }

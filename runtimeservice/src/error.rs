@@ -52,8 +52,16 @@ impl From<Error> for tonic::Status {
             Error::Unimplemented(_) => Code::Unimplemented,
             // The image (or the request naming the path) is at fault.
             Error::Rootfs(r) if r.is_content_fault() => Code::FailedPrecondition,
+            // A full disk (or quota) is the node's, not the request's, and
+            // kubelet backs off and may evict on it.
+            Error::Io { source, .. } if is_out_of_space(source) => Code::ResourceExhausted,
             Error::Io { .. } | Error::Internal(_) | Error::Rootfs(_) => Code::Internal,
         };
         tonic::Status::new(code, e.to_string())
     }
+}
+
+/// Whether an I/O error says the filesystem (or the quota on it) is full.
+pub fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }

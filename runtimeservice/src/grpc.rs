@@ -16,7 +16,13 @@ use tonic::{Request, Response, Status};
 
 use crate::config::{CgroupDriver, RuntimeConfig};
 use crate::containers::ContainerService;
+use crate::detach::{detached, run_once, Replays};
 use crate::pods::PodService;
+
+/// Containers of one pod stopped or removed at the same time: enough to
+/// stop a pod of 200 containers well within crictl's 2 s, few enough that
+/// the runtime processes do not swamp the node.
+const POD_STOP_PARALLEL: usize = 16;
 
 /// The CRI API version gantry speaks.
 pub const CRI_API_VERSION: &str = "v1";
@@ -29,6 +35,10 @@ pub struct CriRuntimeService {
     streaming: Option<Arc<dyn StreamUrls>>,
     /// The node's pod CIDRs, as kubelet last set them (UpdateRuntimeConfig).
     pod_cidrs: std::sync::Mutex<Vec<String>>,
+    /// Answers of abandoned creating calls, for their retries.
+    pod_runs: Replays<cri::RunPodSandboxRequest>,
+    container_creates: Replays<cri::CreateContainerRequest>,
+    container_starts: Replays<cri::StartContainerRequest>,
 }
 
 /// The stream choices an Exec or Attach request may make.
@@ -67,6 +77,9 @@ impl CriRuntimeService {
             containers,
             streaming: None,
             pod_cidrs: Default::default(),
+            pod_runs: Replays::default(),
+            container_creates: Replays::default(),
+            container_starts: Replays::default(),
         }
     }
 
@@ -81,25 +94,36 @@ impl CriRuntimeService {
             .ok_or_else(|| Status::unimplemented(format!("{rpc}: the streaming server is off")))
     }
 
-    /// Sends a sandbox event for a pod named by ID or prefix.
-    fn emit_pod_event(&self, id: &str, kind: cri::ContainerEventType) -> Result<(), Status> {
-        if let Some(full) = self.pods.store.resolve(id)? {
-            self.containers.emit_pod_event(&full, kind);
-        }
-        Ok(())
-    }
-
-    /// A pod's containers are stopped (or removed) before the pod itself.
-    async fn stop_containers(&self, pod_id: &str, remove: bool) -> Result<(), Status> {
-        let Some(pod_id) = self.pods.store.resolve(pod_id)? else {
+    /// A pod's containers are stopped (or removed) before the pod itself,
+    /// several at a time; every one is tried, and the first failure is the
+    /// answer.
+    async fn stop_containers(
+        pods: &PodService,
+        containers: &Arc<ContainerService>,
+        pod_id: &str,
+        remove: bool,
+    ) -> Result<(), Status> {
+        use futures_util::StreamExt;
+        let Some(pod_id) = pods.store.resolve(pod_id)? else {
             return Ok(());
         };
-        for id in self.containers.in_pod(&pod_id) {
-            if remove {
-                self.containers.remove(&id).await?;
-            } else {
-                self.containers.stop(&id, 0).await?;
-            }
+        let results: Vec<crate::error::Result<()>> =
+            futures_util::stream::iter(containers.in_pod(&pod_id))
+                .map(|id| {
+                    let containers = containers.clone();
+                    async move {
+                        if remove {
+                            containers.remove(&id).await
+                        } else {
+                            containers.stop(&id, 0).await
+                        }
+                    }
+                })
+                .buffer_unordered(POD_STOP_PARALLEL)
+                .collect()
+                .await;
+        for r in results {
+            r?;
         }
         Ok(())
     }
@@ -246,14 +270,36 @@ impl RuntimeService for CriRuntimeService {
         let req = request.into_inner();
         let config = req
             .config
+            .clone()
             .ok_or_else(|| Status::invalid_argument("pod sandbox config is required"))?;
-        let id = self.pods.run(config, req.runtime_handler).await?;
-        // A sandbox is reported as a container under its own ID, created
-        // and started at once (containerd's CRI plugin does the same).
-        self.containers
-            .emit_pod_event(&id, cri::ContainerEventType::ContainerCreatedEvent);
-        self.containers
-            .emit_pod_event(&id, cri::ContainerEventType::ContainerStartedEvent);
+        let key = match &config.metadata {
+            Some(m) => format!("{}/{}/{}/{}", m.namespace, m.name, m.uid, m.attempt),
+            None => String::new(),
+        };
+        let (pods, containers) = (self.pods.clone(), self.containers.clone());
+        let handler = req.runtime_handler.clone();
+        let exists = {
+            let pods = self.pods.clone();
+            move |id: &str| pods.store.get(id).is_some()
+        };
+        let id = run_once(
+            &self.pod_runs,
+            "RunPodSandbox",
+            &key,
+            &req,
+            prost::Message::encoded_len(&req),
+            exists,
+            || async move {
+                let id = pods.run(config, handler).await?;
+                // A sandbox is reported as a container under its own ID,
+                // created and started at once (containerd's CRI plugin does
+                // the same).
+                containers.emit_pod_event(&id, cri::ContainerEventType::ContainerCreatedEvent);
+                containers.emit_pod_event(&id, cri::ContainerEventType::ContainerStartedEvent);
+                Ok(id)
+            },
+        )
+        .await?;
         Ok(Response::new(cri::RunPodSandboxResponse {
             pod_sandbox_id: id,
         }))
@@ -264,10 +310,18 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::StopPodSandboxRequest>,
     ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        self.stop_containers(&id, false).await?;
-        if self.pods.stop(&id).await? {
-            self.emit_pod_event(&id, cri::ContainerEventType::ContainerStoppedEvent)?;
-        }
+        let (pods, containers) = (self.pods.clone(), self.containers.clone());
+        detached("StopPodSandbox", async move {
+            Self::stop_containers(&pods, &containers, &id, false).await?;
+            if pods.stop(&id).await? {
+                if let Some(full) = pods.store.resolve(&id)? {
+                    containers
+                        .emit_pod_event(&full, cri::ContainerEventType::ContainerStoppedEvent);
+                }
+            }
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
     }
 
@@ -276,22 +330,27 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
-        self.stop_containers(&id, true).await?;
-        let full = self.pods.store.resolve(&id)?;
-        if let Some(f) = &full {
-            self.containers.forget_pod(f);
-        }
-        let (stopped, removed) = self.pods.remove(&id).await?;
-        if let Some(full) = full {
-            if stopped {
-                self.containers
-                    .emit_pod_event(&full, cri::ContainerEventType::ContainerStoppedEvent);
+        let (pods, containers) = (self.pods.clone(), self.containers.clone());
+        detached("RemovePodSandbox", async move {
+            Self::stop_containers(&pods, &containers, &id, true).await?;
+            let full = pods.store.resolve(&id)?;
+            if let Some(f) = &full {
+                containers.forget_pod(f);
             }
-            if removed {
-                self.containers
-                    .emit_pod_event(&full, cri::ContainerEventType::ContainerDeletedEvent);
+            let (stopped, removed) = pods.remove(&id).await?;
+            if let Some(full) = full {
+                if stopped {
+                    containers
+                        .emit_pod_event(&full, cri::ContainerEventType::ContainerStoppedEvent);
+                }
+                if removed {
+                    containers
+                        .emit_pod_event(&full, cri::ContainerEventType::ContainerDeletedEvent);
+                }
             }
-        }
+            Ok(())
+        })
+        .await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))
     }
 
@@ -323,8 +382,28 @@ impl RuntimeService for CriRuntimeService {
         let req = request.into_inner();
         let config = req
             .config
+            .clone()
             .ok_or_else(|| Status::invalid_argument("container config is required"))?;
-        let id = self.containers.create(&req.pod_sandbox_id, config).await?;
+        let key = match &config.metadata {
+            Some(m) => format!("{}/{}/{}", req.pod_sandbox_id, m.name, m.attempt),
+            None => String::new(),
+        };
+        let containers = self.containers.clone();
+        let exists = {
+            let containers = self.containers.clone();
+            move |id: &str| matches!(containers.resolve(id), Ok(Some(_)))
+        };
+        let pod = req.pod_sandbox_id.clone();
+        let id = run_once(
+            &self.container_creates,
+            "CreateContainer",
+            &key,
+            &req,
+            prost::Message::encoded_len(&req),
+            exists,
+            || async move { Ok(containers.create(&pod, config).await?) },
+        )
+        .await?;
         Ok(Response::new(cri::CreateContainerResponse {
             container_id: id,
         }))
@@ -334,9 +413,28 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::StartContainerRequest>,
     ) -> Result<Response<cri::StartContainerResponse>, Status> {
-        self.containers
-            .start(&request.into_inner().container_id)
-            .await?;
+        let req = request.into_inner();
+        let containers = self.containers.clone();
+        // A container an earlier identical start started is the answer;
+        // one that failed to start is started again.
+        let exists = {
+            let containers = self.containers.clone();
+            move |id: &str| matches!(containers.resolve(id), Ok(Some(_)))
+        };
+        let id = req.container_id.clone();
+        run_once(
+            &self.container_starts,
+            "StartContainer",
+            &req.container_id,
+            &req,
+            prost::Message::encoded_len(&req),
+            exists,
+            || async move {
+                containers.start(&id).await?;
+                Ok(id)
+            },
+        )
+        .await?;
         Ok(Response::new(cri::StartContainerResponse {}))
     }
 
@@ -345,7 +443,11 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::StopContainerRequest>,
     ) -> Result<Response<cri::StopContainerResponse>, Status> {
         let req = request.into_inner();
-        self.containers.stop(&req.container_id, req.timeout).await?;
+        let containers = self.containers.clone();
+        detached("StopContainer", async move {
+            Ok(containers.stop(&req.container_id, req.timeout).await?)
+        })
+        .await?;
         Ok(Response::new(cri::StopContainerResponse {}))
     }
 
@@ -353,9 +455,12 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
-        self.containers
-            .remove(&request.into_inner().container_id)
-            .await?;
+        let id = request.into_inner().container_id;
+        let containers = self.containers.clone();
+        detached("RemoveContainer", async move {
+            Ok(containers.remove(&id).await?)
+        })
+        .await?;
         Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
@@ -406,9 +511,11 @@ impl RuntimeService for CriRuntimeService {
         let res = req
             .linux
             .ok_or_else(|| Status::invalid_argument("linux resources are required"))?;
-        self.containers
-            .update_resources(&req.container_id, res)
-            .await?;
+        let containers = self.containers.clone();
+        detached("UpdateContainerResources", async move {
+            Ok(containers.update_resources(&req.container_id, res).await?)
+        })
+        .await?;
         Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 

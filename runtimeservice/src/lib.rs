@@ -16,6 +16,7 @@ pub mod cgroup;
 pub mod config;
 pub mod containers;
 pub mod crilog;
+pub mod detach;
 pub mod error;
 pub mod events;
 pub mod features;

@@ -32,12 +32,16 @@ enum Command {
 }
 
 /// Colour codes only reach a terminal: in a file or the journal they are
-/// noise that breaks grep and log parsers.
+/// noise that breaks grep and log parsers. A line that cannot be written
+/// (stderr is a file on a full disk) is lost quietly: the subscriber's own
+/// report of it goes through `eprintln!`, which panics on that same
+/// failure and took the daemon down.
 fn init_logging(filter: EnvFilter, format: config::LogFormat) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match format {
         config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         config::LogFormat::Json => builder

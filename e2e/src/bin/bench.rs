@@ -16,6 +16,16 @@
 //!
 //! `--mode memory` compares resident memory with `--containers` pods of one
 //! running container each (containerd then runs a shim and a pause per pod).
+//!
+//! `--mode soak --cycles 1000 --clients 10` runs that many pod lifecycles
+//! (pod, container, start, stop, remove) from that many concurrent clients
+//! on each runtime and prints, every `--sample-every` cycles, the daemon's
+//! resident memory, descriptors and threads, its per-container processes
+//! and the entries under its state directories: flat lines mean nothing
+//! leaks. It also prints RunPodSandbox latency at that concurrency.
+//!
+//! `--mode stop-pod --pod-containers 200` times StopPodSandbox of a pod
+//! with that many running containers (crictl gives it 2 s by default).
 
 use std::time::{Duration, Instant};
 
@@ -85,6 +95,19 @@ struct Args {
     /// Size of the port-forwarded download in streaming mode, MiB.
     #[arg(long, default_value_t = 100)]
     forward_mib: usize,
+    /// Running containers in the pod that stop-pod mode stops.
+    #[arg(long, default_value_t = 200)]
+    pod_containers: usize,
+    /// Pod lifecycles per runtime in soak mode.
+    #[arg(long, default_value_t = 1000)]
+    cycles: usize,
+    /// Concurrent clients in soak mode.
+    #[arg(long, default_value_t = 10)]
+    clients: usize,
+    /// In soak mode, a sample of the daemon's resources every this many
+    /// finished cycles.
+    #[arg(long, default_value_t = 100)]
+    sample_every: usize,
     /// The peer's sandbox image, pulled before pods are timed.
     #[arg(long, default_value = "registry.k8s.io/pause:3.6")]
     pause_image: String,
@@ -192,6 +215,8 @@ async fn main() -> anyhow::Result<()> {
         "containers" => bench_containers(&args).await,
         "streaming" => bench_streaming(&args).await,
         "memory" => bench_memory(&args).await,
+        "soak" => bench_soak(&args).await,
+        "stop-pod" => bench_stop_pod(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_pods(&args).await?;
@@ -199,7 +224,9 @@ async fn main() -> anyhow::Result<()> {
             bench_memory(&args).await?;
             bench_streaming(&args).await
         }
-        other => bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming or all"),
+        other => {
+            bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming, soak, stop-pod or all")
+        }
     }
 }
 
@@ -1193,6 +1220,280 @@ async fn bench_streaming(args: &Args) -> anyhow::Result<()> {
                 pod_sandbox_id: targets[k].0.clone(),
             })
             .await?;
+    }
+    Ok(())
+}
+
+/// What soak mode watches on one runtime.
+struct Watched {
+    pid: u32,
+    /// Its per-container processes: gantry's monitors, containerd's shims.
+    procs: (&'static str, Option<String>),
+    dirs: Vec<std::path::PathBuf>,
+}
+
+struct SoakSample {
+    rss_kib: u64,
+    fds: usize,
+    threads: u64,
+    procs: usize,
+    entries: usize,
+}
+
+impl Watched {
+    fn sample(&self) -> SoakSample {
+        let threads = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        SoakSample {
+            rss_kib: rss_kib(self.pid),
+            fds: std::fs::read_dir(format!("/proc/{}/fd", self.pid))
+                .map(|d| d.count())
+                .unwrap_or(0),
+            threads,
+            procs: processes(&[self.procs.0], self.procs.1.as_deref()).len(),
+            entries: self.dirs.iter().map(|d| entries_on_fs(d)).sum(),
+        }
+    }
+}
+
+/// Entries under `dir` on its own filesystem: mounted container roots and
+/// namespace pins are not walked into.
+fn entries_on_fs(dir: &Path) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(top) = std::fs::symlink_metadata(dir) else {
+        return 0;
+    };
+    let mut count = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            count += 1;
+            if let Ok(m) = e.path().symlink_metadata() {
+                if m.is_dir() && m.dev() == top.dev() {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+    count
+}
+
+fn soak_row(label: &str, s: &SoakSample, first: Option<&SoakSample>) {
+    let drift = first
+        .map(|f| {
+            format!(
+                "{:+.1}%",
+                (s.rss_kib as f64 / f.rss_kib.max(1) as f64 - 1.0) * 100.0
+            )
+        })
+        .unwrap_or_default();
+    println!(
+        "  {label:>8} | rss {:7.1} MiB {drift:>7} | fds {:5} | threads {:4} | per-container processes {:4} | state entries {:7}",
+        s.rss_kib as f64 / 1024.0,
+        s.fds,
+        s.threads,
+        s.procs,
+        s.entries
+    );
+}
+
+/// One pod lifecycle; returns the RunPodSandbox latency.
+async fn soak_cycle(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pc: &PodSandboxConfig,
+    image: &str,
+) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: String::new(),
+        })
+        .await?
+        .into_inner()
+        .pod_sandbox_id;
+    let run_pod = t0.elapsed();
+    let id = rt
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config(image, "soak")),
+            sandbox_config: Some(pc.clone()),
+        })
+        .await?
+        .into_inner()
+        .container_id;
+    rt.start_container(StartContainerRequest { container_id: id })
+        .await?;
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await?;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await?;
+    Ok(run_pod)
+}
+
+/// `--cycles` pod lifecycles from `--clients` concurrent clients, gantry
+/// first, then the peer, with the daemon's resources sampled as they go.
+async fn bench_soak(args: &Args) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        sides,
+        run,
+    } = setup(args, "soak").await?;
+    println!(
+        "soak benchmark, run {run:x}: {} pod lifecycles (pod, container, start, stop, remove) from {} concurrent clients per runtime",
+        args.cycles, args.clients
+    );
+    let mut p50s = Vec::new();
+    for side in &sides {
+        let watched = if side.name == "gantry" {
+            Watched {
+                pid: gantry.pid(),
+                procs: ("gantry-monitor", Some(gantry.dir.display().to_string())),
+                dirs: vec![gantry.dir.join("root"), gantry.dir.join("state")],
+            }
+        } else {
+            let Some(pid) = args.peer_pid else {
+                bail!("soak mode needs --peer-pid to watch the peer")
+            };
+            Watched {
+                pid,
+                procs: ("containerd-shim", None),
+                dirs: vec![
+                    "/var/lib/peer-containerd".into(),
+                    "/run/peer-containerd".into(),
+                ],
+            }
+        };
+        println!("{}:", side.name);
+        let first_sample = watched.sample();
+        soak_row("start", &first_sample, None);
+        let next = Arc::new(AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..args.clients {
+            let (next, done) = (next.clone(), done.clone());
+            let mut rt = side.rt.clone();
+            let (image, who, cycles) = (image.clone(), side.name, args.cycles);
+            workers.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    if i >= cycles {
+                        return Ok::<_, anyhow::Error>(lat);
+                    }
+                    let pc = sandbox_config(&format!("soak-{who}"), run, i);
+                    lat.push(
+                        soak_cycle(&mut rt, &pc, &image)
+                            .await
+                            .with_context(|| format!("cycle {i} on {who}"))?,
+                    );
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+            }));
+        }
+        let mut after_first: Option<SoakSample> = None;
+        let mut next_sample = args.sample_every.max(1);
+        while workers.iter().any(|w| !w.is_finished()) || next_sample <= done.load(Ordering::SeqCst)
+        {
+            if done.load(Ordering::SeqCst) >= next_sample {
+                let s = watched.sample();
+                soak_row(&next_sample.to_string(), &s, after_first.as_ref());
+                if after_first.is_none() {
+                    after_first = Some(s);
+                }
+                next_sample += args.sample_every.max(1);
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let mut lat = Vec::new();
+        for w in workers {
+            lat.extend(w.await??);
+        }
+        // What the last removals leave running in the background (a shim
+        // exiting, a reaper) is given a moment before the final count.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        soak_row("end", &watched.sample(), after_first.as_ref());
+        let p50 = percentile(&lat, 0.5);
+        println!(
+            "  RunPodSandbox at {} clients: p50 {:.1} ms, p95 {:.1} ms",
+            args.clients,
+            ms(p50),
+            ms(percentile(&lat, 0.95))
+        );
+        p50s.push(p50);
+    }
+    if let [g, p] = p50s[..] {
+        println!(
+            "RunPodSandbox p50 ratio gantry/peer at {} clients: {:.3}",
+            args.clients,
+            ms(g) / ms(p).max(f64::MIN_POSITIVE)
+        );
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    Ok(())
+}
+
+/// StopPodSandbox of one pod holding `--pod-containers` running
+/// containers, on each runtime.
+async fn bench_stop_pod(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "stop-pod").await?;
+    let n = args.pod_containers;
+    let mut times = Vec::new();
+    for side in sides.iter_mut() {
+        let pc = sandbox_config(&format!("stop-{}", side.name), run, 0);
+        let pod = side.run_pod(&pc).await?;
+        for i in 0..n {
+            create_start(side, &pod, &pc, container_config(&image, &format!("c{i}"))).await?;
+        }
+        let t = Instant::now();
+        side.rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await?;
+        times.push(t.elapsed());
+        side.rt
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await?;
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    println!(
+        "stop-pod benchmark, run {run:x}: StopPodSandbox of a pod with {n} running containers"
+    );
+    println!("  gantry {:.0} ms", ms(times[0]));
+    if let Some(p) = times.get(1) {
+        println!(
+            "  peer {:.0} ms; ratio gantry/peer {:.3}",
+            ms(*p),
+            ms(times[0]) / ms(*p).max(f64::MIN_POSITIVE)
+        );
     }
     Ok(())
 }
