@@ -432,3 +432,98 @@ async fn image_volumes_mount_images_read_only() {
     assert!(image_present(&mut images, &env.image).await);
     remove_pod(&mut rt, &pod).await;
 }
+
+/// A store damaged behind gantry's back (snapshots or blobs deleted) never
+/// reports an image present that cannot run: it is rebuilt from its blobs,
+/// or reported absent so that kubelet pulls it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_images_are_rebuilt_or_reported_absent() {
+    let mut env = BusyboxEnv::start("image-refs-damage", "").await;
+    let root = images_root(&env.g);
+    let snapshot = || {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("snapshots"))
+            .expect("the snapshots directory")
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert!(v.len() <= 1, "{v:?}");
+        v.pop()
+    };
+    let layer = snapshot().expect("the busybox layer's snapshot");
+    let layer_blob = || {
+        // The one blob that is neither JSON config nor manifest.
+        std::fs::read_dir(root.join("content/blobs/sha256"))
+            .expect("the blobs directory")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| std::fs::read(p).is_ok_and(|b| b.first() != Some(&b'{')))
+    };
+    let mut rt = env.g.runtime().await;
+    let (pod, pc) = env.start_pod(&mut rt, "image-refs-damage").await;
+
+    // At start: a lost snapshot is unpacked again from its blob.
+    env.g.stop();
+    std::fs::remove_dir_all(&layer).expect("removing the snapshot");
+    env.g.restart().await;
+    let mut images = env.g.images().await;
+    let mut rt = env.g.runtime().await;
+    assert!(layer.join("bin/busybox").is_file(), "not rebuilt at start");
+    let id = create_and_start(
+        &mut rt,
+        &pod,
+        &pc,
+        env.container("after-restart", "exec sleep 600"),
+    )
+    .await;
+    assert_eq!(exec(&mut rt, &id, "echo ok").await.1, "ok\n");
+    remove_container(&mut rt, &id).await;
+
+    // While running: the same when a container is created.
+    std::fs::remove_dir_all(&layer).expect("removing the snapshot");
+    let id = create_and_start(
+        &mut rt,
+        &pod,
+        &pc,
+        env.container("rebuilt", "exec sleep 600"),
+    )
+    .await;
+    assert!(layer.join("bin/busybox").is_file());
+    remove_container(&mut rt, &id).await;
+
+    // Snapshot and blob gone: absent, so pulled again, then it runs.
+    std::fs::remove_dir_all(&layer).expect("removing the snapshot");
+    std::fs::remove_file(layer_blob().expect("the layer's blob")).expect("removing the blob");
+    assert!(!image_present(&mut images, &env.image).await);
+    let e = create_err(
+        &mut rt,
+        &pod,
+        &pc,
+        env.container("absent", "exec sleep 600"),
+    )
+    .await;
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    images
+        .pull_image(pull_request(&env.image))
+        .await
+        .expect("pulling the image again");
+    assert!(image_present(&mut images, &env.image).await);
+    let id = create_and_start(
+        &mut rt,
+        &pod,
+        &pc,
+        env.container("pulled-again", "exec sleep 600"),
+    )
+    .await;
+    remove_container(&mut rt, &id).await;
+
+    // The same found at start.
+    env.g.stop();
+    std::fs::remove_dir_all(&layer).expect("removing the snapshot");
+    std::fs::remove_file(layer_blob().expect("the layer's blob")).expect("removing the blob");
+    env.g.restart().await;
+    let mut images = env.g.images().await;
+    let mut rt = env.g.runtime().await;
+    assert!(!image_present(&mut images, &env.image).await);
+    assert_eq!(store_counts(&env.g).blobs, 0, "the rest was collected");
+    remove_pod(&mut rt, &pod).await;
+}

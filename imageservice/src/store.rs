@@ -251,6 +251,23 @@ impl ImageStore {
         }
     }
 
+    /// [`Self::resolve`] for callers about to use the image (ImageStatus,
+    /// which tells kubelet whether to pull): an image found damaged is
+    /// rebuilt from its blobs first, or dropped and reported absent.
+    pub async fn resolve_usable(&self, name: &str) -> Result<Option<ImageRecord>> {
+        let Some(img) = self.resolve(name)? else {
+            return Ok(None);
+        };
+        if self.damage(&img).is_none() {
+            return Ok(Some(img));
+        }
+        let _w = self.write.lock().await;
+        let Some(img) = self.resolve(name)? else {
+            return Ok(None);
+        };
+        Ok(self.repair_locked(&img).await?.then_some(img))
+    }
+
     /// The stored config JSON of an image.
     pub fn config_json(&self, img: &ImageRecord) -> Result<Vec<u8>> {
         self.content
