@@ -314,7 +314,7 @@ async fn create_err(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_volumes_mount_images_read_only() {
-    let env = BusyboxEnv::start("image-volumes", "").await;
+    let mut env = BusyboxEnv::start("image-volumes", "").await;
     // The image to mount: two layers, a directory to mount alone, and
     // symlinks that would lead out of the image if they were followed on
     // the host.
@@ -412,13 +412,20 @@ async fn image_volumes_mount_images_read_only() {
     // Removing the mounted image takes its name only.
     remove_image(&mut images, &data_ref).await;
     assert!(!image_present(&mut images, &data_ref).await);
-    let snapshot = |d: &str| {
-        images_root(&env.g)
-            .join("snapshots")
-            .join(d.trim_start_matches("sha256:"))
-    };
+    let snapshots = images_root(&env.g).join("snapshots");
+    let snapshot = |d: &str| snapshots.join(d.trim_start_matches("sha256:"));
     assert!(data.diff_ids.iter().all(|d| snapshot(d).is_dir()));
     assert_eq!(exec(&mut rt, &id, "cat /whole/data/hello").await.0, 0);
+
+    // A restart finds the volumes and their leases as they were.
+    env.g.stop();
+    env.g.restart().await;
+    let mut images = env.g.images().await;
+    let mut rt = env.g.runtime().await;
+    assert_eq!(leases(&env.g).len(), 4, "{:?}", leases(&env.g));
+    assert_eq!(mounts_under(&cdir.join("image-volumes")).len(), 5);
+    assert!(data.diff_ids.iter().all(|d| snapshot(d).is_dir()));
+    assert_eq!(exec(&mut rt, &id, "cat /part/inner").await.1, "inner");
 
     // Removing the container unmounts everything and frees the image.
     remove_container(&mut rt, &id).await;

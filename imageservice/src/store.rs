@@ -1354,6 +1354,32 @@ mod tests {
         assert!(store.resolve("r.test/a:1").unwrap().is_some());
     }
 
+    /// A lease taken while the image is being removed either finds the
+    /// image and keeps its content, or finds nothing: never a lease on
+    /// content that is already gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_and_removals_do_not_race() {
+        let d = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(d.path()));
+        for round in 0..40 {
+            let img = seed(&store, "r.test/a:1", &[layer(&[("f", b"x")])]);
+            let owner = format!("c{round}");
+            let (s1, s2) = (store.clone(), store.clone());
+            let o = owner.clone();
+            let acquire = tokio::spawn(async move { s1.acquire(&o, &o, "r.test/a:1").await });
+            let remove = tokio::spawn(async move { s2.remove("r.test/a:1").await });
+            let got = acquire.await.unwrap().unwrap();
+            remove.await.unwrap().unwrap();
+            assert_eq!(
+                got.is_some(),
+                has_snapshot(&store, &img.layers[0]),
+                "round {round}"
+            );
+            store.release_owner(&owner).await.unwrap();
+            assert!(!has_snapshot(&store, &img.layers[0]));
+        }
+    }
+
     #[tokio::test]
     async fn lease_ids_are_checked() {
         let d = tempfile::tempdir().unwrap();
