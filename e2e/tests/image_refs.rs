@@ -237,10 +237,11 @@ async fn a_running_containers_image_outlives_its_removal() {
     remove_pod(&mut rt, &pod).await;
 }
 
-/// Leases whose container was removed while the daemon was down are
-/// dropped at start, and what they held goes.
+/// At start the leases are made to match the containers: those of
+/// containers removed while the daemon was down go, with what they held,
+/// and a container without one (made before leases existed) gets one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_of_vanished_containers_are_dropped_at_start() {
+async fn leases_are_reconciled_with_the_containers_at_start() {
     let mut env = BusyboxEnv::start("image-refs-stale", "").await;
     let mut images = env.g.images().await;
     remove_image(&mut images, &env.image).await;
@@ -252,28 +253,47 @@ async fn leases_of_vanished_containers_are_dropped_at_start() {
         .expect("pulling the image again");
     let mut rt = env.g.runtime().await;
     let (pod, pc) = env.start_pod(&mut rt, "image-refs-stale").await;
-    let id = rt
-        .create_container(CreateContainerRequest {
+    let mut create = async |name: &str| {
+        rt.create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(env.container("held", "exec sleep 600")),
+            config: Some(env.container(name, "exec sleep 600")),
             sandbox_config: Some(pc.clone()),
         })
         .await
         .expect("CreateContainer")
         .into_inner()
-        .container_id;
-    remove_image(&mut images, &env.image).await;
-    assert_eq!(store_counts(&env.g).snapshots, 1);
+        .container_id
+    };
+    let vanished = create("vanished").await;
+    let old = create("old").await;
+    assert_eq!(leases(&env.g).len(), 2);
 
-    // A crash that took the container's record but not its lease.
+    // A crash that took one container's record but not its lease, and a
+    // container from before leases.
     env.g.kill();
-    let cdir = env.g.dir.join("root/runtime/containers").join(&id);
+    let cdir = env.g.dir.join("root/runtime/containers").join(&vanished);
     let _ = unmount_detached(&cdir.join("bundle/rootfs"));
     std::fs::remove_dir_all(&cdir).expect("removing the container's directory");
+    std::fs::remove_file(
+        images_root(&env.g)
+            .join("leases")
+            .join(format!("{old}.json")),
+    )
+    .expect("removing a lease");
     env.g.restart().await;
+    assert_eq!(leases(&env.g), vec![format!("{old}.json")]);
+
+    let mut images = env.g.images().await;
+    let mut rt = env.g.runtime().await;
+    remove_image(&mut images, &env.image).await;
+    assert_eq!(
+        store_counts(&env.g).snapshots,
+        1,
+        "the old container's layer"
+    );
+    remove_container(&mut rt, &old).await;
     assert!(leases(&env.g).is_empty(), "{:?}", leases(&env.g));
     assert_eq!(store_counts(&env.g).snapshots, 0);
-    let mut rt = env.g.runtime().await;
     remove_pod(&mut rt, &pod).await;
 }
 

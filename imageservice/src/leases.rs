@@ -121,17 +121,12 @@ impl LeaseStore {
         Ok(())
     }
 
-    /// Drops the leases `pred` selects; returns how many went. A record
-    /// that cannot be removed from disk stays, in memory too, so that
-    /// memory never claims less than the disk does.
-    pub fn remove_where(&self, pred: impl Fn(&ContentLease) -> bool) -> Result<usize> {
-        let doomed: Vec<String> = self
-            .read()
-            .values()
-            .filter(|l| pred(l))
-            .map(|l| l.id.clone())
-            .collect();
-        for id in &doomed {
+    /// Drops the leases `pred` selects and returns them. A record that
+    /// cannot be removed from disk stays, in memory too, so that memory
+    /// never claims less than the disk does.
+    pub fn remove_where(&self, pred: impl Fn(&ContentLease) -> bool) -> Result<Vec<ContentLease>> {
+        let doomed: Vec<ContentLease> = self.read().values().filter(|l| pred(l)).cloned().collect();
+        for ContentLease { id, .. } in &doomed {
             match std::fs::remove_file(self.path(id)?) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -147,7 +142,7 @@ impl LeaseStore {
                 .and_then(|d| d.sync_all())
                 .map_err(Error::io("syncing the lease directory"))?;
         }
-        Ok(doomed.len())
+        Ok(doomed)
     }
 
     /// Every blob and snapshot some lease keeps.
@@ -192,7 +187,7 @@ mod tests {
         assert!(!d.path().join(".tmp-1-2-3").exists());
         let all: HashSet<String> = ["a", "b", "c"].iter().map(|k| k.to_string()).collect();
         assert_eq!(s.keys(), all);
-        assert_eq!(s.remove_where(|l| l.owner == "c1").unwrap(), 2);
+        assert_eq!(s.remove_where(|l| l.owner == "c1").unwrap().len(), 2);
         assert_eq!(s.keys(), HashSet::from(["b".to_string()]));
         drop(s);
         let s = LeaseStore::open(d.path()).unwrap();

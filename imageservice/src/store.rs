@@ -898,8 +898,14 @@ impl ImageStore {
         if !self.repair_locked(&img).await? {
             return Ok(None);
         }
+        self.lease_locked(lease_id, owner, &img)?;
+        Ok(Some(img))
+    }
+
+    /// Records a lease on `img`; the caller holds the write lock.
+    fn lease_locked(&self, lease_id: &str, owner: &str, img: &ImageRecord) -> Result<()> {
         let mut keys = HashSet::new();
-        image_keys(&img, &mut keys);
+        image_keys(img, &mut keys);
         let mut keys: Vec<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
         keys.sort();
         self.held.put(ContentLease {
@@ -908,36 +914,60 @@ impl ImageStore {
             owner: owner.to_string(),
             image: img.id.clone(),
             keys,
-        })?;
-        Ok(Some(img))
+        })
     }
 
     /// Drops every lease of `owner`, then whatever content no image and no
     /// other lease needs. Returns how many leases went.
     pub async fn release_owner(&self, owner: &str) -> Result<usize> {
         let _w = self.write.lock().await;
-        let n = self.held.remove_where(|l| l.owner == owner)?;
-        if n > 0 {
-            info!(owner, leases = n, "image leases released");
-            self.collect_garbage_locked()?;
+        let gone = self.held.remove_where(|l| l.owner == owner)?;
+        if !gone.is_empty() {
+            info!(owner, leases = gone.len(), "image leases released");
+            self.collect_if_freed_locked(&gone)?;
         }
-        Ok(n)
+        Ok(gone.len())
     }
 
-    /// Drops the leases of owners not in `live` (containers removed while a
-    /// crash kept their leases), then the content freed. Returns how many
-    /// leases went.
-    pub async fn retain_owners(&self, live: &HashSet<String>) -> Result<usize> {
-        let _w = self.write.lock().await;
-        let n = self.held.remove_where(|l| !live.contains(&l.owner))?;
-        if n > 0 {
-            warn!(
-                leases = n,
-                "dropped image leases of containers that no longer exist"
-            );
+    /// Collects garbage if the leases that went held something no image and
+    /// no other lease does: removing a container whose image is still there
+    /// (the common case) then costs no walk of the store.
+    fn collect_if_freed_locked(&self, gone: &[ContentLease]) -> Result<()> {
+        let mut kept = referenced(&self.read_images());
+        kept.extend(self.held.keys());
+        if gone.iter().flat_map(|l| &l.keys).any(|k| !kept.contains(k)) {
             self.collect_garbage_locked()?;
         }
-        Ok(n)
+        Ok(())
+    }
+
+    /// Reconciles the leases with the containers that exist, given with
+    /// their image IDs: leases of owners not in `live` (containers removed
+    /// while a crash kept their leases) go, with the content they alone
+    /// held; a live container holding no lease (made by a gantry from
+    /// before leases) gets one on its image if that is still there.
+    /// Returns how many leases went.
+    pub async fn retain_owners(&self, live: &HashMap<String, String>) -> Result<usize> {
+        let _w = self.write.lock().await;
+        let holders: HashSet<String> = self.held.list().into_iter().map(|l| l.owner).collect();
+        for (owner, image) in live {
+            if holders.contains(owner) || check_id("lease owner", owner).is_err() {
+                continue;
+            }
+            if let Some(img) = self.resolve(image).ok().flatten() {
+                info!(container = %owner, image = %img.id, "leasing the image of a container made before leases");
+                self.lease_locked(owner, owner, &img)?;
+            }
+        }
+        let gone = self.held.remove_where(|l| !live.contains_key(&l.owner))?;
+        if !gone.is_empty() {
+            warn!(
+                leases = gone.len(),
+                "dropped image leases of containers that no longer exist"
+            );
+            self.collect_if_freed_locked(&gone)?;
+        }
+        Ok(gone.len())
     }
 
     /// The leases containers hold.
@@ -1326,10 +1356,10 @@ mod tests {
         assert!(store.resolve("r.test/a:1").unwrap().is_none());
         assert!(has_snapshot(&store, &a.layers[0]));
 
-        let live = HashSet::from(["live".to_string()]);
+        let live = HashMap::from([("live".to_string(), a.id.clone())]);
         assert_eq!(store.retain_owners(&live).await.unwrap(), 1);
         assert!(has_snapshot(&store, &a.layers[0]));
-        assert_eq!(store.retain_owners(&HashSet::new()).await.unwrap(), 1);
+        assert_eq!(store.retain_owners(&HashMap::new()).await.unwrap(), 1);
         assert!(!has_snapshot(&store, &a.layers[0]));
         assert_eq!(store.content.list().unwrap(), Vec::<String>::new());
         drop(store);
@@ -1378,6 +1408,34 @@ mod tests {
             store.release_owner(&owner).await.unwrap();
             assert!(!has_snapshot(&store, &img.layers[0]));
         }
+    }
+
+    /// Containers from before leases get one at start, so that removing
+    /// their image keeps what they run on.
+    #[tokio::test]
+    async fn containers_without_a_lease_get_one() {
+        let d = tempfile::tempdir().unwrap();
+        let store = open(d.path());
+        let a = seed(&store, "r.test/a:1", &[layer(&[("a", b"a")])]);
+        let live = HashMap::from([
+            ("old".to_string(), a.id.clone()),
+            (
+                "gone-image".to_string(),
+                "sha256:".to_string() + &"0".repeat(64),
+            ),
+        ]);
+        assert_eq!(store.retain_owners(&live).await.unwrap(), 0);
+        let leases = store.leases();
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        assert_eq!(
+            (leases[0].owner.as_str(), leases[0].image.as_str()),
+            ("old", a.id.as_str())
+        );
+        store.remove(&a.id).await.unwrap();
+        assert!(has_snapshot(&store, &a.layers[0]));
+        // Once leased, nothing more is added.
+        store.retain_owners(&live).await.unwrap();
+        assert_eq!(store.leases().len(), 1);
     }
 
     #[tokio::test]

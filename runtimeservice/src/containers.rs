@@ -69,9 +69,11 @@ pub trait ImageLookup: Send + Sync + 'static {
         -> Result<Option<ResolvedImage>>;
     /// Lets go of every lease of the container `owner`.
     async fn release(&self, owner: &str) -> Result<()>;
-    /// Lets go of the leases of containers not in `live` (removed while a
-    /// crash kept their leases).
-    async fn retain(&self, live: &std::collections::HashSet<String>) -> Result<()>;
+    /// Reconciles the leases with the containers that exist, given with
+    /// their image IDs: leases of others go (containers removed while a
+    /// crash kept their leases), and a container that holds none (made
+    /// before leases existed) gets one on its image.
+    async fn retain(&self, live: &HashMap<String, String>) -> Result<()>;
 }
 
 const RECORD_VERSION: u32 = 1;
@@ -1773,7 +1775,11 @@ impl ContainerService {
         }
         // Leases of containers removed while the daemon was down or cut
         // short (a crash between removing the record and the lease).
-        let live: std::collections::HashSet<String> = self.records().keys().cloned().collect();
+        let live: HashMap<String, String> = self
+            .records()
+            .values()
+            .map(|r| (r.id.clone(), r.image_id.clone()))
+            .collect();
         if let Err(e) = self.images.retain(&live).await {
             warn!(error = %e, "dropping the image leases of containers that are gone");
         }

@@ -189,7 +189,10 @@ impl ImageLookup for StoreImages {
             .map_err(runtime_error)
     }
 
-    async fn retain(&self, live: &std::collections::HashSet<String>) -> Result<(), RuntimeError> {
+    async fn retain(
+        &self,
+        live: &std::collections::HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
         self.0
             .retain_owners(live)
             .await
