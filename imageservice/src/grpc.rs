@@ -133,7 +133,8 @@ impl ImageService for CriImageService {
     ) -> Result<Response<ImageStatusResponse>, Status> {
         let req = request.into_inner();
         let name = image_name(req.image.as_ref())?;
-        let Some(img) = self.store.resolve(name)? else {
+        // Damaged means absent, so that kubelet pulls it again.
+        let Some(img) = self.store.resolve_usable(name).await? else {
             return Ok(Response::new(ImageStatusResponse::default()));
         };
         let mut info = HashMap::new();

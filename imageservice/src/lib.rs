@@ -7,13 +7,15 @@
 //! registries, [`mediatype`] says what each document and layer type is,
 //! [`manifest`] reads manifests and picks the platform, [`content`] stores
 //! verified blobs, [`unpack`] and [`snapshot`] turn layers into
-//! directories, [`store`] ties them into pull/list/remove, and [`grpc`]
+//! directories, [`store`] ties them into pull/list/remove, [`leases`] keeps
+//! what containers hold of them, and [`grpc`]
 //! adapts all that to CRI.
 
 pub mod config;
 pub mod content;
 pub mod error;
 pub mod grpc;
+pub mod leases;
 mod locks;
 pub mod manifest;
 pub mod mediatype;

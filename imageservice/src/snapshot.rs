@@ -82,6 +82,25 @@ impl SnapshotStore {
         .map_err(|e| Error::Internal(format!("unpack task failed: {e}")))?
     }
 
+    /// Unpacks `blob` as the snapshot for `diff_id` on the calling thread:
+    /// for the repair at start, before anything else runs.
+    pub fn create_now(
+        &self,
+        diff_id: &str,
+        blob: &Path,
+        compression: Compression,
+        limits: &Limits,
+    ) -> Result<UnpackStats> {
+        create_blocking(
+            &self.root,
+            diff_id,
+            blob,
+            compression,
+            limits,
+            &Mutex::new(true),
+        )
+    }
+
     pub fn list(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.root).map_err(Error::io("listing snapshots"))? {

@@ -7,6 +7,14 @@
 //! to image IDs (the config digest) the way containerd's do: a tag moves to
 //! the newest image pulled under it, and an image disappears when its last
 //! name goes or when it is removed by ID.
+//!
+//! Containers hold leases ([`crate::leases`]) on the content of the images
+//! they use: removing an image in use removes its names at once, and its
+//! blobs and snapshots when the last lease goes. An image whose snapshots
+//! or config went missing (a damaged disk, a hand-made deletion) is
+//! rebuilt from its blobs, at start and whenever a container takes it, or
+//! else dropped from the index, so that kubelet pulls it again instead of
+//! seeing it present and failing to run it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -20,6 +28,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::config::ImageConfig;
 use crate::content::{write_atomic, ContentStore};
 use crate::error::{Error, Result};
+use crate::leases::{check_id, ContentLease, LeaseStore};
 use crate::manifest::{self, Descriptor, Parsed};
 use crate::mediatype;
 use crate::metrics::ImageMetrics;
@@ -99,6 +108,8 @@ pub struct ImageStore {
     images: RwLock<BTreeMap<String, ImageRecord>>,
     /// Blobs and snapshots an unfinished pull still needs; GC leaves them be.
     leases: Mutex<HashMap<String, usize>>,
+    /// What containers hold, persisted; GC leaves that be too.
+    held: LeaseStore,
     /// Serialises index updates and GC against each other.
     write: tokio::sync::Mutex<()>,
     metrics: ImageMetrics,
@@ -132,6 +143,7 @@ impl ImageStore {
             .map_err(Error::io(format!("creating {}", index_dir.display())))?;
         let content = ContentStore::open(&root.join("content"))?;
         let snapshots = SnapshotStore::open(&root.join("snapshots"))?;
+        let held = LeaseStore::open(&root.join("leases"))?;
         let mut images = BTreeMap::new();
         for entry in std::fs::read_dir(&index_dir).map_err(Error::io("listing the image index"))? {
             let entry = entry.map_err(Error::io("listing the image index"))?;
@@ -166,9 +178,11 @@ impl ImageStore {
             client,
             images: RwLock::new(images),
             leases: Mutex::default(),
+            held,
             write: tokio::sync::Mutex::new(()),
             metrics,
         };
+        store.repair_at_start()?;
         store.collect_orphans_at_start()?;
         Ok(store)
     }
@@ -235,6 +249,23 @@ impl ImageStore {
             Ok(_) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// [`Self::resolve`] for callers about to use the image (ImageStatus,
+    /// which tells kubelet whether to pull): an image found damaged is
+    /// rebuilt from its blobs first, or dropped and reported absent.
+    pub async fn resolve_usable(&self, name: &str) -> Result<Option<ImageRecord>> {
+        let Some(img) = self.resolve(name)? else {
+            return Ok(None);
+        };
+        if self.damage(&img).is_none() {
+            return Ok(Some(img));
+        }
+        let _w = self.write.lock().await;
+        let Some(img) = self.resolve(name)? else {
+            return Ok(None);
+        };
+        Ok(self.repair_locked(&img).await?.then_some(img))
     }
 
     /// The stored config JSON of an image.
@@ -773,7 +804,17 @@ impl ImageStore {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&img.id);
-        info!(id = %img.id, tags = ?img.repo_tags, "image removed");
+        let holders = self
+            .held
+            .list()
+            .iter()
+            .filter(|l| l.image == img.id)
+            .count();
+        if holders > 0 {
+            info!(id = %img.id, tags = ?img.repo_tags, leases = holders, "image removed; its content stays until the containers using it are removed");
+        } else {
+            info!(id = %img.id, tags = ?img.repo_tags, "image removed");
+        }
         self.collect_garbage_locked()?;
         Ok(true)
     }
@@ -781,6 +822,7 @@ impl ImageStore {
     /// Deletes blobs and snapshots that no image and no running pull needs.
     fn collect_garbage_locked(&self) -> Result<()> {
         let mut keep = referenced(&self.read_images());
+        keep.extend(self.held.keys());
         keep.extend(
             self.leases
                 .lock()
@@ -818,7 +860,8 @@ impl ImageStore {
     /// (committed pieces the record never got written for), as is anything
     /// in ingest/ or a half-unpacked snapshot.
     fn collect_orphans_at_start(&self) -> Result<()> {
-        let keep = referenced(&self.read_images());
+        let mut keep = referenced(&self.read_images());
+        keep.extend(self.held.keys());
         let (blobs, snapshots) = self.remove_unreferenced(&keep)?;
         let partial = self.content.leftovers_removed() + self.snapshots.leftovers_removed();
         self.metrics.add_orphans("blob", blobs);
@@ -829,6 +872,230 @@ impl ImageStore {
                 blobs,
                 snapshots, partial, "removed orphans of interrupted pulls from the image store"
             );
+        }
+        Ok(())
+    }
+
+    /// Resolves `name` and holds its content for `owner` (a container) under
+    /// the lease `lease_id` until [`Self::release_owner`]: removing the
+    /// image then removes its names only. A damaged image is rebuilt from
+    /// its blobs or dropped first; `None` when no usable image has that
+    /// name. Taking the same lease again replaces it.
+    pub async fn acquire(
+        &self,
+        lease_id: &str,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<ImageRecord>> {
+        check_id("lease", lease_id)?;
+        check_id("lease owner", owner)?;
+        // Under the write lock no removal or GC runs between finding the
+        // image and recording the lease.
+        let _w = self.write.lock().await;
+        let Some(img) = self.resolve(name)? else {
+            return Ok(None);
+        };
+        if !self.repair_locked(&img).await? {
+            return Ok(None);
+        }
+        self.lease_locked(lease_id, owner, &img)?;
+        Ok(Some(img))
+    }
+
+    /// Records a lease on `img`; the caller holds the write lock.
+    fn lease_locked(&self, lease_id: &str, owner: &str, img: &ImageRecord) -> Result<()> {
+        let mut keys = HashSet::new();
+        image_keys(img, &mut keys);
+        let mut keys: Vec<String> = keys.into_iter().filter(|k| !k.is_empty()).collect();
+        keys.sort();
+        self.held.put(ContentLease {
+            version: 1,
+            id: lease_id.to_string(),
+            owner: owner.to_string(),
+            image: img.id.clone(),
+            keys,
+        })
+    }
+
+    /// Drops every lease of `owner`, then whatever content no image and no
+    /// other lease needs. Returns how many leases went.
+    pub async fn release_owner(&self, owner: &str) -> Result<usize> {
+        let _w = self.write.lock().await;
+        let gone = self.held.remove_where(|l| l.owner == owner)?;
+        if !gone.is_empty() {
+            info!(owner, leases = gone.len(), "image leases released");
+            self.collect_if_freed_locked(&gone)?;
+        }
+        Ok(gone.len())
+    }
+
+    /// Collects garbage if the leases that went held something no image and
+    /// no other lease does: removing a container whose image is still there
+    /// (the common case) then costs no walk of the store.
+    fn collect_if_freed_locked(&self, gone: &[ContentLease]) -> Result<()> {
+        let mut kept = referenced(&self.read_images());
+        kept.extend(self.held.keys());
+        if gone.iter().flat_map(|l| &l.keys).any(|k| !kept.contains(k)) {
+            self.collect_garbage_locked()?;
+        }
+        Ok(())
+    }
+
+    /// Reconciles the leases with the containers that exist, given with
+    /// their image IDs: leases of owners not in `live` (containers removed
+    /// while a crash kept their leases) go, with the content they alone
+    /// held; a live container holding no lease (made by a gantry from
+    /// before leases) gets one on its image if that is still there.
+    /// Returns how many leases went.
+    pub async fn retain_owners(&self, live: &HashMap<String, String>) -> Result<usize> {
+        let _w = self.write.lock().await;
+        let holders: HashSet<String> = self.held.list().into_iter().map(|l| l.owner).collect();
+        for (owner, image) in live {
+            if holders.contains(owner) || check_id("lease owner", owner).is_err() {
+                continue;
+            }
+            if let Some(img) = self.resolve(image).ok().flatten() {
+                info!(container = %owner, image = %img.id, "leasing the image of a container made before leases");
+                self.lease_locked(owner, owner, &img)?;
+            }
+        }
+        let gone = self.held.remove_where(|l| !live.contains_key(&l.owner))?;
+        if !gone.is_empty() {
+            warn!(
+                leases = gone.len(),
+                "dropped image leases of containers that no longer exist"
+            );
+            self.collect_if_freed_locked(&gone)?;
+        }
+        Ok(gone.len())
+    }
+
+    /// The leases containers hold.
+    pub fn leases(&self) -> Vec<ContentLease> {
+        self.held.list()
+    }
+
+    fn damage(&self, img: &ImageRecord) -> Damage {
+        if img.artifact_type.is_some() {
+            // Nothing is unpacked; a missing blob shows when it is used.
+            return Damage::default();
+        }
+        Damage {
+            config: !self.content.contains(img.config_digest()),
+            snapshots: img
+                .layers
+                .iter()
+                .filter(|l| !self.snapshots.contains(&l.diff_id))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// Whether the image's missing snapshots can be rebuilt: each from its
+    /// blob, and the config is there.
+    fn repairable(&self, damage: &Damage) -> std::result::Result<(), String> {
+        if damage.config {
+            return Err("its config blob is missing".into());
+        }
+        for l in &damage.snapshots {
+            if !self.content.contains(&l.digest) {
+                return Err(format!(
+                    "the snapshot of layer {} and its blob are missing",
+                    l.diff_id
+                ));
+            }
+            if mediatype::layer_type(&l.media_type).is_none() {
+                return Err(format!("layer {} has an unknown media type", l.digest));
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops a damaged image from the index (under the write lock), so
+    /// that it is reported absent and pulled again.
+    fn drop_damaged_locked(&self, img: &ImageRecord, why: &str) -> Result<()> {
+        warn!(id = %img.id, tags = ?img.repo_tags, reason = why, "image is damaged beyond repair; removing it from the index so that it is pulled again");
+        self.unpersist(&img.id)?;
+        self.images
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&img.id);
+        Ok(())
+    }
+
+    /// Rebuilds what the image is missing from its blobs; an image that
+    /// cannot be rebuilt is dropped and `false` returned. The caller holds
+    /// the write lock.
+    async fn repair_locked(&self, img: &ImageRecord) -> Result<bool> {
+        let damage = self.damage(img);
+        if damage.is_none() {
+            return Ok(true);
+        }
+        let mut failure = self.repairable(&damage).err();
+        if failure.is_none() {
+            for l in &damage.snapshots {
+                let _guard = self.snapshots.lock(&l.diff_id).await;
+                if self.snapshots.contains(&l.diff_id) {
+                    continue;
+                }
+                let compression = match mediatype::layer_type(&l.media_type) {
+                    Some(t) => t.compression,
+                    None => break,
+                };
+                let blob = self.content.blob_path(&l.digest)?;
+                warn!(id = %img.id, diff_id = %l.diff_id, "a snapshot of the image is missing; unpacking it again from its blob");
+                if let Err(e) = self
+                    .snapshots
+                    .create(&l.diff_id, blob, compression, self.config.limits.clone())
+                    .await
+                {
+                    failure = Some(format!("unpacking layer {} again: {e}", l.diff_id));
+                    break;
+                }
+            }
+        }
+        match failure {
+            None => Ok(true),
+            Some(why) => {
+                self.drop_damaged_locked(img, &why)?;
+                self.collect_garbage_locked()?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// At start, before anything can use the store: every image's missing
+    /// snapshots are rebuilt from their blobs, and images that cannot be
+    /// rebuilt leave the index (their content is then collected as
+    /// orphans).
+    fn repair_at_start(&self) -> Result<()> {
+        for img in self.list() {
+            let damage = self.damage(&img);
+            if damage.is_none() {
+                continue;
+            }
+            let mut failure = self.repairable(&damage).err();
+            if failure.is_none() {
+                for l in &damage.snapshots {
+                    let Some(t) = mediatype::layer_type(&l.media_type) else {
+                        break;
+                    };
+                    let blob = self.content.blob_path(&l.digest)?;
+                    warn!(id = %img.id, diff_id = %l.diff_id, "a snapshot of the image is missing; unpacking it again from its blob");
+                    if let Err(e) = self.snapshots.create_now(
+                        &l.diff_id,
+                        &blob,
+                        t.compression,
+                        &self.config.limits,
+                    ) {
+                        failure = Some(format!("unpacking layer {} again: {e}", l.diff_id));
+                        break;
+                    }
+                }
+            }
+            if let Some(why) = failure {
+                self.drop_damaged_locked(&img, &why)?;
+            }
         }
         Ok(())
     }
@@ -856,18 +1123,39 @@ fn names_repository(img: &ImageRecord, repo: &str) -> bool {
 fn referenced(images: &BTreeMap<String, ImageRecord>) -> HashSet<String> {
     let mut keep = HashSet::new();
     for img in images.values() {
-        keep.insert(img.id.clone());
-        keep.insert(img.config_digest().to_string());
-        keep.insert(img.manifest_digest.clone());
-        keep.insert(img.target_digest.clone());
-        for l in &img.layers {
-            keep.insert(l.digest.clone());
-            if !l.diff_id.is_empty() {
-                keep.insert(l.diff_id.clone());
-            }
-        }
+        image_keys(img, &mut keep);
     }
     keep
+}
+
+/// The blobs and snapshots one image needs, including the manifests that
+/// let a re-pull of it skip every download.
+fn image_keys(img: &ImageRecord, keep: &mut HashSet<String>) {
+    keep.insert(img.id.clone());
+    keep.insert(img.config_digest().to_string());
+    keep.insert(img.manifest_digest.clone());
+    keep.insert(img.target_digest.clone());
+    for l in &img.layers {
+        keep.insert(l.digest.clone());
+        if !l.diff_id.is_empty() {
+            keep.insert(l.diff_id.clone());
+        }
+    }
+}
+
+/// What of an image is missing on disk.
+#[derive(Debug, Default)]
+struct Damage {
+    /// The config blob, without which no container can be made.
+    config: bool,
+    /// Layers whose snapshot is gone.
+    snapshots: Vec<LayerRecord>,
+}
+
+impl Damage {
+    fn is_none(&self) -> bool {
+        !self.config && self.snapshots.is_empty()
+    }
 }
 
 fn disk_usage(root: &Path) -> Result<FsUsage> {
@@ -899,4 +1187,317 @@ fn disk_usage(root: &Path) -> Result<FsUsage> {
         }
     }
     Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::content::sha256_digest;
+
+    const LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+
+    fn layer(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, data) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_600_000_000);
+            h.set_size(data.len() as u64);
+            h.set_path(path).unwrap();
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn open(root: &Path) -> ImageStore {
+        let config = ImageConfig {
+            root: root.to_path_buf(),
+            ..Default::default()
+        };
+        let metrics = ImageMetrics::new(&prometheus::Registry::new()).unwrap();
+        ImageStore::open(config, metrics).unwrap()
+    }
+
+    /// Stores an image as a pull would (blobs, snapshots, record) and
+    /// returns its record; `layers` are uncompressed tars.
+    fn seed(store: &ImageStore, tag: &str, layers: &[Vec<u8>]) -> ImageRecord {
+        let diff_ids: Vec<String> = layers.iter().map(|l| sha256_digest(l)).collect();
+        let config = serde_json::to_vec(&serde_json::json!({
+            "architecture": "amd64", "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            "config": {"Label": tag},
+        }))
+        .unwrap();
+        let config_digest = sha256_digest(&config);
+        store.content.put_bytes(&config_digest, &config).unwrap();
+        let manifest = format!("manifest of {tag}").into_bytes();
+        let manifest_digest = sha256_digest(&manifest);
+        store
+            .content
+            .put_bytes(&manifest_digest, &manifest)
+            .unwrap();
+        for (l, d) in layers.iter().zip(&diff_ids) {
+            store.content.put_bytes(d, l).unwrap();
+            if store.snapshots.contains(d) {
+                continue;
+            }
+            let blob = store.content.blob_path(d).unwrap();
+            store
+                .snapshots
+                .create_now(d, &blob, crate::mediatype::Compression::None, &Limits())
+                .unwrap();
+        }
+        let rec = ImageRecord {
+            version: RECORD_VERSION,
+            id: config_digest.clone(),
+            repo_tags: vec![tag.to_string()],
+            repo_digests: vec![],
+            manifest_digest: manifest_digest.clone(),
+            target_digest: manifest_digest,
+            config_size: config.len() as u64,
+            manifest_size: manifest.len() as u64,
+            layers: layers
+                .iter()
+                .zip(&diff_ids)
+                .map(|(l, d)| LayerRecord {
+                    digest: d.clone(),
+                    media_type: LAYER_TAR.into(),
+                    size: l.len() as u64,
+                    diff_id: d.clone(),
+                })
+                .collect(),
+            user: String::new(),
+            config_digest,
+            media_type: String::new(),
+            artifact_type: None,
+        };
+        store.persist(&rec).unwrap();
+        store
+            .images
+            .write()
+            .unwrap()
+            .insert(rec.id.clone(), rec.clone());
+        rec
+    }
+
+    #[allow(non_snake_case)]
+    fn Limits() -> crate::config::Limits {
+        crate::config::Limits::default()
+    }
+
+    fn has_snapshot(store: &ImageStore, l: &LayerRecord) -> bool {
+        store.snapshots.contains(&l.diff_id)
+    }
+
+    #[tokio::test]
+    async fn content_stays_until_the_last_lease_goes() {
+        let d = tempfile::tempdir().unwrap();
+        let store = open(d.path());
+        let shared = layer(&[("shared", b"both images")]);
+        let a = seed(
+            &store,
+            "r.test/a:1",
+            &[shared.clone(), layer(&[("a", b"only a")])],
+        );
+        let b = seed(&store, "r.test/b:1", &[shared, layer(&[("b", b"only b")])]);
+
+        let got = store.acquire("c1", "c1", "r.test/a:1").await.unwrap();
+        assert_eq!(got.map(|r| r.id), Some(a.id.clone()));
+        store
+            .acquire("c2.volume-0", "c2", "r.test/a:1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .acquire("c3", "c3", "r.test/none:1")
+            .await
+            .unwrap()
+            .is_none());
+
+        // Removing the image takes its name at once, its content not.
+        assert!(store.remove("r.test/a:1").await.unwrap());
+        assert!(store.resolve("r.test/a:1").unwrap().is_none());
+        assert!(store.resolve(&a.id).unwrap().is_none());
+        assert!(a.layers.iter().all(|l| has_snapshot(&store, l)));
+        assert!(store.content.contains(&a.id));
+
+        // One holder left: still there.
+        assert_eq!(store.release_owner("c1").await.unwrap(), 1);
+        assert!(a.layers.iter().all(|l| has_snapshot(&store, l)));
+        // The last one: a's own layer goes, the one b shares stays.
+        assert_eq!(store.release_owner("c2").await.unwrap(), 1);
+        assert!(!has_snapshot(&store, &a.layers[1]));
+        assert!(!store.content.contains(&a.layers[1].digest));
+        assert!(!store.content.contains(&a.id));
+        assert!(has_snapshot(&store, &a.layers[0]));
+        assert!(b.layers.iter().all(|l| has_snapshot(&store, l)));
+        assert_eq!(store.release_owner("c2").await.unwrap(), 0);
+        assert!(store.leases().is_empty());
+    }
+
+    #[tokio::test]
+    async fn leases_survive_a_restart_and_dead_owners_are_dropped() {
+        let d = tempfile::tempdir().unwrap();
+        let a = {
+            let store = open(d.path());
+            let a = seed(&store, "r.test/a:1", &[layer(&[("a", b"a")])]);
+            store.acquire("live", "live", "r.test/a:1").await.unwrap();
+            store.acquire("dead", "dead", "r.test/a:1").await.unwrap();
+            store.remove("r.test/a:1").await.unwrap();
+            a
+        };
+        // The orphan sweep at start keeps what leases hold.
+        let store = open(d.path());
+        assert_eq!(store.leases().len(), 2);
+        assert!(store.resolve("r.test/a:1").unwrap().is_none());
+        assert!(has_snapshot(&store, &a.layers[0]));
+
+        let live = HashMap::from([("live".to_string(), a.id.clone())]);
+        assert_eq!(store.retain_owners(&live).await.unwrap(), 1);
+        assert!(has_snapshot(&store, &a.layers[0]));
+        assert_eq!(store.retain_owners(&HashMap::new()).await.unwrap(), 1);
+        assert!(!has_snapshot(&store, &a.layers[0]));
+        assert_eq!(store.content.list().unwrap(), Vec::<String>::new());
+        drop(store);
+        assert!(open(d.path()).leases().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_held_image_pulled_again_shares_the_content() {
+        let d = tempfile::tempdir().unwrap();
+        let store = open(d.path());
+        let l = layer(&[("f", b"x")]);
+        let a = seed(&store, "r.test/a:1", std::slice::from_ref(&l));
+        store.acquire("c1", "c1", &a.id).await.unwrap().unwrap();
+        store.remove(&a.id).await.unwrap();
+        let snap = store.snapshots.path(&a.layers[0].diff_id).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(&snap).unwrap().ino();
+        // What a re-pull commits: the same record under its name again.
+        store.commit(a.clone()).await.unwrap();
+        store.release_owner("c1").await.unwrap();
+        assert_eq!(std::fs::metadata(&snap).unwrap().ino(), ino);
+        assert!(store.resolve("r.test/a:1").unwrap().is_some());
+    }
+
+    /// A lease taken while the image is being removed either finds the
+    /// image and keeps its content, or finds nothing: never a lease on
+    /// content that is already gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_and_removals_do_not_race() {
+        let d = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(open(d.path()));
+        for round in 0..40 {
+            let img = seed(&store, "r.test/a:1", &[layer(&[("f", b"x")])]);
+            let owner = format!("c{round}");
+            let (s1, s2) = (store.clone(), store.clone());
+            let o = owner.clone();
+            let acquire = tokio::spawn(async move { s1.acquire(&o, &o, "r.test/a:1").await });
+            let remove = tokio::spawn(async move { s2.remove("r.test/a:1").await });
+            let got = acquire.await.unwrap().unwrap();
+            remove.await.unwrap().unwrap();
+            assert_eq!(
+                got.is_some(),
+                has_snapshot(&store, &img.layers[0]),
+                "round {round}"
+            );
+            store.release_owner(&owner).await.unwrap();
+            assert!(!has_snapshot(&store, &img.layers[0]));
+        }
+    }
+
+    /// Containers from before leases get one at start, so that removing
+    /// their image keeps what they run on.
+    #[tokio::test]
+    async fn containers_without_a_lease_get_one() {
+        let d = tempfile::tempdir().unwrap();
+        let store = open(d.path());
+        let a = seed(&store, "r.test/a:1", &[layer(&[("a", b"a")])]);
+        let live = HashMap::from([
+            ("old".to_string(), a.id.clone()),
+            (
+                "gone-image".to_string(),
+                "sha256:".to_string() + &"0".repeat(64),
+            ),
+        ]);
+        assert_eq!(store.retain_owners(&live).await.unwrap(), 0);
+        let leases = store.leases();
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        assert_eq!(
+            (leases[0].owner.as_str(), leases[0].image.as_str()),
+            ("old", a.id.as_str())
+        );
+        store.remove(&a.id).await.unwrap();
+        assert!(has_snapshot(&store, &a.layers[0]));
+        // Once leased, nothing more is added.
+        store.retain_owners(&live).await.unwrap();
+        assert_eq!(store.leases().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn lease_ids_are_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let store = open(d.path());
+        seed(&store, "r.test/a:1", &[layer(&[("f", b"x")])]);
+        for (lease, owner) in [("../x", "c"), ("c", "a/b"), ("", "c")] {
+            assert!(matches!(
+                store.acquire(lease, owner, "r.test/a:1").await,
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        assert!(store.leases().is_empty());
+    }
+
+    #[tokio::test]
+    async fn missing_snapshots_are_rebuilt_from_their_blobs_or_the_image_goes() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = {
+            let store = open(d.path());
+            let a = seed(&store, "r.test/a:1", &[layer(&[("a", b"a")])]);
+            let b = seed(&store, "r.test/b:1", &[layer(&[("b", b"b")])]);
+            (a, b)
+        };
+        let snapshots = d.path().join("snapshots");
+        let hex = |id: &str| id.trim_start_matches("sha256:").to_string();
+        // a: the snapshot goes, the blob stays: rebuilt at start.
+        std::fs::remove_dir_all(snapshots.join(hex(&a.layers[0].diff_id))).unwrap();
+        // b: both go: the image cannot be used and must not be listed.
+        std::fs::remove_dir_all(snapshots.join(hex(&b.layers[0].diff_id))).unwrap();
+        std::fs::remove_file(
+            d.path()
+                .join("content/blobs/sha256")
+                .join(hex(&b.layers[0].digest)),
+        )
+        .unwrap();
+        let store = open(d.path());
+        assert!(has_snapshot(&store, &a.layers[0]));
+        assert!(std::fs::read(snapshots.join(hex(&a.layers[0].diff_id)).join("a")).is_ok());
+        assert!(store.resolve("r.test/a:1").unwrap().is_some());
+        assert!(store.resolve("r.test/b:1").unwrap().is_none());
+        assert!(
+            !store.content.contains(&b.id),
+            "b's other blobs are collected"
+        );
+
+        // The same while running: checked when a container takes the image.
+        std::fs::remove_dir_all(snapshots.join(hex(&a.layers[0].diff_id))).unwrap();
+        let got = store.acquire("c1", "c1", "r.test/a:1").await.unwrap();
+        assert!(got.is_some());
+        assert!(has_snapshot(&store, &a.layers[0]));
+        store.release_owner("c1").await.unwrap();
+        std::fs::remove_dir_all(snapshots.join(hex(&a.layers[0].diff_id))).unwrap();
+        std::fs::remove_file(d.path().join("content/blobs/sha256").join(hex(&a.id))).unwrap();
+        assert!(store
+            .acquire("c1", "c1", "r.test/a:1")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(store.resolve("r.test/a:1").unwrap().is_none());
+        assert!(store.leases().is_empty());
+        assert!(store.list().is_empty());
+    }
 }

@@ -57,8 +57,23 @@ pub struct ResolvedImage {
     pub artifact_type: Option<String>,
 }
 
+/// The image store as containers see it. A container holds its image (and
+/// each image it mounts) from create to remove through leases named after
+/// it, so removing the image meanwhile takes only its name.
+#[async_trait::async_trait]
 pub trait ImageLookup: Send + Sync + 'static {
-    fn lookup(&self, image: &str) -> Option<ResolvedImage>;
+    /// Resolves `image` and holds its content under the lease `lease` for
+    /// the container `owner` until [`Self::release`]; `None` when no usable
+    /// image has that name.
+    async fn acquire(&self, image: &str, lease: &str, owner: &str)
+        -> Result<Option<ResolvedImage>>;
+    /// Lets go of every lease of the container `owner`.
+    async fn release(&self, owner: &str) -> Result<()>;
+    /// Reconciles the leases with the containers that exist, given with
+    /// their image IDs: leases of others go (containers removed while a
+    /// crash kept their leases), and a container that holds none (made
+    /// before leases existed) gets one on its image.
+    async fn retain(&self, live: &HashMap<String, String>) -> Result<()>;
 }
 
 const RECORD_VERSION: u32 = 1;
@@ -174,6 +189,7 @@ impl ContainerService {
                     // without one is a create that never committed or a
                     // removal that was cut short: nothing references it.
                     warn!(path = %path.display(), "removing a container directory without a record");
+                    crate::image_volume::unmount_all(&entry.path());
                     let _ = rustix::mount::unmount(
                         entry.path().join("bundle/rootfs"),
                         rustix::mount::UnmountFlags::DETACH,
@@ -505,10 +521,68 @@ impl ContainerService {
         if image_name.is_empty() {
             return Err(Error::InvalidArgument("container image is required".into()));
         }
-        let image = self
-            .images
-            .lookup(&image_name)
-            .ok_or_else(|| Error::NotFound(format!("image {image_name:?}")))?;
+        let id = new_id()?;
+        let image = match self.images.acquire(&image_name, &id, &id).await {
+            Ok(Some(image)) => image,
+            Ok(None) => return Err(Error::NotFound(format!("image {image_name:?}"))),
+            Err(e) => {
+                // The lease may be taken even if what it leads to is not
+                // usable.
+                self.release_images(&id).await;
+                return Err(e);
+            }
+        };
+        // Until the record exists, a failure must let go of the image
+        // itself; after, destroy does.
+        let recorded = self.record_new(&id, &pod, &pod_id, &meta, &config, &image);
+        if let Err(e) = recorded {
+            self.release_images(&id).await;
+            return Err(e);
+        }
+        let span = info_span!("container", container = %id, pod = %pod_id, name = %meta.name);
+        let _guard = self.lock(&id).await;
+        let result = self
+            .create_inner(&id, &pod, &config, &image)
+            .instrument(span.clone())
+            .await;
+        match result {
+            Ok(()) => {
+                let _e = span.enter();
+                info!("container created");
+                Ok(id)
+            }
+            Err(e) => {
+                warn!(container = %id, error = %e, "container create failed; rolling back");
+                self.destroy(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Lets go of the images container `id` held; a failure leaves the
+    /// leases to the reconciliation at the next start.
+    async fn release_images(&self, id: &str) {
+        if let Err(e) = self.images.release(id).await {
+            warn!(container = %id, error = %e, "releasing the container's images");
+        }
+    }
+
+    /// Checks the new container against the pod and its image and writes
+    /// its first record (state `Creating`).
+    fn record_new(
+        &self,
+        id: &str,
+        pod: &crate::pod::PodRecord,
+        pod_id: &str,
+        meta: &cri::ContainerMetadata,
+        config: &cri::ContainerConfig,
+        image: &ResolvedImage,
+    ) -> Result<()> {
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.as_str())
+            .unwrap_or_default();
         if let Some(artifact_type) = &image.artifact_type {
             return Err(Error::FailedPrecondition(format!(
                 "image {image_name:?} is an OCI artifact ({artifact_type}), not a container \
@@ -516,9 +590,10 @@ impl ContainerService {
             )));
         }
         let runtime = self.runtime(&pod.runtime_handler)?.clone();
-        let stop_signal = crate::signal::stop_signal(&config, &image.config)?;
+        let stop_signal = crate::signal::stop_signal(config, &image.config)?;
         let key = format!("{}_{}_{}", meta.name, meta.attempt, pod_id);
-        let id = new_id()?;
+        let id = id.to_string();
+        let pod_id = pod_id.to_string();
         {
             let mut recs = self.records();
             if let Some(other) = recs.values().find(|r| {
@@ -566,27 +641,13 @@ impl ContainerService {
             };
             private_dir(&self.cdir(&id).join("bundle"))
                 .map_err(Error::io("creating the container directory"))?;
-            self.persist(&rec)?;
+            if let Err(e) = self.persist(&rec) {
+                let _ = std::fs::remove_dir_all(self.cdir(&id));
+                return Err(e);
+            }
             recs.insert(id.clone(), rec);
         }
-        let span = info_span!("container", container = %id, pod = %pod_id, name = %meta.name);
-        let _guard = self.lock(&id).await;
-        let result = self
-            .create_inner(&id, &pod, &config, &image)
-            .instrument(span.clone())
-            .await;
-        match result {
-            Ok(()) => {
-                let _e = span.enter();
-                info!("container created");
-                Ok(id)
-            }
-            Err(e) => {
-                warn!(container = %id, error = %e, "container create failed; rolling back");
-                self.destroy(&id).await;
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     async fn create_inner(
@@ -646,6 +707,8 @@ impl ContainerService {
             pod.cgroup.clone()
         };
         let cgroups_path = crate::cgroup::container_path(driver, &pod_cgroup, id);
+        let image_mounts =
+            crate::image_volume::mount_all(&*self.images, id, &cdir, &config.mounts).await?;
         // Each image VOLUME gets a directory of its own, seeded with what
         // the image has there, as containerd does; it goes with the
         // container's directory.
@@ -680,6 +743,7 @@ impl ContainerService {
             pid,
             cgroups_path: &cgroups_path,
             volumes: &volumes,
+            image_mounts: &image_mounts,
             apparmor: apparmor.as_deref(),
             recursive_read_only: self
                 .handler_features(&pod.runtime_handler)
@@ -904,12 +968,16 @@ impl ContainerService {
             || rec.state == ContainerState::Created && rec.monitor_pid == 0;
         self.release_runtime(id, &rec, unstarted).await;
         let rootfs = self.cdir(id).join("bundle/rootfs");
+        crate::image_volume::unmount_all(&self.cdir(id));
         if rec.rootfs_mounted {
             let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
         }
         let _ = std::fs::remove_dir_all(self.cdir(id));
         self.cpu_rates.forget(id);
         self.records().remove(id);
+        // Only now that nothing is mounted from them may the image's
+        // layers go.
+        self.release_images(id).await;
         Some(rec)
     }
 
@@ -1704,6 +1772,16 @@ impl ContainerService {
                 }
                 ContainerState::Exited => {}
             }
+        }
+        // Leases of containers removed while the daemon was down or cut
+        // short (a crash between removing the record and the lease).
+        let live: HashMap<String, String> = self
+            .records()
+            .values()
+            .map(|r| (r.id.clone(), r.image_id.clone()))
+            .collect();
+        if let Err(e) = self.images.retain(&live).await {
+            warn!(error = %e, "dropping the image leases of containers that are gone");
         }
     }
 }

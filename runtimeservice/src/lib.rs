@@ -7,7 +7,8 @@
 //! Containers ([`containers`]) run on an OCI runtime ([`oci`]) below their
 //! pod's cgroup, each owned by a gantry-monitor; their events reach
 //! subscribers through [`events`], and live I/O with them (exec, attach,
-//! port forward) goes through [`interactive`]. Exec in namespace-based
+//! port forward) goes through [`interactive`]. Images mounted into
+//! containers (`Mount.image`) are [`image_volume`]s. Exec in namespace-based
 //! runtimes skips the runtime: the `gantry-exec` helper ([`nsexec`]) joins
 //! the container itself, running from a sealed copy ([`sealed_exe`]).
 
@@ -21,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod features;
 pub mod grpc;
+pub mod image_volume;
 pub mod interactive;
 mod locks;
 pub mod network;

@@ -199,6 +199,9 @@ pub struct SpecInput<'a> {
     /// The image's `VOLUME`s, each with the host directory that backs it
     /// (see [`image_volumes`]).
     pub volumes: &'a [(String, PathBuf)],
+    /// The host source of each image volume ([`crate::image_volume`]), by
+    /// its index in the config's mounts.
+    pub image_mounts: &'a std::collections::BTreeMap<usize, PathBuf>,
     /// The AppArmor profile to run under (see [`crate::apparmor`]).
     pub apparmor: Option<&'a str>,
     /// The handler honours the `rro` mount option (see [`crate::features`]).
@@ -763,15 +766,26 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         mounts.push(bind(dest, host, false, "rprivate"));
     }
     let mut rootfs_propagation: Option<&str> = None;
-    for m in &c.mounts {
+    for (i, m) in c.mounts.iter().enumerate() {
         if !m.container_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
                 "mount container_path {:?} must be absolute",
                 m.container_path
             )));
         }
-        let host = PathBuf::from(&m.host_path);
-        if m.host_path.is_empty() || !host.exists() {
+        // An image volume is read-only whatever the mount says: its
+        // overlay has nowhere to write.
+        let (host, readonly) = match input.image_mounts.get(&i) {
+            Some(source) => (source.clone(), true),
+            None if crate::image_volume::is_image_mount(m) => {
+                return Err(Error::Internal(format!(
+                    "image volume {:?} was not mounted",
+                    m.container_path
+                )))
+            }
+            None => (PathBuf::from(&m.host_path), m.readonly),
+        };
+        if !input.image_mounts.contains_key(&i) && (m.host_path.is_empty() || !host.exists()) {
             return Err(Error::InvalidArgument(format!(
                 "mount host_path {:?} does not exist",
                 m.host_path
@@ -783,7 +797,7 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
             _ => "rprivate",
         };
         mounts.retain(|x| x["destination"] != json!(m.container_path));
-        let mut mount = bind(&m.container_path, &host, m.readonly, propagation);
+        let mut mount = bind(&m.container_path, &host, readonly, propagation);
         if m.recursive_read_only {
             check_recursive_read_only(m, propagation, input.recursive_read_only)?;
             // `ro` leaves the mounts below the bind writable; `rro` makes
@@ -1121,6 +1135,7 @@ mod tests {
                 pid: PidNamespace::Private,
                 cgroups_path: "/gantry/c1",
                 volumes: &[],
+                image_mounts: &Default::default(),
                 apparmor: None,
                 recursive_read_only: false,
             })

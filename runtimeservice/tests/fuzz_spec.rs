@@ -290,6 +290,11 @@ fn fuzz_spec_generation() {
             _ => PidNamespace::Join(PathBuf::from(s(rng))),
         };
         let netns = PathBuf::from(s(rng));
+        // Some mounts stand for image volumes already mounted.
+        let image_mounts: std::collections::BTreeMap<usize, PathBuf> = (0..config.mounts.len())
+            .filter(|_| rng.one_in(4))
+            .map(|i| (i, volume_host.clone()))
+            .collect();
         let input = SpecInput {
             id: "fuzz",
             config: &config,
@@ -303,6 +308,7 @@ fn fuzz_spec_generation() {
             pid,
             cgroups_path: "/fuzz",
             volumes: &volumes,
+            image_mounts: &image_mounts,
             apparmor: None,
             recursive_read_only: rng.one_in(2),
         };

@@ -12,6 +12,7 @@ use gantry_imageservice::{CriImageService, ImageMetrics, ImageStore};
 use gantry_proto::v1::image_service_server::ImageServiceServer;
 use gantry_proto::v1::runtime_service_server::RuntimeServiceServer;
 use gantry_runtimeservice::containers::{ContainerService, ImageLookup, ResolvedImage};
+use gantry_runtimeservice::error::Error as RuntimeError;
 use gantry_runtimeservice::{CniNetwork, CriRuntimeService, PodService};
 
 use crate::streaming::StreamingServer;
@@ -120,38 +121,83 @@ impl gantry_imageservice::grpc::ContainerFsUsage for ContainerUsage {
     }
 }
 
-/// The runtime side's view of the image store.
+/// The runtime side's view of the image store: containers lease what they
+/// use.
 struct StoreImages(Arc<ImageStore>);
 
+/// The image store's error as the runtime reports it.
+fn runtime_error(e: gantry_imageservice::Error) -> RuntimeError {
+    use gantry_imageservice::Error as E;
+    match e {
+        E::InvalidReference { .. } | E::InvalidArgument(_) => {
+            RuntimeError::InvalidArgument(e.to_string())
+        }
+        E::ImageNotFound(_) => RuntimeError::NotFound(e.to_string()),
+        _ => RuntimeError::Internal(format!("image store: {e}")),
+    }
+}
+
+#[tonic::async_trait]
 impl ImageLookup for StoreImages {
-    fn lookup(&self, image: &str) -> Option<ResolvedImage> {
-        let img = self.0.resolve(image).ok().flatten()?;
+    async fn acquire(
+        &self,
+        image: &str,
+        lease: &str,
+        owner: &str,
+    ) -> Result<Option<ResolvedImage>, RuntimeError> {
+        let Some(img) = self
+            .0
+            .acquire(lease, owner, image)
+            .await
+            .map_err(runtime_error)?
+        else {
+            return Ok(None);
+        };
+        let image_ref = img
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| img.id.clone());
         if let Some(artifact_type) = &img.artifact_type {
-            return Some(ResolvedImage {
+            return Ok(Some(ResolvedImage {
                 id: img.id.clone(),
-                image_ref: img.repo_digests.first().cloned().unwrap_or(img.id),
+                image_ref,
                 snapshots: Vec::new(),
                 config: serde_json::Value::Null,
                 artifact_type: Some(artifact_type.clone()),
-            });
+            }));
         }
-        let snapshots = self.0.snapshot_paths(&img).ok()?;
-        let config = self
-            .0
-            .config_json(&img)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())?;
-        Some(ResolvedImage {
+        let snapshots = self.0.snapshot_paths(&img).map_err(runtime_error)?;
+        let config = self.0.config_json(&img).map_err(runtime_error)?;
+        let config = serde_json::from_slice(&config).map_err(|e| {
+            RuntimeError::FailedPrecondition(format!("the config of image {}: {e}", img.id))
+        })?;
+        Ok(Some(ResolvedImage {
             id: img.id.clone(),
-            image_ref: img
-                .repo_digests
-                .first()
-                .cloned()
-                .unwrap_or_else(|| img.id.clone()),
+            image_ref,
             snapshots,
             config,
             artifact_type: None,
-        })
+        }))
+    }
+
+    async fn release(&self, owner: &str) -> Result<(), RuntimeError> {
+        self.0
+            .release_owner(owner)
+            .await
+            .map(|_| ())
+            .map_err(runtime_error)
+    }
+
+    async fn retain(
+        &self,
+        live: &std::collections::HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        self.0
+            .retain_owners(live)
+            .await
+            .map(|_| ())
+            .map_err(runtime_error)
     }
 }
 
