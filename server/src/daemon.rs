@@ -133,6 +133,11 @@ fn runtime_error(e: gantry_imageservice::Error) -> RuntimeError {
             RuntimeError::InvalidArgument(e.to_string())
         }
         E::ImageNotFound(_) => RuntimeError::NotFound(e.to_string()),
+        // A full disk stays a full disk (ResourceExhausted), with its cause.
+        E::Io { context, source } => RuntimeError::Io {
+            context: format!("image store: {context}"),
+            source,
+        },
         _ => RuntimeError::Internal(format!("image store: {e}")),
     }
 }
