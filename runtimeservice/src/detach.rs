@@ -195,6 +195,24 @@ impl<R: PartialEq + Clone> Replays<R> {
     }
 }
 
+impl<R> Replays<R> {
+    /// Drops what is kept for objects that are gone: answers naming
+    /// `removed`, and keys `forget_key` picks. Keeps a long soak of
+    /// create-and-remove cycles from holding requests until they expire.
+    pub fn forget(&self, removed: &[String], forget_key: impl Fn(&str) -> bool) {
+        let Ok(mut t) = self.table.lock() else {
+            return;
+        };
+        t.slots.retain(|key, s| {
+            if s.finished_at.is_none() {
+                return true;
+            }
+            let answer = s.outcome.borrow().clone().flatten();
+            !(forget_key(key) || answer.is_some_and(|a| removed.contains(&a)))
+        });
+    }
+}
+
 fn expire<R>(t: &mut Table<R>, now: Instant) {
     t.slots.retain(|_, s| {
         s.finished_at
@@ -340,6 +358,21 @@ mod tests {
             1,
             "the retry ran nothing itself"
         );
+    }
+
+    #[tokio::test]
+    async fn removed_objects_are_forgotten() {
+        let r: Replays<u32> = Replays::default();
+        for (key, id) in [("pod/a", "1"), ("pod/b", "2"), ("other/c", "3")] {
+            run_once(&r, "t", key, &0, 4, always, move || async move {
+                Ok(id.to_string())
+            })
+            .await
+            .unwrap();
+        }
+        r.forget(&["3".to_string()], |k| k.starts_with("pod/a"));
+        let left: Vec<String> = r.table.lock().unwrap().slots.keys().cloned().collect();
+        assert_eq!(left, ["pod/b"]);
     }
 
     #[tokio::test]

@@ -330,6 +330,15 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::RemovePodSandboxRequest>,
     ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
         let id = request.into_inner().pod_sandbox_id;
+        if let Ok(Some(full)) = self.pods.store.resolve(&id) {
+            let in_pod = self.containers.in_pod(&full);
+            self.pod_runs.forget(std::slice::from_ref(&full), |_| false);
+            let prefix = format!("{full}/");
+            self.container_creates
+                .forget(&[], |k| k.starts_with(&prefix));
+            self.container_starts
+                .forget(&[], |k| in_pod.iter().any(|c| c == k));
+        }
         let (pods, containers) = (self.pods.clone(), self.containers.clone());
         detached("RemovePodSandbox", async move {
             Self::stop_containers(&pods, &containers, &id, true).await?;
@@ -456,6 +465,11 @@ impl RuntimeService for CriRuntimeService {
         request: Request<cri::RemoveContainerRequest>,
     ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
         let id = request.into_inner().container_id;
+        if let Ok(Some(full)) = self.containers.resolve(&id) {
+            self.container_creates
+                .forget(std::slice::from_ref(&full), |_| false);
+            self.container_starts.forget(&[], |k| k == full);
+        }
         let containers = self.containers.clone();
         detached("RemoveContainer", async move {
             Ok(containers.remove(&id).await?)
