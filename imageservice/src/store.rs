@@ -657,6 +657,7 @@ impl ImageStore {
             })?;
         let _guard = self.snapshots.lock(diff_id).await;
         if self.snapshots.contains(diff_id) {
+            self.metrics.layer_reused();
             return Ok(());
         }
         self.fetch_blob(endpoint, repository, layer).await?;
@@ -679,6 +680,7 @@ impl ImageStore {
                 return Err(e);
             }
         };
+        self.metrics.layer_unpacked();
         info!(
             diff_id,
             entries = stats.entries,

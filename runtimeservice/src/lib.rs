@@ -22,6 +22,7 @@ pub mod features;
 pub mod grpc;
 pub mod interactive;
 mod locks;
+pub mod metrics;
 pub mod network;
 pub mod nsexec;
 pub mod oci;
@@ -36,5 +37,6 @@ pub mod stats;
 
 pub use config::{CgroupDriver, ExecMode, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;
+pub use metrics::{RuntimeMetrics, StateCollector};
 pub use network::{CniNetwork, PodNetwork};
 pub use pods::PodService;
