@@ -4,7 +4,9 @@
 //! past their cap, exec and attach sessions), then `/metrics` is held to
 //! `deploy/metrics.md` both ways: every documented metric is exported with
 //! its type and labels (and moved, unless the doc says it may stay at
-//! zero), and every `gantry_` metric exported is documented.
+//! zero), and every `gantry_` metric exported is documented. The queries
+//! of the dashboard and alert rules in `deploy/` find their metrics in the
+//! same scrape.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use gantry_e2e::fixture::{
     create_and_start, memory_limited, pull_request, remove_pod, wait_exited, BusyboxEnv,
 };
-use gantry_e2e::prom::{documented, Scrape};
+use gantry_e2e::prom::{deploy_queries, documented, metric_names, Scrape};
 use gantry_e2e::stream::{self, Session, SpdyClient};
 use gantry_proto::v1::{AttachRequest, ExecRequest, ImageFsInfoRequest};
 
@@ -216,6 +218,15 @@ async fn every_documented_metric_is_exported_and_moves() {
     for family in after.types.keys().chain(during.types.keys()) {
         if family.starts_with("gantry_") && !names.contains(family.as_str()) {
             problems.push(format!("{family} is exported but not in deploy/metrics.md"));
+        }
+    }
+    // What the dashboard and the alert rules query, against the scrape
+    // itself (tests/deploy_queries.rs holds them to the doc).
+    for (source, expr) in deploy_queries() {
+        for name in metric_names(&expr) {
+            if name != "up" && !after.types.contains_key(after.family_of(&name)) {
+                problems.push(format!("{source}: {name} is not in the scrape"));
+            }
         }
     }
     problems.dedup();
