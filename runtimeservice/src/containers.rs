@@ -37,7 +37,7 @@ use crate::events::{Events, Exit, ExitWatcher};
 use crate::interactive::{
     connect_attach, open_pty, receive_terminal, BoxReader, BoxWriter, ExecSession, Pty,
 };
-use crate::metrics::{phase, ContainerCounts, RuntimeMetrics};
+use crate::metrics::{phase, ContainerCounts, LogDrops, RuntimeMetrics};
 use crate::oci::{CliRuntime, ExecStreams, ExecTarget, ExecTerminal, OciRuntime};
 use crate::pod::{new_id, private_dir, tighten, write_atomic, PodState};
 use crate::pods::PodService;
@@ -137,6 +137,7 @@ pub struct ContainerService {
     pub events: Arc<Events>,
     exits: Arc<ExitWatcher>,
     metrics: RuntimeMetrics,
+    log_drops: LogDrops,
 }
 
 type Records = BTreeMap<String, ContainerRecord>;
@@ -213,8 +214,13 @@ impl ContainerService {
                 (name.clone(), rro)
             })
             .collect();
+        let log_drops = LogDrops::default();
+        for r in records.values().filter(|r| r.monitor_pid != 0) {
+            log_drops.track(&r.id);
+        }
         Ok(ContainerService {
             metrics: pods.metrics.clone(),
+            log_drops,
             dir,
             records: Mutex::new(records),
             locks: Default::default(),
@@ -370,6 +376,7 @@ impl ContainerService {
     pub fn counts(&self) -> ContainerCounts {
         let recs: Vec<ContainerRecord> = self.records().values().cloned().collect();
         let mut c = ContainerCounts::default();
+        let mut seen = Vec::new();
         for r in recs {
             let state = match r.state {
                 ContainerState::Creating => "creating",
@@ -382,11 +389,10 @@ impl ContainerService {
                 c.monitors_alive += 1;
             }
             if r.monitor_pid != 0 {
-                c.log_dropped_bytes = c
-                    .log_dropped_bytes
-                    .saturating_add(crate::crilog::read_dropped(&self.cdir(&r.id)));
+                seen.push((r.id.clone(), crate::crilog::read_dropped(&self.cdir(&r.id))));
             }
         }
+        c.log_dropped_bytes = self.log_drops.observe(&seen);
         c
     }
 
@@ -948,8 +954,8 @@ impl ContainerService {
         self.release_runtime(id, &rec, unstarted).await;
         // The monitor is gone (or never ran): its count of dropped log
         // bytes is final, and goes with the directory.
-        self.metrics
-            .add_removed_log_drops(crate::crilog::read_dropped(&self.cdir(id)));
+        self.log_drops
+            .retire(id, crate::crilog::read_dropped(&self.cdir(id)));
         let rootfs = self.cdir(id).join("bundle/rootfs");
         if rec.rootfs_mounted {
             let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
@@ -995,6 +1001,7 @@ impl ContainerService {
                 .observe_runtime(&rt.name, "run", started.elapsed(), ran.is_ok());
             match ran {
                 Ok(pids) => {
+                    self.log_drops.track(&id);
                     self.metrics.observe_phase(phase::RUNTIME_START, started);
                     pids
                 }

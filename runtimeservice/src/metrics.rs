@@ -5,7 +5,6 @@
 //! ([`StateCollector`]). Every metric is described in `deploy/metrics.md`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,9 +44,6 @@ pub struct RuntimeMetrics {
     runtime_seconds: HistogramVec,
     runtime_errors: IntCounterVec,
     container_exits: IntCounterVec,
-    /// Log bytes dropped by the monitors of containers since removed: their
-    /// counter files went with them.
-    log_dropped_removed: Arc<AtomicU64>,
 }
 
 impl RuntimeMetrics {
@@ -102,7 +98,6 @@ impl RuntimeMetrics {
                 ),
                 &["reason"],
             )?,
-            log_dropped_removed: Arc::new(AtomicU64::new(0)),
         };
         for p in phase::ALL {
             // Every phase's series exists from the start.
@@ -160,10 +155,6 @@ impl RuntimeMetrics {
         };
         self.container_exits.with_label_values(&[reason]).inc();
     }
-
-    pub(crate) fn add_removed_log_drops(&self, bytes: u64) {
-        self.log_dropped_removed.fetch_add(bytes, Ordering::Relaxed);
-    }
 }
 
 impl std::fmt::Debug for RuntimeMetrics {
@@ -178,6 +169,46 @@ impl Default for RuntimeMetrics {
     }
 }
 
+/// The log bytes each container's monitor reported dropped, as last seen,
+/// and those of containers since removed (whose count files went with
+/// them). Kept so that the total only grows, whatever the order of
+/// scrapes, reports and removals: a container's count is followed only
+/// from its start to its removal, and only upwards.
+#[derive(Debug, Default)]
+pub(crate) struct LogDrops {
+    inner: std::sync::Mutex<(std::collections::HashMap<String, u64>, u64)>,
+}
+
+impl LogDrops {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (std::collections::HashMap<String, u64>, u64)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Follows a container whose monitor runs.
+    pub(crate) fn track(&self, id: &str) {
+        self.lock().0.entry(id.to_string()).or_insert(0);
+    }
+
+    /// Takes the counts read now (of followed containers only: one removed
+    /// meanwhile stays removed) and returns the total.
+    pub(crate) fn observe(&self, seen: &[(String, u64)]) -> u64 {
+        let mut g = self.lock();
+        for (id, n) in seen {
+            if let Some(v) = g.0.get_mut(id) {
+                *v = (*v).max(*n);
+            }
+        }
+        g.0.values().fold(g.1, |a, b| a.saturating_add(*b))
+    }
+
+    /// A removed container's last count joins the removed ones.
+    pub(crate) fn retire(&self, id: &str, last: u64) {
+        let mut g = self.lock();
+        let seen = g.0.remove(id).unwrap_or(0);
+        g.1 = g.1.saturating_add(seen.max(last));
+    }
+}
+
 /// What the container service counts at a scrape.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct ContainerCounts {
@@ -185,7 +216,7 @@ pub struct ContainerCounts {
     pub by_state: BTreeMap<(&'static str, String), i64>,
     /// Monitors whose process is there.
     pub monitors_alive: i64,
-    /// Log bytes the live containers' monitors dropped.
+    /// Log bytes monitors dropped, those of removed containers included.
     pub log_dropped_bytes: u64,
 }
 
@@ -195,7 +226,6 @@ pub struct ContainerCounts {
 pub struct StateCollector {
     pods: Arc<PodService>,
     containers: Arc<ContainerService>,
-    metrics: RuntimeMetrics,
     descs: Vec<Desc>,
 }
 
@@ -237,11 +267,7 @@ fn dropped_counter() -> IntCounter {
 }
 
 impl StateCollector {
-    pub fn new(
-        pods: Arc<PodService>,
-        containers: Arc<ContainerService>,
-        metrics: RuntimeMetrics,
-    ) -> Self {
+    pub fn new(pods: Arc<PodService>, containers: Arc<ContainerService>) -> Self {
         let descs = [
             pods_vec().desc(),
             containers_vec().desc(),
@@ -255,7 +281,6 @@ impl StateCollector {
         StateCollector {
             pods,
             containers,
-            metrics,
             descs,
         }
     }
@@ -294,11 +319,7 @@ impl Collector for StateCollector {
         let monitors = monitors_gauge();
         monitors.set(counts.monitors_alive);
         let dropped = dropped_counter();
-        dropped.inc_by(
-            counts
-                .log_dropped_bytes
-                .saturating_add(self.metrics.log_dropped_removed.load(Ordering::Relaxed)),
-        );
+        dropped.inc_by(counts.log_dropped_bytes);
         let mut out = pods.collect();
         out.extend(containers.collect());
         out.extend(monitors.collect());
@@ -337,6 +358,22 @@ mod tests {
 
     fn value(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         sample(registry, name, labels)
+    }
+
+    #[test]
+    fn dropped_log_bytes_never_go_down() {
+        let d = LogDrops::default();
+        d.track("a");
+        d.track("b");
+        assert_eq!(d.observe(&[("a".into(), 10), ("b".into(), 5)]), 15);
+        // An older reading does not lower a count.
+        assert_eq!(d.observe(&[("a".into(), 7)]), 15);
+        d.retire("a", 12);
+        // A reading taken before the removal, applied after it, is ignored.
+        assert_eq!(d.observe(&[("a".into(), 12), ("b".into(), 6)]), 18);
+        d.retire("never-started", 0);
+        d.retire("b", 0);
+        assert_eq!(d.observe(&[]), 18);
     }
 
     #[test]

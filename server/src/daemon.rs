@@ -285,7 +285,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registry.register(Box::new(StateCollector::new(
         pods.clone(),
         containers.clone(),
-        runtime_metrics,
     )))?;
     let events = containers.events.clone();
     let (streaming, stream_listener) = StreamingServer::bind(
