@@ -6,8 +6,9 @@
 
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    Container, ContainerConfig, ContainerMetadata, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec as CriImageSpec, LinuxPodSandboxConfig,
+    Container, ContainerConfig, ContainerMetadata, ContainerState, ContainerStatus,
+    ContainerStatusRequest, CreateContainerRequest, ImageSpec as CriImageSpec,
+    LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig,
     LinuxSandboxSecurityContext, ListContainersRequest, ListPodSandboxRequest, NamespaceMode,
     NamespaceOption, PodSandbox, PodSandboxConfig, PodSandboxMetadata, PodSandboxStatus,
     PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
@@ -318,4 +319,39 @@ pub fn store_counts(g: &Gantry) -> StoreCounts {
         ingest: count(root.join("content/ingest")),
         records: count(root.join("index")),
     }
+}
+
+/// `c` with its memory limited to `bytes`.
+pub fn memory_limited(c: ContainerConfig, bytes: i64) -> ContainerConfig {
+    ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                memory_limit_in_bytes: bytes,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..c
+    }
+}
+
+/// Waits (up to 30 s) for container `id` to exit; returns its status.
+pub async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
+    for _ in 0..600 {
+        let s = rt
+            .container_status(ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: false,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("ContainerStatus {id}: {e}"))
+            .into_inner()
+            .status
+            .unwrap_or_else(|| panic!("no status for {id}"));
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("container {id} did not exit");
 }

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fixture;
 pub mod oci;
 pub mod probe;
+pub mod prom;
 pub mod registry;
 pub mod static_http;
 pub mod stream;

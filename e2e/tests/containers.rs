@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use gantry_e2e::daemon::Gantry;
 use gantry_e2e::fixture::{
-    all_containers, container_status_verbose, create_and_start, pod_status_verbose, remove_pod,
-    run_pod, stop_pod, verbose_pid, BusyboxEnv,
+    all_containers, container_status_verbose, create_and_start, memory_limited, pod_status_verbose,
+    remove_pod, run_pod, stop_pod, verbose_pid, wait_exited, BusyboxEnv,
 };
 use gantry_e2e::oci::{ImageSpec, Layer};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
@@ -74,20 +74,6 @@ async fn status(
     .unwrap()
 }
 
-async fn wait_exited(
-    rt: &mut RuntimeServiceClient<Channel>,
-    id: &str,
-) -> gantry_proto::v1::ContainerStatus {
-    for _ in 0..200 {
-        let s = status(rt, id).await;
-        if s.state == ContainerState::ContainerExited as i32 {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("container {id} did not exit");
-}
-
 /// The text of a CRI log, as (stream, text) pairs of full lines.
 fn log_lines(path: &Path) -> Vec<(String, String)> {
     std::fs::read_to_string(path)
@@ -110,20 +96,6 @@ fn log_lines(path: &Path) -> Vec<(String, String)> {
 /// The texts of a CRI log's full lines, whatever their stream.
 fn log_texts(path: &Path) -> Vec<String> {
     log_lines(path).into_iter().map(|(_, t)| t).collect()
-}
-
-/// `c` with its memory limited to `bytes`.
-fn memory_limited(c: ContainerConfig, bytes: i64) -> ContainerConfig {
-    ContainerConfig {
-        linux: Some(LinuxContainerConfig {
-            resources: Some(LinuxContainerResources {
-                memory_limit_in_bytes: bytes,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-        ..c
-    }
 }
 
 fn leftovers(g: &Gantry) -> (usize, bool) {

@@ -11,6 +11,7 @@ pub struct ImageMetrics {
     pulls: IntCounterVec,
     store_bytes: IntGauge,
     orphans: IntCounterVec,
+    layers: IntCounterVec,
 }
 
 impl ImageMetrics {
@@ -44,7 +45,17 @@ impl ImageMetrics {
                 ),
                 &["kind"],
             )?,
+            layers: IntCounterVec::new(
+                Opts::new(
+                    "gantry_image_layers_total",
+                    "Layers of pulled images: unpacked by the pull, or reused from the store",
+                ),
+                &["result"],
+            )?,
         };
+        m.layers.with_label_values(&["unpacked"]);
+        m.layers.with_label_values(&["reused"]);
+        registry.register(Box::new(m.layers.clone()))?;
         registry.register(Box::new(m.orphans.clone()))?;
         registry.register(Box::new(m.pull_bytes.clone()))?;
         registry.register(Box::new(m.pull_duration.clone()))?;
@@ -68,6 +79,14 @@ impl ImageMetrics {
         self.pulls
             .with_label_values(&[if ok { "success" } else { "failure" }])
             .inc();
+    }
+
+    pub(crate) fn layer_reused(&self) {
+        self.layers.with_label_values(&["reused"]).inc();
+    }
+
+    pub(crate) fn layer_unpacked(&self) {
+        self.layers.with_label_values(&["unpacked"]).inc();
     }
 
     pub(crate) fn add_orphans(&self, kind: &str, n: usize) {

@@ -688,6 +688,7 @@ impl ImageStore {
             })?;
         let _guard = self.snapshots.lock(diff_id).await;
         if self.snapshots.contains(diff_id) {
+            self.metrics.layer_reused();
             return Ok(());
         }
         self.fetch_blob(endpoint, repository, layer).await?;
@@ -710,6 +711,7 @@ impl ImageStore {
                 return Err(e);
             }
         };
+        self.metrics.layer_unpacked();
         info!(
             diff_id,
             entries = stats.entries,

@@ -34,6 +34,11 @@ pub struct RuntimeConfig {
     /// The native exec helper; empty means `gantry-exec` next to the gantry
     /// binary.
     pub exec_helper_path: PathBuf,
+    /// The most bytes one container log file may hold; at the cap the
+    /// container's monitor drops output (counting it) until the log is
+    /// rotated. 0: no cap. Pods may lower it with the
+    /// `gantry.dev/log-max-bytes` annotation.
+    pub log_max_bytes: u64,
 }
 
 /// How a handler runs ExecSync and streaming Exec.
@@ -126,13 +131,26 @@ impl Default for RuntimeConfig {
             runtimes,
             monitor_path: PathBuf::new(),
             exec_helper_path: PathBuf::new(),
+            log_max_bytes: DEFAULT_LOG_MAX_BYTES,
         }
     }
 }
 
+/// Ten times kubelet's default `containerLogMaxSize` (10Mi): kubelet keeps
+/// rotating at its own size, and the cap only stops a container that
+/// writes faster than kubelet's rotation (every 10 s) keeps up with.
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
+
 impl RuntimeConfig {
     /// Checks what serde cannot: the default handler must exist.
     pub fn validate(&self) -> Result<(), String> {
+        if self.log_max_bytes != 0 && self.log_max_bytes < crate::crilog::MIN_LOG_CAP {
+            return Err(format!(
+                "log_max_bytes {} is below the smallest cap, {} (0 means no cap)",
+                self.log_max_bytes,
+                crate::crilog::MIN_LOG_CAP
+            ));
+        }
         if !self.runtimes.contains_key(&self.default_runtime) {
             return Err(format!(
                 "default_runtime {:?} is not among the configured runtimes ({})",

@@ -37,6 +37,7 @@ use crate::events::{Events, Exit, ExitWatcher};
 use crate::interactive::{
     connect_attach, open_pty, receive_terminal, BoxReader, BoxWriter, ExecSession, Pty,
 };
+use crate::metrics::{phase, ContainerCounts, LogDrops, RuntimeMetrics};
 use crate::oci::{CliRuntime, ExecStreams, ExecTarget, ExecTerminal, OciRuntime};
 use crate::pod::{new_id, private_dir, tighten, write_atomic, PodState};
 use crate::pods::PodService;
@@ -150,6 +151,8 @@ pub struct ContainerService {
     /// Container and sandbox events for `GetContainerEvents`.
     pub events: Arc<Events>,
     exits: Arc<ExitWatcher>,
+    metrics: RuntimeMetrics,
+    log_drops: LogDrops,
 }
 
 type Records = BTreeMap<String, ContainerRecord>;
@@ -215,6 +218,7 @@ impl ContainerService {
                         exec_helper: (h.exec_mode() == crate::ExecMode::Native
                             && !config.exec_helper_path.as_os_str().is_empty())
                         .then(|| config.exec_helper_path.clone()),
+                        metrics: pods.metrics.clone(),
                     },
                 )
             })
@@ -226,7 +230,13 @@ impl ContainerService {
                 (name.clone(), rro)
             })
             .collect();
+        let log_drops = LogDrops::default();
+        for r in records.values().filter(|r| r.monitor_pid != 0) {
+            log_drops.track(&r.id);
+        }
         Ok(ContainerService {
+            metrics: pods.metrics.clone(),
+            log_drops,
             dir,
             records: Mutex::new(records),
             locks: Default::default(),
@@ -377,6 +387,31 @@ impl ContainerService {
         Ok(r)
     }
 
+    /// Containers by state and handler, live monitors and their dropped
+    /// log bytes, for the metrics.
+    pub fn counts(&self) -> ContainerCounts {
+        let recs: Vec<ContainerRecord> = self.records().values().cloned().collect();
+        let mut c = ContainerCounts::default();
+        let mut seen = Vec::new();
+        for r in recs {
+            let state = match r.state {
+                ContainerState::Creating => "creating",
+                ContainerState::Created => "created",
+                ContainerState::Running => "running",
+                ContainerState::Exited => "exited",
+            };
+            *c.by_state.entry((state, r.handler.clone())).or_insert(0) += 1;
+            if r.state == ContainerState::Running && monitor_alive(r.monitor_pid, &r.id) {
+                c.monitors_alive += 1;
+            }
+            if r.monitor_pid != 0 {
+                seen.push((r.id.clone(), crate::crilog::read_dropped(&self.cdir(&r.id))));
+            }
+        }
+        c.log_dropped_bytes = self.log_drops.observe(&seen);
+        c
+    }
+
     /// The directory holding every container's writable layer (and image
     /// volumes, and the logs of pods without a log directory), with the
     /// bytes and inodes it uses: ImageFsInfo's container filesystem.
@@ -486,6 +521,7 @@ impl ContainerService {
         match updated {
             Ok(r) => {
                 self.exits.unwatch(id);
+                self.metrics.container_exited(&r.reason);
                 info!(container = %id, exit_code = r.exit_code, reason = %r.reason, "container exited");
                 Some(r)
             }
@@ -541,12 +577,14 @@ impl ContainerService {
         }
         let span = info_span!("container", container = %id, pod = %pod_id, name = %meta.name);
         let _guard = self.lock(&id).await;
+        let started = Instant::now();
         let result = self
             .create_inner(&id, &pod, &config, &image)
             .instrument(span.clone())
             .await;
         match result {
             Ok(()) => {
+                self.metrics.observe_phase(phase::RUNTIME_CREATE, started);
                 let _e = span.enter();
                 info!("container created");
                 Ok(id)
@@ -831,8 +869,19 @@ impl ContainerService {
                 "true"
             });
         }
+        let node_cap = self.pods.config.log_max_bytes;
+        // Checked when the pod ran; a record from before the check keeps
+        // the node's cap.
+        let log_cap = self
+            .pods
+            .store
+            .get(&rec.pod_id)
+            .and_then(|p| crate::crilog::effective_cap(node_cap, &p.config.annotations).ok())
+            .unwrap_or(node_cap);
         let (log_dir, _) = log_dir_and_file(rec);
-        cmd.arg("--log-dir")
+        cmd.arg("--log-max-bytes")
+            .arg(log_cap.to_string())
+            .arg("--log-dir")
             .arg(log_dir)
             .arg("--log-path")
             .arg(&rec.log_path)
@@ -967,6 +1016,10 @@ impl ContainerService {
         let unstarted = rec.state == ContainerState::Creating
             || rec.state == ContainerState::Created && rec.monitor_pid == 0;
         self.release_runtime(id, &rec, unstarted).await;
+        // The monitor is gone (or never ran): its count of dropped log
+        // bytes is final, and goes with the directory.
+        self.log_drops
+            .retire(id, crate::crilog::read_dropped(&self.cdir(id)));
         let rootfs = self.cdir(id).join("bundle/rootfs");
         crate::image_volume::unmount_all(&self.cdir(id));
         if rec.rootfs_mounted {
@@ -1009,8 +1062,17 @@ impl ContainerService {
             if let Err(e) = self.exits.watch(&id, &self.cdir(&id)) {
                 crate::events::warn_unwatched(&id, &e);
             }
-            match self.run_monitor(&id, &rec, &rt).await {
-                Ok(pids) => pids,
+            let started = Instant::now();
+            let ran = self.run_monitor(&id, &rec, &rt).await;
+            // The monitor's report comes once `<runtime> run` is done.
+            self.metrics
+                .observe_runtime(&rt.name, "run", started.elapsed(), ran.is_ok());
+            match ran {
+                Ok(pids) => {
+                    self.log_drops.track(&id);
+                    self.metrics.observe_phase(phase::RUNTIME_START, started);
+                    pids
+                }
                 Err(e) => {
                     // As containerd: a container that could not start has
                     // exited, with the reason why.
@@ -1026,6 +1088,7 @@ impl ContainerService {
                         r.message = message;
                         Some(cri::ContainerEventType::ContainerStoppedEvent)
                     })?;
+                    self.metrics.container_exited("StartError");
                     return Err(e);
                 }
             }
@@ -1760,6 +1823,7 @@ impl ContainerService {
                     {
                         warn!(container = %id, "the monitor is gone and recorded no exit");
                         self.exits.unwatch(&id);
+                        self.metrics.container_exited("Unknown");
                         let _ = self.update_then_emit(&id, |r| {
                             r.state = ContainerState::Exited;
                             r.exit_code = 255;

@@ -120,6 +120,25 @@ pub fn open_log(dir: &Path, rel: &Path) -> std::io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// The file in a container's state directory where its monitor keeps the
+/// count of log bytes it dropped (decimal, replaced atomically).
+pub const DROPPED_FILE: &str = "log-dropped";
+
+/// The dropped-bytes count a monitor recorded in `state_dir`; 0 when there
+/// is none or it is unreadable (the daemon reads what a monitor wrote, so
+/// the read is bounded).
+pub fn read_dropped(state_dir: &Path) -> u64 {
+    use std::io::Read;
+    let mut text = String::new();
+    let Ok(f) = File::open(state_dir.join(DROPPED_FILE)) else {
+        return 0;
+    };
+    if f.take(32).read_to_string(&mut text).is_err() {
+        return 0;
+    }
+    text.trim().parse().unwrap_or(0)
+}
+
 /// Longest log line before it is split into partial lines (containerd's
 /// default too).
 pub const MAX_LINE: usize = 16 * 1024;
@@ -211,10 +230,307 @@ impl LineSplitter {
     }
 }
 
+/// The smallest size cap a log may have: a few of the longest lines.
+pub const MIN_LOG_CAP: u64 = 64 * 1024;
+
+/// Room kept below the cap for the line saying that output is dropped.
+const NOTICE_RESERVE: u64 = 256;
+
+/// The pod annotation that lowers the node's log size cap
+/// (`runtime.log_max_bytes`) for the pod's containers: a Kubernetes
+/// quantity (`5Mi`). It can only lower the cap, never raise or lift it.
+pub const LOG_CAP_ANNOTATION: &str = "gantry.dev/log-max-bytes";
+
+/// The cap on each log file of a pod's containers: the node's (`node`, 0
+/// for none), lowered by the pod's annotation if it asks for less.
+pub fn effective_cap(
+    node: u64,
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<u64, String> {
+    let Some(v) = annotations.get(LOG_CAP_ANNOTATION) else {
+        return Ok(node);
+    };
+    let want = crate::network::parse_quantity(v)
+        .map_err(|why| format!("annotation {LOG_CAP_ANNOTATION}={v:?}: {why}"))?;
+    if want < MIN_LOG_CAP {
+        return Err(format!(
+            "annotation {LOG_CAP_ANNOTATION}={v:?}: a log cap must be at least {MIN_LOG_CAP} bytes"
+        ));
+    }
+    Ok(if node == 0 { want } else { want.min(node) })
+}
+
+/// The line written once a log file reaches its cap.
+fn cap_notice(cap: u64) -> Vec<u8> {
+    format!(
+        "{} stderr F [gantry: this log file reached its size cap of {cap} bytes; output is dropped until the log is rotated]\n",
+        rfc3339_nano(now())
+    )
+    .into_bytes()
+}
+
+/// A container's log file as the monitor writes it: whole CRI lines, never
+/// more than `cap` bytes in one file, and never an error back to the
+/// caller, so the container's output keeps being drained whatever happens
+/// to the disk.
+///
+/// At the cap, lines are dropped (and counted) until the log is reopened
+/// on a new file (kubelet's rotation: rename, then ReopenContainerLog), with
+/// one line saying so. The file is never truncated or rewritten: kubelet
+/// and `kubectl logs -f` read it by offset as it grows, and a file that
+/// shrank under them would stall or garble their reading. Lines that
+/// cannot be written (ENOSPC, EIO) are counted as dropped too.
+///
+/// Each `write` call must be one whole line (as [`LineSplitter`] makes
+/// them); it always reports the line as taken.
+pub struct CappedLog<W: Write> {
+    out: W,
+    /// 0: no cap.
+    cap: u64,
+    /// Bytes in the current file.
+    size: u64,
+    /// The current file has reached its cap (and says so).
+    full: bool,
+    /// A line was cut short by a failed write: the next one starts on a
+    /// new line.
+    needs_newline: bool,
+    dropped: u64,
+}
+
+impl<W: Write> CappedLog<W> {
+    /// `size` is what the file already holds.
+    pub fn new(out: W, size: u64, cap: u64) -> Self {
+        CappedLog {
+            out,
+            cap,
+            size,
+            full: false,
+            needs_newline: false,
+            dropped: 0,
+        }
+    }
+
+    /// Writes to a new file from now on (the log was reopened).
+    pub fn reopen(&mut self, out: W, size: u64) {
+        self.out = out;
+        self.size = size;
+        self.full = false;
+        self.needs_newline = false;
+    }
+
+    /// Bytes dropped since the container started, across every file.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    pub fn get_ref(&self) -> &W {
+        &self.out
+    }
+
+    /// Writes what it can of `bytes` in as many calls as it takes; returns
+    /// how much went out.
+    fn put(&mut self, bytes: &[u8]) -> usize {
+        let mut done = 0;
+        while done < bytes.len() {
+            match self.out.write(&bytes[done..]) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        self.size += done as u64;
+        done
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        let len = line.len() as u64;
+        if self.needs_newline {
+            if self.put(b"\n") == 1 {
+                self.needs_newline = false;
+            } else {
+                self.dropped += len;
+                return;
+            }
+        }
+        if self.full || self.cap > 0 && self.size + len + NOTICE_RESERVE > self.cap {
+            self.dropped += len;
+            if !self.full {
+                self.full = true;
+                let notice = cap_notice(self.cap);
+                if self.size + notice.len() as u64 <= self.cap {
+                    let n = self.put(&notice);
+                    self.needs_newline = n > 0 && n < notice.len();
+                }
+            }
+            return;
+        }
+        let n = self.put(line);
+        if n < line.len() {
+            self.dropped += len - n as u64;
+            self.needs_newline = n > 0;
+        }
+    }
+}
+
+impl<W: Write> Write for CappedLog<W> {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.line(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Records a monitor's dropped-bytes count in `state_dir` for the daemon:
+/// a temp file renamed over the last count, so a reader sees one whole
+/// number. Not synced: after a host crash the count is at worst missing,
+/// and the container with it.
+pub fn write_dropped(state_dir: &Path, bytes: u64) -> std::io::Result<()> {
+    let tmp = state_dir.join(format!("{DROPPED_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{bytes}\n"))?;
+    std::fs::rename(&tmp, state_dir.join(DROPPED_FILE))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A writer that takes `room` bytes, then fails as a full disk does.
+    struct Disk {
+        data: Vec<u8>,
+        room: usize,
+    }
+
+    impl Write for Disk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.room - self.data.len());
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.data.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_capped_log_stops_at_its_cap_and_says_so_once() {
+        let cap = MIN_LOG_CAP;
+        let mut log = CappedLog::new(Vec::new(), 0, cap);
+        let mut s = LineSplitter::new("stdout");
+        let chunk = vec![b'y'; 1000];
+        let mut fed = 0u64;
+        for _ in 0..200 {
+            s.feed(&mut log, &chunk).unwrap();
+            s.feed(&mut log, b"\n").unwrap();
+            fed += 1001;
+        }
+        let out = log.get_ref().clone();
+        assert!(
+            out.len() as u64 <= cap,
+            "{} bytes over a cap of {cap}",
+            out.len()
+        );
+        assert!(
+            out.len() as u64 > cap - 2 * 1100,
+            "stopped early: {}",
+            out.len()
+        );
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("reached its size cap").count(), 1);
+        assert!(text.ends_with("until the log is rotated]\n"));
+        // Whole CRI lines only.
+        for l in text.lines() {
+            let parts: Vec<&str> = l.splitn(4, ' ').collect();
+            assert!(parts.len() == 4 && ["F", "P"].contains(&parts[2]), "{l:?}");
+        }
+        let kept_lines = text.lines().count() as u64 - 1;
+        assert!(log.dropped() > 0);
+        // Every line fed is either in the file or counted as dropped.
+        let line_len = out.len() as u64 / (kept_lines + 1);
+        assert!(log.dropped() + kept_lines * 1000 >= fed - 200 && line_len > 0);
+
+        // Rotation: a new file takes lines again, and the count goes on.
+        let before = log.dropped();
+        log.reopen(Vec::new(), 0);
+        s.feed(&mut log, b"after rotation\n").unwrap();
+        assert!(String::from_utf8_lossy(log.get_ref()).contains("stdout F after rotation"));
+        assert_eq!(log.dropped(), before);
+    }
+
+    #[test]
+    fn an_uncapped_log_takes_everything() {
+        let mut log = CappedLog::new(Vec::new(), 0, 0);
+        let mut s = LineSplitter::new("stderr");
+        for _ in 0..100 {
+            s.feed(&mut log, &[b'z'; 5000]).unwrap();
+        }
+        s.finish(&mut log).unwrap();
+        assert_eq!(log.dropped(), 0);
+        assert!(log.get_ref().len() > 500_000);
+    }
+
+    #[test]
+    fn a_full_disk_drops_lines_without_failing_or_garbling() {
+        let mut log = CappedLog::new(
+            Disk {
+                data: Vec::new(),
+                room: 100,
+            },
+            0,
+            0,
+        );
+        let mut s = LineSplitter::new("stdout");
+        // The first line fits, the second is cut by ENOSPC, the rest fail.
+        for text in ["short", &"x".repeat(60), "third", "fourth"] {
+            s.feed(&mut log, format!("{text}\n").as_bytes()).unwrap();
+        }
+        let written = log.get_ref().data.clone();
+        assert_eq!(written.len(), 100);
+        assert!(log.dropped() > 0);
+        // Room again (the disk was cleaned): the cut line is ended first,
+        // so the next line is whole.
+        log.out.room = 1000;
+        s.feed(&mut log, b"fifth\n").unwrap();
+        let text = String::from_utf8_lossy(&log.get_ref().data).into_owned();
+        let last = text.lines().last().unwrap();
+        assert!(last.ends_with(" stdout F fifth"), "{text}");
+        assert!(text.lines().next().unwrap().ends_with(" stdout F short"));
+    }
+
+    #[test]
+    fn a_pod_can_only_lower_the_log_cap() {
+        let a = |v: &str| {
+            std::collections::HashMap::from([(LOG_CAP_ANNOTATION.to_string(), v.to_string())])
+        };
+        let none = std::collections::HashMap::new();
+        assert_eq!(effective_cap(100 << 20, &none), Ok(100 << 20));
+        assert_eq!(effective_cap(100 << 20, &a("1Mi")), Ok(1 << 20));
+        assert_eq!(effective_cap(100 << 20, &a("10Gi")), Ok(100 << 20));
+        assert_eq!(effective_cap(0, &a("2Mi")), Ok(2 << 20));
+        assert_eq!(effective_cap(0, &none), Ok(0));
+        for bad in ["0", "1k", "lots", "-5Mi", "1e99"] {
+            assert!(effective_cap(100 << 20, &a(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_dropped_count_is_replaced_whole() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(read_dropped(d.path()), 0);
+        write_dropped(d.path(), 12345).unwrap();
+        assert_eq!(read_dropped(d.path()), 12345);
+        write_dropped(d.path(), 99).unwrap();
+        assert_eq!(read_dropped(d.path()), 99);
+        std::fs::write(d.path().join(DROPPED_FILE), "garbage").unwrap();
+        assert_eq!(read_dropped(d.path()), 0);
+    }
 
     #[test]
     fn timestamps_are_rfc3339_nano() {

@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod image_volume;
 pub mod interactive;
 mod locks;
+pub mod metrics;
 pub mod network;
 pub mod nsexec;
 pub mod oci;
@@ -39,5 +40,6 @@ pub mod stats;
 
 pub use config::{CgroupDriver, ExecMode, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;
+pub use metrics::{RuntimeMetrics, StateCollector};
 pub use network::{CniNetwork, PodNetwork};
 pub use pods::PodService;

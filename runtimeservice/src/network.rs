@@ -25,6 +25,7 @@ use gantry_cni::exec::{Attachment, Executor};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::metrics::RuntimeMetrics;
 
 /// What the network side needs to know about a pod.
 #[derive(Debug, Clone)]
@@ -242,6 +243,7 @@ pub struct CniNetwork {
     pub conf_dir: PathBuf,
     pub network_name: String,
     pub executor: Executor,
+    metrics: RuntimeMetrics,
 }
 
 impl CniNetwork {
@@ -259,7 +261,28 @@ impl CniNetwork {
                 cache_dir,
                 timeout: Duration::from_secs(60),
             },
+            metrics: RuntimeMetrics::default(),
         }
+    }
+
+    /// Where CNI operations are timed and their failures counted.
+    pub fn with_metrics(mut self, metrics: RuntimeMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs one CNI operation on `network`, measured.
+    async fn measured<T, E>(
+        &self,
+        op: &str,
+        network: &str,
+        f: impl std::future::Future<Output = std::result::Result<T, E>>,
+    ) -> std::result::Result<T, E> {
+        let started = std::time::Instant::now();
+        let r = f.await;
+        self.metrics
+            .observe_cni(op, network, started.elapsed(), r.is_ok());
+        r
     }
 
     /// Reads the conf dir on every call, so a config added or changed later
@@ -291,8 +314,7 @@ impl PodNetwork for CniNetwork {
                 ));
             }
         }
-        self.executor
-            .status(&net)
+        self.measured("STATUS", &net.name, self.executor.status(&net))
             .await
             .map_err(|e| ("NetworkPluginNotReady".to_string(), e.to_string()))
     }
@@ -305,8 +327,7 @@ impl PodNetwork for CniNetwork {
             .iter()
             .map(|id| (id.clone(), IFNAME.to_string()))
             .collect();
-        self.executor
-            .gc(&net, &valid)
+        self.measured("GC", &net.name, self.executor.gc(&net, &valid))
             .await
             .map_err(|e| Error::Network(e.to_string()))
     }
@@ -354,8 +375,7 @@ impl PodNetwork for CniNetwork {
             capability_args: caps,
         };
         let r = self
-            .executor
-            .add(&net, &a)
+            .measured("ADD", &net.name, self.executor.add(&net, &a))
             .await
             .map_err(|e| Error::Network(e.to_string()))?;
         Ok(Attached {
@@ -367,8 +387,7 @@ impl PodNetwork for CniNetwork {
     async fn detach(&self, network: &str, id: &str, netns: Option<&Path>) -> Result<()> {
         if self.executor.cached(network, id, IFNAME).is_some() {
             return self
-                .executor
-                .del(network, id, IFNAME)
+                .measured("DEL", network, self.executor.del(network, id, IFNAME))
                 .await
                 .map_err(|e| Error::Network(e.to_string()));
         }
@@ -387,8 +406,7 @@ impl PodNetwork for CniNetwork {
                     ],
                     capability_args: BTreeMap::new(),
                 };
-                self.executor
-                    .del_uncached(&net, &a)
+                self.measured("DEL", network, self.executor.del_uncached(&net, &a))
                     .await
                     .map_err(|e| Error::Network(e.to_string()))
             }

@@ -154,6 +154,8 @@ pub struct CliRuntime {
     /// The gantry-exec helper, when exec bypasses the runtime (the
     /// handler's `exec: native`).
     pub exec_helper: Option<PathBuf>,
+    /// Where each command's latency and failure are counted.
+    pub metrics: crate::metrics::RuntimeMetrics,
 }
 
 impl CliRuntime {
@@ -258,7 +260,17 @@ impl CliRuntime {
 
     /// Runs a runtime command and turns a failure into an error carrying
     /// what the runtime said.
-    async fn run(&self, what: &str, id: &str, mut cmd: Command) -> Result<Vec<u8>> {
+    async fn run(&self, what: &str, id: &str, cmd: Command) -> Result<Vec<u8>> {
+        let started = std::time::Instant::now();
+        let result = self.run_unmeasured(what, id, cmd).await;
+        // Deleting what is already gone is what delete is for.
+        let ok = result.is_ok() || what == "delete" && matches!(result, Err(Error::NotFound(_)));
+        self.metrics
+            .observe_runtime(&self.name, what, started.elapsed(), ok);
+        result
+    }
+
+    async fn run_unmeasured(&self, what: &str, id: &str, mut cmd: Command) -> Result<Vec<u8>> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -333,7 +345,12 @@ impl OciRuntime for CliRuntime {
             .stdin(io.stdin)
             .stdout(io.stdout)
             .stderr(io.stderr);
-        let status = cmd.status().await.map_err(Error::io(format!(
+        let started = std::time::Instant::now();
+        let status = cmd.status().await;
+        let ok = matches!(&status, Ok(s) if s.success());
+        self.metrics
+            .observe_runtime(&self.name, "create", started.elapsed(), ok);
+        let status = status.map_err(Error::io(format!(
             "running {} create {id}",
             self.binary.display()
         )))?;
@@ -724,6 +741,7 @@ mod tests {
     /// "state" it prints is the command line, which must not parse.
     #[tokio::test]
     async fn commands_carry_root_and_extra_args() {
+        let registry = prometheus::Registry::new();
         let rt = CliRuntime {
             name: "echo".into(),
             binary: "/bin/echo".into(),
@@ -731,6 +749,7 @@ mod tests {
             root: "/run/x".into(),
             systemd_cgroup: false,
             exec_helper: None,
+            metrics: crate::metrics::RuntimeMetrics::new(&registry).unwrap(),
         };
         let mut c = rt.command();
         c.arg("kill").arg("id1").arg("9");
@@ -756,6 +775,17 @@ mod tests {
             ..rt.clone()
         };
         assert!(failing.start("id1").await.is_err());
+        // Each command is timed and its failure counted, by handler and op.
+        let count = |name: &str, op: &str| {
+            crate::metrics::sample(&registry, name, &[("handler", "echo"), ("op", op)])
+        };
+        assert_eq!(
+            count("gantry_runtime_operation_seconds", "start"),
+            Some(2.0)
+        );
+        assert_eq!(count("gantry_runtime_errors_total", "start"), Some(1.0));
+        assert_eq!(count("gantry_runtime_errors_total", "kill"), Some(0.0));
+        assert_eq!(count("gantry_runtime_errors_total", "state"), Some(0.0));
 
         // runsc: exec also records the PID inside the sandbox, and a
         // terminal is refused before anything runs.

@@ -13,6 +13,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::cgroup::{self, Hierarchy};
 use crate::config::{CgroupDriver, RuntimeConfig};
 use crate::error::{Error, Result};
+use crate::metrics::{phase, RuntimeMetrics};
 use crate::network::{NetworkExtras, PodNetwork, PodNetworkRequest};
 use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
 
@@ -29,6 +30,7 @@ pub struct PodService {
     hierarchies: Vec<Hierarchy>,
     /// Taken while a pod's cgroup is made, removed or handed over.
     cgroup_handover: tokio::sync::Mutex<()>,
+    pub(crate) metrics: RuntimeMetrics,
 }
 
 fn now_nanos() -> i64 {
@@ -167,7 +169,34 @@ impl PodService {
             ns_dir,
             hierarchies: cgroup::hierarchies(),
             cgroup_handover: tokio::sync::Mutex::new(()),
+            metrics: RuntimeMetrics::default(),
         })
+    }
+
+    /// Where pod and container operations are measured (the containers of
+    /// these pods report to the same place).
+    pub fn with_metrics(mut self, metrics: RuntimeMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Pods by (state, handler), for the metrics.
+    pub fn counts(&self) -> std::collections::BTreeMap<(&'static str, String), i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in self.store.list() {
+            let state = match r.state {
+                PodState::Creating => "creating",
+                PodState::Ready => "ready",
+                PodState::NotReady => "notready",
+            };
+            let handler = if r.runtime_handler.is_empty() {
+                self.config.default_runtime.clone()
+            } else {
+                r.runtime_handler
+            };
+            *out.entry((state, handler)).or_insert(0) += 1;
+        }
+        out
     }
 
     /// Brings records in line with the host after a start: half-made pods
@@ -398,6 +427,8 @@ impl PodService {
             .unwrap_or_default();
         validate_sysctls(&sysctls, host_net, host_ipc)?;
         let extras = NetworkExtras::from_annotations(&config.annotations)?;
+        crate::crilog::effective_cap(self.config.log_max_bytes, &config.annotations)
+            .map_err(Error::InvalidArgument)?;
         let cgroup_parent = config
             .linux
             .as_ref()
@@ -490,7 +521,9 @@ impl PodService {
             .as_ref()
             .map(|l| l.cgroup_parent.as_str())
             .unwrap_or("");
+        let started = std::time::Instant::now();
         let pod_cgroup = self.create_cgroup(id, parent).await?;
+        self.metrics.observe_phase(phase::CGROUP, started);
         // Files the pod's containers will mount.
         let resolv = match resolv {
             Some(r) => r,
@@ -511,6 +544,7 @@ impl PodService {
         )
         .map_err(Error::io("writing hosts"))?;
 
+        let started = std::time::Instant::now();
         let which = Private {
             net: !host_net,
             ipc: !host_ipc,
@@ -541,6 +575,7 @@ impl PodService {
                 cgroup::enter(&self.hierarchies, &pod_cgroup, pid)?;
             }
         }
+        self.metrics.observe_phase(phase::NAMESPACES, started);
         let rec = self
             .store
             .get(id)
@@ -600,7 +635,9 @@ impl PodService {
             if let Some(name) = self.network.current_name() {
                 self.store.update(id, |r| r.network = Some(name))?;
             }
+            let started = std::time::Instant::now();
             let attached = self.network.attach(&req).await?;
+            self.metrics.observe_phase(phase::CNI_ADD, started);
             self.store.update(id, |r| {
                 r.network = Some(attached.network.clone());
                 r.ips = attached

@@ -45,6 +45,7 @@ async fn lifecycle_with_real_runc() {
         root: dir.path().join("state"),
         systemd_cgroup: false,
         exec_helper: None,
+        metrics: Default::default(),
     };
     let b = dir.path().join("bundle");
     bundle(&b, &["/bin/busybox", "sleep", "30"]);

@@ -200,6 +200,7 @@ mod tests {
             "streaming:\n  header_read_timeout_secs: 0",
             "image:\n  registries:\n    docker.io:\n      mirrors: [\"127.0.0.1:5000\"]",
             "runtime:\n  default_runtime: crun",
+            "runtime:\n  log_max_bytes: 1000",
             "log_format: xml",
             "- a list",
         ] {

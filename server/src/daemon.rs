@@ -13,7 +13,9 @@ use gantry_proto::v1::image_service_server::ImageServiceServer;
 use gantry_proto::v1::runtime_service_server::RuntimeServiceServer;
 use gantry_runtimeservice::containers::{ContainerService, ImageLookup, ResolvedImage};
 use gantry_runtimeservice::error::Error as RuntimeError;
-use gantry_runtimeservice::{CniNetwork, CriRuntimeService, PodService};
+use gantry_runtimeservice::{
+    CniNetwork, CriRuntimeService, PodService, RuntimeMetrics, StateCollector,
+};
 
 use crate::streaming::StreamingServer;
 use tokio::net::UnixListener;
@@ -274,6 +276,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ))?;
     let rpc_metrics = RpcMetrics::new(&registry)?;
     let image_metrics = ImageMetrics::new(&registry)?;
+    let runtime_metrics = RuntimeMetrics::new(&registry)?;
+    registry.register(Box::new(crate::node_metrics::StateRootCollector::new(
+        config.root.clone(),
+    )))?;
 
     let store = Arc::new(ImageStore::open(config.image.clone(), image_metrics)?);
     let mut images = CriImageService::new(store.clone());
@@ -282,7 +288,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.cni.network_name,
         config.cni.bin_dirs.clone(),
         config.root.join("cni-cache"),
-    );
+    )
+    .with_metrics(runtime_metrics.clone());
     let monitor = if config.runtime.monitor_path.as_os_str().is_empty() {
         std::env::current_exe()
             .context("locating the gantry binary")?
@@ -313,11 +320,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    let pods = Arc::new(PodService::new(
-        runtime_config,
-        Arc::new(network),
-        monitor.clone(),
-    )?);
+    let pods = Arc::new(
+        PodService::new(runtime_config, Arc::new(network), monitor.clone())?
+            .with_metrics(runtime_metrics.clone()),
+    );
     pods.recover().await;
     pods.gc_network().await;
     let containers = Arc::new(ContainerService::new(
@@ -327,11 +333,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )?);
     containers.recover().await;
     containers.spawn_exit_watcher()?;
+    registry.register(Box::new(StateCollector::new(
+        pods.clone(),
+        containers.clone(),
+    )))?;
     let events = containers.events.clone();
-    let (streaming, stream_listener) =
-        StreamingServer::bind(config.streaming.clone(), containers.clone())
-            .await
-            .with_context(|| format!("binding streaming.address {}", config.streaming.address))?;
+    let (streaming, stream_listener) = StreamingServer::bind(
+        config.streaming.clone(),
+        containers.clone(),
+        crate::node_metrics::SessionMetrics::new(&registry)?,
+    )
+    .await
+    .with_context(|| format!("binding streaming.address {}", config.streaming.address))?;
     tokio::spawn(streaming.clone().serve(stream_listener));
     images = images.with_container_usage(Arc::new(ContainerUsage(containers.clone())));
     let runtime =

@@ -9,5 +9,6 @@ pub mod config;
 pub mod daemon;
 pub mod instrument;
 pub mod metrics_http;
+pub mod node_metrics;
 pub mod reflection;
 pub mod streaming;

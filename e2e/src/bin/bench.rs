@@ -24,6 +24,10 @@
 //! and the entries under its state directories: flat lines mean nothing
 //! leaks. It also prints RunPodSandbox latency at that concurrency.
 //!
+//! `--mode logs` times how fast a container's flood of output is drained
+//! into its CRI log (gantry under its cap and capped at 1 MiB, the peer),
+//! and a /metrics scrape.
+//!
 //! `--mode stop-pod --pod-containers 200` times StopPodSandbox of a pod
 //! with that many running containers (crictl gives it 2 s by default).
 
@@ -66,7 +70,8 @@ struct Args {
     /// Size of the large image in MiB (spread over 5 layers).
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
-    /// What to measure: pull, pods, containers, memory, streaming or all.
+    /// What to measure: pull, pods, containers, memory, streaming, logs,
+    /// soak, stop-pod or all (all but soak and stop-pod).
     #[arg(long, default_value = "all")]
     mode: String,
     /// Containers per runtime in containers mode; pods of one container
@@ -95,6 +100,10 @@ struct Args {
     /// Size of the port-forwarded download in streaming mode, MiB.
     #[arg(long, default_value_t = 100)]
     forward_mib: usize,
+    /// MiB of container output in logs mode (lines of 17 bytes; as CRI log
+    /// lines about 3.3 times as much, under gantry's default cap).
+    #[arg(long, default_value_t = 16)]
+    log_mib: usize,
     /// Running containers in the pod that stop-pod mode stops.
     #[arg(long, default_value_t = 200)]
     pod_containers: usize,
@@ -215,6 +224,7 @@ async fn main() -> anyhow::Result<()> {
         "containers" => bench_containers(&args).await,
         "streaming" => bench_streaming(&args).await,
         "memory" => bench_memory(&args).await,
+        "logs" => bench_logs(&args).await,
         "soak" => bench_soak(&args).await,
         "stop-pod" => bench_stop_pod(&args).await,
         "all" => {
@@ -222,10 +232,11 @@ async fn main() -> anyhow::Result<()> {
             bench_pods(&args).await?;
             bench_containers(&args).await?;
             bench_memory(&args).await?;
-            bench_streaming(&args).await
+            bench_streaming(&args).await?;
+            bench_logs(&args).await
         }
         other => {
-            bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming, soak, stop-pod or all")
+            bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming, logs, soak, stop-pod or all")
         }
     }
 }
@@ -1495,5 +1506,94 @@ async fn bench_stop_pod(args: &Args) -> anyhow::Result<()> {
             ms(times[0]) / ms(*p).max(f64::MIN_POSITIVE)
         );
     }
+    Ok(())
+}
+
+/// How fast a container writing `--log-mib` MiB of short lines gets its
+/// output drained into the CRI log, from its start to its exit by the
+/// runtime's own timestamps (best of 3): gantry with its default cap, gantry
+/// with a pod capped at 1 MiB (the monitor drops the rest), and the peer.
+/// Then the time of a gantry /metrics scrape (median of 20).
+async fn bench_logs(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net: _net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "logs").await?;
+    // Whole lines of `0123456789abcdef\n`.
+    let bytes = (args.log_mib << 20) / 17 * 17;
+    let script = format!("yes 0123456789abcdef | head -c {bytes}");
+    let cases: Vec<(usize, &str, Option<&str>)> = {
+        let mut c = vec![(0, "gantry", None), (0, "gantry, 1 MiB cap", Some("1Mi"))];
+        if sides.len() > 1 {
+            c.push((1, "peer", None));
+        }
+        c
+    };
+    println!(
+        "log drain of {} MiB of 17-byte lines (best of 3):",
+        args.log_mib
+    );
+    for (i, (side_ix, what, cap)) in cases.into_iter().enumerate() {
+        let side = &mut sides[side_ix];
+        let mut best = 0.0f64;
+        let mut log_bytes = 0;
+        for round in 0..3 {
+            let mut pc = sandbox_config(side.name, run, i * 10 + round);
+            if let Some(cap) = cap {
+                pc.annotations
+                    .insert("gantry.dev/log-max-bytes".into(), cap.into());
+            }
+            let pod = side.run_pod(&pc).await?;
+            let mut cfg = container_config(&image, "flood");
+            cfg.command = vec!["/bin/sh".into(), "-c".into(), script.clone()];
+            let id = create_start(side, &pod, &pc, cfg).await?;
+            let mut status = None;
+            for _ in 0..6000 {
+                let s = side
+                    .rt
+                    .container_status(ContainerStatusRequest {
+                        container_id: id.clone(),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner()
+                    .status
+                    .context("no container status")?;
+                if s.state == gantry_proto::v1::ContainerState::ContainerExited as i32 {
+                    status = Some(s);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let s = status.context("the flood container did not exit in 5 minutes")?;
+            if s.exit_code != 0 {
+                bail!("{what}: the flood container exited with {}", s.exit_code);
+            }
+            let secs = (s.finished_at - s.started_at) as f64 / 1e9;
+            best = best.max(bytes as f64 / (1 << 20) as f64 / secs);
+            log_bytes = std::fs::metadata(&s.log_path).map(|m| m.len()).unwrap_or(0);
+            side.remove_pod(&pod).await?;
+            let _ = std::fs::remove_dir_all(&pc.log_directory);
+        }
+        println!(
+            "{what:>26}: {best:8.1} MiB/s of output, log file {:.1} MiB",
+            log_bytes as f64 / (1 << 20) as f64
+        );
+    }
+
+    let mut scrapes = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let text = gantry.metrics().await;
+        scrapes.push(t.elapsed());
+        if !text.contains("gantry_container_log_dropped_bytes_total") {
+            bail!("the scrape lacks the dropped-bytes counter");
+        }
+    }
+    report("GET /metrics", &scrapes, &[]);
     Ok(())
 }

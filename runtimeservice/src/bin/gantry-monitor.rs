@@ -36,7 +36,7 @@ use std::process::{Command, Stdio};
 
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use gantry_runtimeservice::crilog::LineSplitter;
+use gantry_runtimeservice::crilog::{CappedLog, LineSplitter};
 use gantry_runtimeservice::interactive::{attach_wire, recv_fd};
 use gantry_runtimeservice::oci::last_logged_error;
 
@@ -55,6 +55,8 @@ struct Args {
     tty: bool,
     /// `Some(once)` when the container's stdin is kept open for attach.
     stdin: Option<bool>,
+    /// The most bytes one log file may hold; 0 for no cap.
+    log_max_bytes: u64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -66,7 +68,7 @@ fn parse_args() -> Result<Args, String> {
         match flag.as_str() {
             "--runtime-arg" => runtime_args.push(value),
             "--id" | "--bundle" | "--runtime" | "--runtime-root" | "--log-path" | "--log-dir"
-            | "--exit-file" | "--pid-file" | "--tty" | "--stdin" => {
+            | "--exit-file" | "--pid-file" | "--tty" | "--stdin" | "--log-max-bytes" => {
                 flags.insert(flag, value);
             }
             other => return Err(format!("unknown flag {other}")),
@@ -93,6 +95,12 @@ fn parse_args() -> Result<Args, String> {
             Some(_) => Some(false),
             None => None,
         },
+        log_max_bytes: match flags.remove("--log-max-bytes") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--log-max-bytes {v:?} is not a byte count"))?,
+            None => 0,
+        },
     })
 }
 
@@ -104,6 +112,49 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: both fds were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// The log file and the bytes it already holds.
+fn open_sized_log(args: &Args) -> std::io::Result<(File, u64)> {
+    let f = open_log(args)?;
+    let size = f.metadata()?.len();
+    Ok((f, size))
+}
+
+/// Dropped log bytes reach the daemon through a file next to the exit
+/// file, rewritten at most this often (and at exit).
+const DROPPED_REPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What of the dropped-bytes count the daemon has been told.
+struct DroppedReport {
+    state_dir: PathBuf,
+    reported: u64,
+    at: std::time::Instant,
+}
+
+impl DroppedReport {
+    /// Writes the count if it changed and the last write is old enough (or
+    /// `now_anyway`); returns how long until it may be written, if a
+    /// change is still unwritten.
+    fn update(&mut self, dropped: u64, now_anyway: bool) -> Option<std::time::Duration> {
+        if dropped == self.reported {
+            return None;
+        }
+        let since = self.at.elapsed();
+        if !now_anyway && since < DROPPED_REPORT_INTERVAL {
+            return Some(DROPPED_REPORT_INTERVAL - since);
+        }
+        self.at = std::time::Instant::now();
+        match gantry_runtimeservice::crilog::write_dropped(&self.state_dir, dropped) {
+            Ok(()) => {
+                self.reported = dropped;
+                None
+            }
+            // The state directory's disk may be the full one: try again
+            // later.
+            Err(_) => Some(DROPPED_REPORT_INTERVAL),
+        }
+    }
 }
 
 fn open_log(args: &Args) -> std::io::Result<File> {
@@ -372,8 +423,9 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     close_inherited(&[report.as_raw_fd()]);
     // Before the container runs: a log path that cannot be opened safely
     // fails the start with nothing to undo.
-    let mut log =
-        open_log(args).map_err(|e| format!("opening {}: {e}", args.log_path.display()))?;
+    let (file, size) =
+        open_sized_log(args).map_err(|e| format!("opening {}: {e}", args.log_path.display()))?;
+    let mut log = CappedLog::new(file, size, args.log_max_bytes);
     // SAFETY: setsid/prctl/sigprocmask/signalfd on our own process.
     unsafe {
         libc::setsid();
@@ -513,6 +565,15 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     let mut close_stdin_when_flushed = false;
     let mut buf = vec![0u8; 64 * 1024];
     let mut exit_status: Option<i32> = None;
+    let mut dropped_report = DroppedReport {
+        state_dir: state_dir.clone(),
+        reported: 0,
+        at: std::time::Instant::now()
+            .checked_sub(DROPPED_REPORT_INTERVAL)
+            .unwrap_or_else(std::time::Instant::now),
+    };
+    // No wake-ups of our own, but for a dropped-bytes count not yet told.
+    let mut wake_in: Option<std::time::Duration> = None;
     while exit_status.is_none() {
         let mut pfds: Vec<libc::pollfd> = vec![pollfd(sigfd.as_raw_fd(), libc::POLLIN)];
         for (fd, _, _) in &sources {
@@ -532,7 +593,8 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
             pfds.push(pollfd(c.sock.as_raw_fd(), libc::POLLIN));
         }
         // SAFETY: pfds is a valid array for the duration of the call.
-        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        let timeout = wake_in.map_or(-1, |d| d.as_millis().clamp(1, 1000) as libc::c_int);
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
             if e.kind() == std::io::ErrorKind::Interrupted {
@@ -636,8 +698,12 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
                 let si: libc::signalfd_siginfo =
                     unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
                 if si.ssi_signo == libc::SIGUSR1 as u32 {
-                    if let Ok(l) = open_log(args) {
-                        log = l;
+                    // Kubelet renamed the file and the daemon made a new
+                    // one: write there, under a fresh cap. One that cannot
+                    // be opened leaves the old file in use.
+                    match open_sized_log(args) {
+                        Ok((f, size)) => log.reopen(f, size),
+                        Err(e) => eprintln!("reopening {}: {e}", args.log_path.display()),
                     }
                 }
             }
@@ -654,6 +720,7 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
                 }
             }
         }
+        wake_in = dropped_report.update(log.dropped(), false);
     }
     // The init is gone; whatever its descendants still write is drained
     // without waiting for them.
@@ -674,7 +741,10 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     }
     let _ = std::fs::remove_file(state_dir.join("attach.sock"));
     drop(clients);
-    let _ = log.sync_all();
+    let _ = log.get_ref().sync_all();
+    // Before the exit file: once the daemon sees the exit, the count is
+    // final.
+    dropped_report.update(log.dropped(), true);
     write_exit(&args.exit_file, exit_status.unwrap_or(255 << 8))
         .map_err(|e| format!("writing the exit file: {e}"))
 }

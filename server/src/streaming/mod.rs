@@ -29,6 +29,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, info_span, Instrument};
 
+use crate::node_metrics::SessionMetrics;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StreamingConfig {
@@ -149,6 +151,7 @@ pub struct StreamingServer {
     config: StreamingConfig,
     tokens: Mutex<HashMap<String, (Pending, Instant)>>,
     pub(crate) containers: Arc<ContainerService>,
+    pub(crate) sessions: SessionMetrics,
 }
 
 impl StreamingServer {
@@ -157,6 +160,7 @@ impl StreamingServer {
     pub async fn bind(
         config: StreamingConfig,
         containers: Arc<ContainerService>,
+        sessions: SessionMetrics,
     ) -> anyhow::Result<(Arc<Self>, TcpListener)> {
         let addr: SocketAddr = config.address.parse()?;
         let tls = config.tls()?;
@@ -172,6 +176,7 @@ impl StreamingServer {
                 config,
                 tokens: Mutex::new(HashMap::new()),
                 containers,
+                sessions,
             }),
             listener,
         ))
@@ -334,6 +339,7 @@ impl StreamingServer {
                     let _slot = slot;
                     match on_upgrade.await {
                         Ok(upgraded) => {
+                            let _session = self.sessions.open(pending.kind());
                             let conn = spdy::Connection::serve(TokioIo::new(upgraded));
                             self.run_spdy(conn, pending, &protocol).await;
                         }

@@ -101,6 +101,7 @@ pub fn upgrade(
                     return;
                 }
             };
+            let _session = server.sessions.open(pending.kind());
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             match pending {
