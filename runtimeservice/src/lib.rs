@@ -22,6 +22,7 @@ pub mod features;
 pub mod grpc;
 pub mod interactive;
 mod locks;
+pub mod metrics;
 pub mod network;
 pub mod nsexec;
 pub mod oci;

@@ -16,6 +16,11 @@
 //!
 //! `--mode memory` compares resident memory with `--containers` pods of one
 //! running container each (containerd then runs a shim and a pause per pod).
+//!
+//! `--mode metrics` times what kubelet polls every 10 s with `--pods` pods
+//! of one running container each: gantry's ListPodSandboxMetrics and
+//! ListPodSandboxStats against the peer's ListPodSandboxStats (containerd
+//! 1.6 has no metrics RPC).
 
 use std::time::{Duration, Instant};
 
@@ -56,7 +61,8 @@ struct Args {
     /// Size of the large image in MiB (spread over 5 layers).
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
-    /// What to measure: pull, pods, containers, memory, streaming or all.
+    /// What to measure: pull, pods, containers, memory, metrics, streaming
+    /// or all.
     #[arg(long, default_value = "all")]
     mode: String,
     /// Containers per runtime in containers mode; pods of one container
@@ -68,7 +74,8 @@ struct Args {
     /// ones plus more started `sleep` containers in a second pod); 0 skips.
     #[arg(long, default_value_t = 0)]
     list_containers: usize,
-    /// Samples of each call in the `--list-containers` measurement.
+    /// Samples of each call in the `--list-containers` and metrics
+    /// measurements.
     #[arg(long, default_value_t = 100)]
     list_samples: usize,
     /// In containers mode, a pause before each timed lifecycle call, so
@@ -76,7 +83,8 @@ struct Args {
     /// reaping, a database sync) does not land in the other's figure.
     #[arg(long, default_value_t = 0)]
     settle_ms: u64,
-    /// Pods started (then stopped and removed) per runtime in pods mode.
+    /// Pods started (then stopped and removed) per runtime in pods mode;
+    /// pods of one running container each in metrics mode.
     #[arg(long, default_value_t = 50)]
     pods: usize,
     /// Exec sessions per runtime in streaming mode.
@@ -192,14 +200,18 @@ async fn main() -> anyhow::Result<()> {
         "containers" => bench_containers(&args).await,
         "streaming" => bench_streaming(&args).await,
         "memory" => bench_memory(&args).await,
+        "metrics" => bench_metrics(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_pods(&args).await?;
             bench_containers(&args).await?;
             bench_memory(&args).await?;
+            bench_metrics(&args).await?;
             bench_streaming(&args).await
         }
-        other => bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming or all"),
+        other => bail!(
+            "unknown mode {other:?}: pull, pods, containers, memory, metrics, streaming or all"
+        ),
     }
 }
 
@@ -1044,6 +1056,114 @@ async fn bench_memory(args: &Args) -> anyhow::Result<()> {
     drop(net);
     println!("memory benchmark, run {run:x}");
     memory.report(&format!("{n} pods of one running container each"));
+    Ok(())
+}
+
+/// The stats and metrics polls with `--pods` pods of one running
+/// container each, `--list-samples` of each call, taken in turns so that
+/// load on the machine falls on every figure alike.
+async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
+    use gantry_proto::v1::{ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest};
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "metrics").await?;
+    let n = args.pods;
+    let mut pods: Vec<Vec<String>> = vec![Vec::new(); sides.len()];
+    for i in 0..n {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let pc = sandbox_config(side.name, run, 3000 + i);
+            let pod = side.run_pod(&pc).await?;
+            create_start(side, &pod, &pc, container_config(&image, "only")).await?;
+            pods[k].push(pod);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (mut g_metrics, mut g_stats, mut p_stats) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sizes = (0, 0, 0);
+    // One untimed round first: connections, caches and first CPU samples.
+    for round in 0..=args.list_samples {
+        let t = Instant::now();
+        let m = sides[0]
+            .rt
+            .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+            .await?
+            .into_inner()
+            .pod_metrics;
+        let d = t.elapsed();
+        if round == 0 {
+            let series: usize = m
+                .iter()
+                .map(|p| {
+                    p.metrics.len()
+                        + p.container_metrics
+                            .iter()
+                            .map(|c| c.metrics.len())
+                            .sum::<usize>()
+                })
+                .sum();
+            sizes.0 = m.len();
+            println!(
+                "gantry ListPodSandboxMetrics: {} pods, {series} series",
+                m.len()
+            );
+        } else {
+            g_metrics.push(d);
+        }
+        let t = Instant::now();
+        let s = sides[0]
+            .rt
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+            .await?
+            .into_inner()
+            .stats;
+        let d = t.elapsed();
+        if round == 0 {
+            sizes.1 = s.len();
+        } else {
+            g_stats.push(d);
+        }
+        if let Some(peer) = sides.get_mut(1) {
+            let t = Instant::now();
+            let s = peer
+                .rt
+                .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+                .await?
+                .into_inner()
+                .stats;
+            let d = t.elapsed();
+            if round == 0 {
+                sizes.2 = s.len();
+            } else {
+                p_stats.push(d);
+            }
+        }
+    }
+    for (k, side) in sides.iter_mut().enumerate() {
+        for pod in &pods[k] {
+            side.remove_pod(pod).await?;
+        }
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    println!(
+        "metrics benchmark, run {run:x}: {n} pods of one running container each, {} samples; \
+         pods answered: gantry metrics {}, gantry stats {}, peer stats {}",
+        args.list_samples, sizes.0, sizes.1, sizes.2
+    );
+    println!("gantry's calls, each against the peer's ListPodSandboxStats:");
+    report("ListPodSandboxMetrics", &g_metrics, &p_stats);
+    report("ListPodSandboxStats", &g_stats, &p_stats);
+    let (m50, s50) = (percentile(&g_metrics, 0.5), percentile(&g_stats, 0.5));
+    println!(
+        "  gantry ListPodSandboxMetrics / its own ListPodSandboxStats p50: {:.2}",
+        m50.as_secs_f64() / s50.as_secs_f64()
+    );
     Ok(())
 }
 
