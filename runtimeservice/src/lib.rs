@@ -5,11 +5,13 @@
 //! process, a cgroup of their own ([`cgroup`]), networking through
 //! [`network`]'s CNI implementation, state that survives restarts.
 //! Containers ([`containers`]) run on an OCI runtime ([`oci`]) below their
-//! pod's cgroup, each owned by a gantry-monitor; their events reach
-//! subscribers through [`events`], and live I/O with them (exec, attach,
-//! port forward) goes through [`interactive`]. Exec in namespace-based
-//! runtimes skips the runtime: the `gantry-exec` helper ([`nsexec`]) joins
-//! the container itself, running from a sealed copy ([`sealed_exe`]).
+//! pod's cgroup, each owned by a gantry-monitor; their usage is read by
+//! [`stats`] and, as kubelet's cAdvisor-named CRI metrics, by [`metrics`];
+//! their events reach subscribers through [`events`], and live I/O with
+//! them (exec, attach, port forward) goes through [`interactive`]. Exec in
+//! namespace-based runtimes skips the runtime: the `gantry-exec` helper
+//! ([`nsexec`]) joins the container itself, running from a sealed copy
+//! ([`sealed_exe`]).
 
 pub mod apparmor;
 pub mod cgroup;

@@ -1061,9 +1061,10 @@ async fn bench_memory(args: &Args) -> anyhow::Result<()> {
 
 /// The stats and metrics polls with `--pods` pods of one running
 /// container each, `--list-samples` of each call, taken in turns so that
-/// load on the machine falls on every figure alike.
+/// load on the machine falls on every figure alike. Pods get a cgroup
+/// parent as kubelet gives them (containerd 1.6 has no stats for a pod
+/// without one), under a parent of this run's that is removed afterwards.
 async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
-    use gantry_proto::v1::{ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest};
     let Setup {
         gantry,
         net,
@@ -1073,20 +1074,77 @@ async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
         run,
     } = setup(args, "metrics").await?;
     let n = args.pods;
+    let parent = format!("/gantry-bench-{run:x}");
     let mut pods: Vec<Vec<String>> = vec![Vec::new(); sides.len()];
-    for i in 0..n {
+    let mut started = Ok(());
+    'start: for i in 0..n {
         for (k, side) in sides.iter_mut().enumerate() {
-            let pc = sandbox_config(side.name, run, 3000 + i);
-            let pod = side.run_pod(&pc).await?;
-            create_start(side, &pod, &pc, container_config(&image, "only")).await?;
-            pods[k].push(pod);
+            let mut pc = sandbox_config(side.name, run, 3000 + i);
+            if let Some(l) = pc.linux.as_mut() {
+                l.cgroup_parent = format!("{parent}/pod-{}-{i}", side.name);
+            }
+            let one = async {
+                let pod = side.run_pod(&pc).await?;
+                pods[k].push(pod.clone());
+                create_start(side, &pod, &pc, container_config(&image, "only")).await
+            };
+            if let Err(e) = one.await {
+                started = Err(e);
+                break 'start;
+            }
         }
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let measured = match started {
+        Ok(()) => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sample_polls(&mut sides, args.list_samples).await
+        }
+        Err(e) => Err(e),
+    };
+    for (k, side) in sides.iter_mut().enumerate() {
+        for pod in &pods[k] {
+            if let Err(e) = side.remove_pod(pod).await {
+                eprintln!("removing {} pod {pod}: {e}", side.name);
+            }
+        }
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    remove_cgroup_parent(&parent);
+    let (g_metrics, g_stats, p_stats, sizes) = measured?;
+    println!(
+        "metrics benchmark, run {run:x}: {n} pods of one running container each, {} samples; \
+         pods answered: gantry metrics {}, gantry stats {}, peer stats {}",
+        args.list_samples, sizes.0, sizes.1, sizes.2
+    );
+    println!("gantry's calls, each against the peer's ListPodSandboxStats:");
+    report("ListPodSandboxMetrics", &g_metrics, &p_stats);
+    report("ListPodSandboxStats", &g_stats, &p_stats);
+    let (m50, s50) = (percentile(&g_metrics, 0.5), percentile(&g_stats, 0.5));
+    println!(
+        "  gantry ListPodSandboxMetrics / its own ListPodSandboxStats p50: {:.2}",
+        m50.as_secs_f64() / s50.as_secs_f64()
+    );
+    Ok(())
+}
+
+type PollTimes = (
+    Vec<Duration>,
+    Vec<Duration>,
+    Vec<Duration>,
+    (usize, usize, usize),
+);
+
+/// `samples` rounds of gantry's ListPodSandboxMetrics and
+/// ListPodSandboxStats and the peer's ListPodSandboxStats, after one
+/// untimed round (connections, caches, first CPU samples); also how many
+/// pods each answered.
+async fn sample_polls(sides: &mut [Side], samples: usize) -> anyhow::Result<PollTimes> {
+    use gantry_proto::v1::{ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest};
     let (mut g_metrics, mut g_stats, mut p_stats) = (Vec::new(), Vec::new(), Vec::new());
     let mut sizes = (0, 0, 0);
-    // One untimed round first: connections, caches and first CPU samples.
-    for round in 0..=args.list_samples {
+    for round in 0..=samples {
         let t = Instant::now();
         let m = sides[0]
             .rt
@@ -1143,28 +1201,35 @@ async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
             }
         }
     }
-    for (k, side) in sides.iter_mut().enumerate() {
-        for pod in &pods[k] {
-            side.remove_pod(pod).await?;
+    Ok((g_metrics, g_stats, p_stats, sizes))
+}
+
+/// Removes a cgroup parent the runtimes created but leave behind (they
+/// remove only the pods' own cgroups), in every hierarchy, once empty.
+fn remove_cgroup_parent(parent: &str) {
+    let rel = parent.trim_start_matches('/');
+    let roots: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+        .collect();
+    for root in roots {
+        let dir = root.join(rel);
+        if !dir.is_dir() {
+            continue;
+        }
+        // Children first: pod cgroups a runtime has not removed yet.
+        for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if child.path().is_dir() {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            eprintln!("cgroup {} is left: {e}", dir.display());
         }
     }
-    drop(sides);
-    drop(gantry);
-    drop(net);
-    println!(
-        "metrics benchmark, run {run:x}: {n} pods of one running container each, {} samples; \
-         pods answered: gantry metrics {}, gantry stats {}, peer stats {}",
-        args.list_samples, sizes.0, sizes.1, sizes.2
-    );
-    println!("gantry's calls, each against the peer's ListPodSandboxStats:");
-    report("ListPodSandboxMetrics", &g_metrics, &p_stats);
-    report("ListPodSandboxStats", &g_stats, &p_stats);
-    let (m50, s50) = (percentile(&g_metrics, 0.5), percentile(&g_stats, 0.5));
-    println!(
-        "  gantry ListPodSandboxMetrics / its own ListPodSandboxStats p50: {:.2}",
-        m50.as_secs_f64() / s50.as_secs_f64()
-    );
-    Ok(())
 }
 
 /// Streaming: the round trip of `Exec` + `echo hi` over SPDY (from the RPC
