@@ -1484,9 +1484,11 @@ impl ContainerService {
                     metrics: s.metrics,
                 });
             }
-            let rel = (!pod.cgroup.is_empty())
-                .then(|| crate::cgroup::pod_fs_path(driver, &pod.cgroup))
-                .unwrap_or_default();
+            let rel = if pod.cgroup.is_empty() {
+                String::new()
+            } else {
+                crate::cgroup::pod_fs_path(driver, &pod.cgroup)
+            };
             let usage = (!rel.is_empty())
                 .then(|| m::read_cgroup(&mut reader, root, v2, &rel))
                 .flatten();

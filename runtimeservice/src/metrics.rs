@@ -800,9 +800,11 @@ pub fn device_of(path: &Path, mountinfo: &str) -> String {
     };
     let dev = m.dev();
     let id = format!("{}:{}", libc::major(dev), libc::minor(dev));
-    // The last mount of that device whose mount point holds `path`.
+    // The last mount of that device whose mount point holds `path`: the
+    // one on top.
     mountinfo
         .lines()
+        .rev()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
             let f: Vec<&str> = left.split_whitespace().collect();
@@ -810,7 +812,7 @@ pub fn device_of(path: &Path, mountinfo: &str) -> String {
             (f.get(2) == Some(&id.as_str()) && path.starts_with(f.get(4)?))
                 .then(|| source.to_string())
         })
-        .last()
+        .next()
         .unwrap_or(id)
 }
 
