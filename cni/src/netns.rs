@@ -195,6 +195,42 @@ pub fn run_in_netns<T: Send + 'static>(
     run_in_ns(netns, NsKind::Net, f)
 }
 
+/// Runs `f` once inside each network namespace of `paths`, all on one fresh
+/// thread that joins them in turn: a poll over every pod costs one thread,
+/// not one per pod. A namespace that cannot be entered answers its error
+/// and the others still run; the thread ends with the last, so no thread
+/// is ever left in a pod's namespace.
+pub fn for_each_netns<T: Send + 'static>(
+    paths: Vec<PathBuf>,
+    f: impl Fn(&Path) -> T + Send + 'static,
+) -> Result<Vec<Result<T, NsError>>, NsError> {
+    std::thread::Builder::new()
+        .name("gantry-netns".into())
+        .spawn(move || {
+            paths
+                .iter()
+                .map(|path| {
+                    let file = File::open(path).map_err(|e| NsError::Sys {
+                        what: format!("opening {}", path.display()),
+                        source: e,
+                    })?;
+                    rustix::thread::move_into_link_name_space(
+                        file.as_fd(),
+                        Some(LinkNameSpaceType::Network),
+                    )
+                    .map_err(sys(format!("entering {}", path.display())))?;
+                    Ok(f(path))
+                })
+                .collect()
+        })
+        .map_err(|e| NsError::Sys {
+            what: "starting a namespace thread".into(),
+            source: e,
+        })?
+        .join()
+        .map_err(|_| NsError::Panicked)
+}
+
 /// Runs `f` on a fresh thread that has joined the namespace pinned at `path`.
 pub fn run_in_ns<T: Send + 'static>(
     path: &Path,
@@ -274,5 +310,49 @@ mod tests {
         remove(&pinned);
         assert!(!net.exists());
         remove(&pinned);
+    }
+
+    #[test]
+    fn one_thread_visits_each_namespace() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: needs root");
+            return;
+        }
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let net_only = Private {
+            net: true,
+            ipc: false,
+            uts: false,
+        };
+        let pinned: Vec<PinnedNamespaces> = dirs
+            .iter()
+            .map(|d| create(d.path(), net_only, "h").unwrap())
+            .collect();
+        let a = pinned[0].net.clone().unwrap();
+        let b = pinned[1].net.clone().unwrap();
+        let missing = dirs[0].path().join("no-such-netns");
+        let seen = for_each_netns(vec![a.clone(), missing, b.clone(), a.clone()], |_| {
+            (
+                std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
+                std::thread::current().id(),
+            )
+        })
+        .unwrap();
+        for p in &pinned {
+            remove(p);
+        }
+        assert_eq!(seen.len(), 4);
+        assert!(seen[1].is_err(), "a missing namespace is an error");
+        let ok: Vec<_> = [&seen[0], &seen[2], &seen[3]]
+            .iter()
+            .map(|r| r.as_ref().unwrap().clone())
+            .collect();
+        // Each answer comes from inside its own namespace, all on one
+        // thread that is not this one.
+        assert_ne!(ok[0].0, ok[1].0);
+        assert_eq!(ok[0].0, ok[2].0);
+        assert_ne!(ok[0].0, std::fs::read_link("/proc/self/ns/net").unwrap());
+        assert!(ok.iter().all(|(_, t)| *t == ok[0].1));
+        assert_ne!(ok[0].1, std::thread::current().id());
     }
 }

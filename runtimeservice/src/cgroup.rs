@@ -29,7 +29,7 @@ pub const SYSTEMD_PREFIX: &str = "gantry";
 
 /// The v2 leaf holding a pod's init: a cgroup2 cgroup whose children get
 /// controllers enabled may hold no processes itself.
-const V2_INIT_LEAF: &str = "pod-init";
+pub(crate) const V2_INIT_LEAF: &str = "pod-init";
 
 /// Checks a sandbox's `cgroup_parent` against the driver's syntax.
 pub fn validate_parent(driver: CgroupDriver, parent: &str) -> Result<()> {

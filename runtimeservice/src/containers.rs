@@ -128,6 +128,43 @@ struct ExitFile {
     finished_at: i64,
 }
 
+/// How long a measured writable-layer size is reported before it is
+/// measured again (cAdvisor, too, walks layers about once a minute).
+const FS_USAGE_TTL_NS: i64 = 60_000_000_000;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn secs(nanos: i64) -> u64 {
+    u64::try_from(nanos / 1_000_000_000).unwrap_or(0)
+}
+
+/// The interfaces of each pod with a network namespace (in `pods`' order,
+/// skipping those without), read from inside each namespace by one thread.
+fn pod_networks(pods: &[crate::pod::PodRecord]) -> Vec<Option<Vec<crate::cri_metrics::NetDev>>> {
+    use std::io::Read;
+    let paths: Vec<PathBuf> = pods.iter().filter_map(|p| p.netns.clone()).collect();
+    let n = paths.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let read = |_: &Path| {
+        let mut text = String::new();
+        std::fs::File::open("/proc/thread-self/net/dev")
+            .and_then(|f| f.take(1 << 20).read_to_string(&mut text))
+            .map(|_| crate::cri_metrics::parse_net_dev(&text))
+            .ok()
+    };
+    match gantry_cni::netns::for_each_netns(paths, read) {
+        Ok(all) => all.into_iter().map(|r| r.ok().flatten()).collect(),
+        Err(e) => {
+            warn!(error = %e, "reading the pods' network counters");
+            vec![None; n]
+        }
+    }
+}
+
 fn now_nanos() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -148,6 +185,15 @@ pub struct ContainerService {
     default_runtime: String,
     monitor: PathBuf,
     cpu_rates: crate::stats::CpuRates,
+    /// Each container's cgroup (relative to the hierarchy roots), read once
+    /// from its bundle: stats and metrics are polled for every container.
+    cgroup_paths: Mutex<HashMap<String, String>>,
+    /// Writable-layer sizes (when measured, bytes) for the metrics: walking
+    /// a layer is the costliest read, so it is repeated at most every
+    /// [`FS_USAGE_TTL_NS`].
+    fs_usage: Mutex<HashMap<String, (i64, u64)>>,
+    /// The device label of the filesystem holding the writable layers.
+    fs_device: std::sync::OnceLock<String>,
     /// Container and sandbox events for `GetContainerEvents`.
     pub events: Arc<Events>,
     exits: Arc<ExitWatcher>,
@@ -247,6 +293,9 @@ impl ContainerService {
             default_runtime: config.default_runtime.clone(),
             monitor,
             cpu_rates: Default::default(),
+            cgroup_paths: Default::default(),
+            fs_usage: Default::default(),
+            fs_device: Default::default(),
             events: Default::default(),
             exits: Arc::new(
                 ExitWatcher::new().map_err(Error::io("creating the inotify instance"))?,
@@ -1027,6 +1076,8 @@ impl ContainerService {
         }
         let _ = std::fs::remove_dir_all(self.cdir(id));
         self.cpu_rates.forget(id);
+        lock(&self.cgroup_paths).remove(id);
+        lock(&self.fs_usage).remove(id);
         self.records().remove(id);
         // Only now that nothing is mounted from them may the image's
         // layers go.
@@ -1448,7 +1499,10 @@ impl ContainerService {
     }
 
     fn cgroup_path(&self, r: &ContainerRecord) -> String {
-        std::fs::read(self.cdir(&r.id).join("bundle/config.json"))
+        if let Some(p) = lock(&self.cgroup_paths).get(&r.id) {
+            return p.clone();
+        }
+        let path = std::fs::read(self.cdir(&r.id).join("bundle/config.json"))
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
             .and_then(|v| {
@@ -1456,7 +1510,172 @@ impl ContainerService {
                     .as_str()
                     .map(crate::cgroup::fs_path)
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        // A bundle not written yet is asked again next time.
+        if !path.is_empty() {
+            lock(&self.cgroup_paths).insert(r.id.clone(), path.clone());
+        }
+        path
+    }
+
+    /// `ListPodSandboxMetrics`: the series of every ready pod (its cgroup,
+    /// its network namespace) and of each of its running containers (their
+    /// cgroups, processes and writable layers). Blocking: it reads kernel
+    /// files, so callers run it off the async workers.
+    pub fn pod_metrics(&self) -> Vec<cri::PodSandboxMetrics> {
+        use crate::cri_metrics::{self as m, BaseLabels, ProcessCounts, Series};
+        let root = Path::new("/sys/fs/cgroup");
+        let proc = Path::new("/proc");
+        let v2 = m::unified(root);
+        let driver = self.pods.config.cgroup_driver;
+        let pods: Vec<crate::pod::PodRecord> = self
+            .pods
+            .store
+            .list()
+            .into_iter()
+            .filter(|p| p.state == PodState::Ready)
+            .collect();
+        let live: Vec<String> = self
+            .records()
+            .values()
+            .filter(|r| r.state == ContainerState::Running)
+            .map(|r| r.id.clone())
+            .collect();
+        let mut by_pod: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
+        for r in live.iter().filter_map(|id| self.refresh(id)) {
+            if r.state == ContainerState::Running {
+                by_pod.entry(r.pod_id.clone()).or_default().push(r);
+            }
+        }
+        let mut nets = pod_networks(&pods).into_iter();
+        let device = self
+            .fs_device
+            .get_or_init(|| {
+                let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+                m::device_of(&self.dir, &info)
+            })
+            .clone();
+        let capacity = m::fs_capacity(&self.dir);
+        let mut reader = m::Reader::default();
+        let mut out = Vec::with_capacity(pods.len());
+        for pod in &pods {
+            let meta = pod.config.metadata.clone().unwrap_or_default();
+            let mut container_metrics = Vec::new();
+            let mut processes = ProcessCounts {
+                fds: Some(0),
+                sockets: Some(0),
+                ..Default::default()
+            };
+            for c in by_pod.get(&pod.id).map(Vec::as_slice).unwrap_or_default() {
+                let rel = self.cgroup_path(c);
+                let usage = (!rel.is_empty())
+                    .then(|| m::read_cgroup(&mut reader, root, v2, &rel))
+                    .flatten();
+                let Some(usage) = usage else {
+                    debug!(pod = %pod.id, container = %c.id, "no cgroup to read metrics from");
+                    continue;
+                };
+                let now = now_nanos();
+                let image = c
+                    .config
+                    .image
+                    .as_ref()
+                    .map(|i| {
+                        if i.user_specified_image.is_empty() {
+                            i.image.as_str()
+                        } else {
+                            i.user_specified_image.as_str()
+                        }
+                    })
+                    .unwrap_or("");
+                let name = c.config.metadata.as_ref().map(|m| m.name.as_str());
+                let mut s = Series::new(
+                    BaseLabels {
+                        container: name.unwrap_or(""),
+                        cgroup: &rel,
+                        image,
+                        name: &c.id,
+                        namespace: &meta.namespace,
+                        pod: &meta.name,
+                    },
+                    now,
+                );
+                s.cgroup(&usage);
+                let p = m::count_processes(proc, &usage.pids);
+                processes.add(&p);
+                s.processes(&p);
+                s.push(&m::START_TIME, secs(c.started_at), &[]);
+                s.push(&m::LAST_SEEN, secs(now), &[]);
+                if let Some(cap) = &capacity {
+                    let (measured, used) = self.writable_usage_cached(&c.id, now);
+                    s.filesystem(&device, used, measured, cap);
+                }
+                container_metrics.push(cri::ContainerMetrics {
+                    container_id: c.id.clone(),
+                    metrics: s.metrics,
+                });
+            }
+            let rel = if pod.cgroup.is_empty() {
+                String::new()
+            } else {
+                crate::cgroup::pod_fs_path(driver, &pod.cgroup)
+            };
+            let usage = (!rel.is_empty())
+                .then(|| m::read_cgroup(&mut reader, root, v2, &rel))
+                .flatten();
+            let now = now_nanos();
+            let mut s = Series::new(
+                BaseLabels {
+                    container: "",
+                    cgroup: &rel,
+                    image: "",
+                    name: &pod.id,
+                    namespace: &meta.namespace,
+                    pod: &meta.name,
+                },
+                now,
+            );
+            if let Some(usage) = usage {
+                s.cgroup(&usage);
+                // The pod's own processes (its init, where it has one) sit
+                // in its cgroup, or on v2 in a leaf below it.
+                let mut own = usage.pids.clone();
+                if v2 {
+                    let leaf = root
+                        .join(rel.trim_start_matches('/'))
+                        .join(crate::cgroup::V2_INIT_LEAF)
+                        .join("cgroup.procs");
+                    own.extend(reader.read(&leaf).map(m::pids_of).unwrap_or_default());
+                }
+                processes.add(&m::count_processes(proc, &own));
+                s.processes(&processes);
+            }
+            s.push(&m::START_TIME, secs(pod.created_at), &[]);
+            s.push(&m::LAST_SEEN, secs(now), &[]);
+            if pod.netns.is_some() {
+                if let Some(ifaces) = nets.next().flatten() {
+                    s.network(&ifaces);
+                }
+            }
+            out.push(cri::PodSandboxMetrics {
+                pod_sandbox_id: pod.id.clone(),
+                metrics: s.metrics,
+                container_metrics,
+            });
+        }
+        out
+    }
+
+    /// The writable layer's size, and when it was measured.
+    fn writable_usage_cached(&self, id: &str, now: i64) -> (i64, u64) {
+        if let Some(&(at, bytes)) = lock(&self.fs_usage).get(id) {
+            if now.saturating_sub(at) < FS_USAGE_TTL_NS {
+                return (at, bytes);
+            }
+        }
+        let (bytes, _) = crate::stats::dir_usage(&self.cdir(id).join("upper"));
+        lock(&self.fs_usage).insert(id.to_string(), (now, bytes));
+        (now, bytes)
     }
 
     pub fn stats_of(&self, r: &ContainerRecord) -> cri::ContainerStats {

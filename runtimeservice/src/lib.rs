@@ -5,17 +5,21 @@
 //! process, a cgroup of their own ([`cgroup`]), networking through
 //! [`network`]'s CNI implementation, state that survives restarts.
 //! Containers ([`containers`]) run on an OCI runtime ([`oci`]) below their
-//! pod's cgroup, each owned by a gantry-monitor; their events reach
-//! subscribers through [`events`], and live I/O with them (exec, attach,
-//! port forward) goes through [`interactive`]. Images mounted into
-//! containers (`Mount.image`) are [`image_volume`]s. Exec in namespace-based
-//! runtimes skips the runtime: the `gantry-exec` helper ([`nsexec`]) joins
-//! the container itself, running from a sealed copy ([`sealed_exe`]).
+//! pod's cgroup, each owned by a gantry-monitor; their usage is read by
+//! [`stats`] and, as kubelet's cAdvisor-named CRI metrics, by
+//! [`cri_metrics`] (the daemon's own Prometheus metrics are [`metrics`]);
+//! their events reach subscribers through [`events`], and live I/O with
+//! them (exec, attach, port forward) goes through [`interactive`]. Images
+//! mounted into containers (`Mount.image`) are [`image_volume`]s. Exec in
+//! namespace-based runtimes skips the runtime: the `gantry-exec` helper
+//! ([`nsexec`]) joins the container itself, running from a sealed copy
+//! ([`sealed_exe`]).
 
 pub mod apparmor;
 pub mod cgroup;
 pub mod config;
 pub mod containers;
+pub mod cri_metrics;
 pub mod crilog;
 pub mod detach;
 pub mod error;

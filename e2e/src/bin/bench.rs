@@ -30,6 +30,11 @@
 //!
 //! `--mode stop-pod --pod-containers 200` times StopPodSandbox of a pod
 //! with that many running containers (crictl gives it 2 s by default).
+//!
+//! `--mode metrics` times what kubelet polls every 10 s with `--pods` pods
+//! of one running container each: gantry's ListPodSandboxMetrics and
+//! ListPodSandboxStats against the peer's ListPodSandboxStats (containerd
+//! 1.6 has no metrics RPC).
 
 use std::time::{Duration, Instant};
 
@@ -70,8 +75,8 @@ struct Args {
     /// Size of the large image in MiB (spread over 5 layers).
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
-    /// What to measure: pull, pods, containers, memory, streaming, logs,
-    /// soak, stop-pod or all (all but soak and stop-pod).
+    /// What to measure: pull, pods, containers, memory, metrics, streaming,
+    /// logs, soak, stop-pod or all (all but soak and stop-pod).
     #[arg(long, default_value = "all")]
     mode: String,
     /// Containers per runtime in containers mode; pods of one container
@@ -83,7 +88,8 @@ struct Args {
     /// ones plus more started `sleep` containers in a second pod); 0 skips.
     #[arg(long, default_value_t = 0)]
     list_containers: usize,
-    /// Samples of each call in the `--list-containers` measurement.
+    /// Samples of each call in the `--list-containers` and metrics
+    /// measurements.
     #[arg(long, default_value_t = 100)]
     list_samples: usize,
     /// In containers mode, a pause before each timed lifecycle call, so
@@ -91,7 +97,8 @@ struct Args {
     /// reaping, a database sync) does not land in the other's figure.
     #[arg(long, default_value_t = 0)]
     settle_ms: u64,
-    /// Pods started (then stopped and removed) per runtime in pods mode.
+    /// Pods started (then stopped and removed) per runtime in pods mode;
+    /// pods of one running container each in metrics mode.
     #[arg(long, default_value_t = 50)]
     pods: usize,
     /// Exec sessions per runtime in streaming mode.
@@ -227,16 +234,18 @@ async fn main() -> anyhow::Result<()> {
         "logs" => bench_logs(&args).await,
         "soak" => bench_soak(&args).await,
         "stop-pod" => bench_stop_pod(&args).await,
+        "metrics" => bench_metrics(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_pods(&args).await?;
             bench_containers(&args).await?;
             bench_memory(&args).await?;
+            bench_metrics(&args).await?;
             bench_streaming(&args).await?;
             bench_logs(&args).await
         }
         other => {
-            bail!("unknown mode {other:?}: pull, pods, containers, memory, streaming, logs, soak, stop-pod or all")
+            bail!("unknown mode {other:?}: pull, pods, containers, memory, metrics, streaming, logs, soak, stop-pod or all")
         }
     }
 }
@@ -1083,6 +1092,179 @@ async fn bench_memory(args: &Args) -> anyhow::Result<()> {
     println!("memory benchmark, run {run:x}");
     memory.report(&format!("{n} pods of one running container each"));
     Ok(())
+}
+
+/// The stats and metrics polls with `--pods` pods of one running
+/// container each, `--list-samples` of each call, taken in turns so that
+/// load on the machine falls on every figure alike. Pods get a cgroup
+/// parent as kubelet gives them (containerd 1.6 has no stats for a pod
+/// without one), under a parent of this run's that is removed afterwards.
+async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "metrics").await?;
+    let n = args.pods;
+    let parent = format!("/gantry-bench-{run:x}");
+    let mut pods: Vec<Vec<String>> = vec![Vec::new(); sides.len()];
+    let mut started = Ok(());
+    'start: for i in 0..n {
+        for (k, side) in sides.iter_mut().enumerate() {
+            let mut pc = sandbox_config(side.name, run, 3000 + i);
+            if let Some(l) = pc.linux.as_mut() {
+                l.cgroup_parent = format!("{parent}/pod-{}-{i}", side.name);
+            }
+            let one = async {
+                let pod = side.run_pod(&pc).await?;
+                pods[k].push(pod.clone());
+                create_start(side, &pod, &pc, container_config(&image, "only")).await
+            };
+            if let Err(e) = one.await {
+                started = Err(e);
+                break 'start;
+            }
+        }
+    }
+    let measured = match started {
+        Ok(()) => {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            sample_polls(&mut sides, args.list_samples).await
+        }
+        Err(e) => Err(e),
+    };
+    for (k, side) in sides.iter_mut().enumerate() {
+        for pod in &pods[k] {
+            if let Err(e) = side.remove_pod(pod).await {
+                eprintln!("removing {} pod {pod}: {e}", side.name);
+            }
+        }
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    remove_cgroup_parent(&parent);
+    let (g_metrics, g_stats, p_stats, sizes) = measured?;
+    println!(
+        "metrics benchmark, run {run:x}: {n} pods of one running container each, {} samples; \
+         pods answered: gantry metrics {}, gantry stats {}, peer stats {}",
+        args.list_samples, sizes.0, sizes.1, sizes.2
+    );
+    println!("gantry's calls, each against the peer's ListPodSandboxStats:");
+    report("ListPodSandboxMetrics", &g_metrics, &p_stats);
+    report("ListPodSandboxStats", &g_stats, &p_stats);
+    let (m50, s50) = (percentile(&g_metrics, 0.5), percentile(&g_stats, 0.5));
+    println!(
+        "  gantry ListPodSandboxMetrics / its own ListPodSandboxStats p50: {:.2}",
+        m50.as_secs_f64() / s50.as_secs_f64()
+    );
+    Ok(())
+}
+
+type PollTimes = (
+    Vec<Duration>,
+    Vec<Duration>,
+    Vec<Duration>,
+    (usize, usize, usize),
+);
+
+/// `samples` rounds of gantry's ListPodSandboxMetrics and
+/// ListPodSandboxStats and the peer's ListPodSandboxStats, after one
+/// untimed round (connections, caches, first CPU samples); also how many
+/// pods each answered.
+async fn sample_polls(sides: &mut [Side], samples: usize) -> anyhow::Result<PollTimes> {
+    use gantry_proto::v1::{ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest};
+    let (mut g_metrics, mut g_stats, mut p_stats) = (Vec::new(), Vec::new(), Vec::new());
+    let mut sizes = (0, 0, 0);
+    for round in 0..=samples {
+        let t = Instant::now();
+        let m = sides[0]
+            .rt
+            .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+            .await?
+            .into_inner()
+            .pod_metrics;
+        let d = t.elapsed();
+        if round == 0 {
+            let series: usize = m
+                .iter()
+                .map(|p| {
+                    p.metrics.len()
+                        + p.container_metrics
+                            .iter()
+                            .map(|c| c.metrics.len())
+                            .sum::<usize>()
+                })
+                .sum();
+            sizes.0 = m.len();
+            println!(
+                "gantry ListPodSandboxMetrics: {} pods, {series} series",
+                m.len()
+            );
+        } else {
+            g_metrics.push(d);
+        }
+        let t = Instant::now();
+        let s = sides[0]
+            .rt
+            .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+            .await?
+            .into_inner()
+            .stats;
+        let d = t.elapsed();
+        if round == 0 {
+            sizes.1 = s.len();
+        } else {
+            g_stats.push(d);
+        }
+        if let Some(peer) = sides.get_mut(1) {
+            let t = Instant::now();
+            let s = peer
+                .rt
+                .list_pod_sandbox_stats(ListPodSandboxStatsRequest::default())
+                .await?
+                .into_inner()
+                .stats;
+            let d = t.elapsed();
+            if round == 0 {
+                sizes.2 = s.len();
+            } else {
+                p_stats.push(d);
+            }
+        }
+    }
+    Ok((g_metrics, g_stats, p_stats, sizes))
+}
+
+/// Removes a cgroup parent the runtimes created but leave behind (they
+/// remove only the pods' own cgroups), in every hierarchy, once empty.
+fn remove_cgroup_parent(parent: &str) {
+    let rel = parent.trim_start_matches('/');
+    let roots: Vec<std::path::PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .chain([std::path::PathBuf::from("/sys/fs/cgroup")])
+        .collect();
+    for root in roots {
+        let dir = root.join(rel);
+        if !dir.is_dir() {
+            continue;
+        }
+        // Children first: pod cgroups a runtime has not removed yet.
+        for child in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if child.path().is_dir() {
+                let _ = std::fs::remove_dir(child.path());
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&dir) {
+            eprintln!("cgroup {} is left: {e}", dir.display());
+        }
+    }
 }
 
 /// Streaming: the round trip of `Exec` + `echo hi` over SPDY (from the RPC
