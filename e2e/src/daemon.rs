@@ -199,6 +199,18 @@ impl Gantry {
         }
     }
 
+    /// Runs a `gantry` subcommand with this daemon's config file, as an
+    /// operator would (`gantry --config FILE reload`).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(gantry_bin())
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running gantry {args:?}: {e}"))
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -10,4 +10,5 @@ pub mod daemon;
 pub mod instrument;
 pub mod metrics_http;
 pub mod reflection;
+pub mod reload;
 pub mod streaming;
