@@ -1925,7 +1925,9 @@ fn process_running(pid: i32) -> bool {
             .unwrap_or(false)
 }
 
-fn monitor_alive(pid: i32, id: &str) -> bool {
+/// Whether `pid` is container `id`'s monitor: PIDs wrap, so its command
+/// line must name the container too.
+pub fn monitor_alive(pid: i32, id: &str) -> bool {
     if pid <= 0 {
         return false;
     }

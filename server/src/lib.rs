@@ -11,4 +11,5 @@ pub mod instrument;
 pub mod metrics_http;
 pub mod reflection;
 pub mod reload;
+pub mod state;
 pub mod streaming;

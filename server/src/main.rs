@@ -26,7 +26,18 @@ enum Command {
     /// Print the effective configuration as YAML.
     Config,
     /// Check that the host has what gantry needs.
-    Check,
+    Check {
+        /// One JSON object: {"ok", "checks": [{"name", "ok", "detail"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dump pods, containers, monitors, mounts and images from the state
+    /// directories, read-only (the daemon may be stopped), as JSON.
+    State {
+        /// Readable tables instead of JSON.
+        #[arg(long)]
+        table: bool,
+    },
     /// Print gantry's version, the commit it was built from and its CRI API.
     Version,
     /// Have the running daemon reload its config file (SIGHUP) and say
@@ -150,7 +161,32 @@ fn main() -> std::process::ExitCode {
         },
         // Answered before the config is read.
         Command::Version | Command::Reload { .. } => std::process::ExitCode::SUCCESS,
-        Command::Check => {
+        Command::Check { json: true } => {
+            let items = check::run_checks(&config);
+            let report = check::to_json(&items);
+            println!("{report:#}");
+            if report["ok"] == true {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Command::State { table } => {
+            let dump = gantry::state::dump(&config);
+            if table {
+                print!("{}", gantry::state::table(&dump));
+            } else {
+                match serde_json::to_string_pretty(&dump) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("gantry: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Check { json: false } => {
             let mut failed = false;
             for item in check::run_checks(&config) {
                 match item.result {
