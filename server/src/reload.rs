@@ -220,21 +220,26 @@ impl Reloader {
             .into_iter()
             .map(String::from)
             .collect();
+        // The one step that can fail for reasons the file does not show
+        // (building the HTTP clients) goes first, before anything changed.
+        if running.image != effective.image {
+            self.store
+                .set_config(effective.image.clone())
+                .context("image")?;
+        }
         if running.log_level != effective.log_level {
             match &self.log_level {
                 _ if std::env::var_os("RUST_LOG").is_some() => {
                     warn!("log_level changed, but RUST_LOG overrides it; unset RUST_LOG and restart to use it")
                 }
+                // Validated with the file; only a logger gone away fails.
                 Some(set) => {
-                    set(&effective.log_level).map_err(|e| anyhow::anyhow!("log_level: {e}"))?
+                    if let Err(e) = set(&effective.log_level) {
+                        warn!(error = %e, "log_level could not be changed");
+                    }
                 }
                 None => {}
             }
-        }
-        if running.image != effective.image {
-            self.store
-                .set_config(effective.image.clone())
-                .context("image")?;
         }
         if running.runtime.runtimes != effective.runtime.runtimes {
             let changes = self.containers.set_handlers(&effective.runtime.runtimes);
