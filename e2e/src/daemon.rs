@@ -34,6 +34,9 @@ pub fn gantry_bin() -> PathBuf {
 
 pub struct Gantry {
     child: Option<Child>,
+    /// The binary this daemon runs (the workspace build unless a test
+    /// chose another, such as the packaged one).
+    pub bin: PathBuf,
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub metrics_addr: String,
@@ -69,11 +72,24 @@ impl Gantry {
             socket.display(),
             dir.join("cni").display(),
         );
+        Self::launch(gantry_bin(), dir, &config, socket, metrics_addr).await
+    }
+
+    /// Starts `bin` on `dir` with `config` (whole: nothing is added), which
+    /// must name `socket` and `metrics_addr`.
+    pub async fn launch(
+        bin: PathBuf,
+        dir: &Path,
+        config: &str,
+        socket: PathBuf,
+        metrics_addr: String,
+    ) -> Gantry {
         let config_path = dir.join("gantry.yaml");
         std::fs::write(&config_path, config).expect("writing gantry config");
-        let child = Self::spawn(dir, &config_path);
+        let child = Self::spawn(&bin, dir, &config_path);
         let mut g = Gantry {
             child: Some(child),
+            bin,
             dir: dir.to_path_buf(),
             socket,
             metrics_addr,
@@ -84,13 +100,13 @@ impl Gantry {
         g
     }
 
-    fn spawn(dir: &Path, config: &Path) -> Child {
+    fn spawn(bin: &Path, dir: &Path, config: &Path) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("gantry.log"))
             .expect("gantry log file");
-        Command::new(gantry_bin())
+        Command::new(bin)
             .arg("--config")
             .arg(config)
             // Monitors and pod inits inherit it, which tells a test's
@@ -199,6 +215,18 @@ impl Gantry {
         }
     }
 
+    /// Runs a `gantry` subcommand with this daemon's config file, as an
+    /// operator would (`gantry --config FILE reload`).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running gantry {args:?}: {e}"))
+    }
+
     /// SIGKILL, as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -213,7 +241,7 @@ impl Gantry {
             self.child.is_none(),
             "stop or kill gantry before restarting it"
         );
-        self.child = Some(Self::spawn(&self.dir, &self.config_path));
+        self.child = Some(Self::spawn(&self.bin, &self.dir, &self.config_path));
         self.wait_ready().await;
     }
 

@@ -79,20 +79,7 @@ impl BusyboxEnv {
     /// A pod as kubelet asks for one (each container its own PID
     /// namespace), logging under `logs/<name>`.
     pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
-        PodSandboxConfig {
-            log_directory: self.logs.path().join(name).display().to_string(),
-            linux: Some(LinuxPodSandboxConfig {
-                security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(NamespaceOption {
-                        pid: NamespaceMode::Container as i32,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..named_pod_config(name)
-        }
+        logged_pod_config(self.logs.path(), name)
     }
 
     /// Runs a pod of [`Self::pod_config`]; returns its ID, and the config
@@ -127,19 +114,44 @@ impl BusyboxEnv {
 
     /// A busybox container running `script` with `sh -c`.
     pub fn container(&self, name: &str, script: &str) -> ContainerConfig {
-        ContainerConfig {
-            metadata: Some(ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(CriImageSpec {
-                image: self.image.clone(),
+        busybox_container(&self.image, name, script)
+    }
+}
+
+/// A busybox container of `image` running `script` with `sh -c`, logging
+/// to `<name>.log`.
+pub fn busybox_container(image: &str, name: &str, script: &str) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(CriImageSpec {
+            image: image.to_string(),
+            ..Default::default()
+        }),
+        command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// A pod as kubelet asks for one (each container its own PID namespace),
+/// logging under `<logs>/<name>`.
+pub fn logged_pod_config(logs: &std::path::Path, name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        log_directory: logs.join(name).display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    pid: NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
-            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
-            log_path: format!("{name}.log"),
             ..Default::default()
-        }
+        }),
+        ..named_pod_config(name)
     }
 }
 

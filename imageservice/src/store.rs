@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use futures_util::future::try_join_all;
@@ -100,11 +100,15 @@ pub struct FsUsage {
 }
 
 pub struct ImageStore {
-    config: ImageConfig,
+    /// Fixed for the store's life: the settings below may be reloaded, but
+    /// never where the store lives.
+    root: PathBuf,
+    /// The registries, limits and timeouts in force, swapped whole by a
+    /// reload ([`ImageStore::set_config`]); each pull step reads a snapshot.
+    live: RwLock<Arc<Live>>,
     index_dir: PathBuf,
     content: ContentStore,
     snapshots: SnapshotStore,
-    client: RegistryClient,
     images: RwLock<BTreeMap<String, ImageRecord>>,
     /// Blobs and snapshots an unfinished pull still needs; GC leaves them be.
     leases: Mutex<HashMap<String, usize>>,
@@ -113,6 +117,14 @@ pub struct ImageStore {
     /// Serialises index updates and GC against each other.
     write: tokio::sync::Mutex<()>,
     metrics: ImageMetrics,
+}
+
+/// The reloadable part of the store: its configuration and the HTTP
+/// clients built from it (timeouts and the foreign-layer redirect policy
+/// live in the clients).
+struct Live {
+    config: ImageConfig,
+    client: RegistryClient,
 }
 
 /// Releases a pull's claim on its digests when dropped.
@@ -171,11 +183,11 @@ impl ImageStore {
         info!(images = images.len(), root = %root.display(), "image index loaded");
         let client = RegistryClient::new(&config)?;
         let store = ImageStore {
-            config,
+            root,
+            live: RwLock::new(Arc::new(Live { config, client })),
             index_dir,
             content,
             snapshots,
-            client,
             images: RwLock::new(images),
             leases: Mutex::default(),
             held,
@@ -188,7 +200,28 @@ impl ImageStore {
     }
 
     pub fn root(&self) -> &Path {
-        &self.config.root
+        &self.root
+    }
+
+    fn live(&self) -> Arc<Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> ImageConfig {
+        self.live().config.clone()
+    }
+
+    /// Puts a new configuration in force for the pulls that start from now
+    /// on (registries, mirrors, credentials, limits, timeouts); pulls under
+    /// way finish with the one they started with. The store's root is not
+    /// reloadable: `config.root` is ignored. Registry tokens are fetched
+    /// anew, since the credentials behind them may have changed.
+    pub fn set_config(&self, mut config: ImageConfig) -> Result<()> {
+        config.root = self.root.clone();
+        let client = RegistryClient::new(&config)?;
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Live { config, client });
+        Ok(())
     }
 
     fn read_images(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ImageRecord>> {
@@ -270,8 +303,10 @@ impl ImageStore {
 
     /// The stored config JSON of an image.
     pub fn config_json(&self, img: &ImageRecord) -> Result<Vec<u8>> {
-        self.content
-            .read(img.config_digest(), self.config.limits.max_config_bytes)
+        self.content.read(
+            img.config_digest(),
+            self.live().config.limits.max_config_bytes,
+        )
     }
 
     /// The layer directories of an image, bottom first; artifacts have none.
@@ -340,7 +375,8 @@ impl ImageStore {
         image: &ImageRef,
         top: &FetchedManifest,
     ) -> Result<(String, Vec<u8>, String, manifest::Manifest)> {
-        let limits = &self.config.limits;
+        let live = self.live();
+        let limits = &live.config.limits;
         let mut current = (
             top.digest.clone(),
             top.bytes.clone(),
@@ -385,7 +421,7 @@ impl ImageStore {
                     chosen.digest, chosen.size, limits.max_manifest_bytes
                 )));
             }
-            let m = self
+            let m = live
                 .client
                 .manifest(
                     endpoint,
@@ -417,7 +453,8 @@ impl ImageStore {
     /// Checks a manifest against the limits and the foreign-layer policy
     /// before anything is downloaded.
     fn check_manifest(&self, m: &manifest::Manifest) -> Result<()> {
-        let limits = &self.config.limits;
+        let live = self.live();
+        let limits = &live.config.limits;
         if m.layers.len() > limits.max_layers {
             return Err(Error::LimitExceeded(format!(
                 "image has {} layers, more than max_layers = {}",
@@ -450,7 +487,8 @@ impl ImageStore {
     /// The URLs a non-distributable layer may be fetched from: those it
     /// names that start with a configured prefix.
     fn foreign_urls(&self, layer: &Descriptor) -> Result<Vec<String>> {
-        let prefixes = &self.config.foreign_layer_url_prefixes;
+        let live = self.live();
+        let prefixes = &live.config.foreign_layer_url_prefixes;
         let refuse = |reason: String| Error::ForeignLayer {
             digest: layer.digest.clone(),
             reason,
@@ -488,11 +526,12 @@ impl ImageStore {
         image: &ImageRef,
         credentials: Option<Credentials>,
     ) -> Result<ImageRecord> {
-        let limits = &self.config.limits;
+        let live = self.live();
+        let limits = &live.config.limits;
         let endpoints =
-            registry::endpoints_for(&self.config, &image.registry, credentials.as_ref())?;
+            registry::endpoints_for(&live.config, &image.registry, credentials.as_ref())?;
         let (endpoint, top) =
-            registry::resolve_manifest(&self.client, &endpoints, image, limits.max_manifest_bytes)
+            registry::resolve_manifest(&live.client, &endpoints, image, limits.max_manifest_bytes)
                 .await?;
         let (manifest_digest, manifest_bytes, manifest_media_type, m) = self
             .resolve_platform_manifest(&endpoint, image, &top)
@@ -574,7 +613,7 @@ impl ImageStore {
         // in parallel and in any order. When one fails the others are
         // dropped; an unpack already running finishes on its thread but
         // does not commit (see `SnapshotStore::create`).
-        let semaphore = tokio::sync::Semaphore::new(self.config.max_concurrent_downloads.max(1));
+        let semaphore = tokio::sync::Semaphore::new(live.config.max_concurrent_downloads.max(1));
         let jobs = m
             .layers
             .iter()
@@ -626,11 +665,13 @@ impl ImageStore {
         }
         let started = Instant::now();
         let foreign = mediatype::layer_type(&desc.media_type).is_some_and(|t| t.foreign);
+        let live = self.live();
+        let client = &live.client;
         let response = if foreign {
             let mut last = None;
             let mut found = None;
             for url in self.foreign_urls(desc)? {
-                match self.client.foreign_blob(&url).await {
+                match client.foreign_blob(&url).await {
                     Ok(r) => {
                         found = Some(r);
                         break;
@@ -647,7 +688,7 @@ impl ImageStore {
                 (None, None) => return Err(Error::Internal("no foreign layer URL".into())),
             }
         } else {
-            self.client.blob(endpoint, repository, &desc.digest).await?
+            client.blob(endpoint, repository, &desc.digest).await?
         };
         let total = desc.size;
         let mut done = 0u64;
@@ -693,7 +734,7 @@ impl ImageStore {
         }
         self.fetch_blob(endpoint, repository, layer).await?;
         let blob = self.content.blob_path(&layer.digest)?;
-        let limits = self.config.limits.clone();
+        let limits = self.live().config.limits.clone();
         let started = Instant::now();
         let diff = diff_id.to_string();
         let stats = self
@@ -1048,7 +1089,7 @@ impl ImageStore {
                 warn!(id = %img.id, diff_id = %l.diff_id, "a snapshot of the image is missing; unpacking it again from its blob");
                 if let Err(e) = self
                     .snapshots
-                    .create(&l.diff_id, blob, compression, self.config.limits.clone())
+                    .create(&l.diff_id, blob, compression, self.config().limits.clone())
                     .await
                 {
                     failure = Some(format!("unpacking layer {} again: {e}", l.diff_id));
@@ -1088,7 +1129,7 @@ impl ImageStore {
                         &l.diff_id,
                         &blob,
                         t.compression,
-                        &self.config.limits,
+                        &self.config().limits,
                     ) {
                         failure = Some(format!("unpacking layer {} again: {e}", l.diff_id));
                         break;
@@ -1104,7 +1145,7 @@ impl ImageStore {
 
     /// Bytes (allocated blocks) and inodes used under the store root.
     pub fn usage(&self) -> Result<FsUsage> {
-        let usage = disk_usage(&self.config.root)?;
+        let usage = disk_usage(&self.root)?;
         self.metrics.set_store_bytes(usage.bytes);
         Ok(usage)
     }

@@ -24,7 +24,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use gantry_proto::v1 as cri;
@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::config::{RuntimeConfig, RuntimeHandler};
 use crate::error::{Error, Result};
 use crate::events::{Events, Exit, ExitWatcher};
 use crate::interactive::{
@@ -172,16 +173,60 @@ fn now_nanos() -> i64 {
         .unwrap_or(0)
 }
 
+/// One handler as containers use it: its command line, and whether it
+/// honours `Mount.recursive_read_only` ([`crate::features`]).
+struct Handler {
+    runtime: CliRuntime,
+    recursive_read_only: bool,
+}
+
+impl Handler {
+    fn new(
+        config: &RuntimeConfig,
+        name: &str,
+        h: &RuntimeHandler,
+        metrics: &RuntimeMetrics,
+    ) -> Handler {
+        let runtime = CliRuntime {
+            name: name.to_string(),
+            // Looked up in PATH once, not at every runtime call; a missing
+            // binary stays as named, to fail when used.
+            binary: h.resolve().unwrap_or_else(|| h.path.clone()),
+            args: h.args.clone(),
+            root: config.state_dir.join("runtime").join(name),
+            systemd_cgroup: config.cgroup_driver == crate::CgroupDriver::Systemd,
+            exec_helper: (h.exec_mode() == crate::ExecMode::Native
+                && !config.exec_helper_path.as_os_str().is_empty())
+            .then(|| config.exec_helper_path.clone()),
+            metrics: metrics.clone(),
+        };
+        let recursive_read_only =
+            crate::features::recursive_read_only(name, &runtime.binary, &runtime.args);
+        Handler {
+            runtime,
+            recursive_read_only,
+        }
+    }
+}
+
+/// What [`ContainerService::set_handlers`] changed, by handler name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HandlerChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
 pub struct ContainerService {
     dir: PathBuf,
     records: Mutex<BTreeMap<String, ContainerRecord>>,
     locks: crate::locks::KeyedLocks,
     pods: Arc<PodService>,
     images: Arc<dyn ImageLookup>,
-    runtimes: BTreeMap<String, CliRuntime>,
-    /// Per handler: whether it honours `Mount.recursive_read_only`
-    /// ([`crate::features`]).
-    recursive_read_only: BTreeMap<String, bool>,
+    /// By handler name: those configured, and those a reload removed, which
+    /// the containers of running pods still use (new pods cannot name them:
+    /// [`PodService`] admits only configured handlers).
+    runtimes: RwLock<BTreeMap<String, Handler>>,
     default_runtime: String,
     monitor: PathBuf,
     cpu_rates: crate::stats::CpuRates,
@@ -250,31 +295,7 @@ impl ContainerService {
         let runtimes = config
             .runtimes
             .iter()
-            .map(|(name, h)| {
-                (
-                    name.clone(),
-                    CliRuntime {
-                        name: name.clone(),
-                        // Looked up in PATH once, not at every runtime call;
-                        // a missing binary stays as named, to fail when used.
-                        binary: h.resolve().unwrap_or_else(|| h.path.clone()),
-                        args: h.args.clone(),
-                        root: config.state_dir.join("runtime").join(name),
-                        systemd_cgroup: config.cgroup_driver == crate::CgroupDriver::Systemd,
-                        exec_helper: (h.exec_mode() == crate::ExecMode::Native
-                            && !config.exec_helper_path.as_os_str().is_empty())
-                        .then(|| config.exec_helper_path.clone()),
-                        metrics: pods.metrics.clone(),
-                    },
-                )
-            })
-            .collect::<BTreeMap<_, _>>();
-        let recursive_read_only = runtimes
-            .iter()
-            .map(|(name, rt)| {
-                let rro = crate::features::recursive_read_only(name, &rt.binary, &rt.args);
-                (name.clone(), rro)
-            })
+            .map(|(name, h)| (name.clone(), Handler::new(&config, name, h, &pods.metrics)))
             .collect();
         let log_drops = LogDrops::default();
         for r in records.values().filter(|r| r.monitor_pid != 0) {
@@ -288,8 +309,7 @@ impl ContainerService {
             locks: Default::default(),
             pods,
             images,
-            runtimes,
-            recursive_read_only,
+            runtimes: RwLock::new(runtimes),
             default_runtime: config.default_runtime.clone(),
             monitor,
             cpu_rates: Default::default(),
@@ -480,24 +500,62 @@ impl ContainerService {
         };
         cri::RuntimeHandlerFeatures {
             recursive_read_only_mounts: self
-                .recursive_read_only
+                .read_runtimes()
                 .get(name)
-                .copied()
-                .unwrap_or(false),
+                .is_some_and(|h| h.recursive_read_only),
             // Pods get no user namespace of their own yet.
             user_namespaces: false,
         }
     }
 
-    fn runtime(&self, handler: &str) -> Result<&CliRuntime> {
+    fn read_runtimes(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Handler>> {
+        self.runtimes.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn runtime(&self, handler: &str) -> Result<CliRuntime> {
         let name = if handler.is_empty() {
             &self.default_runtime
         } else {
             handler
         };
-        self.runtimes.get(name).ok_or_else(|| {
-            Error::InvalidArgument(format!("runtime handler {name:?} is not configured"))
-        })
+        self.read_runtimes()
+            .get(name)
+            .map(|h| h.runtime.clone())
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("runtime handler {name:?} is not configured"))
+            })
+    }
+
+    /// Puts a reloaded set of runtime handlers in force: added and changed
+    /// ones serve new pods (and the next runtime call of existing
+    /// containers on a changed one); removed ones are refused to new pods
+    /// but kept for the containers of pods that run on them. The default
+    /// handler and the other runtime settings are not reloadable.
+    pub fn set_handlers(&self, handlers: &BTreeMap<String, RuntimeHandler>) -> HandlerChanges {
+        let config = &self.pods.config;
+        let old = self.pods.handlers();
+        let mut changes = HandlerChanges::default();
+        // Probing a runtime's features runs it: done before the lock.
+        let mut fresh = Vec::new();
+        for (name, h) in handlers {
+            match old.get(name) {
+                Some(o) if o == h => continue,
+                Some(_) => changes.changed.push(name.clone()),
+                None => changes.added.push(name.clone()),
+            }
+            fresh.push((name.clone(), Handler::new(config, name, h, &self.metrics)));
+        }
+        changes.removed = old
+            .keys()
+            .filter(|n| !handlers.contains_key(*n))
+            .cloned()
+            .collect();
+        self.runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(fresh);
+        self.pods.set_handlers(handlers.clone());
+        changes
     }
 
     /// Full ID or unique prefix.
@@ -676,8 +734,8 @@ impl ContainerService {
                  image: it has no root file system to run"
             )));
         }
-        let runtime = self.runtime(&pod.runtime_handler)?.clone();
-        let stop_signal = crate::signal::stop_signal(config, &image.config)?;
+        let runtime = self.runtime(&pod.runtime_handler)?;
+        let stop_signal = crate::signal::stop_signal(&config, &image.config)?;
         let key = format!("{}_{}_{}", meta.name, meta.attempt, pod_id);
         let id = id.to_string();
         let pod_id = pod_id.to_string();
@@ -1099,7 +1157,7 @@ impl ContainerService {
                 rec.state
             )));
         }
-        let rt = self.runtime(&rec.handler)?.clone();
+        let rt = self.runtime(&rec.handler)?;
         // Taken before the start: a process that exits at once may be
         // reaped, and its finish time written, before `start` returns.
         let started_at = now_nanos();
@@ -1212,7 +1270,7 @@ impl ContainerService {
         if rec.state == ContainerState::Created && rec.monitor_pid == 0 {
             return Ok(());
         }
-        let rt = self.runtime(&rec.handler)?.clone();
+        let rt = self.runtime(&rec.handler)?;
         if timeout > 0 && rec.state == ContainerState::Running {
             let signal = crate::signal::recorded(rec.stop_signal);
             let number = crate::signal::number(signal).unwrap_or(libc::SIGTERM);
@@ -1330,7 +1388,7 @@ impl ContainerService {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }
         let r = self.running(id)?;
-        let rt = self.runtime(&r.handler)?.clone();
+        let rt = self.runtime(&r.handler)?;
         let pid_file = self
             .cdir(&r.id)
             .join(format!("exec-{}.pid", &new_id()?[..16]));
@@ -2233,7 +2291,9 @@ fn process_running(pid: i32) -> bool {
             .unwrap_or(false)
 }
 
-fn monitor_alive(pid: i32, id: &str) -> bool {
+/// Whether `pid` is container `id`'s monitor: PIDs wrap, so its command
+/// line must name the container too.
+pub fn monitor_alive(pid: i32, id: &str) -> bool {
     if pid <= 0 {
         return false;
     }

@@ -213,9 +213,8 @@ impl RuntimeService for CriRuntimeService {
                 message,
             },
         };
-        let mut handlers: Vec<cri::RuntimeHandler> = self
-            .config
-            .runtimes
+        let configured = self.pods.handlers();
+        let mut handlers: Vec<cri::RuntimeHandler> = configured
             .keys()
             .map(|name| cri::RuntimeHandler {
                 name: name.clone(),
@@ -229,8 +228,12 @@ impl RuntimeService for CriRuntimeService {
         });
         let mut info = HashMap::new();
         if verbose {
+            let config = RuntimeConfig {
+                runtimes: (*configured).clone(),
+                ..self.config.clone()
+            };
             let config =
-                serde_json::to_string(&self.config).map_err(|e| Status::internal(e.to_string()))?;
+                serde_json::to_string(&config).map_err(|e| Status::internal(e.to_string()))?;
             info.insert("config".to_string(), config);
             let cidrs = self
                 .pod_cidrs

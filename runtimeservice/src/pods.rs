@@ -1,24 +1,28 @@
 //! The pod sandbox operations: run, stop, remove, status and list, over the
 //! [`PodStore`] records, the pinned namespaces and the [`PodNetwork`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use gantry_cni::netns::{self, PinnedNamespaces, Private};
 use gantry_proto::v1 as cri;
 use tracing::{info, info_span, warn, Instrument};
 
 use crate::cgroup::{self, Hierarchy};
-use crate::config::{CgroupDriver, RuntimeConfig};
+use crate::config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
 use crate::error::{Error, Result};
 use crate::metrics::{phase, RuntimeMetrics};
 use crate::network::{NetworkExtras, PodNetwork, PodNetworkRequest};
 use crate::pod::{new_id, PodRecord, PodState, PodStore, RECORD_VERSION};
 
 pub struct PodService {
+    /// As the daemon started; the handlers in force are in `handlers`.
     pub config: RuntimeConfig,
+    /// The runtime handlers new pods may name; a reload replaces them
+    /// ([`crate::containers::ContainerService::set_handlers`]).
+    handlers: RwLock<Arc<BTreeMap<String, RuntimeHandler>>>,
     /// gantry-monitor, which also serves as the init of shared PID namespaces.
     monitor: PathBuf,
     pub store: PodStore,
@@ -162,6 +166,7 @@ impl PodService {
         std::fs::create_dir_all(&ns_dir)
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
         Ok(PodService {
+            handlers: RwLock::new(Arc::new(config.runtimes.clone())),
             config,
             monitor,
             store,
@@ -197,6 +202,18 @@ impl PodService {
             *out.entry((state, handler)).or_insert(0) += 1;
         }
         out
+    }
+
+    /// The runtime handlers in force.
+    pub fn handlers(&self) -> Arc<BTreeMap<String, RuntimeHandler>> {
+        self.handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_handlers(&self, handlers: BTreeMap<String, RuntimeHandler>) {
+        *self.handlers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(handlers);
     }
 
     /// Brings records in line with the host after a start: half-made pods
@@ -391,15 +408,11 @@ impl PodService {
                 )));
             }
         }
-        if !handler.is_empty() && !self.config.runtimes.contains_key(&handler) {
+        let handlers = self.handlers();
+        if !handler.is_empty() && !handlers.contains_key(&handler) {
             return Err(Error::InvalidArgument(format!(
                 "runtime handler {handler:?} is not configured (known: {})",
-                self.config
-                    .runtimes
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                handlers.keys().cloned().collect::<Vec<_>>().join(", ")
             )));
         }
         let handler_name = if handler.is_empty() {
@@ -409,7 +422,7 @@ impl PodService {
         };
         // A handler may be configured for a runtime this host lacks; the
         // pod is refused now rather than failing at its first container.
-        if let Some(h) = self.config.runtimes.get(handler_name) {
+        if let Some(h) = handlers.get(handler_name) {
             if h.resolve().is_none() {
                 return Err(Error::FailedPrecondition(format!(
                     "runtime handler {handler_name:?}: its binary {} is not installed",

@@ -10,6 +10,26 @@ pub struct Item {
     pub result: Result<String, String>,
 }
 
+/// `gantry check --json`: `{"ok": <all passed>, "checks": [{"name",
+/// "ok", "detail"}, ...]}`, in the order the checks ran. Names repeat
+/// (one `runtime` per handler, one `cni plugin` per plugin).
+pub fn to_json(items: &[Item]) -> serde_json::Value {
+    let checks: Vec<serde_json::Value> = items
+        .iter()
+        .map(|i| {
+            let (ok, detail) = match &i.result {
+                Ok(d) => (true, d),
+                Err(d) => (false, d),
+            };
+            serde_json::json!({"name": i.name, "ok": ok, "detail": detail})
+        })
+        .collect();
+    serde_json::json!({
+        "ok": items.iter().all(|i| i.result.is_ok()),
+        "checks": checks,
+    })
+}
+
 fn cgroup_mode() -> Result<String, String> {
     let fs = rustix::fs::statfs("/sys/fs/cgroup").map_err(|e| format!("/sys/fs/cgroup: {e}"))?;
     const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
@@ -180,4 +200,48 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
         }),
     }
     items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lists_every_check_and_the_overall_result() {
+        let items = vec![
+            Item {
+                name: "root",
+                result: Ok("running as root".into()),
+            },
+            Item {
+                name: "runtime",
+                result: Err("handler youki: youki not found".into()),
+            },
+        ];
+        let v = to_json(&items);
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["checks"][0]["name"], "root");
+        assert_eq!(v["checks"][0]["ok"], true);
+        assert_eq!(v["checks"][1]["detail"], "handler youki: youki not found");
+        assert_eq!(to_json(&items[..1])["ok"], true);
+        // The real checks on this host serialise the same way.
+        let config = Config::from_yaml(None).unwrap();
+        let real = to_json(&run_checks(&config));
+        let names: Vec<&str> = real["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        for want in [
+            "root",
+            "overlayfs",
+            "namespaces",
+            "cgroups",
+            "runtime",
+            "cni config",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+    }
 }

@@ -76,7 +76,17 @@ impl Config {
                 _ => bail!("the config file must be a YAML mapping"),
             }
         }
-        let mut config: Config = serde_yaml::from_value(value)?;
+        // The error names the key (`image.limits.max_layers: invalid
+        // type ...`): a reload refused for a typo must say where it is.
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                anyhow::anyhow!("{inner}")
+            } else {
+                anyhow::anyhow!("{path}: {inner}")
+            }
+        })?;
         config.image.root = config.root.join("images");
         config.runtime.root = config.root.join("runtime");
         config.runtime.state_dir = config.state_dir.clone();
@@ -100,6 +110,10 @@ impl Config {
         if !self.root.is_absolute() || !self.state_dir.is_absolute() || !self.socket.is_absolute() {
             bail!("root, state_dir and socket must be absolute paths");
         }
+        // Checked rather than falling back to `info`: a reload that
+        // silently changed the log level to something else would mislead.
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .with_context(|| format!("log_level {:?} is not a valid filter", self.log_level))?;
         if !self.metrics_address.is_empty() {
             self.metrics_address
                 .parse::<SocketAddr>()
@@ -145,6 +159,150 @@ impl Config {
         Ok(())
     }
 
+    /// The state directory a config file names, read leniently: `gantry
+    /// reload` must find the daemon even when the file it is about to have
+    /// the daemon reload is invalid (the daemon then reports why).
+    pub fn state_dir_of(path: Option<&Path>) -> PathBuf {
+        let named = path
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_yaml::from_str::<serde_yaml::Value>(&t).ok())
+            .and_then(|v| {
+                v.get("state_dir")
+                    .and_then(|d| d.as_str())
+                    .map(PathBuf::from)
+            })
+            .filter(|d| d.is_absolute());
+        named.unwrap_or_else(|| {
+            Self::from_yaml(None)
+                .map(|c| c.state_dir)
+                .unwrap_or_else(|_| PathBuf::from("/run/gantry"))
+        })
+    }
+
+    /// The keys that differ between `self` (running) and `new` and that a
+    /// reload cannot change: the daemon must restart for them.
+    pub fn restart_needed(&self, new: &Config) -> Vec<&'static str> {
+        let (a, b) = (self, new);
+        let mut keys = Vec::new();
+        let mut check = |key, differs: bool| {
+            if differs {
+                keys.push(key);
+            }
+        };
+        check("root", a.root != b.root);
+        check("state_dir", a.state_dir != b.state_dir);
+        check("socket", a.socket != b.socket);
+        check("log_format", a.log_format != b.log_format);
+        check("metrics_address", a.metrics_address != b.metrics_address);
+        check(
+            "streaming.address",
+            a.streaming.address != b.streaming.address,
+        );
+        check(
+            "streaming.max_connections",
+            a.streaming.max_connections != b.streaming.max_connections,
+        );
+        check(
+            "streaming.tls_cert_file",
+            a.streaming.tls_cert_file != b.streaming.tls_cert_file,
+        );
+        check(
+            "streaming.tls_key_file",
+            a.streaming.tls_key_file != b.streaming.tls_key_file,
+        );
+        check(
+            "runtime.cgroup_driver",
+            a.runtime.cgroup_driver != b.runtime.cgroup_driver,
+        );
+        check(
+            "runtime.default_runtime",
+            a.runtime.default_runtime != b.runtime.default_runtime,
+        );
+        check(
+            "runtime.monitor_path",
+            a.runtime.monitor_path != b.runtime.monitor_path,
+        );
+        check(
+            "runtime.exec_helper_path",
+            a.runtime.exec_helper_path != b.runtime.exec_helper_path,
+        );
+        check("cni", a.cni != b.cni);
+        keys
+    }
+
+    /// `self` with what a reload can change taken from `new`: the log
+    /// level, the image settings (registries, mirrors, credentials, limits,
+    /// timeouts), the runtime handlers and the streaming timeouts. The rest
+    /// keeps its running value until a restart.
+    pub fn with_reloadable_from(&self, new: &Config) -> Config {
+        let mut c = self.clone();
+        c.log_level = new.log_level.clone();
+        c.image = ImageConfig {
+            root: self.image.root.clone(),
+            ..new.image.clone()
+        };
+        c.runtime.runtimes = new.runtime.runtimes.clone();
+        c.streaming.token_ttl_secs = new.streaming.token_ttl_secs;
+        c.streaming.stream_idle_timeout_secs = new.streaming.stream_idle_timeout_secs;
+        c.streaming.stream_creation_timeout_secs = new.streaming.stream_creation_timeout_secs;
+        c.streaming.header_read_timeout_secs = new.streaming.header_read_timeout_secs;
+        c
+    }
+
+    /// The reloadable keys that differ between `self` and `new`.
+    pub fn reloadable_changes(&self, new: &Config) -> Vec<String> {
+        let (a, b) = (self, new);
+        let mut keys = Vec::new();
+        if a.log_level != b.log_level {
+            keys.push("log_level".to_string());
+        }
+        let image_keys = [
+            (
+                "image.max_concurrent_downloads",
+                a.image.max_concurrent_downloads != b.image.max_concurrent_downloads,
+            ),
+            (
+                "image.connect_timeout_secs",
+                a.image.connect_timeout_secs != b.image.connect_timeout_secs,
+            ),
+            (
+                "image.read_timeout_secs",
+                a.image.read_timeout_secs != b.image.read_timeout_secs,
+            ),
+            ("image.registries", a.image.registries != b.image.registries),
+            (
+                "image.foreign_layer_url_prefixes",
+                a.image.foreign_layer_url_prefixes != b.image.foreign_layer_url_prefixes,
+            ),
+            ("image.limits", a.image.limits != b.image.limits),
+            ("runtime.runtimes", a.runtime.runtimes != b.runtime.runtimes),
+            (
+                "streaming.token_ttl_secs",
+                a.streaming.token_ttl_secs != b.streaming.token_ttl_secs,
+            ),
+            (
+                "streaming.stream_idle_timeout_secs",
+                a.streaming.stream_idle_timeout_secs != b.streaming.stream_idle_timeout_secs,
+            ),
+            (
+                "streaming.stream_creation_timeout_secs",
+                a.streaming.stream_creation_timeout_secs
+                    != b.streaming.stream_creation_timeout_secs,
+            ),
+            (
+                "streaming.header_read_timeout_secs",
+                a.streaming.header_read_timeout_secs != b.streaming.header_read_timeout_secs,
+            ),
+        ];
+        keys.extend(
+            image_keys
+                .into_iter()
+                .filter(|(_, differs)| *differs)
+                .map(|(k, _)| k.to_string()),
+        );
+        keys
+    }
+
     pub fn to_yaml(&self) -> anyhow::Result<String> {
         Ok(serde_yaml::to_string(self)?)
     }
@@ -153,6 +311,86 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_name_the_key() {
+        for (bad, key) in [
+            (
+                "image:\n  max_concurrent_downloads: lots",
+                "image.max_concurrent_downloads",
+            ),
+            (
+                "image:\n  limits:\n    max_layers: -1",
+                "image.limits.max_layers",
+            ),
+            (
+                "streaming:\n  token_ttl_secs: soon",
+                "streaming.token_ttl_secs",
+            ),
+            ("log_level: \"gantry=loud\"", "log_level"),
+            (
+                "image:\n  max_concurrent_downloads: 0",
+                "image.max_concurrent_downloads",
+            ),
+            ("image:\n  limits:\n    max_layerz: 1", "max_layerz"),
+        ] {
+            let err = format!("{:#}", Config::from_yaml(Some(bad)).unwrap_err());
+            assert!(err.contains(key), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_reload_takes_only_the_reloadable_keys() {
+        let running = Config::from_yaml(None).unwrap();
+        let new = Config::from_yaml(Some(
+            "socket: /run/other.sock\nlog_level: debug\nimage:\n  registries:\n    docker.io:\n      mirrors: [\"http://127.0.0.1:5000\"]\nruntime:\n  runtimes:\n    runc: {path: runc}\n    youki: {path: youki}\nstreaming:\n  token_ttl_secs: 5\n  max_connections: 3\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            running.restart_needed(&new),
+            ["socket", "streaming.max_connections"]
+        );
+        assert_eq!(
+            running.reloadable_changes(&new),
+            [
+                "log_level",
+                "image.registries",
+                "runtime.runtimes",
+                "streaming.token_ttl_secs"
+            ]
+        );
+        let effective = running.with_reloadable_from(&new);
+        assert_eq!(effective.socket, running.socket);
+        assert_eq!(effective.streaming.max_connections, 256);
+        assert_eq!(effective.streaming.token_ttl_secs, 5);
+        assert_eq!(effective.log_level, "debug");
+        assert_eq!(effective.image.registries, new.image.registries);
+        assert!(effective.runtime.runtimes.contains_key("youki"));
+        // Nothing left to apply, but the socket still differs.
+        assert!(effective.reloadable_changes(&new).is_empty());
+        assert_eq!(effective.restart_needed(&new), running.restart_needed(&new));
+    }
+
+    #[test]
+    fn state_dir_of_reads_broken_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.yaml");
+        std::fs::write(
+            &file,
+            "state_dir: /run/elsewhere\nimage:\n  max_concurrent_downloads: lots\n",
+        )
+        .unwrap();
+        assert_eq!(
+            Config::state_dir_of(Some(&file)),
+            PathBuf::from("/run/elsewhere")
+        );
+        std::fs::write(&file, "state_dir: relative\n").unwrap();
+        assert_eq!(
+            Config::state_dir_of(Some(&file)),
+            PathBuf::from("/run/gantry")
+        );
+        assert_eq!(Config::state_dir_of(None), PathBuf::from("/run/gantry"));
+    }
 
     #[test]
     fn embedded_defaults_match_the_code_defaults() {
@@ -202,6 +440,7 @@ mod tests {
             "runtime:\n  default_runtime: crun",
             "runtime:\n  log_max_bytes: 1000",
             "log_format: xml",
+            "log_level: \"gantry=loud\"",
             "- a list",
         ] {
             assert!(

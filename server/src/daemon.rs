@@ -1,6 +1,6 @@
 //! Runs the daemon: takes the instance lock, opens the stores, serves CRI on
-//! the unix socket and metrics on TCP, and shuts down cleanly on SIGTERM or
-//! SIGINT.
+//! the unix socket and metrics on TCP, reloads its configuration on SIGHUP
+//! ([`crate::reload`]), and shuts down cleanly on SIGTERM or SIGINT.
 
 use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
@@ -258,7 +258,19 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// How the daemon was started: its config file (re-read on SIGHUP) and
+/// the log filter's setter.
+#[derive(Default)]
+pub struct Options {
+    pub config_path: Option<std::path::PathBuf>,
+    pub log_level: Option<crate::reload::LogLevelSetter>,
+}
+
+pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
+    // Before anything: SIGHUP's default action would kill the daemon, and
+    // `gantry reload` may send it as soon as the pid file exists.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     for dir in [
         &config.state_dir,
         &config.root,
@@ -280,6 +292,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registry.register(Box::new(crate::node_metrics::StateRootCollector::new(
         config.root.clone(),
     )))?;
+    let reload_metrics = crate::reload::ReloadMetrics::new(&registry)?;
 
     let store = Arc::new(ImageStore::open(config.image.clone(), image_metrics)?);
     let mut images = CriImageService::new(store.clone());
@@ -347,6 +360,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .with_context(|| format!("binding streaming.address {}", config.streaming.address))?;
     tokio::spawn(streaming.clone().serve(stream_listener));
     images = images.with_container_usage(Arc::new(ContainerUsage(containers.clone())));
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        options.config_path,
+        config.clone(),
+        crate::reload::Targets {
+            store: store.clone(),
+            containers: containers.clone(),
+            streaming: streaming.clone(),
+            log_level: options.log_level,
+        },
+        reload_metrics,
+    )?);
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            info!("SIGHUP received, reloading the configuration");
+            let r = reloader.clone();
+            // Reading the file and probing new runtimes block.
+            if let Err(e) = tokio::task::spawn_blocking(move || r.reload()).await {
+                warn!(error = %e, "the reload task failed");
+            }
+        }
+    });
     let runtime =
         CriRuntimeService::new(config.runtime.clone(), pods, containers).with_streaming(streaming);
 
@@ -368,6 +402,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (reflection_v1, reflection_v1alpha) = crate::reflection::services()?;
 
     let listener = bind_socket(&config.socket)?;
+    crate::reload::write_pid_file(&config.state_dir)?;
     info!(socket = %config.socket.display(), version = env!("CARGO_PKG_VERSION"), "gantry serving CRI");
     let incoming =
         UnixListenerStream::new(listener).map(|conn| conn.map(crate::authority::AuthorityFix::new));
@@ -423,6 +458,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     let _ = std::fs::remove_file(&config.socket);
+    crate::reload::remove_pid_file(&config.state_dir);
     result.context("gRPC server")?;
     info!("gantry stopped");
     Ok(())

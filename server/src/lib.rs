@@ -11,4 +11,6 @@ pub mod instrument;
 pub mod metrics_http;
 pub mod node_metrics;
 pub mod reflection;
+pub mod reload;
+pub mod state;
 pub mod streaming;

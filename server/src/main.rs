@@ -2,7 +2,7 @@
 //! else lives in the library crates and the daemon's own library
 //! ([`gantry::daemon`]).
 
-use gantry::{check, config, daemon};
+use gantry::{check, config, daemon, reload};
 
 use std::path::PathBuf;
 
@@ -26,30 +26,106 @@ enum Command {
     /// Print the effective configuration as YAML.
     Config,
     /// Check that the host has what gantry needs.
-    Check,
+    Check {
+        /// One JSON object: {"ok", "checks": [{"name", "ok", "detail"}]}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Dump pods, containers, monitors, mounts and images from the state
+    /// directories, read-only (the daemon may be stopped), as JSON.
+    State {
+        /// Readable tables instead of JSON.
+        #[arg(long)]
+        table: bool,
+    },
     /// Print gantry's version, the commit it was built from and its CRI API.
     Version,
+    /// Have the running daemon reload its config file (SIGHUP) and say
+    /// whether it applied it; exits non-zero when it refused it.
+    Reload {
+        /// Seconds to wait for the daemon's answer.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
 }
 
 /// Colour codes only reach a terminal: in a file or the journal they are
 /// noise that breaks grep and log parsers. A line that cannot be written
 /// (stderr is a file on a full disk) is lost quietly: the subscriber's own
 /// report of it goes through `eprintln!`, which panics on that same
-/// failure and took the daemon down.
-fn init_logging(filter: EnvFilter, format: config::LogFormat) {
+/// failure and took the daemon down. Returns the setter a reload changes
+/// the filter with.
+fn init_logging(filter: EnvFilter, format: config::LogFormat) -> reload::LogLevelSetter {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .log_internal_errors(false);
+    fn setter<S: 'static>(
+        handle: tracing_subscriber::reload::Handle<EnvFilter, S>,
+    ) -> reload::LogLevelSetter {
+        Box::new(move |level: &str| {
+            let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+            handle.reload(filter).map_err(|e| e.to_string())
+        })
+    }
     match format {
-        config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-        config::LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
+        config::LogFormat::Text => {
+            let builder = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            setter(handle)
+        }
+        config::LogFormat::Json => {
+            let builder = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder.init();
+            setter(handle)
+        }
+    }
+}
+
+/// `gantry reload`: prints what the daemon did with the file.
+fn reload_command(config_path: Option<&std::path::Path>, timeout: u64) -> std::process::ExitCode {
+    let state_dir = config::Config::state_dir_of(config_path);
+    match reload::request_reload(&state_dir, std::time::Duration::from_secs(timeout)) {
+        Ok(status) if status.result == "applied" => {
+            if status.applied.is_empty() {
+                println!(
+                    "reload applied (generation {}): nothing reloadable changed",
+                    status.generation
+                );
+            } else {
+                println!(
+                    "reload applied (generation {}): {}",
+                    status.generation,
+                    status.applied.join(", ")
+                );
+            }
+            for key in &status.restart_needed {
+                println!("{key} changed; restart needed (the running value stays)");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!(
+                "reload refused (generation {}): {}",
+                status.generation,
+                status.error.as_deref().unwrap_or("no reason given")
+            );
+            std::process::ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gantry: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
     }
 }
 
@@ -64,6 +140,10 @@ fn main() -> std::process::ExitCode {
             gantry_proto::CRI_KUBERNETES_VERSION
         );
         return std::process::ExitCode::SUCCESS;
+    }
+    // The daemon validates the file itself and says what is wrong with it.
+    if let Some(Command::Reload { timeout }) = cli.command {
+        return reload_command(cli.config.as_deref(), timeout);
     }
     let config = match config::Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -84,8 +164,33 @@ fn main() -> std::process::ExitCode {
             }
         },
         // Answered before the config is read.
-        Command::Version => std::process::ExitCode::SUCCESS,
-        Command::Check => {
+        Command::Version | Command::Reload { .. } => std::process::ExitCode::SUCCESS,
+        Command::Check { json: true } => {
+            let items = check::run_checks(&config);
+            let report = check::to_json(&items);
+            println!("{report:#}");
+            if report["ok"] == true {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            }
+        }
+        Command::State { table } => {
+            let dump = gantry::state::dump(&config);
+            if table {
+                print!("{}", gantry::state::table(&dump));
+            } else {
+                match serde_json::to_string_pretty(&dump) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("gantry: {e}");
+                        return std::process::ExitCode::FAILURE;
+                    }
+                }
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Command::Check { json: false } => {
             let mut failed = false;
             for item in check::run_checks(&config) {
                 match item.result {
@@ -106,7 +211,7 @@ fn main() -> std::process::ExitCode {
             let filter = EnvFilter::try_from_default_env()
                 .or_else(|_| EnvFilter::try_new(&config.log_level))
                 .unwrap_or_else(|_| EnvFilter::new("info"));
-            init_logging(filter, config.log_format);
+            let log_level = init_logging(filter, config.log_format);
             // glibc gives every thread its own malloc arena; a handful of
             // arenas keeps the idle footprint small at no cost here.
             // SAFETY: mallopt only adjusts allocator tuning.
@@ -125,7 +230,15 @@ fn main() -> std::process::ExitCode {
                     return std::process::ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(daemon::run(config)) {
+            let options = daemon::Options {
+                // Made absolute: the daemon re-reads it on SIGHUP.
+                config_path: cli
+                    .config
+                    .as_deref()
+                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())),
+                log_level: Some(log_level),
+            };
+            match runtime.block_on(daemon::run(config, options)) {
                 Ok(()) => std::process::ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e:#}");

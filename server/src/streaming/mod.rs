@@ -14,6 +14,7 @@ pub mod ws;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -144,11 +145,36 @@ pub(crate) struct ConnectionSlot {
     _permit: Arc<OwnedSemaphorePermit>,
 }
 
+/// The reloadable settings, in seconds: read afresh by each new token and
+/// connection, so a reload never waits for running sessions.
+struct Timeouts {
+    token_ttl: AtomicU64,
+    idle: AtomicU64,
+    creation: AtomicU64,
+    header_read: AtomicU64,
+}
+
+impl Timeouts {
+    fn set(&self, c: &StreamingConfig) {
+        self.token_ttl.store(c.token_ttl_secs, Ordering::Relaxed);
+        self.idle
+            .store(c.stream_idle_timeout_secs, Ordering::Relaxed);
+        self.creation
+            .store(c.stream_creation_timeout_secs, Ordering::Relaxed);
+        self.header_read
+            .store(c.header_read_timeout_secs, Ordering::Relaxed);
+    }
+
+    fn get(v: &AtomicU64) -> Duration {
+        Duration::from_secs(v.load(Ordering::Relaxed).max(1))
+    }
+}
+
 pub struct StreamingServer {
     base_url: String,
     slots: Arc<Semaphore>,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    config: StreamingConfig,
+    timeouts: Timeouts,
     tokens: Mutex<HashMap<String, (Pending, Instant)>>,
     pub(crate) containers: Arc<ContainerService>,
     pub(crate) sessions: SessionMetrics,
@@ -173,7 +199,12 @@ impl StreamingServer {
                 base_url: format!("{scheme}://{local}"),
                 slots: Arc::new(Semaphore::new(config.max_connections)),
                 tls,
-                config,
+                timeouts: Timeouts {
+                    token_ttl: AtomicU64::new(config.token_ttl_secs),
+                    idle: AtomicU64::new(config.stream_idle_timeout_secs),
+                    creation: AtomicU64::new(config.stream_creation_timeout_secs),
+                    header_read: AtomicU64::new(config.header_read_timeout_secs),
+                },
                 tokens: Mutex::new(HashMap::new()),
                 containers,
                 sessions,
@@ -194,7 +225,7 @@ impl StreamingServer {
         let mut tokens = self.tokens();
         // Unused tokens are dropped as new ones are minted: no timer needed.
         tokens.retain(|_, (_, expires)| *expires > now);
-        let ttl = Duration::from_secs(self.config.token_ttl_secs);
+        let ttl = Timeouts::get(&self.timeouts.token_ttl);
         tokens.insert(token.clone(), (pending, now + ttl));
         Ok(format!("{}/{kind}/{token}", self.base_url))
     }
@@ -207,15 +238,23 @@ impl StreamingServer {
     }
 
     pub(crate) fn creation_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.stream_creation_timeout_secs.max(1))
+        Timeouts::get(&self.timeouts.creation)
     }
 
     pub(crate) fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.stream_idle_timeout_secs.max(1))
+        Timeouts::get(&self.timeouts.idle)
     }
 
     fn header_read_timeout(&self) -> Duration {
-        Duration::from_secs(self.config.header_read_timeout_secs.max(1))
+        Timeouts::get(&self.timeouts.header_read)
+    }
+
+    /// Puts reloaded timeouts in force for the tokens and connections that
+    /// come from now on: the token TTL, the header read, stream creation
+    /// and idle timeouts. The address, TLS files and connection cap need a
+    /// restart.
+    pub fn set_timeouts(&self, config: &StreamingConfig) {
+        self.timeouts.set(config);
     }
 
     /// Accepts connections while slots are free. A connection over the cap
