@@ -735,7 +735,7 @@ impl ContainerService {
             )));
         }
         let runtime = self.runtime(&pod.runtime_handler)?;
-        let stop_signal = crate::signal::stop_signal(&config, &image.config)?;
+        let stop_signal = crate::signal::stop_signal(config, &image.config)?;
         let key = format!("{}_{}_{}", meta.name, meta.attempt, pod_id);
         let id = id.to_string();
         let pod_id = pod_id.to_string();
