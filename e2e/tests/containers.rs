@@ -201,13 +201,17 @@ async fn logs_exit_codes_users_and_stop() {
         status(&mut rt, &c3).await.state,
         ContainerState::ContainerRunning as i32
     );
-    let e = rt
-        .start_container(StartContainerRequest {
-            container_id: c3.clone(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::FailedPrecondition);
+    // The same start again (kubelet's retry of a start whose answer it
+    // lost) is answered as the first was; the container runs on.
+    rt.start_container(StartContainerRequest {
+        container_id: c3.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        status(&mut rt, &c3).await.state,
+        ContainerState::ContainerRunning as i32
+    );
     let t = std::time::Instant::now();
     rt.stop_container(StopContainerRequest {
         container_id: c3.clone(),
@@ -398,8 +402,16 @@ async fn bad_requests_leave_nothing() {
     let ok = create(&mut rt, &pod, &pc, container(&env, "dup", "true"))
         .await
         .unwrap();
+    // The identical request is answered with the container it made;
+    // another container under the name is refused.
     assert_eq!(
         create(&mut rt, &pod, &pc, container(&env, "dup", "true"))
+            .await
+            .unwrap(),
+        ok
+    );
+    assert_eq!(
+        create(&mut rt, &pod, &pc, container(&env, "dup", "false"))
             .await
             .unwrap_err()
             .code(),
