@@ -132,6 +132,17 @@ fn reload_command(config_path: Option<&std::path::Path>, timeout: u64) -> std::p
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Needs no config: it must work on a host whose config is broken.
+    if !matches!(cli.command, None | Some(Command::Run)) {
+        // A one-shot command piped into `head` ends quietly when the pipe
+        // closes, as other command-line tools do, instead of panicking in
+        // println!. The daemon keeps Rust's ignored SIGPIPE: a client
+        // that hangs up must never kill it.
+        // SAFETY: restoring a signal's default disposition before any
+        // thread is started touches no other state.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     if matches!(cli.command, Some(Command::Version)) {
         println!("gantry {}", env!("CARGO_PKG_VERSION"));
         println!("commit: {}", env!("GANTRY_GIT_COMMIT"));
