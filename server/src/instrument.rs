@@ -72,6 +72,39 @@ pub struct Instrumented<S> {
 }
 
 /// Reads only: logged at debug so kubelet's polling does not flood the log.
+/// The methods gantry serves on the socket, by name: the label of a call.
+/// A path naming anything else is `unknown`, so a client making up method
+/// names cannot grow the metrics without bound.
+fn known_methods() -> &'static std::collections::HashSet<String> {
+    static KNOWN: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    KNOWN.get_or_init(|| {
+        use prost::Message;
+        [
+            gantry_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]
+        .into_iter()
+        .filter_map(|bytes| prost_types::FileDescriptorSet::decode(bytes).ok())
+        .flat_map(|set| set.file)
+        .flat_map(|file| file.service)
+        .flat_map(|service| service.method)
+        .filter_map(|method| method.name)
+        .collect()
+    })
+}
+
+/// The method a request path names (`/runtime.v1.RuntimeService/Version`
+/// gives `Version`), or `unknown`.
+fn method_label(path: &str) -> &str {
+    match path.rsplit('/').next() {
+        Some(m) if known_methods().contains(m) => m,
+        _ => "unknown",
+    }
+}
+
 fn is_read_only(method: &str) -> bool {
     method.starts_with("List")
         || method.ends_with("Status")
@@ -139,13 +172,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or("unknown")
-            .to_string();
+        let method = method_label(request.uri().path()).to_string();
         let metrics = self.metrics.clone();
         let span = tracing::info_span!("cri", method = %method);
         let deadline = grpc_timeout(request.headers());
@@ -253,6 +280,26 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_served_methods_are_labels() {
+        assert_eq!(
+            method_label("/runtime.v1.RuntimeService/RunPodSandbox"),
+            "RunPodSandbox"
+        );
+        assert_eq!(
+            method_label("/runtime.v1.ImageService/PullImage"),
+            "PullImage"
+        );
+        assert_eq!(method_label("/grpc.health.v1.Health/Check"), "Check");
+        assert_eq!(
+            method_label("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"),
+            "ServerReflectionInfo"
+        );
+        for made_up in ["/runtime.v1.RuntimeService/NoSuchCall", "/x/y1234", "", "/"] {
+            assert_eq!(method_label(made_up), "unknown", "{made_up:?}");
+        }
+    }
 
     #[test]
     fn grpc_messages_are_decoded() {
