@@ -708,7 +708,7 @@ async fn a_running_session_holds_its_connection_slot() {
     use tokio::net::TcpStream;
     let env = setup("streaming:\n  max_connections: 1\n").await;
     let mut rt = env.g.runtime().await;
-    let (_pod, id) = pod_with_box(&env, &mut rt, "slots").await;
+    let (pod, id) = pod_with_box(&env, &mut rt, "slots").await;
     let out_only = Session {
         stdout: true,
         ..Default::default()
@@ -742,4 +742,6 @@ async fn a_running_session_holds_its_connection_slot() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(served.starts_with("HTTP/1.1 404"), "{served:?}");
+    // Its container would outlive the daemon (monitors do).
+    remove_pod(&mut rt, &pod).await;
 }
