@@ -196,6 +196,23 @@ pub async fn create_and_start(
     id
 }
 
+/// CreateContainer of `c` in `pod`: the container's ID, or the daemon's
+/// refusal for a test to look at.
+pub async fn create_container(
+    rt: &mut RuntimeServiceClient<Channel>,
+    pod: &str,
+    pod_cfg: &PodSandboxConfig,
+    c: ContainerConfig,
+) -> Result<String, tonic::Status> {
+    rt.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(c),
+        sandbox_config: Some(pod_cfg.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
 /// Runs a pod with `config` on the default runtime handler; returns its ID.
 pub async fn run_pod(rt: &mut RuntimeServiceClient<Channel>, config: &PodSandboxConfig) -> String {
     rt.run_pod_sandbox(RunPodSandboxRequest {

@@ -7,19 +7,20 @@ use std::time::Duration;
 
 use gantry_e2e::daemon::Gantry;
 use gantry_e2e::fixture::{
-    all_containers, container_status_verbose, create_and_start, memory_limited, pod_status_verbose,
-    remove_pod, run_pod, stop_pod, verbose_pid, wait_exited, BusyboxEnv,
+    all_containers, container_status_verbose, create_and_start, create_container as create,
+    memory_limited, pod_status_verbose, remove_pod, run_pod, stop_pod, verbose_pid, wait_exited,
+    BusyboxEnv,
 };
 use gantry_e2e::oci::{ImageSpec, Layer};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerConfig, ContainerEventResponse, ContainerEventType, ContainerFilter,
     ContainerMetadata, ContainerState, ContainerStateValue, ContainerStatsRequest,
-    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, GetEventsRequest,
-    ImageSpec as CriImageSpec, Int64Value, LinuxContainerConfig, LinuxContainerResources,
-    LinuxContainerSecurityContext, ListContainersRequest, Mount, NamespaceMode, PodSandboxConfig,
-    RemoveContainerRequest, ReopenContainerLogRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, UpdateContainerResourcesRequest,
+    ContainerStatusRequest, ExecSyncRequest, GetEventsRequest, ImageSpec as CriImageSpec,
+    Int64Value, LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    ListContainersRequest, Mount, NamespaceMode, RemoveContainerRequest, ReopenContainerLogRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    UpdateContainerResourcesRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -34,21 +35,6 @@ fn container(env: &BusyboxEnv, name: &str, script: &str) -> ContainerConfig {
         labels: [("name".to_string(), name.to_string())].into(),
         ..env.container(name, script)
     }
-}
-
-async fn create(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    pod_cfg: &PodSandboxConfig,
-    c: ContainerConfig,
-) -> Result<String, tonic::Status> {
-    rt.create_container(CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(c),
-        sandbox_config: Some(pod_cfg.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
 }
 
 async fn start(rt: &mut RuntimeServiceClient<Channel>, id: &str) {

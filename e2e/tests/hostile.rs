@@ -12,14 +12,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gantry_e2e::fixture::{create_and_start, remove_pod, stop_pod, BusyboxEnv};
+use gantry_e2e::fixture::{
+    create_and_start, create_container as create, remove_pod, stop_pod, BusyboxEnv,
+};
 use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec as CriImageSpec, LinuxContainerConfig,
-    LinuxContainerResources, Mount, PodSandboxConfig, PullImageRequest, StartContainerRequest,
-    VersionRequest,
+    ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest, ExecSyncRequest,
+    ImageSpec as CriImageSpec, LinuxContainerConfig, LinuxContainerResources, Mount,
+    PullImageRequest, StartContainerRequest, VersionRequest,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -41,21 +42,6 @@ impl Tally {
         }
         println!("daemon peak RSS (VmHWM) over the hostile runs: {peak_kib} KiB");
     }
-}
-
-async fn create(
-    rt: &mut RuntimeServiceClient<Channel>,
-    pod: &str,
-    pod_cfg: &PodSandboxConfig,
-    c: ContainerConfig,
-) -> Result<String, tonic::Status> {
-    rt.create_container(CreateContainerRequest {
-        pod_sandbox_id: pod.into(),
-        config: Some(c),
-        sandbox_config: Some(pod_cfg.clone()),
-    })
-    .await
-    .map(|r| r.into_inner().container_id)
 }
 
 async fn status(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
