@@ -144,11 +144,11 @@ pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
 impl RuntimeConfig {
     /// Checks what serde cannot: the default handler must exist.
     pub fn validate(&self) -> Result<(), String> {
-        if self.log_max_bytes != 0 && self.log_max_bytes < crate::crilog::MIN_LOG_CAP {
+        if self.log_max_bytes != 0 && self.log_max_bytes < gantry_monitor::crilog::MIN_LOG_CAP {
             return Err(format!(
                 "log_max_bytes {} is below the smallest cap, {} (0 means no cap)",
                 self.log_max_bytes,
-                crate::crilog::MIN_LOG_CAP
+                gantry_monitor::crilog::MIN_LOG_CAP
             ));
         }
         if !self.runtimes.contains_key(&self.default_runtime) {

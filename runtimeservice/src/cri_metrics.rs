@@ -5,7 +5,7 @@
 //! once, v1 controllers or the v2 unified tree), counting the descriptors
 //! and sockets of the processes in it, parsing a network namespace's
 //! `/proc/net/dev`, and turning those readings into CRI `Metric`s. Which
-//! pods and containers are read is [`crate::containers`]'s business.
+//! pods and containers are read is [`crate::container`]'s business.
 //!
 //! Labels are those kubelet gives cAdvisor's series ([`BASE_LABELS`]), so
 //! dashboards that select by `namespace`, `pod` and `container` keep

@@ -25,7 +25,7 @@ pub enum Error {
     },
     /// A path in a container's rootfs that cannot be used as asked.
     #[error(transparent)]
-    Rootfs(#[from] crate::rootfs_path::RootfsError),
+    Rootfs(#[from] crate::container::rootfs_path::RootfsError),
     #[error("{0}")]
     Internal(String),
 }

@@ -1,5 +1,5 @@
 //! The CRI RuntimeService over gRPC: converts CRI messages and calls the
-//! plain business code ([`crate::pods`], [`crate::containers`]). Exec,
+//! plain business code ([`crate::pod`], [`crate::container`]). Exec,
 //! Attach and PortForward are checked here and answered with a URL minted by
 //! the daemon's streaming server ([`StreamUrls`]). What is not built yet
 //! (checkpoints) answers `Unimplemented`, naming the RPC. The streaming list
@@ -15,9 +15,9 @@ use gantry_proto::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::config::{CgroupDriver, RuntimeConfig};
-use crate::containers::ContainerService;
+use crate::container::ContainerService;
 use crate::detach::{detached, run_once, Replays};
-use crate::pods::PodService;
+use crate::pod::PodService;
 
 /// Containers of one pod stopped or removed at the same time: enough to
 /// stop a pod of 200 containers well within crictl's 2 s, few enough that
@@ -769,7 +769,7 @@ impl RuntimeService for CriRuntimeService {
         if cidrs.is_empty() {
             return Ok(Response::new(cri::UpdateRuntimeConfigResponse {}));
         }
-        if let Some(bad) = cidrs.iter().find(|c| !crate::network::is_cidr(c)) {
+        if let Some(bad) = cidrs.iter().find(|c| !crate::pod::network::is_cidr(c)) {
             return Err(Status::invalid_argument(format!(
                 "pod CIDR {bad:?} is not an address with a prefix length"
             )));

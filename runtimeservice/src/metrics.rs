@@ -14,8 +14,8 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::containers::ContainerService;
-use crate::pods::PodService;
+use crate::container::ContainerService;
+use crate::pod::PodService;
 
 /// Phases of bringing a pod's container up, as `gantry_pod_start_phase_seconds`
 /// labels them.

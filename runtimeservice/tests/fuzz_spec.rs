@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use gantry_fuzzkit::{self as fuzz, Rng};
 use gantry_proto::v1 as cri;
-use gantry_runtimeservice::spec::{generate, PidNamespace, SpecInput};
+use gantry_runtimeservice::oci::spec::{generate, PidNamespace, SpecInput};
 use serde_json::{json, Value};
 
 const STRINGS: &[&str] = &[

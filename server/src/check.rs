@@ -135,24 +135,23 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
             name: "exec helper",
             result: match crate::daemon::exec_helper_path(config) {
                 // It runs from a sealed in-memory copy, so the copy must work.
-                Ok(p) if p.is_file() => gantry_runtimeservice::sealed_exe::sealed_copy(
-                    &p,
-                    std::ffi::OsStr::new("gantry-exec"),
-                )
-                .map(|_| {
-                    format!(
-                        "{} (native exec for {}, run from a sealed memfd copy)",
-                        p.display(),
-                        native.join(", ")
-                    )
-                })
-                .map_err(|e| {
-                    format!(
+                Ok(p) if p.is_file() => {
+                    gantry_monitor::sealed_exe::sealed_copy(&p, std::ffi::OsStr::new("gantry-exec"))
+                        .map(|_| {
+                            format!(
+                                "{} (native exec for {}, run from a sealed memfd copy)",
+                                p.display(),
+                                native.join(", ")
+                            )
+                        })
+                        .map_err(|e| {
+                            format!(
                         "{}: no sealed copy can be made ({e}): exec in {} containers will fail",
                         p.display(),
                         native.join(", ")
                     )
-                }),
+                        })
+                }
                 Ok(p) => Err(format!(
                     "{} not found: exec in {} containers will fail",
                     p.display(),

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use gantry_imageservice::{CriImageService, ImageMetrics, ImageStore};
 use gantry_proto::v1::image_service_server::ImageServiceServer;
 use gantry_proto::v1::runtime_service_server::RuntimeServiceServer;
-use gantry_runtimeservice::containers::{ContainerService, ImageLookup, ResolvedImage};
+use gantry_runtimeservice::container::{ContainerService, ImageLookup, ResolvedImage};
 use gantry_runtimeservice::error::Error as RuntimeError;
 use gantry_runtimeservice::{
     CniNetwork, CriRuntimeService, PodService, RuntimeMetrics, StateCollector,

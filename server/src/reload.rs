@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use gantry_imageservice::ImageStore;
-use gantry_runtimeservice::containers::ContainerService;
+use gantry_runtimeservice::container::ContainerService;
 use prometheus::{Gauge, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};

@@ -11,7 +11,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use gantry_imageservice::store::ImageRecord;
-use gantry_runtimeservice::containers::{monitor_alive, ContainerRecord};
+use gantry_runtimeservice::container::{monitor_alive, ContainerRecord};
 use gantry_runtimeservice::pod::PodRecord;
 use serde::Serialize;
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gantry_proto::v1 as cri;
-use gantry_runtimeservice::containers::ContainerService;
+use gantry_runtimeservice::container::ContainerService;
 use gantry_runtimeservice::grpc::StreamUrls;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};

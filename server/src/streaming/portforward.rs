@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use gantry_proto::v1 as cri;
-use gantry_runtimeservice::interactive::connect_port;
+use gantry_runtimeservice::exec::connect_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info};
 

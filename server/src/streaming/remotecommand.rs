@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use gantry_monitor::wire::attach_wire;
 use gantry_proto::v1 as cri;
-use gantry_runtimeservice::interactive::attach_wire;
 use gantry_runtimeservice::oci::ExecStreams;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};

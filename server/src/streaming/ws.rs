@@ -284,7 +284,7 @@ async fn port_forward_channels(
         let allowed = req.port.is_empty() || req.port.contains(&(port as i32));
         tokio::spawn(async move {
             let conn = if allowed {
-                gantry_runtimeservice::interactive::connect_port(netns, port).await
+                gantry_runtimeservice::exec::connect_port(netns, port).await
             } else {
                 Err(std::io::Error::other("port not requested"))
             };

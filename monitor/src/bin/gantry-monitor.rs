@@ -15,7 +15,7 @@
 //! write to its stdin (kept open here for containers configured with
 //! `stdin`) and resize its terminal (containers with `tty`, whose master
 //! the runtime hands over on a console socket), in the frames of
-//! `gantry_runtimeservice::interactive::attach_wire`. A client that cannot
+//! `gantry_monitor::wire::attach_wire`. A client that cannot
 //! keep up is dropped: the container's output never waits for it.
 //!
 //! Protocol with the daemon: one line on stdout, `ok <monitor pid>
@@ -36,9 +36,9 @@ use std::process::{Command, Stdio};
 
 use std::os::unix::net::{UnixListener, UnixStream};
 
-use gantry_runtimeservice::crilog::{CappedLog, LineSplitter};
-use gantry_runtimeservice::interactive::{attach_wire, recv_fd};
-use gantry_runtimeservice::oci::last_logged_error;
+use gantry_monitor::crilog::{CappedLog, LineSplitter};
+use gantry_monitor::runtime_log::last_logged_error;
+use gantry_monitor::wire::{attach_wire, recv_fd};
 
 struct Args {
     id: String,
@@ -145,7 +145,7 @@ impl DroppedReport {
             return Some(DROPPED_REPORT_INTERVAL - since);
         }
         self.at = std::time::Instant::now();
-        match gantry_runtimeservice::crilog::write_dropped(&self.state_dir, dropped) {
+        match gantry_monitor::crilog::write_dropped(&self.state_dir, dropped) {
             Ok(()) => {
                 self.reported = dropped;
                 None
@@ -166,7 +166,7 @@ fn open_log(args: &Args) -> std::io::Result<File> {
             Path::new(path.file_name().unwrap_or_default()),
         ),
     };
-    gantry_runtimeservice::crilog::open_log(dir, rel)
+    gantry_monitor::crilog::open_log(dir, rel)
 }
 
 /// A new 0700 directory with a random name in the temp directory.

@@ -5,7 +5,7 @@
 //! Each volume is a read-only overlay of the image's layer snapshots (no
 //! upper directory, so nothing can be written through it) mounted at
 //! `<container dir>/image-volumes/<n>/image`; a sub path is resolved inside
-//! that view by [`crate::rootfs_path`] (an image's symlinks never lead out
+//! that view by [`crate::container::rootfs_path`] (an image's symlinks never lead out
 //! of it) and bind-mounted, read-only, at `<n>/sub`. The runtime then binds
 //! one of those into the container. The container holds a lease on the
 //! image from create to remove, so removing the image meanwhile takes its
@@ -20,9 +20,9 @@ use gantry_proto::v1 as cri;
 use rustix::mount::{MountFlags, UnmountFlags};
 use tracing::{info, warn};
 
-use crate::containers::ImageLookup;
+use crate::container::rootfs_path::{Rootfs, RootfsError};
+use crate::container::ImageLookup;
 use crate::error::{Error, Result};
-use crate::rootfs_path::{Rootfs, RootfsError};
 
 const DIR: &str = "image-volumes";
 

@@ -7,7 +7,7 @@
 //! business reaching. Some syscalls are never allowed (keyrings, kexec,
 //! userfaultfd, io_uring): no capability makes them safe to share.
 //!
-//! Both runc (from the spec) and gantry-exec ([`crate::nsexec`]) compile
+//! Both runc (from the spec) and gantry-exec (`gantry_monitor::nsexec`) compile
 //! the same JSON, so a process started by exec is held to the same rules.
 
 use serde_json::{json, Value};
@@ -574,12 +574,39 @@ mod tests {
 
     const MODERN: (u32, u32) = (6, 1);
 
+    #[test]
+    fn the_runtime_default_profile_compiles_for_gantry_exec() {
+        let caps: Vec<String> = crate::oci::spec::DEFAULT_CAPS
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        let v = runtime_default_for(&caps, (6, 1));
+        let f =
+            gantry_monitor::nsexec::compile_seccomp(&serde_json::from_value(v).unwrap()).unwrap();
+        assert_eq!(
+            f.get_act_default().unwrap(),
+            libseccomp::ScmpAction::Errno(libc::EPERM)
+        );
+        // The compiled filter as libseccomp's readable text.
+        let mut tmp = tempfile::tempfile().unwrap();
+        f.export_pfc(&tmp).unwrap();
+        use std::io::{Read, Seek};
+        tmp.seek(std::io::SeekFrom::Start(0)).unwrap();
+        let mut text = String::new();
+        tmp.read_to_string(&mut text).unwrap();
+        assert!(text.contains("\"ptrace\""), "{text}");
+        assert!(text.contains("ERRNO(38)"), "clone3: {text}");
+        assert!(text.contains("$a0.lo32 & 0x7e020000 == 0"), "clone: {text}");
+        assert!(!text.contains("\"mount\""), "{text}");
+        assert!(!text.contains("\"keyctl\""), "{text}");
+    }
+
     fn caps(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
 
     fn default_caps() -> Vec<String> {
-        caps(crate::spec::DEFAULT_CAPS)
+        caps(crate::oci::spec::DEFAULT_CAPS)
     }
 
     /// The rules that name `syscall`.
@@ -683,7 +710,7 @@ mod tests {
 
     #[test]
     fn keyrings_kexec_userfaultfd_and_io_uring_are_never_allowed() {
-        let every = caps(crate::spec::ALL_CAPS);
+        let every = caps(crate::oci::spec::ALL_CAPS);
         for p in [
             runtime_default_for(&default_caps(), MODERN),
             runtime_default_for(&every, MODERN),

@@ -262,7 +262,7 @@ fn a_terminal_exec_gets_its_own_terminal_and_nothing_else() {
     }
     let mut child = child.spawn().unwrap();
     drop(leak);
-    let master = gantry_runtimeservice::interactive::recv_fd(&ours).unwrap();
+    let master = gantry_monitor::wire::recv_fd(&ours).unwrap();
     drop(ours);
     rustix::io::ioctl_fionbio(&master, false).unwrap();
     let name = rustix::pty::ptsname(&master, Vec::new()).unwrap();
@@ -279,7 +279,7 @@ fn a_terminal_exec_gets_its_own_terminal_and_nothing_else() {
     // The helper runs from a sealed copy of itself.
     let exe = std::fs::File::open(format!("/proc/{}/exe", child.id())).unwrap();
     assert!(
-        gantry_runtimeservice::sealed_exe::is_sealed(&exe),
+        gantry_monitor::sealed_exe::is_sealed(&exe),
         "{:?}",
         std::fs::read_link(format!("/proc/{}/exe", child.id()))
     );
@@ -329,6 +329,6 @@ fn a_terminal_exec_gets_its_own_terminal_and_nothing_else() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(255));
-    assert!(gantry_runtimeservice::interactive::recv_fd(&ours).is_err());
+    assert!(gantry_monitor::wire::recv_fd(&ours).is_err());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not the container's init"));
 }

@@ -14,12 +14,12 @@ fn main() {
     // Started from the daemon it already runs from a sealed copy; started
     // any other way it makes one first (see `sealed_exe`), and refuses to
     // run unprotected.
-    if let Err(e) = gantry_runtimeservice::sealed_exe::reexec_sealed() {
+    if let Err(e) = gantry_monitor::sealed_exe::reexec_sealed() {
         eprintln!("gantry-exec: running from a sealed copy of itself: {e}");
         std::process::exit(255);
     }
-    let code = gantry_runtimeservice::nsexec::Request::parse(std::env::args_os().skip(1))
-        .and_then(|r| gantry_runtimeservice::nsexec::run(&r))
+    let code = gantry_monitor::nsexec::Request::parse(std::env::args_os().skip(1))
+        .and_then(|r| gantry_monitor::nsexec::run(&r))
         .unwrap_or_else(|e| {
             eprintln!("gantry-exec: {e}");
             255

@@ -11,7 +11,7 @@
 //! hardware), and read with a size cap. Directories are created one
 //! component at a time below a parent resolved the same way.
 //!
-//! Users: user and group resolution ([`crate::spec::user`]), `WORKDIR` and
+//! Users: user and group resolution ([`crate::oci::spec::user`]), `WORKDIR` and
 //! mount points ([`Rootfs::mkdir_all`], [`Rootfs::ensure_mount_point`]),
 //! image `VOLUME` seeding ([`Rootfs::open_dir`]), and the command check at
 //! `CreateContainer` ([`check_command`]): the runtime runs the container

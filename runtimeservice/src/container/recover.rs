@@ -1,0 +1,74 @@
+//! What the daemon finds at start: records rolled forward or back,
+//! monitors re-attached, leases reconciled.
+
+use super::*;
+
+impl ContainerService {
+    /// After a daemon start: interrupted creates are rolled back; live
+    /// containers are watched again, and those whose monitor vanished
+    /// without recording an exit are reported exited.
+    pub async fn recover(&self) {
+        let ids: Vec<String> = self.records().keys().cloned().collect();
+        for id in ids {
+            let live = self.records().get(&id).is_some_and(|r| {
+                matches!(r.state, ContainerState::Created | ContainerState::Running)
+            });
+            // Watch first, then look: an exit in between is still heard.
+            if live {
+                if let Err(e) = self.exits.watch(&id, &self.cdir(&id)) {
+                    crate::events::warn_unwatched(&id, &e);
+                }
+            }
+            // A start cut short: whatever it got to run goes, and the
+            // container is back to created, startable again.
+            let unfinished_run = self.records().get(&id).cloned().filter(|r| {
+                r.state == ContainerState::Created
+                    && r.monitor_pid == 0
+                    && (self.cdir(&id).join("pid").exists() || !monitors_of(&id).is_empty())
+            });
+            if let Some(r) = unfinished_run {
+                warn!(container = %id, "undoing a start that was interrupted");
+                self.undo_run(&id, &r).await;
+            }
+            let Some(r) = self.fold_exit(&id) else {
+                continue;
+            };
+            match r.state {
+                ContainerState::Creating => {
+                    warn!(container = %id, "rolling back a container whose creation was interrupted");
+                    self.destroy(&id).await;
+                }
+                // Not run yet: no monitor to have lost.
+                ContainerState::Created if r.monitor_pid == 0 => {}
+                ContainerState::Created | ContainerState::Running => {
+                    if !monitor_alive(r.monitor_pid, &id)
+                        && !self.cdir(&id).join("exit.json").exists()
+                    {
+                        warn!(container = %id, "the monitor is gone and recorded no exit");
+                        self.exits.unwatch(&id);
+                        self.metrics.container_exited("Unknown");
+                        let _ = self.update_then_emit(&id, |r| {
+                            r.state = ContainerState::Exited;
+                            r.exit_code = 255;
+                            r.finished_at = now_nanos();
+                            r.reason = "Unknown".into();
+                            r.message = "the container monitor exited without recording the container's exit".into();
+                            Some(cri::ContainerEventType::ContainerStoppedEvent)
+                        });
+                    }
+                }
+                ContainerState::Exited => {}
+            }
+        }
+        // Leases of containers removed while the daemon was down or cut
+        // short (a crash between removing the record and the lease).
+        let live: HashMap<String, String> = self
+            .records()
+            .values()
+            .map(|r| (r.id.clone(), r.image_id.clone()))
+            .collect();
+        if let Err(e) = self.images.retain(&live).await {
+            warn!(error = %e, "dropping the image leases of containers that are gone");
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! StopContainer: the stop signal, the grace period, the kill.
+
+use super::*;
+
+impl ContainerService {
+    pub(super) async fn wait_exit(&self, id: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        let (monitor, init) = self
+            .records()
+            .get(id)
+            .map(|r| (r.monitor_pid, r.pid))
+            .unwrap_or_default();
+        // Most exits come within milliseconds of the signal: look again
+        // soon, then less and less often.
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let exit_file = self.cdir(id).join("exit.json");
+            // The file is looked for only once the monitor is seen gone: it
+            // writes the file just before exiting, so looking first could
+            // miss a file written a moment later and overwrite it.
+            if !monitor_alive(monitor, id) && !process_running(init) && !exit_file.exists() {
+                // The monitor died without recording the exit (it was
+                // killed, or crashed): nobody else will. The code is
+                // unknown, which 255 says, as the runtimes do.
+                warn!(container = %id, "the container's monitor is gone; recording an unknown exit");
+                let body = format!(
+                    "{{\"exit_code\":255,\"signal\":0,\"finished_at\":{}}}\n",
+                    now_nanos()
+                );
+                let _ = write_atomic(&exit_file, body.as_bytes());
+            }
+            if exit_file.exists() {
+                self.fold_exit(id);
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// The container's stop signal (SIGTERM unless its config or image
+    /// names another), `timeout` seconds, then SIGKILL. Stopped and unknown
+    /// containers succeed.
+    pub async fn stop(&self, id: &str, timeout: i64) -> Result<()> {
+        let Some(id) = self.resolve(id)? else {
+            return Ok(());
+        };
+        let _guard = self.lock(&id).await;
+        let Some(rec) = self.fold_exit(&id) else {
+            return Ok(());
+        };
+        if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
+            return Ok(());
+        }
+        // Nothing runs yet (the runtime runs it at start); as with
+        // containerd, stopping a created container leaves it created.
+        if rec.state == ContainerState::Created && rec.monitor_pid == 0 {
+            return Ok(());
+        }
+        let rt = self.runtime(&rec.handler)?;
+        if timeout > 0 && rec.state == ContainerState::Running {
+            let signal = crate::signal::recorded(rec.stop_signal);
+            let number = crate::signal::number(signal).unwrap_or(libc::SIGTERM);
+            debug!(container = %id, signal = signal.as_str_name(), "stopping");
+            match rt.kill(&id, number, false).await {
+                Ok(()) | Err(Error::NotFound(_)) | Err(Error::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if self
+                .wait_exit(&id, Duration::from_secs(timeout as u64))
+                .await
+            {
+                return Ok(());
+            }
+        }
+        match rt.kill(&id, libc::SIGKILL, true).await {
+            Ok(()) | Err(Error::NotFound(_)) => {}
+            // runsc signals only started containers; deleting one that never
+            // started ends what its create left running (the sandbox).
+            Err(Error::FailedPrecondition(e)) if rec.state == ContainerState::Created => {
+                debug!(container = %id, error = %e, "the runtime cannot signal it; deleting it");
+                rt.delete(&id, true).await?;
+            }
+            Err(Error::FailedPrecondition(_)) => {}
+            Err(e) => return Err(e),
+        }
+        if !self.wait_exit(&id, Duration::from_secs(10)).await {
+            return Err(Error::Internal(format!(
+                "container {id} did not exit after SIGKILL"
+            )));
+        }
+        info!(container = %id, "container stopped");
+        Ok(())
+    }
+}

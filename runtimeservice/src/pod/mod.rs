@@ -1,0 +1,119 @@
+//! The pod sandbox operations: run, stop, remove, status and list, over the
+//! [`PodStore`] records, the pinned namespaces and the [`PodNetwork`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use gantry_cni::netns::{self, PinnedNamespaces, Private};
+use gantry_proto::v1 as cri;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::cgroup::{self, Hierarchy};
+use crate::config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
+use crate::error::{Error, Result};
+use crate::metrics::{phase, RuntimeMetrics};
+use crate::pod::network::{NetworkExtras, PodNetwork, PodNetworkRequest};
+
+pub mod network;
+mod pod_cgroup;
+mod record;
+mod recover;
+mod remove;
+mod run;
+mod status;
+mod stop;
+mod update;
+
+pub use self::record::*;
+use self::{recover::*, run::*};
+
+pub struct PodService {
+    /// As the daemon started; the handlers in force are in `handlers`.
+    pub config: RuntimeConfig,
+    /// The runtime handlers new pods may name; a reload replaces them
+    /// ([`crate::container::ContainerService::set_handlers`]).
+    handlers: RwLock<Arc<BTreeMap<String, RuntimeHandler>>>,
+    /// gantry-monitor, which also serves as the init of shared PID namespaces.
+    monitor: PathBuf,
+    pub store: PodStore,
+    pub(crate) network: Arc<dyn PodNetwork>,
+    /// Where namespaces are pinned: on tmpfs, so pins vanish with a reboot
+    /// just as the namespaces do.
+    ns_dir: PathBuf,
+    /// The mounted cgroup hierarchies pod cgroups are made in.
+    hierarchies: Vec<Hierarchy>,
+    /// Taken while a pod's cgroup is made, removed or handed over.
+    cgroup_handover: tokio::sync::Mutex<()>,
+    pub(crate) metrics: RuntimeMetrics,
+}
+
+fn now_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl PodService {
+    pub fn new(
+        config: RuntimeConfig,
+        network: Arc<dyn PodNetwork>,
+        monitor: PathBuf,
+    ) -> Result<Self> {
+        let store = PodStore::open(&config.root.join("sandboxes"))?;
+        let ns_dir = config.state_dir.join("pods");
+        std::fs::create_dir_all(&ns_dir)
+            .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
+        Ok(PodService {
+            handlers: RwLock::new(Arc::new(config.runtimes.clone())),
+            config,
+            monitor,
+            store,
+            network,
+            ns_dir,
+            hierarchies: cgroup::hierarchies(),
+            cgroup_handover: tokio::sync::Mutex::new(()),
+            metrics: RuntimeMetrics::default(),
+        })
+    }
+
+    /// Where pod and container operations are measured (the containers of
+    /// these pods report to the same place).
+    pub fn with_metrics(mut self, metrics: RuntimeMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Pods by (state, handler), for the metrics.
+    pub fn counts(&self) -> std::collections::BTreeMap<(&'static str, String), i64> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in self.store.list() {
+            let state = match r.state {
+                PodState::Creating => "creating",
+                PodState::Ready => "ready",
+                PodState::NotReady => "notready",
+            };
+            let handler = if r.runtime_handler.is_empty() {
+                self.config.default_runtime.clone()
+            } else {
+                r.runtime_handler
+            };
+            *out.entry((state, handler)).or_insert(0) += 1;
+        }
+        out
+    }
+
+    /// The runtime handlers in force.
+    pub fn handlers(&self) -> Arc<BTreeMap<String, RuntimeHandler>> {
+        self.handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_handlers(&self, handlers: BTreeMap<String, RuntimeHandler>) {
+        *self.handlers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(handlers);
+    }
+}
