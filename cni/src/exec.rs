@@ -527,22 +527,13 @@ pub fn has_status_and_gc(version: &str) -> bool {
     (major, minor) >= (1, 1)
 }
 
+/// The cache entry written whole or not at all, in a directory made on
+/// first use (the cache is libcni's layout, readable by other CNI tools).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("json.tmp");
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    });
-    if written.is_err() {
-        // A half-written entry (a full disk) is never left to be read.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    gantry_common::fs::write_atomic_mode(path, bytes, 0o644)
 }
 
 #[cfg(test)]

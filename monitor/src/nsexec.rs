@@ -324,62 +324,15 @@ fn join(ns: &Namespace) -> Result<()> {
     ))
 }
 
-/// Undoes the escaping of spaces, tabs, newlines and backslashes in a
-/// mountinfo field.
-fn unescape_mountinfo(field: &str) -> String {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Some(v) = field
-                .get(i + 1..i + 4)
-                .and_then(|oct| u8::from_str_radix(oct, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The directories of a process's cgroups, one per hierarchy: the lines of
 /// its `/proc/<pid>/cgroup` mapped onto the cgroup mounts of `mountinfo`
 /// (ours). Cgroup v1 hierarchies are matched by their controllers (or
 /// `name=`), v2 by its filesystem type; a hierarchy that is not mounted
 /// here, or whose mount does not reach the process's cgroup, is skipped.
 pub fn cgroup_dirs(proc_cgroup: &str, mountinfo: &str) -> Vec<PathBuf> {
-    struct Mount {
-        v2: bool,
-        options: BTreeSet<String>,
-        root: String,
-        point: String,
-    }
-    let mounts: Vec<Mount> = mountinfo
-        .lines()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let left: Vec<&str> = left.split(' ').collect();
-            let mut right = right.split(' ');
-            let fstype = right.next()?;
-            let _source = right.next()?;
-            let options = right.next().unwrap_or("");
-            let v2 = match fstype {
-                "cgroup2" => true,
-                "cgroup" => false,
-                _ => return None,
-            };
-            Some(Mount {
-                v2,
-                options: options.split(',').map(str::to_string).collect(),
-                root: unescape_mountinfo(left.get(3)?),
-                point: unescape_mountinfo(left.get(4)?),
-            })
-        })
+    let mounts: Vec<gantry_common::mountinfo::Mount> = gantry_common::mountinfo::parse(mountinfo)
+        .into_iter()
+        .filter(|m| m.fs_type == "cgroup" || m.fs_type == "cgroup2")
         .collect();
     let mut dirs = Vec::new();
     for line in proc_cgroup.lines() {
@@ -391,21 +344,22 @@ pub fn cgroup_dirs(proc_cgroup: &str, mountinfo: &str) -> Vec<PathBuf> {
         let v2 = id == "0" && controllers.is_empty();
         let mount = mounts.iter().find(|m| {
             if v2 {
-                return m.v2;
+                return m.fs_type == "cgroup2";
             }
-            !m.v2
+            m.fs_type == "cgroup"
                 && !controllers.is_empty()
-                && controllers.split(',').all(|c| m.options.contains(c))
+                && controllers.split(',').all(|c| m.has_super_option(c))
         });
         let Some(m) = mount else { continue };
-        let rel = if m.root == "/" {
+        let root = m.root.to_string_lossy();
+        let rel = if root == "/" {
             Some(path)
         } else {
-            path.strip_prefix(m.root.as_str())
+            path.strip_prefix(root.as_ref())
                 .filter(|r| r.is_empty() || r.starts_with('/'))
         };
         let Some(rel) = rel else { continue };
-        let dir = Path::new(&m.point).join(rel.trim_start_matches('/'));
+        let dir = m.mount_point.join(rel.trim_start_matches('/'));
         if !dirs.contains(&dir) {
             dirs.push(dir);
         }

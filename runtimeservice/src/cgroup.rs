@@ -153,19 +153,13 @@ pub struct Hierarchy {
 /// The cgroup hierarchies mounted on the host, from a mountinfo text.
 pub fn hierarchies_in(mountinfo: &str) -> Vec<Hierarchy> {
     let mut out: Vec<Hierarchy> = Vec::new();
-    for line in mountinfo.lines() {
-        // Fields: id parent major:minor root mountpoint options [optional...] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let fstype = right.split_whitespace().next().unwrap_or("");
-        let mount = left.split_whitespace().nth(4).unwrap_or("");
-        let v2 = match fstype {
+    for m in gantry_common::mountinfo::parse(mountinfo) {
+        let v2 = match m.fs_type.as_str() {
             "cgroup" => false,
             "cgroup2" => true,
             _ => continue,
         };
-        let mount = PathBuf::from(mount.replace("\\040", " "));
+        let mount = m.mount_point;
         if !out.iter().any(|h| h.mount == mount) {
             out.push(Hierarchy { mount, v2 });
         }

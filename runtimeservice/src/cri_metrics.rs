@@ -802,17 +802,11 @@ pub fn device_of(path: &Path, mountinfo: &str) -> String {
     let id = format!("{}:{}", libc::major(dev), libc::minor(dev));
     // The last mount of that device whose mount point holds `path`: the
     // one on top.
-    mountinfo
-        .lines()
+    gantry_common::mountinfo::parse(mountinfo)
+        .into_iter()
         .rev()
-        .filter_map(|l| {
-            let (left, right) = l.split_once(" - ")?;
-            let f: Vec<&str> = left.split_whitespace().collect();
-            let source = right.split_whitespace().nth(1)?;
-            (f.get(2) == Some(&id.as_str()) && path.starts_with(f.get(4)?))
-                .then(|| source.to_string())
-        })
-        .next()
+        .find(|m| m.device == id && path.starts_with(&m.mount_point))
+        .map(|m| m.source)
         .unwrap_or(id)
 }
 

@@ -18,6 +18,7 @@
 //! once for exits that happened while it was down). An inotify queue
 //! overflow loses names, so it triggers one look at every live container.
 
+use gantry_common::exit::EXIT_FILE;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -89,8 +90,6 @@ pub struct ExitWatcher {
     /// Set once nothing reads the inotify instance any more.
     disabled: std::sync::atomic::AtomicBool,
 }
-
-const EXIT_FILE: &str = "exit.json";
 
 impl ExitWatcher {
     pub fn new() -> std::io::Result<Self> {

@@ -19,11 +19,6 @@ use crate::container::ContainerService;
 use crate::detach::{detached, run_once, Replays};
 use crate::pod::PodService;
 
-/// Containers of one pod stopped or removed at the same time: enough to
-/// stop a pod of 200 containers well within crictl's 2 s, few enough that
-/// the runtime processes do not swamp the node.
-const POD_STOP_PARALLEL: usize = 16;
-
 /// The CRI API version gantry speaks.
 pub const CRI_API_VERSION: &str = "v1";
 pub const RUNTIME_NAME: &str = "gantry";
@@ -101,40 +96,6 @@ impl CriRuntimeService {
         tokio::task::spawn_blocking(move || containers.pod_metrics())
             .await
             .map_err(|e| Status::internal(format!("reading pod metrics: {e}")))
-    }
-
-    /// A pod's containers are stopped (or removed) before the pod itself,
-    /// several at a time; every one is tried, and the first failure is the
-    /// answer.
-    async fn stop_containers(
-        pods: &PodService,
-        containers: &Arc<ContainerService>,
-        pod_id: &str,
-        remove: bool,
-    ) -> Result<(), Status> {
-        use futures_util::StreamExt;
-        let Some(pod_id) = pods.store.resolve(pod_id)? else {
-            return Ok(());
-        };
-        let results: Vec<crate::error::Result<()>> =
-            futures_util::stream::iter(containers.in_pod(&pod_id))
-                .map(|id| {
-                    let containers = containers.clone();
-                    async move {
-                        if remove {
-                            containers.remove(&id).await
-                        } else {
-                            containers.stop(&id, 0).await
-                        }
-                    }
-                })
-                .buffer_unordered(POD_STOP_PARALLEL)
-                .collect()
-                .await;
-        for r in results {
-            r?;
-        }
-        Ok(())
     }
 }
 
@@ -324,14 +285,7 @@ impl RuntimeService for CriRuntimeService {
         let id = request.into_inner().pod_sandbox_id;
         let (pods, containers) = (self.pods.clone(), self.containers.clone());
         detached("StopPodSandbox", async move {
-            Self::stop_containers(&pods, &containers, &id, false).await?;
-            if pods.stop(&id).await? {
-                if let Some(full) = pods.store.resolve(&id)? {
-                    containers
-                        .emit_pod_event(&full, cri::ContainerEventType::ContainerStoppedEvent);
-                }
-            }
-            Ok(())
+            Ok(pods.stop_sandbox(&containers, &id).await?)
         })
         .await?;
         Ok(Response::new(cri::StopPodSandboxResponse {}))
@@ -353,23 +307,7 @@ impl RuntimeService for CriRuntimeService {
         }
         let (pods, containers) = (self.pods.clone(), self.containers.clone());
         detached("RemovePodSandbox", async move {
-            Self::stop_containers(&pods, &containers, &id, true).await?;
-            let full = pods.store.resolve(&id)?;
-            if let Some(f) = &full {
-                containers.forget_pod(f);
-            }
-            let (stopped, removed) = pods.remove(&id).await?;
-            if let Some(full) = full {
-                if stopped {
-                    containers
-                        .emit_pod_event(&full, cri::ContainerEventType::ContainerStoppedEvent);
-                }
-                if removed {
-                    containers
-                        .emit_pod_event(&full, cri::ContainerEventType::ContainerDeletedEvent);
-                }
-            }
-            Ok(())
+            Ok(pods.remove_sandbox(&containers, &id).await?)
         })
         .await?;
         Ok(Response::new(cri::RemovePodSandboxResponse {}))

@@ -30,7 +30,6 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod grpc;
-mod locks;
 pub mod metrics;
 pub mod oci;
 pub mod pod;

@@ -240,22 +240,7 @@ pub fn exec_helper_path(config: &Config) -> anyhow::Result<std::path::PathBuf> {
 /// setuid binaries and device nodes, and the monitors' sockets. Kubelet
 /// runs as root, so nothing else needs to enter them.
 fn private_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))?;
-    let mode = std::fs::metadata(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
-        info!(dir = %dir.display(), mode = format!("{:o}", mode & 0o7777), "tightening to 0700");
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("chmod {}", dir.display()))?;
-    }
-    Ok(())
+    gantry_common::fs::private_dir(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 /// How the daemon was started: its config file (re-read on SIGHUP) and

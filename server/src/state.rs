@@ -176,32 +176,9 @@ fn records<T: serde::de::DeserializeOwned>(
 
 /// Mount points from a mountinfo text, unescaped (`\040` is a space).
 fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| {
-            let mut out = Vec::with_capacity(m.len());
-            let b = m.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                let octal = b.get(i + 1..i + 4).and_then(|d| {
-                    std::str::from_utf8(d)
-                        .ok()
-                        .and_then(|d| u8::from_str_radix(d, 8).ok())
-                });
-                match (b[i], octal) {
-                    (b'\\', Some(v)) => {
-                        out.push(v);
-                        i += 4;
-                    }
-                    (c, _) => {
-                        out.push(c);
-                        i += 1;
-                    }
-                }
-            }
-            PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
-        })
+    gantry_common::mountinfo::parse(mountinfo)
+        .into_iter()
+        .map(|m| m.mount_point)
         .collect()
 }
 

@@ -29,13 +29,13 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use std::os::unix::net::{UnixListener, UnixStream};
 
+use gantry_common::exit::ContainerExit;
 use gantry_monitor::crilog::{CappedLog, LineSplitter};
 use gantry_monitor::runtime_log::last_logged_error;
 use gantry_monitor::wire::{attach_wire, recv_fd};
@@ -189,37 +189,6 @@ fn remove_console_socket(path: &Path) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::remove_dir(dir);
     }
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-fn write_exit(path: &Path, status: i32) -> std::io::Result<()> {
-    let (code, signal) = if libc::WIFEXITED(status) {
-        (libc::WEXITSTATUS(status), 0)
-    } else if libc::WIFSIGNALED(status) {
-        (128 + libc::WTERMSIG(status), libc::WTERMSIG(status))
-    } else {
-        (255, 0)
-    };
-    let body = format!(
-        "{{\"exit_code\":{code},\"signal\":{signal},\"finished_at\":{}}}\n",
-        now_nanos()
-    );
-    let tmp = path.with_extension("tmp");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(body.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 fn set_nonblocking(fd: RawFd) {
@@ -745,7 +714,8 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     // Before the exit file: once the daemon sees the exit, the count is
     // final.
     dropped_report.update(log.dropped(), true);
-    write_exit(&args.exit_file, exit_status.unwrap_or(255 << 8))
+    ContainerExit::from_wait_status(exit_status.unwrap_or(255 << 8))
+        .write_file(&args.exit_file)
         .map_err(|e| format!("writing the exit file: {e}"))
 }
 

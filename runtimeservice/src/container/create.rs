@@ -106,16 +106,6 @@ impl ContainerService {
         let id = id.to_string();
         let pod_id = pod_id.to_string();
         {
-            let mut recs = self.records();
-            if let Some(other) = recs.values().find(|r| {
-                let m = r.config.metadata.clone().unwrap_or_default();
-                format!("{}_{}_{}", m.name, m.attempt, r.pod_id) == key
-            }) {
-                return Err(Error::AlreadyExists(format!(
-                    "container name {key:?} is already used by {}",
-                    other.id
-                )));
-            }
             let log_path = match (pod.config.log_directory.as_str(), config.log_path.as_str()) {
                 (d, l) if !d.is_empty() && !l.is_empty() => gantry_monitor::crilog::log_file(d, l)
                     .map_err(Error::InvalidArgument)?
@@ -150,13 +140,24 @@ impl ContainerService {
                 user: None,
                 stop_signal: stop_signal as i32,
             };
-            private_dir(&self.cdir(&id).join("bundle"))
-                .map_err(Error::io("creating the container directory"))?;
-            if let Err(e) = self.persist(&rec) {
+            let same_name = |r: &ContainerRecord| {
+                let m = r.config.metadata.clone().unwrap_or_default();
+                format!("{}_{}_{}", m.name, m.attempt, r.pod_id) == key
+            };
+            if let Err(other) = self.records.reserve(rec.clone(), same_name) {
+                return Err(Error::AlreadyExists(format!(
+                    "container name {key:?} is already used by {}",
+                    other.id
+                )));
+            }
+            let made = private_dir(&self.cdir(&id).join("bundle"))
+                .map_err(Error::io("creating the container directory"))
+                .and_then(|()| self.persist(&rec));
+            if let Err(e) = made {
+                self.records.forget(&id);
                 let _ = std::fs::remove_dir_all(self.cdir(&id));
                 return Err(e);
             }
-            recs.insert(id.clone(), rec);
         }
         Ok(())
     }
@@ -233,7 +234,8 @@ impl ContainerService {
             let host = cdir.join("volumes").join(i.to_string());
             std::fs::create_dir_all(&host)
                 .map_err(Error::io(format!("creating {}", host.display())))?;
-            seed_volume(&root, &dest, &host)?;
+            // A copy of a whole tree: the worker is handed off meanwhile.
+            gantry_common::records::blocking(|| seed_volume(&root, &dest, &host))?;
             volumes.push((dest, host));
         }
         let security = config
@@ -365,7 +367,7 @@ impl ContainerService {
             .arg("--log-path")
             .arg(&rec.log_path)
             .arg("--exit-file")
-            .arg(cdir.join("exit.json"))
+            .arg(cdir.join(EXIT_FILE))
             .arg("--pid-file")
             .arg(cdir.join("pid"))
             .stdin(std::process::Stdio::null())
@@ -413,7 +415,7 @@ impl ContainerService {
     pub(super) async fn undo_run(&self, id: &str, rec: &ContainerRecord) {
         self.release_runtime(id, rec, true).await;
         let cdir = self.cdir(id);
-        for f in ["pid", "exit.json", "attach.sock"] {
+        for f in ["pid", EXIT_FILE, "attach.sock"] {
             let _ = std::fs::remove_file(cdir.join(f));
         }
     }

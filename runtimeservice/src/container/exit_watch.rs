@@ -3,13 +3,6 @@
 
 use super::*;
 
-#[derive(Deserialize)]
-pub(super) struct ExitFile {
-    exit_code: i32,
-    signal: i32,
-    finished_at: i64,
-}
-
 impl ContainerService {
     /// Listens for containers that exit on their own and records each exit
     /// (with its STOPPED event) as soon as the monitor has written it.
@@ -80,10 +73,7 @@ impl ContainerService {
         if !matches!(rec.state, ContainerState::Created | ContainerState::Running) {
             return Some(rec);
         }
-        let Some(exit) = std::fs::read(self.cdir(id).join("exit.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<ExitFile>(&b).ok())
-        else {
+        let Some(exit) = ContainerExit::read(&self.cdir(id)) else {
             return Some(rec);
         };
         // The cgroup outlives the processes until the runtime deletes the

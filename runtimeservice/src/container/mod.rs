@@ -43,7 +43,12 @@ use crate::metrics::{phase, ContainerCounts, LogDrops, RuntimeMetrics};
 use crate::oci::spec::{generate, image_volumes, PidNamespace, SpecInput};
 use crate::oci::{CliRuntime, ExecStreams, ExecTarget, ExecTerminal, OciRuntime};
 use crate::pod::PodService;
-use crate::pod::{new_id, private_dir, tighten, write_atomic, PodState};
+use crate::pod::{new_id, PodState};
+use gantry_common::exit::{ContainerExit, EXIT_FILE};
+use gantry_common::fs::{private_dir, tighten, write_atomic};
+use gantry_common::locks::KeyedLocks;
+use gantry_common::records::{Lookup, Record, RecordStore, Skipped};
+use gantry_common::time::{now_nanos, secs};
 
 mod create;
 mod exec;
@@ -73,17 +78,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 pub struct ContainerService {
-    dir: PathBuf,
-    records: Mutex<BTreeMap<String, ContainerRecord>>,
-    locks: crate::locks::KeyedLocks,
+    records: RecordStore<ContainerRecord>,
+    locks: KeyedLocks,
     pods: Arc<PodService>,
     images: Arc<dyn ImageLookup>,
     /// By handler name: those configured, and those a reload removed, which
@@ -119,41 +116,32 @@ impl ContainerService {
     ) -> Result<Self> {
         let config = pods.config.clone();
         let dir = config.root.join("containers");
-        private_dir(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        let mut records = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir)
-            .map_err(Error::io("listing containers"))?
-            .flatten()
-        {
-            let path = entry.path().join("container.json");
-            tighten(&entry.path(), 0o700)
-                .and_then(|()| tighten(&path, 0o600))
-                .and_then(|()| tighten(&entry.path().join("bundle/config.json"), 0o600))
-                .map_err(Error::io(format!("tightening {}", entry.path().display())))?;
-            match std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ContainerRecord>(&b).ok())
-            {
-                Some(r) if r.version == RECORD_VERSION => {
-                    records.insert(r.id.clone(), r);
+        let (records, skipped) = RecordStore::<ContainerRecord>::open(&dir).map_err(Error::io(
+            format!("opening the container records in {}", dir.display()),
+        ))?;
+        for s in skipped {
+            match s {
+                Skipped::UnknownVersion { path, version } => {
+                    warn!(path = %path.display(), version, "unknown container record version")
                 }
-                Some(r) => {
-                    warn!(path = %path.display(), version = r.version, "unknown container record version")
-                }
-                None => {
+                Skipped::Debris { dir, why } => {
                     // The record is written before anything else is made
                     // and removed last but for the directory, so a directory
                     // without one is a create that never committed or a
                     // removal that was cut short: nothing references it.
-                    warn!(path = %path.display(), "removing a container directory without a record");
-                    crate::container::image_volume::unmount_all(&entry.path());
+                    warn!(path = %dir.display(), error = %why, "removing a container directory without a record");
+                    crate::container::image_volume::unmount_all(&dir);
                     let _ = rustix::mount::unmount(
-                        entry.path().join("bundle/rootfs"),
+                        dir.join("bundle/rootfs"),
                         rustix::mount::UnmountFlags::DETACH,
                     );
-                    let _ = std::fs::remove_dir_all(entry.path());
+                    let _ = std::fs::remove_dir_all(dir);
                 }
             }
+        }
+        for id in records.map().keys() {
+            let spec = records.dir_of(id).join("bundle/config.json");
+            tighten(&spec, 0o600).map_err(Error::io(format!("tightening {}", spec.display())))?;
         }
         let runtimes = config
             .runtimes
@@ -161,14 +149,13 @@ impl ContainerService {
             .map(|(name, h)| (name.clone(), Handler::new(&config, name, h, &pods.metrics)))
             .collect();
         let log_drops = LogDrops::default();
-        for r in records.values().filter(|r| r.monitor_pid != 0) {
+        for r in records.values().iter().filter(|r| r.monitor_pid != 0) {
             log_drops.track(&r.id);
         }
         Ok(ContainerService {
             metrics: pods.metrics.clone(),
             log_drops,
-            dir,
-            records: Mutex::new(records),
+            records,
             locks: Default::default(),
             pods,
             images,

@@ -68,18 +68,29 @@ pub(super) fn is_live(r: &ContainerRecord) -> bool {
     matches!(r.state, ContainerState::Created | ContainerState::Running)
 }
 
+impl Record for ContainerRecord {
+    const FILE: &'static str = "container.json";
+    const VERSION: u32 = RECORD_VERSION;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 impl ContainerService {
+    /// The records, for reading: held only for map operations.
     pub(super) fn records(&self) -> std::sync::MutexGuard<'_, Records> {
-        self.records.lock().unwrap_or_else(|p| p.into_inner())
+        self.records.map()
     }
 
     pub(super) fn cdir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+        self.records.dir_of(id)
     }
 
     pub(super) fn persist(&self, r: &ContainerRecord) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(r).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(&self.cdir(&r.id).join("container.json"), &bytes).map_err(Error::io(format!(
+        self.records.persist(r).map_err(Error::io(format!(
             "writing the record of container {}",
             r.id
         )))
@@ -103,17 +114,15 @@ impl ContainerService {
         id: &str,
         f: impl FnOnce(&mut ContainerRecord) -> Option<cri::ContainerEventType>,
     ) -> Result<ContainerRecord> {
-        let mut recs = self.records();
-        let mut r = recs
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("container {id}")))?;
-        let event = f(&mut r);
-        self.persist(&r)?;
-        recs.insert(id.to_string(), r.clone());
-        if let Some(kind) = event {
-            self.emit_locked(&recs, id, &r.pod_id, kind);
-        }
+        let (r, ()) = self
+            .records
+            .modify(id, f, |recs, r, event| {
+                if let Some(kind) = event {
+                    self.emit_locked(recs, id, &r.pod_id, kind);
+                }
+            })
+            .ok_or_else(|| Error::NotFound(format!("container {id}")))?
+            .map_err(Error::io(format!("writing the record of container {id}")))?;
         Ok(r)
     }
 
@@ -122,17 +131,12 @@ impl ContainerService {
         if id.is_empty() {
             return Err(Error::InvalidArgument("container ID is empty".into()));
         }
-        let recs = self.records();
-        if recs.contains_key(id) {
-            return Ok(Some(id.to_string()));
-        }
-        let mut m = recs.keys().filter(|k| k.starts_with(id));
-        match (m.next(), m.next()) {
-            (Some(one), None) => Ok(Some(one.clone())),
-            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+        match self.records.resolve(id) {
+            Lookup::Found(full) => Ok(Some(full)),
+            Lookup::NotFound => Ok(None),
+            Lookup::Ambiguous => Err(Error::InvalidArgument(format!(
                 "container ID prefix {id:?} is ambiguous"
             ))),
-            _ => Ok(None),
         }
     }
 

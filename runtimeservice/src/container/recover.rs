@@ -42,7 +42,7 @@ impl ContainerService {
                 ContainerState::Created if r.monitor_pid == 0 => {}
                 ContainerState::Created | ContainerState::Running => {
                     if !monitor_alive(r.monitor_pid, &id)
-                        && !self.cdir(&id).join("exit.json").exists()
+                        && !self.cdir(&id).join(EXIT_FILE).exists()
                     {
                         warn!(container = %id, "the monitor is gone and recorded no exit");
                         self.exits.unwatch(&id);

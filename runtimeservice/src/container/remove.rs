@@ -93,11 +93,13 @@ impl ContainerService {
         if rec.rootfs_mounted {
             let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
         }
-        let _ = std::fs::remove_dir_all(self.cdir(id));
+        // The writable layer can be large: the worker is handed off while
+        // it is removed.
+        let _ = gantry_common::records::blocking(|| std::fs::remove_dir_all(self.cdir(id)));
         self.cpu_rates.forget(id);
         lock(&self.cgroup_paths).remove(id);
         lock(&self.fs_usage).remove(id);
-        self.records().remove(id);
+        self.records.forget(id);
         // Only now that nothing is mounted from them may the image's
         // layers go.
         self.release_images(id).await;

@@ -7,10 +7,6 @@ use super::*;
 /// measured again (cAdvisor, too, walks layers about once a minute).
 pub(super) const FS_USAGE_TTL_NS: i64 = 60_000_000_000;
 
-pub(super) fn secs(nanos: i64) -> u64 {
-    u64::try_from(nanos / 1_000_000_000).unwrap_or(0)
-}
-
 /// The interfaces of each pod with a network namespace (in `pods`' order,
 /// skipping those without), read from inside each namespace by one thread.
 pub(super) fn pod_networks(
@@ -44,8 +40,8 @@ impl ContainerService {
     /// bytes and inodes it uses: ImageFsInfo's container filesystem.
     /// Mounted rootfs views are on other devices and not counted twice.
     pub fn writable_usage(&self) -> (PathBuf, u64, u64) {
-        let (bytes, inodes) = crate::stats::dir_usage(&self.dir);
-        (self.dir.clone(), bytes, inodes)
+        let (bytes, inodes) = crate::stats::dir_usage(self.records.dir());
+        (self.records.dir().to_path_buf(), bytes, inodes)
     }
 
     /// `ListPodSandboxMetrics`: the series of every ready pod (its cgroup,
@@ -82,10 +78,10 @@ impl ContainerService {
             .fs_device
             .get_or_init(|| {
                 let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-                m::device_of(&self.dir, &info)
+                m::device_of(self.records.dir(), &info)
             })
             .clone();
-        let capacity = m::fs_capacity(&self.dir);
+        let capacity = m::fs_capacity(self.records.dir());
         let mut reader = m::Reader::default();
         let mut out = Vec::with_capacity(pods.len());
         for pod in &pods {
@@ -250,7 +246,7 @@ impl ContainerService {
             writable_layer: Some(cri::FilesystemUsage {
                 timestamp: now,
                 fs_id: Some(cri::FilesystemIdentifier {
-                    mountpoint: self.dir.display().to_string(),
+                    mountpoint: self.records.dir().display().to_string(),
                 }),
                 used_bytes: u(bytes),
                 inodes_used: u(inodes),

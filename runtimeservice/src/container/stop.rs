@@ -14,7 +14,7 @@ impl ContainerService {
         // soon, then less and less often.
         let mut pause = Duration::from_millis(2);
         loop {
-            let exit_file = self.cdir(id).join("exit.json");
+            let exit_file = ContainerExit::path(&self.cdir(id));
             // The file is looked for only once the monitor is seen gone: it
             // writes the file just before exiting, so looking first could
             // miss a file written a moment later and overwrite it.
@@ -23,11 +23,12 @@ impl ContainerService {
                 // killed, or crashed): nobody else will. The code is
                 // unknown, which 255 says, as the runtimes do.
                 warn!(container = %id, "the container's monitor is gone; recording an unknown exit");
-                let body = format!(
-                    "{{\"exit_code\":255,\"signal\":0,\"finished_at\":{}}}\n",
-                    now_nanos()
-                );
-                let _ = write_atomic(&exit_file, body.as_bytes());
+                let unknown = ContainerExit {
+                    exit_code: 255,
+                    signal: 0,
+                    finished_at: now_nanos(),
+                };
+                let _ = unknown.write(&self.cdir(id));
             }
             if exit_file.exists() {
                 self.fold_exit(id);

@@ -15,6 +15,7 @@ use crate::config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
 use crate::error::{Error, Result};
 use crate::metrics::{phase, RuntimeMetrics};
 use crate::pod::network::{NetworkExtras, PodNetwork, PodNetworkRequest};
+use gantry_common::time::now_nanos;
 
 pub mod network;
 mod pod_cgroup;
@@ -22,6 +23,7 @@ mod record;
 mod recover;
 mod remove;
 mod run;
+mod sandbox;
 mod status;
 mod stop;
 mod update;
@@ -47,13 +49,6 @@ pub struct PodService {
     /// Taken while a pod's cgroup is made, removed or handed over.
     cgroup_handover: tokio::sync::Mutex<()>,
     pub(crate) metrics: RuntimeMetrics,
-}
-
-fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 impl PodService {

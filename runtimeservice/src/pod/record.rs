@@ -17,10 +17,10 @@
 //! Pod names are reserved from the records themselves, so a stale
 //! reservation cannot outlive the record that made it.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+
+use gantry_common::locks::KeyedLocks;
+use gantry_common::records::{Lookup, Record, RecordStore, Skipped};
 
 use gantry_proto::v1::PodSandboxConfig;
 use serde::{Deserialize, Serialize};
@@ -82,162 +82,98 @@ pub fn name_key(config: &PodSandboxConfig) -> String {
     format!("{}_{}_{}_{}", m.name, m.namespace, m.uid, m.attempt)
 }
 
-/// Writes a record whole or not at all, readable by root only: records and
-/// specs hold the container's environment, where Secrets end up.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("json.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
+impl Record for PodRecord {
+    const FILE: &'static str = "sandbox.json";
+    const VERSION: u32 = RECORD_VERSION;
+    fn id(&self) -> &str {
+        &self.id
     }
-    Ok(())
-}
-
-/// Makes `dir` (and its missing parents) a directory only root can enter,
-/// tightening one an older gantry left open: records, bundles and upper
-/// directories hold Secret values, setuid binaries and device nodes.
-pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    tighten(dir, 0o700)
-}
-
-/// Takes group and other permissions off `path` (leaving `mode`'s bits),
-/// if it has any. A missing file is not an error.
-pub(crate) fn tighten(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.file_type().is_symlink() && m.permissions().mode() & 0o077 & !mode != 0 => {
-            tracing::info!(path = %path.display(), "tightening permissions left by an older gantry");
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        }
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+    fn version(&self) -> u32 {
+        self.version
     }
 }
 
 /// All sandbox records, in memory and on disk.
 pub struct PodStore {
-    dir: PathBuf,
-    pods: Mutex<BTreeMap<String, PodRecord>>,
+    records: RecordStore<PodRecord>,
     /// One lock per pod, so calls on one pod run one at a time.
-    locks: crate::locks::KeyedLocks,
+    locks: KeyedLocks,
 }
 
 impl PodStore {
     pub fn open(dir: &Path) -> Result<Self> {
-        private_dir(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        let mut pods = BTreeMap::new();
-        for entry in std::fs::read_dir(dir)
-            .map_err(Error::io("listing sandboxes"))?
-            .flatten()
-        {
-            let path = entry.path().join("sandbox.json");
-            tighten(&entry.path(), 0o700)
-                .and_then(|()| tighten(&path, 0o600))
-                .map_err(Error::io(format!("tightening {}", entry.path().display())))?;
-            match std::fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice::<PodRecord>(&b).map_err(|e| e.to_string()))
-            {
-                Ok(rec) if rec.version == RECORD_VERSION => {
-                    pods.insert(rec.id.clone(), rec);
+        let (records, skipped) = RecordStore::open(dir).map_err(Error::io(format!(
+            "opening the sandbox records in {}",
+            dir.display()
+        )))?;
+        for s in skipped {
+            match s {
+                Skipped::UnknownVersion { path, version } => {
+                    warn!(path = %path.display(), version, "unknown sandbox record version")
                 }
-                Ok(rec) => {
-                    warn!(path = %path.display(), version = rec.version, "unknown sandbox record version")
-                }
-                Err(e) => {
-                    // A directory without a readable record was never
-                    // committed to: nothing references it.
-                    warn!(path = %path.display(), error = %e, "removing sandbox directory without a record");
-                    let _ = std::fs::remove_dir_all(entry.path());
+                // A directory without a readable record was never
+                // committed to: nothing references it.
+                Skipped::Debris { dir, why } => {
+                    warn!(path = %dir.display(), error = %why, "removing sandbox directory without a record");
+                    let _ = std::fs::remove_dir_all(dir);
                 }
             }
         }
         Ok(PodStore {
-            dir: dir.to_path_buf(),
-            pods: Mutex::new(pods),
+            records,
             locks: Default::default(),
         })
     }
 
-    fn pods(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PodRecord>> {
-        self.pods.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn pod_dir(&self, id: &str) -> PathBuf {
-        self.dir.join(id)
+        self.records.dir_of(id)
     }
 
     pub async fn lock(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         self.locks.lock(id).await
     }
 
-    /// Persists a new record, failing if its name is taken.
+    /// Persists a new record, failing if its name is taken. The name is
+    /// reserved in memory first, so a concurrent run of the same name gets
+    /// AlreadyExists even while this one is still being written.
     pub fn insert(&self, rec: PodRecord) -> Result<()> {
-        let mut pods = self.pods();
         let key = rec.name_key();
-        if let Some(other) = pods.values().find(|p| p.name_key() == key) {
+        if let Err(other) = self.records.reserve(rec.clone(), |p| p.name_key() == key) {
             return Err(Error::AlreadyExists(format!(
                 "pod sandbox name {key:?} is already used by sandbox {}",
                 other.id
             )));
         }
-        let dir = self.pod_dir(&rec.id);
-        private_dir(&dir).map_err(Error::io(format!("creating {}", dir.display())))?;
-        self.persist(&rec)?;
-        pods.insert(rec.id.clone(), rec);
+        if let Err(e) = self.records.persist(&rec) {
+            self.records.forget(&rec.id);
+            let _ = std::fs::remove_dir_all(self.pod_dir(&rec.id));
+            return Err(Error::io(format!(
+                "writing the record of sandbox {}",
+                rec.id
+            ))(e));
+        }
         Ok(())
     }
 
-    fn persist(&self, rec: &PodRecord) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(rec).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(&self.pod_dir(&rec.id).join("sandbox.json"), &bytes).map_err(Error::io(
-            format!("writing the record of sandbox {}", rec.id),
-        ))
-    }
-
     /// Changes a record through `f` and persists it before the change is
-    /// visible.
+    /// visible. The caller holds the pod's lock.
     pub fn update(&self, id: &str, f: impl FnOnce(&mut PodRecord)) -> Result<PodRecord> {
-        let mut pods = self.pods();
-        let mut rec = pods
-            .get(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?;
-        f(&mut rec);
-        self.persist(&rec)?;
-        pods.insert(id.to_string(), rec.clone());
-        Ok(rec)
+        self.records
+            .update(id, f)
+            .ok_or_else(|| Error::NotFound(format!("pod sandbox {id}")))?
+            .map_err(Error::io(format!("writing the record of sandbox {id}")))
     }
 
     /// Forgets a pod and deletes its directory.
     pub fn remove(&self, id: &str) -> Result<()> {
-        let dir = self.pod_dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format!("removing {}", dir.display()))(e)),
-        }
-        self.pods().remove(id);
-        Ok(())
+        self.records.remove(id).map_err(Error::io(format!(
+            "removing {}",
+            self.pod_dir(id).display()
+        )))
     }
 
     pub fn get(&self, id: &str) -> Option<PodRecord> {
-        self.pods().get(id).cloned()
+        self.records.get(id)
     }
 
     /// Full ID or a unique prefix of one.
@@ -245,17 +181,12 @@ impl PodStore {
         if id.is_empty() {
             return Err(Error::InvalidArgument("pod sandbox ID is empty".into()));
         }
-        let pods = self.pods();
-        if pods.contains_key(id) {
-            return Ok(Some(id.to_string()));
-        }
-        let mut matches = pods.keys().filter(|k| k.starts_with(id));
-        match (matches.next(), matches.next()) {
-            (Some(one), None) => Ok(Some(one.clone())),
-            (Some(_), Some(_)) => Err(Error::InvalidArgument(format!(
+        match self.records.resolve(id) {
+            Lookup::Found(full) => Ok(Some(full)),
+            Lookup::NotFound => Ok(None),
+            Lookup::Ambiguous => Err(Error::InvalidArgument(format!(
                 "pod sandbox ID prefix {id:?} is ambiguous"
             ))),
-            _ => Ok(None),
         }
     }
 
@@ -267,7 +198,7 @@ impl PodStore {
     }
 
     pub fn list(&self) -> Vec<PodRecord> {
-        self.pods().values().cloned().collect()
+        self.records.values()
     }
 }
 

@@ -1,9 +1,11 @@
-//! Async locks by object ID, created on demand and dropped once no one holds
-//! or waits for them, so calls on one pod or container run one at a time.
+//! Async locks by key (a pod or container ID, a digest), made on demand and
+//! dropped once no one holds or waits for them: calls on one object run one
+//! at a time, and concurrent pulls that need the same blob take turns.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// One async mutex per key, for as long as someone holds or waits for it.
 #[derive(Debug, Default)]
 pub struct KeyedLocks {
     map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
