@@ -97,11 +97,9 @@ impl Drop for Purge {
 async fn the_package_installs_runs_a_pod_and_purges_clean() {
     gantry_e2e::require_host();
     let lock = std::fs::File::create(LOCK).expect("creating the test's lock file");
-    // SAFETY: flock on a descriptor we own; blocks until other runs end.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) },
-        0
-    );
+    // Blocks until other runs of this test end.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .expect("locking the test's lock file");
     if installed() {
         println!("a gantry package is installed (a failed run's?): purging it first");
         let (ok, out) = run(Command::new("dpkg").args(["--purge", "gantry"]));

@@ -140,7 +140,10 @@ fn runtime_error(e: gantry_imageservice::Error) -> RuntimeError {
             context: format!("image store: {context}"),
             source,
         },
-        _ => RuntimeError::Internal(format!("image store: {e}")),
+        _ => RuntimeError::Host {
+            context: "image store".into(),
+            source: Box::new(e),
+        },
     }
 }
 

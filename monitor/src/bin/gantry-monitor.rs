@@ -105,13 +105,7 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fds we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both fds were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// The log file and the bytes it already holds.
@@ -191,11 +185,10 @@ fn remove_console_socket(path: &Path) {
     }
 }
 
-fn set_nonblocking(fd: RawFd) {
-    // SAFETY: fcntl on an fd we own.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+fn set_nonblocking(fd: impl std::os::fd::AsFd) {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    if let Ok(flags) = fcntl_getfl(&fd) {
+        let _ = fcntl_setfl(&fd, flags | OFlags::NONBLOCK);
     }
 }
 
@@ -353,8 +346,9 @@ fn main() {
         };
         print!("{line}");
         let _ = std::io::stdout().flush();
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if let Some(child) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::waitpid(Some(child), rustix::process::WaitOptions::NOHANG);
+        }
         std::process::exit(if line.starts_with("ok ") { 0 } else { 1 });
     }
     drop(report_r);
@@ -395,12 +389,15 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     let (file, size) =
         open_sized_log(args).map_err(|e| format!("opening {}: {e}", args.log_path.display()))?;
     let mut log = CappedLog::new(file, size, args.log_max_bytes);
-    // SAFETY: setsid/prctl/sigprocmask/signalfd on our own process.
-    unsafe {
-        libc::setsid();
-        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
-    }
-    // SIGCHLD and SIGUSR1 arrive through a signalfd, handled in the loop.
+    // A session of its own, so the daemon's terminal signals never reach
+    // it; the subreaper of the container's orphans, so it can reap them.
+    let _ = rustix::process::setsid();
+    let _ = rustix::process::set_child_subreaper(Some(rustix::process::getpid()));
+    // SIGCHLD and SIGUSR1 arrive through a signalfd, handled in the loop
+    // (rustix has no signalfd).
+    // SAFETY: the set is a local, initialised by sigemptyset before use;
+    // blocking signals and making a signalfd affect only this process, and
+    // the fd returned is new and owned by nobody else.
     let sigfd = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -488,11 +485,11 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     // SAFETY: changing our own signal disposition.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     if let Some(w) = &stdin_w {
-        set_nonblocking(w.as_raw_fd());
+        set_nonblocking(w);
     }
     for (fd, _, _) in &sources {
         if let Some(f) = fd {
-            set_nonblocking(f.as_raw_fd());
+            set_nonblocking(f);
         }
     }
     let state_dir = args
@@ -516,12 +513,9 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
             .append(true)
             .open(errlog)
             .unwrap_or(null.try_clone().map_err(|e| e.to_string())?);
-        // SAFETY: dup2 onto our standard fds.
-        unsafe {
-            libc::dup2(null.as_raw_fd(), 0);
-            libc::dup2(null.as_raw_fd(), 1);
-            libc::dup2(err.as_raw_fd(), 2);
-        }
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&err);
     }
 
     // Setting up (running the runtime above all) dirtied heap pages that
@@ -561,8 +555,9 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
         for c in &clients {
             pfds.push(pollfd(c.sock.as_raw_fd(), libc::POLLIN));
         }
-        // SAFETY: pfds is a valid array for the duration of the call.
         let timeout = wake_in.map_or(-1, |d| d.as_millis().clamp(1, 1000) as libc::c_int);
+        // SAFETY: pfds is a valid array of pollfd for the duration of the
+        // call, and its length is passed with it.
         let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
@@ -576,15 +571,18 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
                 continue;
             }
             let Some(f) = fd.as_ref() else { continue };
-            // SAFETY: reading into our buffer from an fd we own.
-            let r = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if r > 0 {
-                let data = &buf[..r as usize];
-                let _ = splitter.feed(&mut log, data);
-                broadcast(&mut clients, *kind, data);
-            } else if r == 0 || is_gone(r) {
-                let _ = splitter.finish(&mut log);
-                *fd = None;
+            match rustix::io::read(f, &mut buf) {
+                Ok(n) if n > 0 => {
+                    let data = &buf[..n];
+                    let _ = splitter.feed(&mut log, data);
+                    broadcast(&mut clients, *kind, data);
+                }
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => {}
+                // End of stream, or the pipe is gone.
+                Ok(_) | Err(_) => {
+                    let _ = splitter.finish(&mut log);
+                    *fd = None;
+                }
             }
         }
         if pfds[base + 1].revents != 0 {
@@ -652,40 +650,31 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
             if args.tty {
                 // A terminal has no half-close: send the EOF character.
                 if let Some(w) = &stdin_w {
-                    // SAFETY: writing one byte from a local buffer.
-                    unsafe { libc::write(w.as_raw_fd(), [4u8].as_ptr().cast(), 1) };
+                    let _ = rustix::io::write(w, &[4u8]);
                 }
             }
             stdin_w = None;
         }
         if pfds[0].revents != 0 {
             let mut info = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
-            // SAFETY: reading one siginfo record.
-            let r = unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) };
-            if r as usize == info.len() {
-                // SAFETY: the kernel wrote a whole signalfd_siginfo.
-                let si: libc::signalfd_siginfo =
-                    unsafe { std::ptr::read_unaligned(info.as_ptr().cast()) };
-                if si.ssi_signo == libc::SIGUSR1 as u32 {
-                    // Kubelet renamed the file and the daemon made a new
-                    // one: write there, under a fresh cap. One that cannot
-                    // be opened leaves the old file in use.
-                    match open_sized_log(args) {
-                        Ok((f, size)) => log.reopen(f, size),
-                        Err(e) => eprintln!("reopening {}: {e}", args.log_path.display()),
-                    }
+            let whole = rustix::io::read(&sigfd, &mut info).is_ok_and(|n| n == info.len());
+            // The record starts with the signal number (ssi_signo, a u32).
+            let signo = u32::from_ne_bytes([info[0], info[1], info[2], info[3]]);
+            if whole && signo == libc::SIGUSR1 as u32 {
+                // Kubelet renamed the file and the daemon made a new
+                // one: write there, under a fresh cap. One that cannot
+                // be opened leaves the old file in use.
+                match open_sized_log(args) {
+                    Ok((f, size)) => log.reopen(f, size),
+                    Err(e) => eprintln!("reopening {}: {e}", args.log_path.display()),
                 }
             }
             // Reap everything that exited; signals coalesce.
-            loop {
-                let mut status = 0;
-                // SAFETY: waitpid on any child of ours.
-                let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-                if pid <= 0 {
-                    break;
-                }
-                if pid == cpid {
-                    exit_status = Some(status);
+            while let Ok(Some((pid, status))) =
+                rustix::process::wait(rustix::process::WaitOptions::NOHANG)
+            {
+                if pid.as_raw_nonzero().get() == cpid {
+                    exit_status = Some(status.as_raw());
                 }
             }
         }
@@ -696,11 +685,10 @@ fn monitor(args: &Args, report: &mut File) -> Result<(), String> {
     for (fd, splitter, kind) in sources.iter_mut() {
         if let Some(f) = fd.take() {
             loop {
-                // SAFETY: as above.
-                let r = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if r <= 0 {
-                    break;
-                }
+                let r = match rustix::io::read(&f, &mut buf) {
+                    Ok(n) if n > 0 => n,
+                    _ => break,
+                };
                 let data = &buf[..r as usize];
                 let _ = splitter.feed(&mut log, data);
                 broadcast(&mut clients, *kind, data);
@@ -732,15 +720,6 @@ fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     }
 }
 
-/// A read error that means the other side is gone: a terminal whose
-/// last user closed it reports EIO rather than EOF.
-fn is_gone(r: isize) -> bool {
-    r < 0 && {
-        let e = std::io::Error::last_os_error();
-        e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::Interrupted
-    }
-}
-
 /// Sends output to every attached client; one that would block is
 /// dropped, so a stalled client never stalls the container.
 fn broadcast(clients: &mut Vec<Client>, kind: u8, data: &[u8]) {
@@ -757,20 +736,17 @@ fn flush_stdin(stdin_w: &mut Option<OwnedFd>, pending: &mut Vec<u8>) {
         return;
     };
     while !pending.is_empty() {
-        // SAFETY: writing from our buffer to an fd we own.
-        let r = unsafe { libc::write(w.as_raw_fd(), pending.as_ptr().cast(), pending.len()) };
-        if r > 0 {
-            pending.drain(..r as usize);
-        } else {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::WouldBlock
-                && e.kind() != std::io::ErrorKind::Interrupted
-            {
+        match rustix::io::write(w, pending) {
+            Ok(n) if n > 0 => {
+                pending.drain(..n);
+            }
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
+            _ => {
                 // The container closed its stdin.
                 *stdin_w = None;
                 pending.clear();
+                return;
             }
-            return;
         }
     }
 }

@@ -202,7 +202,7 @@ impl ContainerService {
             rustix::mount::MountFlags::empty(),
             Some(data.as_c_str()),
         )
-        .map_err(|e| Error::Internal(format!("mounting the container rootfs: {e}")))?;
+        .map_err(Error::host("mounting the container rootfs"))?;
         let pid = self.pid_namespace(pod, config)?;
         let driver = self.pods.config.cgroup_driver;
         // Records from before pods owned a cgroup keep the old layout.
@@ -268,7 +268,7 @@ impl ContainerService {
         })?;
         prepare_rootfs_paths(&rootfs, &spec)?;
         let spec_json =
-            serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
+            serde_json::to_vec_pretty(&spec).map_err(Error::corrupt("encoding the OCI spec"))?;
         write_atomic(&bundle.join("config.json"), &spec_json)
             .map_err(Error::io("writing config.json"))?;
         // The runtime sees the container only at StartContainer; a command

@@ -46,15 +46,16 @@ pub(super) async fn native_terminal(
             session.kill().await;
             let said = String::from_utf8_lossy(&said);
             let said = said.trim();
-            Err(Error::Internal(format!(
-                "exec in container {}: {}",
-                target.id,
-                if said.is_empty() {
+            Err(Error::Runtime {
+                runtime: "the exec session".into(),
+                op: "exec".into(),
+                id: target.id.to_string(),
+                message: if said.is_empty() {
                     e.to_string()
                 } else {
                     said.to_string()
-                }
-            )))
+                },
+            })
         }
     }
 }

@@ -144,7 +144,9 @@ async fn mount_one(
         MountFlags::RDONLY,
         Some(data.as_c_str()),
     )
-    .map_err(|e| Error::Internal(format!("mounting image volume {dest:?} ({name}): {e}")))?;
+    .map_err(Error::host(format!(
+        "mounting image volume {dest:?} ({name})"
+    )))?;
     info!(container = %id, image = %image.id, destination = %dest, "image volume mounted");
     if m.image_sub_path.is_empty() {
         return Ok(view);
@@ -171,17 +173,13 @@ async fn mount_one(
     // The handle's /proc link is the directory found inside the image; the
     // kernel binds that very directory, whatever its path says.
     let at = format!("/proc/self/fd/{}", dir.as_raw_fd());
-    rustix::mount::mount_bind(&at, &target).map_err(|e| {
-        Error::Internal(format!(
-            "binding image_sub_path {sub:?} of image volume {dest:?}: {e}"
-        ))
-    })?;
+    rustix::mount::mount_bind(&at, &target).map_err(Error::host(format!(
+        "binding image_sub_path {sub:?} of image volume {dest:?}"
+    )))?;
     rustix::mount::mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "").map_err(
-        |e| {
-            Error::Internal(format!(
-                "making image_sub_path {sub:?} of image volume {dest:?} read-only: {e}"
-            ))
-        },
+        Error::host(format!(
+            "making image_sub_path {sub:?} of image volume {dest:?} read-only"
+        )),
     )?;
     Ok(target)
 }

@@ -89,9 +89,12 @@ impl ContainerService {
             Err(e) => return Err(e),
         }
         if !self.wait_exit(&id, Duration::from_secs(10)).await {
-            return Err(Error::Internal(format!(
-                "container {id} did not exit after SIGKILL"
-            )));
+            // A process stuck in the kernel (uninterruptible I/O): the
+            // node's problem, and StopContainer may be retried.
+            return Err(Error::Host {
+                context: format!("stopping container {id}"),
+                source: "it did not exit within 10 s of SIGKILL".into(),
+            });
         }
         info!(container = %id, "container stopped");
         Ok(())

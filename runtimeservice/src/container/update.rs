@@ -16,13 +16,11 @@ impl ContainerService {
         let (dir, rel) = log_dir_and_file(&r);
         gantry_monitor::crilog::open_log(&dir, &rel)
             .map_err(Error::io(format!("creating {}", r.log_path)))?;
-        // SAFETY: signalling the monitor we verified by its command line.
-        if unsafe { libc::kill(r.monitor_pid, libc::SIGUSR1) } != 0 {
-            return Err(Error::Internal(format!(
-                "signalling the monitor: {}",
-                std::io::Error::last_os_error()
-            )));
-        }
+        // The monitor was verified by its command line just above.
+        let monitor = rustix::process::Pid::from_raw(r.monitor_pid)
+            .ok_or_else(|| Error::Internal(format!("container {} has no monitor", r.id)))?;
+        rustix::process::kill_process(monitor, rustix::process::Signal::USR1)
+            .map_err(Error::host("signalling the monitor to reopen the log"))?;
         Ok(())
     }
 
@@ -49,7 +47,7 @@ impl ContainerService {
             let bytes =
                 std::fs::read(&path).map_err(Error::io(format!("reading {}", path.display())))?;
             let mut spec: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Internal(format!("parsing {}: {e}", path.display())))?;
+                .map_err(Error::corrupt(format!("parsing {}", path.display())))?;
             // Only what the CRI resources say; device rules and pids stay.
             let current = &mut spec["linux"]["resources"];
             if !current.is_object() {

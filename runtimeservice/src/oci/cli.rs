@@ -173,7 +173,12 @@ fn classify(runtime: &str, what: &str, id: &str, said: &str) -> Error {
     {
         Error::FailedPrecondition(format!("{runtime} {what} {id}: {said}"))
     } else {
-        Error::Internal(format!("{runtime} {what} {id} failed: {said}"))
+        Error::Runtime {
+            runtime: runtime.to_string(),
+            op: what.to_string(),
+            id: id.to_string(),
+            message: said.to_string(),
+        }
     }
 }
 
@@ -257,9 +262,10 @@ impl OciRuntime for CliRuntime {
         let mut c = self.command();
         c.arg("state").arg(id);
         let out = self.run("state", id, c).await?;
-        serde_json::from_slice(&out).map_err(|e| {
-            Error::Internal(format!("{} state {id}: unreadable output: {e}", self.name))
-        })
+        serde_json::from_slice(&out).map_err(Error::corrupt(format!(
+            "{} state {id}: unreadable output",
+            self.name
+        )))
     }
 
     async fn pause(&self, id: &str) -> Result<()> {
@@ -536,7 +542,7 @@ mod tests {
         ));
         assert!(matches!(
             classify("runc", "start", "abc", "permission denied"),
-            Error::Internal(_)
+            Error::Runtime { .. }
         ));
         assert!(matches!(
             classify(
@@ -595,7 +601,7 @@ mod tests {
             String::from_utf8_lossy(&out).trim(),
             "--debug --root /run/x kill id1 9"
         );
-        assert!(matches!(rt.state("id1").await, Err(Error::Internal(_))));
+        assert!(matches!(rt.state("id1").await, Err(Error::Corrupt { .. })));
         let systemd = CliRuntime {
             systemd_cgroup: true,
             ..rt.clone()

@@ -329,7 +329,7 @@ impl PodNetwork for CniNetwork {
             .collect();
         self.measured("GC", &net.name, self.executor.gc(&net, &valid))
             .await
-            .map_err(|e| Error::Network(e.to_string()))
+            .map_err(Error::network("CNI GC"))
     }
 
     fn current_name(&self) -> Option<String> {
@@ -339,7 +339,7 @@ impl PodNetwork for CniNetwork {
     async fn attach(&self, req: &PodNetworkRequest) -> Result<Attached> {
         let net = self
             .current()
-            .map_err(|e| Error::Network(format!("cni config not loaded: {e}")))?;
+            .map_err(Error::network("the CNI config is not loaded"))?;
         let mut caps = req.extras.capability_args();
         if !req.port_mappings.is_empty() {
             let pm: Vec<Value> = req
@@ -377,7 +377,7 @@ impl PodNetwork for CniNetwork {
         let r = self
             .measured("ADD", &net.name, self.executor.add(&net, &a))
             .await
-            .map_err(|e| Error::Network(e.to_string()))?;
+            .map_err(Error::network(format!("CNI ADD to {}", net.name)))?;
         Ok(Attached {
             network: net.name.clone(),
             ips: r.ips(),
@@ -389,7 +389,7 @@ impl PodNetwork for CniNetwork {
             return self
                 .measured("DEL", network, self.executor.del(network, id, IFNAME))
                 .await
-                .map_err(|e| Error::Network(e.to_string()));
+                .map_err(Error::network(format!("CNI DEL from {network}")));
         }
         // No cached result: the ADD may have been cut short after a plugin
         // reserved something. DEL with the config of that network, if it is
@@ -408,7 +408,7 @@ impl PodNetwork for CniNetwork {
                 };
                 self.measured("DEL", network, self.executor.del_uncached(&net, &a))
                     .await
-                    .map_err(|e| Error::Network(e.to_string()))
+                    .map_err(Error::network(format!("CNI DEL from {network}")))
             }
             _ => Ok(()),
         }

@@ -40,8 +40,11 @@ impl PodService {
             None => {
                 tokio::task::spawn_blocking(move || cgroup::remove(&dirs))
                     .await
-                    .map_err(|e| Error::Internal(format!("cgroup task: {e}")))?
-                    .map_err(|e| Error::Internal(format!("removing the pod cgroup: {e}")))?;
+                    .map_err(Error::task("removing the pod cgroup"))?
+                    .map_err(|why| Error::Host {
+                        context: "removing the pod cgroup".into(),
+                        source: why.into(),
+                    })?;
             }
         }
         if self.store.get(&rec.id).is_some() {

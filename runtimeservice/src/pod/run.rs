@@ -312,8 +312,8 @@ impl PodService {
             let dir = ns_dir.clone();
             tokio::task::spawn_blocking(move || netns::create(&dir, which, &host))
                 .await
-                .map_err(|e| Error::Internal(format!("namespace task: {e}")))?
-                .map_err(|e| Error::Internal(format!("creating pod namespaces: {e}")))?;
+                .map_err(Error::task("creating pod namespaces"))?
+                .map_err(Error::host("creating pod namespaces"))?;
         }
         if mode(namespace_options(config), |o| o.pid) == cri::NamespaceMode::Pod {
             let pid = self.start_pid_init(id).await?;
@@ -333,14 +333,14 @@ impl PodService {
             .partition(|(k, _)| k.starts_with("net."));
         if let (Some(ns), false) = (&rec.netns, net_sysctls.is_empty()) {
             netns::run_in_netns(ns, move || write_sysctls("network", &net_sysctls))
-                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(Error::host("entering the pod's network namespace"))?
                 .map_err(Error::InvalidArgument)?;
         }
         if let (Some(ns), false) = (&rec.ipc_ns, ipc_sysctls.is_empty()) {
             netns::run_in_ns(ns, netns::NsKind::Ipc, move || {
                 write_sysctls("IPC", &ipc_sysctls)
             })
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(Error::host("entering the pod's IPC namespace"))?
             .map_err(Error::InvalidArgument)?;
         }
 
@@ -416,13 +416,14 @@ impl PodService {
         let pid: i32 = line
             .strip_prefix("ok ")
             .and_then(|p| p.parse().ok())
-            .ok_or_else(|| {
-                Error::Internal(format!("starting the pod's PID namespace init: {line}"))
+            .ok_or_else(|| Error::Host {
+                context: "starting the pod's PID namespace init".into(),
+                source: format!("the monitor said {line:?}").into(),
             })?;
         self.store.update(id, |r| r.init_pid = pid)?;
         std::fs::File::create(&pin).map_err(Error::io(format!("creating {}", pin.display())))?;
         rustix::mount::mount_bind(format!("/proc/{pid}/ns/pid").as_str(), &pin)
-            .map_err(|e| Error::Internal(format!("pinning the pod's PID namespace: {e}")))?;
+            .map_err(Error::host("pinning the pod's PID namespace"))?;
         Ok(pid)
     }
 }

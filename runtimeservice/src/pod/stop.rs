@@ -63,7 +63,7 @@ impl PodService {
                 return Ok(false);
             };
             if !self.teardown(&rec).await {
-                return Err(Error::Network(format!(
+                return Err(Error::NetworkNotReady(format!(
                     "tearing down the network of pod {id} failed; retry StopPodSandbox"
                 )));
             }

@@ -108,10 +108,13 @@ impl Host for Kernel {
         if out.status.success() {
             Ok(())
         } else {
-            Err(Error::Internal(format!(
-                "loading AppArmor profile {DEFAULT_PROFILE}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )))
+            Err(Error::Host {
+                context: format!("loading AppArmor profile {DEFAULT_PROFILE}"),
+                source: String::from_utf8_lossy(&out.stderr)
+                    .trim()
+                    .to_string()
+                    .into(),
+            })
         }
     }
 }

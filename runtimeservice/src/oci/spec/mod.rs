@@ -70,8 +70,8 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
         .as_ref()
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
-    let mut spec =
-        serde_json::to_value(Spec::default()).map_err(|e| Error::Internal(e.to_string()))?;
+    let mut spec = serde_json::to_value(Spec::default())
+        .map_err(Error::corrupt("encoding the base OCI spec"))?;
 
     // Process.
     let (uid, gid, extra) = user(c, input.image_config, input.rootfs)?;
@@ -282,6 +282,6 @@ pub fn generate(input: &SpecInput<'_>) -> Result<Spec> {
     let annotations: HashMap<String, String> = c.annotations.clone();
     spec["annotations"] = json!(annotations);
 
-    serde_json::from_value(spec)
-        .map_err(|e| Error::Internal(format!("generated an invalid OCI spec: {e}")))
+    // A failure here is gantry's bug: every step writes the spec's schema.
+    serde_json::from_value(spec).map_err(Error::corrupt("generated an invalid OCI spec"))
 }
