@@ -40,6 +40,7 @@ const TEMP_PREFIX: &str = ".tmp-";
 impl SnapshotStore {
     pub fn open(root: &Path) -> Result<Self> {
         std::fs::create_dir_all(root).map_err(Error::io(format!("creating {}", root.display())))?;
+        spread_children(root);
         // Snapshots that never finished unpacking.
         let mut leftovers_removed = 0;
         for entry in std::fs::read_dir(root)
@@ -326,6 +327,35 @@ fn create_streamed_blocking(
     result
 }
 
+/// Marks `dir` as the top of directory hierarchies (`chattr +T`), so that
+/// ext4 places each snapshot made in it in a block group of its own choice
+/// (Orlov) instead of its parent's. Without that, every file of a new
+/// snapshot is allocated in the group where the snapshots removed just
+/// before were, and on ext4 without a journal each allocation then skips
+/// the recently freed inodes one by one: unpacking 5000 files right after
+/// removing as many took seconds instead of a fraction of one. Only a hint:
+/// other filesystems refuse it and nothing changes.
+fn spread_children(dir: &Path) {
+    use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags};
+    let Ok(fd) = rustix::fs::open(
+        dir,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) else {
+        return;
+    };
+    let outcome = ioctl_getflags(&fd).and_then(|flags| {
+        if flags.contains(IFlags::TOPDIR) {
+            Ok(())
+        } else {
+            ioctl_setflags(&fd, flags | IFlags::TOPDIR)
+        }
+    });
+    if let Err(e) = outcome {
+        tracing::debug!(dir = %dir.display(), error = %e, "snapshot root not marked as top directory");
+    }
+}
+
 /// Cleared when the future waiting for an unpack is dropped.
 struct Wanted(Arc<Mutex<bool>>);
 
@@ -485,6 +515,31 @@ mod tests {
                 }
             }
             out
+        }
+    }
+
+    /// Where the filesystem takes the Orlov hint at all (ext4), the
+    /// snapshot root carries it.
+    #[test]
+    fn the_snapshot_root_spreads_its_snapshots_over_block_groups() {
+        use rustix::fs::{ioctl_getflags, ioctl_setflags, IFlags, Mode, OFlags};
+        let dir = tempfile::tempdir().unwrap();
+        let open_dir = |p: &Path| {
+            rustix::fs::open(p, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
+        };
+        let probe = dir.path().join("probe");
+        std::fs::create_dir(&probe).unwrap();
+        let fd = open_dir(&probe);
+        let supported = ioctl_getflags(&fd)
+            .and_then(|f| ioctl_setflags(&fd, f | IFlags::TOPDIR))
+            .is_ok();
+        let root = dir.path().join("snapshots");
+        SnapshotStore::open(&root).unwrap();
+        let flags = ioctl_getflags(open_dir(&root));
+        if supported {
+            assert!(flags.unwrap().contains(IFlags::TOPDIR));
+        } else {
+            eprintln!("skipping: this filesystem takes no TOPDIR flag");
         }
     }
 
