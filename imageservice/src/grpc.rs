@@ -121,12 +121,12 @@ impl ImageService for CriImageService {
         if req.verbose {
             // An artifact's config need not be JSON at all.
             let config: serde_json::Value = match &img.artifact_type {
-                None => serde_json::from_slice(&self.store.config_json(&img)?)
+                None => serde_json::from_slice(&self.store.config_json(img)?)
                     .map_err(|e| Status::internal(e.to_string()))?,
                 Some(_) => serde_json::Value::Null,
             };
             let snapshots = match &img.artifact_type {
-                None => self.store.snapshot_paths(&img)?,
+                None => self.store.snapshot_paths(img)?,
                 Some(_) => Vec::new(),
             };
             let detail = serde_json::json!({
