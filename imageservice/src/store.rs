@@ -2,8 +2,9 @@
 //! garbage collection of blobs and snapshots no image needs any more.
 //!
 //! Each image is one JSON record, `index/<id hex>.json`, written atomically;
-//! the in-memory map is rebuilt from those files at start, so the index
-//! survives restarts and never disagrees with the disk for long. Names point
+//! the in-memory index ([`crate::index`]) is rebuilt from those files at
+//! start and changed only after them, so it survives restarts and never
+//! disagrees with the disk for long. Names point
 //! to image IDs (the config digest) the way containerd's do: a tag moves to
 //! the newest image pulled under it, and an image disappears when its last
 //! name goes or when it is removed by ID.
