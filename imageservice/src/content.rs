@@ -215,6 +215,24 @@ impl ContentStore {
         Ok(())
     }
 
+    /// Starts writing a blob whose bytes arrive piecemeal and are checked
+    /// only at the end ([`Ingest::verify`]): nothing is visible under the
+    /// digest until [`VerifiedBlob::commit`], and a dropped ingest leaves
+    /// nothing behind.
+    pub fn begin(&self, digest: &str, size: u64) -> Result<Ingest> {
+        let path = self.blob_path(digest)?;
+        let staged =
+            tempfile_in(&self.root.join("ingest")).map_err(Error::io("creating ingest file"))?;
+        Ok(Ingest {
+            digest: digest.to_string(),
+            size,
+            path,
+            staged,
+            hasher: Sha256::new(),
+            written: 0,
+        })
+    }
+
     /// Reads a stored blob, refusing blobs over `max` bytes.
     pub fn read(&self, digest: &str, max: u64) -> Result<Vec<u8>> {
         let path = self.blob_path(digest)?;
@@ -250,6 +268,88 @@ impl ContentStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing blob {digest}"))(e)),
         }
+    }
+}
+
+/// A blob being written, hashed as it goes.
+pub struct Ingest {
+    digest: String,
+    size: u64,
+    path: PathBuf,
+    staged: TempPath,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl Ingest {
+    /// The declared size.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends bytes; more than the declared size is refused.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.written += bytes.len() as u64;
+        if self.written > self.size {
+            return Err(Error::DigestMismatch {
+                digest: self.digest.clone(),
+                reason: format!(
+                    "registry sent more than the {} bytes the manifest declares",
+                    self.size
+                ),
+            });
+        }
+        self.hasher.update(bytes);
+        self.staged
+            .1
+            .write_all(bytes)
+            .map_err(Error::io("writing ingest file"))
+    }
+
+    /// Checks size and digest and makes the bytes durable, still under the
+    /// temp name.
+    pub fn verify(self) -> Result<VerifiedBlob> {
+        if self.written != self.size {
+            return Err(Error::DigestMismatch {
+                digest: self.digest,
+                reason: format!(
+                    "registry sent {} bytes, the manifest declares {}",
+                    self.written, self.size
+                ),
+            });
+        }
+        let actual = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        if actual != self.digest {
+            return Err(Error::DigestMismatch {
+                digest: self.digest,
+                reason: format!("downloaded content hashes to {actual}"),
+            });
+        }
+        self.staged
+            .1
+            .sync_all()
+            .map_err(Error::io("syncing ingest file"))?;
+        Ok(VerifiedBlob {
+            digest: self.digest,
+            path: self.path,
+            staged: self.staged,
+        })
+    }
+}
+
+/// A blob that matched its digest, not yet visible in the store.
+pub struct VerifiedBlob {
+    digest: String,
+    path: PathBuf,
+    staged: TempPath,
+}
+
+impl VerifiedBlob {
+    pub fn commit(mut self) -> Result<()> {
+        std::fs::rename(&self.staged.0, &self.path)
+            .map_err(Error::io(format!("committing blob {}", self.digest)))?;
+        self.staged.0 = PathBuf::new();
+        Ok(())
     }
 }
 

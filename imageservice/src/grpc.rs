@@ -7,17 +7,16 @@ use std::sync::Arc;
 use gantry_proto::v1::image_service_server::ImageService;
 use gantry_proto::v1::{
     FilesystemIdentifier, FilesystemUsage, Image, ImageFsInfoRequest, ImageFsInfoResponse,
-    ImageSpec, ImageStatusRequest, ImageStatusResponse, Int64Value, ListImagesRequest,
-    ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
-    RemoveImageResponse, StreamImagesRequest, StreamImagesResponse, UInt64Value,
+    ImageSpec, ImageStatusRequest, ImageStatusResponse, ListImagesRequest, ListImagesResponse,
+    PullImageRequest, PullImageResponse, RemoveImageRequest, RemoveImageResponse,
+    StreamImagesRequest, StreamImagesResponse, UInt64Value,
 };
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
-use crate::manifest::user_of;
 use crate::reference::ImageRef;
 use crate::registry::Credentials;
-use crate::store::{ImageRecord, ImageStore};
+use crate::store::ImageStore;
 
 /// Where container writable layers live and how much they use, for
 /// `ImageFsInfo.container_filesystems`: the runtime side knows, the image
@@ -55,8 +54,13 @@ impl CriImageService {
             .map(|s| s.image)
             .filter(|s| !s.is_empty());
         Ok(match filter {
-            Some(name) => self.store.resolve(&name)?.iter().map(to_cri).collect(),
-            None => self.store.list().iter().map(to_cri).collect(),
+            Some(name) => self
+                .store
+                .resolve_indexed(&name)?
+                .map(|e| e.cri.clone())
+                .into_iter()
+                .collect(),
+            None => self.store.list_cri(),
         })
     }
 }
@@ -65,32 +69,7 @@ type ImageStream = std::pin::Pin<
     Box<dyn futures_util::Stream<Item = Result<StreamImagesResponse, Status>> + Send>,
 >;
 
-/// The spec annotation that marks an OCI artifact in ListImages and
-/// ImageStatus, with its artifact type as the value.
-pub const ARTIFACT_TYPE_ANNOTATION: &str = "gantry.dev/artifact-type";
-
-fn to_cri(img: &ImageRecord) -> Image {
-    let (uid, username) = user_of(&img.user);
-    let annotations = img
-        .artifact_type
-        .iter()
-        .map(|t| (ARTIFACT_TYPE_ANNOTATION.to_string(), t.clone()))
-        .collect();
-    Image {
-        id: img.id.clone(),
-        repo_tags: img.repo_tags.clone(),
-        repo_digests: img.repo_digests.clone(),
-        size: img.size(),
-        uid: uid.map(|value| Int64Value { value }),
-        username,
-        spec: Some(ImageSpec {
-            image: img.id.clone(),
-            annotations,
-            ..Default::default()
-        }),
-        pinned: false,
-    }
-}
+pub use crate::index::ARTIFACT_TYPE_ANNOTATION;
 
 fn image_name(spec: Option<&ImageSpec>) -> Result<&str, Status> {
     match spec.map(|s| s.image.as_str()) {
@@ -134,19 +113,20 @@ impl ImageService for CriImageService {
         let req = request.into_inner();
         let name = image_name(req.image.as_ref())?;
         // Damaged means absent, so that kubelet pulls it again.
-        let Some(img) = self.store.resolve_usable(name).await? else {
+        let Some(entry) = self.store.resolve_usable(name).await? else {
             return Ok(Response::new(ImageStatusResponse::default()));
         };
+        let img = &entry.record;
         let mut info = HashMap::new();
         if req.verbose {
             // An artifact's config need not be JSON at all.
             let config: serde_json::Value = match &img.artifact_type {
-                None => serde_json::from_slice(&self.store.config_json(&img)?)
+                None => serde_json::from_slice(&self.store.config_json(img)?)
                     .map_err(|e| Status::internal(e.to_string()))?,
                 Some(_) => serde_json::Value::Null,
             };
             let snapshots = match &img.artifact_type {
-                None => self.store.snapshot_paths(&img)?,
+                None => self.store.snapshot_paths(img)?,
                 Some(_) => Vec::new(),
             };
             let detail = serde_json::json!({
@@ -164,7 +144,7 @@ impl ImageService for CriImageService {
             });
             info.insert("info".to_string(), detail.to_string());
         }
-        let mut image = to_cri(&img);
+        let mut image = entry.cri.clone();
         // Kubelet checks the digest it asked for: report it first, also when
         // it named the platform manifest of an image pulled by its index.
         if let Ok(r) = ImageRef::parse(name) {

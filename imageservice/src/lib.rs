@@ -7,7 +7,8 @@
 //! registries, [`mediatype`] says what each document and layer type is,
 //! [`manifest`] reads manifests and picks the platform, [`content`] stores
 //! verified blobs, [`unpack`] and [`snapshot`] turn layers into
-//! directories, [`store`] ties them into pull/list/remove, [`leases`] keeps
+//! directories, [`store`] ties them into pull/list/remove, [`index`] holds the
+//! images in memory with their CRI messages, [`leases`] keeps
 //! what containers hold of them, and [`grpc`]
 //! adapts all that to CRI.
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod content;
 pub mod error;
 pub mod grpc;
+pub mod index;
 pub mod leases;
 mod locks;
 pub mod manifest;

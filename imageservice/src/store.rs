@@ -2,8 +2,9 @@
 //! garbage collection of blobs and snapshots no image needs any more.
 //!
 //! Each image is one JSON record, `index/<id hex>.json`, written atomically;
-//! the in-memory map is rebuilt from those files at start, so the index
-//! survives restarts and never disagrees with the disk for long. Names point
+//! the in-memory index ([`crate::index`]) is rebuilt from those files at
+//! start and changed only after them, so it survives restarts and never
+//! disagrees with the disk for long. Names point
 //! to image IDs (the config digest) the way containerd's do: a tag moves to
 //! the newest image pulled under it, and an image disappears when its last
 //! name goes or when it is removed by ID.
@@ -28,6 +29,7 @@ use tracing::{info, info_span, warn, Instrument};
 use crate::config::ImageConfig;
 use crate::content::{write_atomic, ContentStore};
 use crate::error::{Error, Result};
+use crate::index::{Index, Indexed};
 use crate::leases::{check_id, ContentLease, LeaseStore};
 use crate::manifest::{self, Descriptor, Parsed};
 use crate::mediatype;
@@ -109,7 +111,7 @@ pub struct ImageStore {
     index_dir: PathBuf,
     content: ContentStore,
     snapshots: SnapshotStore,
-    images: RwLock<BTreeMap<String, ImageRecord>>,
+    images: RwLock<Index>,
     /// Blobs and snapshots an unfinished pull still needs; GC leaves them be.
     leases: Mutex<HashMap<String, usize>>,
     /// What containers hold, persisted; GC leaves that be too.
@@ -188,7 +190,7 @@ impl ImageStore {
             index_dir,
             content,
             snapshots,
-            images: RwLock::new(images),
+            images: RwLock::new(Index::new(images.into_values())),
             leases: Mutex::default(),
             held,
             write: tokio::sync::Mutex::new(()),
@@ -224,16 +226,30 @@ impl ImageStore {
         Ok(())
     }
 
-    fn read_images(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ImageRecord>> {
+    fn read_images(&self) -> std::sync::RwLockReadGuard<'_, Index> {
         self.images.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn write_images(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.images.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn list(&self) -> Vec<ImageRecord> {
-        self.read_images().values().cloned().collect()
+        self.read_images().records().cloned().collect()
+    }
+
+    /// Every image's CRI message, as built when its record last changed.
+    pub fn list_cri(&self) -> Vec<gantry_proto::v1::Image> {
+        self.read_images().cri_images()
     }
 
     /// Finds an image by ID, unique ID prefix, tag or digest reference.
     pub fn resolve(&self, name: &str) -> Result<Option<ImageRecord>> {
+        Ok(self.resolve_indexed(name)?.map(|e| e.record.clone()))
+    }
+
+    /// [`Self::resolve`], giving the index entry with its CRI message.
+    pub fn resolve_indexed(&self, name: &str) -> Result<Option<Arc<Indexed>>> {
         if name.is_empty() {
             return Err(Error::InvalidArgument("no image given".into()));
         }
@@ -250,19 +266,20 @@ impl ImageStore {
                 (None, None) => return Ok(None),
             };
             let found = match &r.digest {
-                Some(d) => images
-                    .values()
-                    .find(|img| img.repo_digests.contains(&wanted))
-                    .or_else(|| {
-                        // The platform manifest of an image pulled through
-                        // its index (or the reverse) is the same image.
-                        let repo = wanted.split('@').next().unwrap_or_default();
-                        images.values().find(|img| {
-                            (&img.manifest_digest == d || &img.target_digest == d)
-                                && names_repository(img, repo)
-                        })
-                    }),
-                None => images.values().find(|img| img.repo_tags.contains(&wanted)),
+                Some(d) => images.named(&wanted).or_else(|| {
+                    // The platform manifest of an image pulled through
+                    // its index (or the reverse) is the same image.
+                    let repo = wanted.split('@').next().unwrap_or_default();
+                    images.entries().find(|e| {
+                        let img = &e.record;
+                        (&img.manifest_digest == d || &img.target_digest == d)
+                            && names_repository(img, repo)
+                    })
+                }),
+                // Names are unique: a digest-shaped tag is no tag.
+                None => images
+                    .named(&wanted)
+                    .filter(|e| e.record.repo_tags.contains(&wanted)),
             };
             if let Some(img) = found {
                 return Ok(Some(img.clone()));
@@ -271,9 +288,12 @@ impl ImageStore {
         // A truncated ID, as `crictl images` prints them.
         let hex = name.trim_start_matches("sha256:");
         if is_lower_hex(hex) && !hex.is_empty() {
-            let mut matches = images
-                .values()
-                .filter(|img| img.id["sha256:".len()..].starts_with(hex));
+            let mut matches = images.entries().filter(|e| {
+                e.record
+                    .id
+                    .strip_prefix("sha256:")
+                    .is_some_and(|h| h.starts_with(hex))
+            });
             if let (Some(one), None) = (matches.next(), matches.next()) {
                 return Ok(Some(one.clone()));
             }
@@ -287,18 +307,20 @@ impl ImageStore {
     /// [`Self::resolve`] for callers about to use the image (ImageStatus,
     /// which tells kubelet whether to pull): an image found damaged is
     /// rebuilt from its blobs first, or dropped and reported absent.
-    pub async fn resolve_usable(&self, name: &str) -> Result<Option<ImageRecord>> {
-        let Some(img) = self.resolve(name)? else {
+    /// The check is what the image needs on disk (one `stat` per layer
+    /// and one for the config), nothing is read.
+    pub async fn resolve_usable(&self, name: &str) -> Result<Option<Arc<Indexed>>> {
+        let Some(entry) = self.resolve_indexed(name)? else {
             return Ok(None);
         };
-        if self.damage(&img).is_none() {
-            return Ok(Some(img));
+        if self.intact(&entry.record) {
+            return Ok(Some(entry));
         }
         let _w = self.write.lock().await;
-        let Some(img) = self.resolve(name)? else {
+        let Some(entry) = self.resolve_indexed(name)? else {
             return Ok(None);
         };
-        Ok(self.repair_locked(&img).await?.then_some(img))
+        Ok(self.repair_locked(&entry.record).await?.then_some(entry))
     }
 
     /// The stored config JSON of an image.
@@ -651,8 +673,7 @@ impl ImageStore {
     }
 
     /// Downloads a blob unless it is already stored; one download per digest
-    /// however many pulls want it. Non-distributable layers come from their
-    /// allowed URLs instead of the registry.
+    /// however many pulls want it.
     async fn fetch_blob(
         &self,
         endpoint: &Endpoint,
@@ -664,56 +685,69 @@ impl ImageStore {
             return Ok(());
         }
         let started = Instant::now();
-        let foreign = mediatype::layer_type(&desc.media_type).is_some_and(|t| t.foreign);
-        let live = self.live();
-        let client = &live.client;
-        let response = if foreign {
-            let mut last = None;
-            let mut found = None;
-            for url in self.foreign_urls(desc)? {
-                match client.foreign_blob(&url).await {
-                    Ok(r) => {
-                        found = Some(r);
-                        break;
-                    }
-                    Err(e) => {
-                        warn!(digest = %desc.digest, url, error = %e, "foreign layer URL failed");
-                        last = Some(e);
-                    }
-                }
-            }
-            match (found, last) {
-                (Some(r), _) => r,
-                (None, Some(e)) => return Err(e),
-                (None, None) => return Err(Error::Internal("no foreign layer URL".into())),
-            }
-        } else {
-            client.blob(endpoint, repository, &desc.digest).await?
-        };
-        let total = desc.size;
-        let mut done = 0u64;
-        let mut last_report = Instant::now();
-        let metrics = &self.metrics;
+        let response = self.open_blob(endpoint, repository, desc).await?;
+        let mut progress = self.progress(desc);
         self.content
             .ingest(&desc.digest, desc.size, response.bytes_stream(), |n| {
-                done += n;
-                metrics.add_pull_bytes(n);
-                if last_report.elapsed().as_secs() >= 5 {
-                    last_report = Instant::now();
-                    info!(digest = %desc.digest, done, total, "downloading");
-                }
+                progress(n)
             })
             .await?;
         info!(
             digest = %desc.digest,
             bytes = desc.size,
-            foreign,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "blob downloaded"
         );
         Ok(())
     }
 
+    /// Starts the download of a blob: from the registry, or for a
+    /// non-distributable layer from the first of its allowed URLs that
+    /// answers.
+    async fn open_blob(
+        &self,
+        endpoint: &Endpoint,
+        repository: &str,
+        desc: &Descriptor,
+    ) -> Result<reqwest::Response> {
+        let foreign = mediatype::layer_type(&desc.media_type).is_some_and(|t| t.foreign);
+        let live = self.live();
+        let client = &live.client;
+        if !foreign {
+            return client.blob(endpoint, repository, &desc.digest).await;
+        }
+        let mut last = None;
+        for url in self.foreign_urls(desc)? {
+            match client.foreign_blob(&url).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    warn!(digest = %desc.digest, url, error = %e, "foreign layer URL failed");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Internal("no foreign layer URL".into())))
+    }
+
+    /// Counts a download's bytes in the metrics and logs its progress
+    /// every few seconds.
+    fn progress<'a>(&'a self, desc: &'a Descriptor) -> impl FnMut(u64) + 'a {
+        let mut done = 0u64;
+        let mut last_report = Instant::now();
+        move |n| {
+            done += n;
+            self.metrics.add_pull_bytes(n);
+            if last_report.elapsed().as_secs() >= 5 {
+                last_report = Instant::now();
+                info!(digest = %desc.digest, done, total = desc.size, "downloading");
+            }
+        }
+    }
+
+    /// Makes sure the layer's snapshot exists. A layer not yet stored is
+    /// unpacked while it downloads, its blob kept on the way (leases and
+    /// repairs rebuild snapshots from blobs); one whose blob is here is
+    /// unpacked from it.
     async fn ensure_layer(
         &self,
         endpoint: &Endpoint,
@@ -732,33 +766,47 @@ impl ImageStore {
             self.metrics.layer_reused();
             return Ok(());
         }
-        self.fetch_blob(endpoint, repository, layer).await?;
-        let blob = self.content.blob_path(&layer.digest)?;
         let limits = self.live().config.limits.clone();
         let started = Instant::now();
-        let diff = diff_id.to_string();
-        let stats = self
-            .snapshots
-            .create(&diff, blob, layer_type.compression, limits)
-            .await;
-        let stats = match stats {
-            Ok(s) => s,
-            Err(e) => {
-                // A layer that does not unpack to its diff ID is bad content:
-                // drop the blob too, so a retry downloads it again.
-                if matches!(e, Error::DigestMismatch { .. }) {
-                    let _ = self.content.remove(&layer.digest);
-                }
-                return Err(e);
+        let blob_guard = self.content.lock(&layer.digest).await;
+        let stats = if self.content.contains(&layer.digest) {
+            drop(blob_guard);
+            let blob = self.content.blob_path(&layer.digest)?;
+            let stats = self
+                .snapshots
+                .create(diff_id, blob, layer_type.compression, limits)
+                .await;
+            // A layer that does not unpack to its diff ID is bad content:
+            // drop the blob too, so a retry downloads it again.
+            if let Err(Error::DigestMismatch { .. }) = &stats {
+                let _ = self.content.remove(&layer.digest);
             }
+            stats?
+        } else {
+            let response = self.open_blob(endpoint, repository, layer).await?;
+            let blob = self.content.begin(&layer.digest, layer.size)?;
+            let stats = self
+                .snapshots
+                .create_streamed(
+                    diff_id,
+                    blob,
+                    layer_type.compression,
+                    limits,
+                    response.bytes_stream(),
+                    self.progress(layer),
+                )
+                .await;
+            drop(blob_guard);
+            stats?
         };
         self.metrics.layer_unpacked();
         info!(
             diff_id,
+            digest = %layer.digest,
             entries = stats.entries,
             bytes = stats.uncompressed_bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "layer unpacked"
+            "layer pulled and unpacked"
         );
         Ok(())
     }
@@ -785,14 +833,10 @@ impl ImageStore {
     /// images left without names are dropped.
     async fn commit(&self, pulled: ImageRecord) -> Result<ImageRecord> {
         let _w = self.write.lock().await;
-        let mut images = self
-            .images
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let mut images = self.read_images().clone();
         let mut merged = images
             .get(&pulled.id)
-            .cloned()
+            .map(|e| e.record.clone())
             .unwrap_or_else(|| pulled.clone());
         for t in &pulled.repo_tags {
             if !merged.repo_tags.contains(t) {
@@ -806,8 +850,9 @@ impl ImageStore {
         }
         let mut changed = Vec::new();
         let mut dropped = Vec::new();
-        for other in images.values_mut().filter(|o| o.id != merged.id) {
+        for other in images.records().filter(|o| o.id != merged.id) {
             let before = (other.repo_tags.len(), other.repo_digests.len());
+            let mut other = other.clone();
             other.repo_tags.retain(|t| !merged.repo_tags.contains(t));
             other
                 .repo_digests
@@ -828,8 +873,11 @@ impl ImageStore {
             self.unpersist(d)?;
             images.remove(d);
         }
-        images.insert(merged.id.clone(), merged.clone());
-        *self.images.write().unwrap_or_else(|p| p.into_inner()) = images;
+        for c in changed {
+            images.insert(c);
+        }
+        images.insert(merged.clone());
+        *self.write_images() = images;
         if !dropped.is_empty() {
             self.collect_garbage_locked()?;
         }
@@ -843,10 +891,7 @@ impl ImageStore {
         };
         let _w = self.write.lock().await;
         self.unpersist(&img.id)?;
-        self.images
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&img.id);
+        self.write_images().remove(&img.id);
         let holders = self
             .held
             .list()
@@ -1018,6 +1063,17 @@ impl ImageStore {
         self.held.list()
     }
 
+    /// Whether nothing of the image is missing on disk: [`Self::damage`]
+    /// that stops at the first loss.
+    fn intact(&self, img: &ImageRecord) -> bool {
+        img.artifact_type.is_some()
+            || (self.content.contains(img.config_digest())
+                && img
+                    .layers
+                    .iter()
+                    .all(|l| self.snapshots.contains(&l.diff_id)))
+    }
+
     fn damage(&self, img: &ImageRecord) -> Damage {
         if img.artifact_type.is_some() {
             // Nothing is unpacked; a missing blob shows when it is used.
@@ -1059,10 +1115,7 @@ impl ImageStore {
     fn drop_damaged_locked(&self, img: &ImageRecord, why: &str) -> Result<()> {
         warn!(id = %img.id, tags = ?img.repo_tags, reason = why, "image is damaged beyond repair; removing it from the index so that it is pulled again");
         self.unpersist(&img.id)?;
-        self.images
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&img.id);
+        self.write_images().remove(&img.id);
         Ok(())
     }
 
@@ -1163,9 +1216,9 @@ fn names_repository(img: &ImageRecord, repo: &str) -> bool {
 }
 
 /// Every blob and snapshot the images need.
-fn referenced(images: &BTreeMap<String, ImageRecord>) -> HashSet<String> {
+fn referenced(images: &Index) -> HashSet<String> {
     let mut keep = HashSet::new();
-    for img in images.values() {
+    for img in images.records() {
         image_keys(img, &mut keep);
     }
     keep
@@ -1319,11 +1372,7 @@ mod tests {
             artifact_type: None,
         };
         store.persist(&rec).unwrap();
-        store
-            .images
-            .write()
-            .unwrap()
-            .insert(rec.id.clone(), rec.clone());
+        store.write_images().insert(rec.clone());
         rec
     }
 
@@ -1334,6 +1383,114 @@ mod tests {
 
     fn has_snapshot(store: &ImageStore, l: &LayerRecord) -> bool {
         store.snapshots.contains(&l.diff_id)
+    }
+
+    /// The index in memory says what the records on disk say: every
+    /// image's cached CRI message is its record's, every name finds its
+    /// image and no other, and a reload from disk gives the same answers.
+    fn assert_index_consistent(store: &ImageStore, names: &[&str]) {
+        let records = store.list();
+        let cri = store.list_cri();
+        assert_eq!(cri.len(), records.len());
+        for (r, c) in records.iter().zip(&cri) {
+            assert_eq!(&crate::index::to_cri(r), c);
+            for name in r.repo_tags.iter().chain(&r.repo_digests) {
+                let found = store.resolve_indexed(name).unwrap().expect(name);
+                assert_eq!(found.record.id, r.id, "{name}");
+                assert_eq!(&found.cri, c, "{name}");
+            }
+        }
+        for name in names {
+            let owners: Vec<&ImageRecord> = records
+                .iter()
+                .filter(|r| r.repo_tags.iter().chain(&r.repo_digests).any(|n| n == name))
+                .collect();
+            assert!(owners.len() <= 1, "{name} names {owners:?}");
+            if owners.is_empty() && name.contains('@') {
+                // A digest no image was pulled by may still find the
+                // image whose manifest it is (see `resolve`).
+                continue;
+            }
+            assert_eq!(
+                store.resolve(name).unwrap().map(|r| r.id),
+                owners.first().map(|r| r.id.clone()),
+                "{name}"
+            );
+        }
+        let on_disk: Vec<ImageRecord> = std::fs::read_dir(&store.index_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+            .collect();
+        let mut on_disk_ids: Vec<&str> = on_disk.iter().map(|r| r.id.as_str()).collect();
+        on_disk_ids.sort();
+        let mut ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(on_disk_ids, ids);
+        for r in &on_disk {
+            assert_eq!(Some(r), records.iter().find(|x| x.id == r.id));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_index_in_memory_follows_pulls_tags_removals_and_reloads() {
+        let d = tempfile::tempdir().unwrap();
+        let store = open(d.path());
+        let a = seed(&store, "r.test/a:1", &[layer(&[("a", b"a")])]);
+        let b = seed(&store, "r.test/b:1", &[layer(&[("b", b"b")])]);
+        let a_digest = format!("r.test/a@{}", a.manifest_digest);
+        let b_digest = format!("r.test/b@{}", b.manifest_digest);
+        let names = [
+            "r.test/a:1",
+            "r.test/a:2",
+            "r.test/b:1",
+            a_digest.as_str(),
+            b_digest.as_str(),
+        ];
+        assert_index_consistent(&store, &names);
+
+        // Pulled again by digest and under a second tag: the names add up.
+        let mut again = a.clone();
+        again.repo_tags = vec!["r.test/a:2".into()];
+        again.repo_digests = vec![a_digest.clone()];
+        store.commit(again).await.unwrap();
+        let got = store.resolve("r.test/a:2").unwrap().unwrap();
+        assert_eq!(got.repo_tags, ["r.test/a:1", "r.test/a:2"]);
+        assert_index_consistent(&store, &names);
+
+        // b pulled under a's first tag: the tag moves, a keeps its others.
+        let mut moved = b.clone();
+        moved.repo_tags = vec!["r.test/a:1".into()];
+        moved.repo_digests = vec![];
+        store.commit(moved).await.unwrap();
+        assert_eq!(store.resolve("r.test/a:1").unwrap().unwrap().id, b.id);
+        assert_eq!(store.resolve("r.test/a:2").unwrap().unwrap().id, a.id);
+        assert_index_consistent(&store, &names);
+
+        // ...and its last tag and digest: a has no name left and goes.
+        let mut last = b.clone();
+        last.repo_tags = vec!["r.test/a:2".into()];
+        last.repo_digests = vec![a_digest.clone()];
+        store.commit(last).await.unwrap();
+        assert!(store.resolve(&a.id).unwrap().is_none());
+        assert_eq!(store.list_cri().len(), 1);
+        assert_index_consistent(&store, &names);
+
+        // A reload from disk answers the same.
+        let before = store.list_cri();
+        drop(store);
+        let store = open(d.path());
+        assert_eq!(store.list_cri(), before);
+        assert_index_consistent(&store, &names);
+
+        assert!(store.remove("r.test/a:1").await.unwrap());
+        assert!(store.list_cri().is_empty());
+        for name in names {
+            assert!(store.resolve_indexed(name).unwrap().is_none(), "{name}");
+        }
+        assert_index_consistent(&store, &names);
+        drop(store);
+        assert!(open(d.path()).list_cri().is_empty());
     }
 
     #[tokio::test]

@@ -7,15 +7,21 @@
 //! created and knows nothing of whiteouts, so entries are applied here by
 //! hand with `*at` syscalls relative to directory handles opened with
 //! `O_NOFOLLOW`: no entry can write through a symlink, use `..`, or name an
-//! absolute path, whatever the archive holds. Everything streams; memory
-//! stays bounded by the tar header size, and the limits in [`Limits`] stop
-//! decompression bombs, deep trees and entry floods early.
+//! absolute path, whatever the archive holds. Everything streams (from a
+//! file or straight from a download, see [`unpack_stream`]); memory stays
+//! bounded by the tar header size and one copy buffer, and the limits in
+//! [`Limits`] stop decompression bombs, deep trees and entry floods early.
+//!
+//! Each entry costs only the syscalls it needs: it is created with its mode
+//! where the umask allows, owned by the unpacker unless the tar says
+//! otherwise, written with one write when small, and the directory handles
+//! along the path of the previous entry are kept for the next one.
 
 use std::cell::Cell;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
-use std::os::fd::{AsFd, OwnedFd};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::rc::Rc;
@@ -34,6 +40,9 @@ use crate::mediatype::Compression;
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 const WHITEOUT_PREFIX: &str = ".wh.";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// File data moves through one buffer of this size: most files of an image
+/// are smaller and take a single write.
+const COPY_BUFFER: usize = 256 << 10;
 
 /// What unpacking a layer found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +63,21 @@ pub fn unpack_layer(
 ) -> Result<UnpackStats> {
     let file = File::open(blob).map_err(Error::io(format!("opening layer {}", blob.display())))?;
     let compressed = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut buffered = BufReader::with_capacity(256 << 10, file);
+    unpack_stream(file, compressed, target, compression, limits)
+}
+
+/// Unpacks the compressed layer read from `input`, which holds
+/// `compressed` bytes in all (for the compression-ratio limit), into the
+/// existing, empty directory `target`. Reads `input` only as far as the
+/// layer goes; the caller drains whatever follows.
+pub fn unpack_stream<R: Read>(
+    input: R,
+    compressed: u64,
+    target: &Path,
+    compression: Compression,
+    limits: &Limits,
+) -> Result<UnpackStats> {
+    let mut buffered = BufReader::with_capacity(256 << 10, input);
     let compression = match compression {
         Compression::Detect => {
             let head = buffered.fill_buf().map_err(Error::io("reading layer"))?;
@@ -68,7 +91,7 @@ pub fn unpack_layer(
         }
         known => known,
     };
-    let decoder: Box<dyn Read> = match compression {
+    let decoder: Box<dyn Read + '_> = match compression {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
         Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::with_buffer(buffered)
@@ -93,10 +116,17 @@ pub fn unpack_layer(
     .map_err(|e| Error::io(format!("opening {}", target.display()))(e.into()))?;
     let mut applier = Applier {
         root,
-        cached_parent: None,
+        open_dirs: Vec::new(),
         limits,
         entries: 0,
         dir_times: Vec::new(),
+        me: (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
+        umask: current_umask(),
+        inherited_group: false,
+        buffer: Vec::new(),
     };
     let mut archive = tar::Archive::new(reader);
     let outcome = applier.apply_all(&mut archive);
@@ -118,10 +148,25 @@ pub fn unpack_layer(
     })
 }
 
+/// The process umask, which new files and directories are created under;
+/// read from /proc rather than set and reset, which would race other
+/// threads. Unknown means everything may be masked, so every mode is set
+/// explicitly.
+fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
 /// Hashes and counts the uncompressed stream, and stops it when it grows
 /// past the configured size or compression ratio.
-struct MeteredReader {
-    inner: Box<dyn Read>,
+struct MeteredReader<'a> {
+    inner: Box<dyn Read + 'a>,
     hasher: Sha256,
     read: u64,
     compressed: u64,
@@ -129,7 +174,7 @@ struct MeteredReader {
     limit_hit: Rc<Cell<Option<String>>>,
 }
 
-impl Read for MeteredReader {
+impl Read for MeteredReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
@@ -159,13 +204,23 @@ impl Read for MeteredReader {
 
 struct Applier<'a> {
     root: OwnedFd,
-    /// The parent directory of the previous entry: tarballs list siblings
-    /// together, so this saves most directory walks.
-    cached_parent: Option<(Vec<OsString>, OwnedFd)>,
+    /// Handles of the directories along the previous entry's path, root
+    /// first: tarballs list a directory's entries together, so the next
+    /// entry mostly shares all or most of them. Only directories inside the
+    /// one an entry lives in are ever removed, so a handle here never
+    /// outlives its directory.
+    open_dirs: Vec<(OsString, OwnedFd)>,
     limits: &'a Limits,
     entries: u64,
     /// Directory mtimes are set last, since adding children changes them.
     dir_times: Vec<(Vec<OsString>, i64)>,
+    /// Who new entries belong to without a chown.
+    me: (u32, u32),
+    umask: u32,
+    /// A setgid directory was made: entries below it may take its group,
+    /// so every owner and mode is set explicitly from then on.
+    inherited_group: bool,
+    buffer: Vec<u8>,
 }
 
 fn unsafe_entry(path: &[u8], reason: impl Into<String>) -> Error {
@@ -215,6 +270,29 @@ fn components<'p>(raw: &'p [u8], limits: &Limits) -> Result<Vec<&'p OsStr>> {
     Ok(out)
 }
 
+/// What one entry's metadata needs beyond its creation.
+#[derive(Clone, Copy)]
+struct Meta {
+    owner: (u32, u32),
+    /// The full mode, special bits included.
+    mode: u32,
+    mtime: i64,
+}
+
+impl Meta {
+    fn owner(&self) -> (Option<Uid>, Option<Gid>) {
+        (
+            Some(Uid::from_raw(self.owner.0)),
+            Some(Gid::from_raw(self.owner.1)),
+        )
+    }
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
 impl Applier<'_> {
     fn apply_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
         let entries = archive
@@ -235,54 +313,56 @@ impl Applier<'_> {
     }
 
     /// Opens (creating as needed) the directory `comps` under the root,
-    /// refusing to pass through symlinks or non-directories.
+    /// refusing to pass through symlinks or non-directories. A fresh walk
+    /// from the root, for hardlink targets.
     fn walk(&self, comps: &[&OsStr], raw: &[u8], create: bool) -> Result<OwnedFd> {
-        let mut cur = rfs::openat(
-            &self.root,
-            ".",
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(sys("opening root for", raw))?;
-        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut cur = rfs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())
+            .map_err(sys("opening root for", raw))?;
         for comp in comps {
-            let next = match rfs::openat(&cur, *comp, flags, Mode::empty()) {
-                Ok(fd) => fd,
-                Err(Errno::NOENT) if create => {
-                    rfs::mkdirat(&cur, *comp, Mode::from_raw_mode(0o755))
-                        .map_err(sys("creating parent of", raw))?;
-                    rfs::openat(&cur, *comp, flags, Mode::empty())
-                        .map_err(sys("opening parent of", raw))?
-                }
-                Err(Errno::LOOP) | Err(Errno::NOTDIR) => {
-                    return Err(unsafe_entry(
-                        raw,
-                        "a parent directory is a symlink or not a directory",
-                    ))
-                }
-                Err(e) => return Err(sys("opening parent of", raw)(e)),
-            };
-            cur = next;
+            cur = open_dir(&cur, comp, raw, create)?;
         }
         Ok(cur)
     }
 
-    fn parent(&mut self, comps: &[&OsStr], raw: &[u8]) -> Result<&OwnedFd> {
-        let hit = matches!(&self.cached_parent, Some((p, _)) if p.len() == comps.len() && p.iter().zip(comps).all(|(a, b)| a == b));
-        if !hit {
-            let fd = self.walk(comps, raw, true)?;
-            self.cached_parent = Some((comps.iter().map(|c| c.to_os_string()).collect(), fd));
+    /// The directory `comps`, through the handles kept from the previous
+    /// entry where the paths agree and opened (created with `create`) from
+    /// there on.
+    fn descend(&mut self, comps: &[&OsStr], raw: &[u8], create: bool) -> Result<BorrowedFd<'_>> {
+        let shared = self
+            .open_dirs
+            .iter()
+            .zip(comps)
+            .take_while(|((have, _), want)| have.as_os_str() == **want)
+            .count();
+        self.open_dirs.truncate(shared);
+        for comp in &comps[shared..] {
+            let next = {
+                let cur = match self.open_dirs.last() {
+                    Some((_, fd)) => fd.as_fd(),
+                    None => self.root.as_fd(),
+                };
+                open_dir(cur, comp, raw, create)?
+            };
+            self.open_dirs.push((comp.to_os_string(), next));
         }
-        match &self.cached_parent {
-            Some((_, fd)) => Ok(fd),
-            None => Err(Error::Internal("parent cache empty".into())),
-        }
+        Ok(match self.open_dirs.last() {
+            Some((_, fd)) => fd.as_fd(),
+            None => self.root.as_fd(),
+        })
+    }
+
+    /// Whether the entry's owner and mode need setting after creating it
+    /// with `created` as its mode.
+    fn needs(&self, meta: &Meta, created: u32) -> (bool, bool) {
+        let chown = self.inherited_group || meta.owner != self.me;
+        let chmod = self.inherited_group || meta.mode != created & !self.umask;
+        (chown, chmod)
     }
 
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let comps = components(&raw, self.limits)?;
-        let header = entry.header().clone();
+        let header = entry.header();
         let kind = header.entry_type();
         let mode = header
             .mode()
@@ -295,24 +375,31 @@ impl Applier<'_> {
             .gid()
             .map_err(|e| Error::malformed("tar header gid", e))?;
         let mtime = header.mtime().unwrap_or(0) as i64;
-        let owner = (
-            Some(Uid::from_raw(
-                u32::try_from(uid).map_err(|_| unsafe_entry(&raw, "uid out of range"))?,
-            )),
-            Some(Gid::from_raw(
-                u32::try_from(gid).map_err(|_| unsafe_entry(&raw, "gid out of range"))?,
-            )),
+        let device = (
+            header.device_major().ok().flatten().unwrap_or(0),
+            header.device_minor().ok().flatten().unwrap_or(0),
         );
+        let meta = Meta {
+            owner: (
+                u32::try_from(uid).map_err(|_| unsafe_entry(&raw, "uid out of range"))?,
+                u32::try_from(gid).map_err(|_| unsafe_entry(&raw, "gid out of range"))?,
+            ),
+            mode,
+            mtime,
+        };
 
         let Some((name, dirs)) = comps.split_last() else {
             // The root itself ("./"): take its mode and owner.
             if kind == EntryType::Directory {
-                rfs::fchown(&self.root, owner.0, owner.1).map_err(sys("chown", &raw))?;
+                let o = meta.owner();
+                rfs::fchown(&self.root, o.0, o.1).map_err(sys("chown", &raw))?;
                 rfs::fchmod(&self.root, Mode::from_raw_mode(mode)).map_err(sys("chmod", &raw))?;
+                self.inherited_group |= mode & 0o2000 != 0;
                 self.dir_times.push((Vec::new(), mtime));
             }
             return Ok(());
         };
+        let name = *name;
         let name_bytes = name.as_bytes();
         // `.wh.a/b` would hide a path, not a name: whiteouts are files, and
         // a directory with a whiteout's name means nothing in OCI layers.
@@ -330,7 +417,7 @@ impl Applier<'_> {
         }
 
         if name_bytes == OPAQUE_MARKER.as_bytes() {
-            let parent = self.parent(dirs, &raw)?;
+            let parent = self.descend(dirs, &raw, true)?;
             rfs::fsetxattr(parent, OVERLAY_OPAQUE_XATTR, b"y", XattrFlags::empty())
                 .map_err(sys("marking opaque", &raw))?;
             return Ok(());
@@ -352,15 +439,16 @@ impl Applier<'_> {
                 ));
             }
             let hidden = OsStr::from_bytes(hidden);
-            let parent = self.parent(dirs, &raw)?;
-            clear(parent, hidden, false, &raw)?;
-            rfs::mknodat(
-                parent,
-                hidden,
-                FileType::CharacterDevice,
-                Mode::empty(),
-                rfs::makedev(0, 0),
-            )
+            let parent = self.descend(dirs, &raw, true)?;
+            make(parent, hidden, &raw, |p| {
+                rfs::mknodat(
+                    p,
+                    hidden,
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    rfs::makedev(0, 0),
+                )
+            })
             .map_err(sys("creating whiteout for", &raw))?;
             return Ok(());
         }
@@ -368,53 +456,76 @@ impl Applier<'_> {
         let xattrs = xattrs_of(entry, &raw)?;
         match kind {
             EntryType::Directory => {
-                let parent = self.parent(dirs, &raw)?;
-                if !clear(parent, name, true, &raw)? {
-                    rfs::mkdirat(parent, *name, Mode::from_raw_mode(0o700))
-                        .map_err(sys("mkdir", &raw))?;
-                }
-                let fd = rfs::openat(
-                    parent,
-                    *name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(sys("opening", &raw))?;
-                set_meta(&fd, owner, mode, &xattrs, None, &raw)?;
+                let created = mode & 0o777;
+                let (mut chown, mut chmod) = self.needs(&meta, created);
+                let fd = {
+                    let parent = self.descend(dirs, &raw, true)?;
+                    if !plain_name(name_bytes) {
+                        return Err(unsafe_entry(&raw, "names no entry of its directory"));
+                    }
+                    match rfs::mkdirat(parent, name, Mode::from_raw_mode(created)) {
+                        Ok(()) => {}
+                        Err(Errno::EXIST) => {
+                            if !clear(parent, name, true, &raw)? {
+                                rfs::mkdirat(parent, name, Mode::from_raw_mode(created))
+                                    .map_err(sys("mkdir", &raw))?;
+                            } else {
+                                // An earlier entry made it: this one's
+                                // owner and mode win.
+                                (chown, chmod) = (true, true);
+                            }
+                        }
+                        Err(e) => return Err(sys("mkdir", &raw)(e)),
+                    }
+                    rfs::openat(parent, name, DIR_FLAGS, Mode::empty())
+                        .map_err(sys("opening", &raw))?
+                };
+                set_meta(&fd, &meta, chown, chmod, &xattrs, false, &raw)?;
+                self.inherited_group |= mode & 0o2000 != 0;
                 self.dir_times
                     .push((comps.iter().map(|c| c.to_os_string()).collect(), mtime));
+                // Its entries most likely come next.
+                self.open_dirs.push((name.to_os_string(), fd));
             }
             EntryType::Regular | EntryType::Continuous => {
-                let parent = self.parent(dirs, &raw)?;
-                clear(parent, name, false, &raw)?;
-                let fd = rfs::openat(
-                    parent,
-                    *name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
+                let created = mode & 0o777;
+                let (chown, chmod) = self.needs(&meta, created);
+                let parent = self.descend(dirs, &raw, true)?;
+                let fd = make(parent, name, &raw, |p| {
+                    rfs::openat(
+                        p,
+                        name,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(created),
+                    )
+                })
                 .map_err(sys("creating", &raw))?;
                 let mut file = File::from(fd);
-                io::copy(entry, &mut file).map_err(|e| Error::malformed("layer file data", e))?;
-                set_meta(&file, owner, mode, &xattrs, Some(mtime), &raw)?;
+                copy_data(entry, &mut file, &mut self.buffer)?;
+                set_meta(&file, &meta, chown, chmod, &xattrs, true, &raw)?;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| unsafe_entry(&raw, "symlink without a target"))?
                     .into_owned();
-                let parent = self.parent(dirs, &raw)?;
-                clear(parent, name, false, &raw)?;
+                let (chown, _) = self.needs(&meta, mode);
+                let parent = self.descend(dirs, &raw, true)?;
                 // The target is stored as text and never followed here.
-                rfs::symlinkat(OsStr::from_bytes(&target), parent, *name)
-                    .map_err(sys("symlink", &raw))?;
-                rfs::chownat(parent, *name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(sys("chown", &raw))?;
-                rfs::utimensat(parent, *name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                make(parent, name, &raw, |p| {
+                    rfs::symlinkat(OsStr::from_bytes(&target), p, name)
+                })
+                .map_err(sys("symlink", &raw))?;
+                if chown {
+                    let o = meta.owner();
+                    rfs::chownat(parent, name, o.0, o.1, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(sys("chown", &raw))?;
+                }
+                rfs::utimensat(parent, name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(sys("utimes", &raw))?;
             }
             EntryType::Link => {
@@ -428,15 +539,10 @@ impl Applier<'_> {
                     return Err(unsafe_entry(&raw, "hardlink to the root"));
                 };
                 let target_parent = self.walk(target_dirs, &target_raw, false)?;
-                let parent = self.parent(dirs, &raw)?;
-                clear(parent, name, false, &raw)?;
-                rfs::linkat(
-                    &target_parent,
-                    *target_name,
-                    parent,
-                    *name,
-                    AtFlags::empty(),
-                )
+                let parent = self.descend(dirs, &raw, true)?;
+                make(parent, name, &raw, |p| {
+                    rfs::linkat(&target_parent, *target_name, p, name, AtFlags::empty())
+                })
                 .map_err(|e| {
                     if e == Errno::NOENT {
                         unsafe_entry(&raw, "hardlink target is not in this layer")
@@ -451,21 +557,31 @@ impl Applier<'_> {
                     EntryType::Block => FileType::BlockDevice,
                     _ => FileType::Fifo,
                 };
-                let major = header.device_major().ok().flatten().unwrap_or(0);
-                let minor = header.device_minor().ok().flatten().unwrap_or(0);
-                let parent = self.parent(dirs, &raw)?;
-                clear(parent, name, false, &raw)?;
-                rfs::mknodat(
-                    parent,
-                    *name,
-                    file_type,
-                    Mode::from_raw_mode(mode),
-                    rfs::makedev(major, minor),
-                )
+                let created = mode & 0o777;
+                let (chown, chmod) = self.needs(&meta, created);
+                let parent = self.descend(dirs, &raw, true)?;
+                make(parent, name, &raw, |p| {
+                    rfs::mknodat(
+                        p,
+                        name,
+                        file_type,
+                        Mode::from_raw_mode(created),
+                        rfs::makedev(device.0, device.1),
+                    )
+                })
                 .map_err(sys("mknod", &raw))?;
-                rfs::chownat(parent, *name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(sys("chown", &raw))?;
-                rfs::utimensat(parent, *name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
+                if chown {
+                    let o = meta.owner();
+                    rfs::chownat(parent, name, o.0, o.1, AtFlags::SYMLINK_NOFOLLOW)
+                        .map_err(sys("chown", &raw))?;
+                }
+                if chmod {
+                    // The node was just made in a directory held open, so
+                    // the name cannot have become a symlink since.
+                    rfs::chmodat(parent, name, Mode::from_raw_mode(mode), AtFlags::empty())
+                        .map_err(sys("chmod", &raw))?;
+                }
+                rfs::utimensat(parent, name, &times(mtime), AtFlags::SYMLINK_NOFOLLOW)
                     .map_err(sys("utimes", &raw))?;
             }
             EntryType::XGlobalHeader
@@ -482,17 +598,91 @@ impl Applier<'_> {
         Ok(())
     }
 
+    /// Sets each directory's mtime from the tar, in archive order so the
+    /// kept handles serve as they did for the entries. A directory a later
+    /// entry replaced or removed has no time to set.
     fn finish_dir_times(&mut self) -> Result<()> {
-        self.cached_parent = None;
-        // Deepest first, so setting a child's times cannot disturb a parent's.
-        self.dir_times
-            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+        self.open_dirs.clear();
         for (path, mtime) in std::mem::take(&mut self.dir_times) {
             let comps: Vec<&OsStr> = path.iter().map(|c| c.as_os_str()).collect();
-            let fd = self.walk(&comps, b"(directory)", false)?;
-            rfs::futimens(&fd, &times(mtime)).map_err(sys("utimes", b"(directory)"))?;
+            let fd = match self.descend(&comps, b"(directory)", false) {
+                Ok(fd) => fd,
+                Err(Error::UnsafeEntry { .. }) => continue,
+                Err(Error::Io { source, .. })
+                    if source.raw_os_error() == Some(Errno::NOENT.raw_os_error()) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
+            rfs::futimens(fd, &times(mtime)).map_err(sys("utimes", b"(directory)"))?;
         }
         Ok(())
+    }
+}
+
+/// Opens the directory `name` in `dir`, never through a symlink; with
+/// `create`, makes it (0755, as tar does for implied parents) if missing.
+fn open_dir(dir: impl AsFd, name: &OsStr, raw: &[u8], create: bool) -> Result<OwnedFd> {
+    let dir = dir.as_fd();
+    match rfs::openat(dir, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::NOENT) if create => {
+            rfs::mkdirat(dir, name, Mode::from_raw_mode(0o755))
+                .map_err(sys("creating parent of", raw))?;
+            rfs::openat(dir, name, DIR_FLAGS, Mode::empty()).map_err(sys("opening parent of", raw))
+        }
+        Err(Errno::LOOP) | Err(Errno::NOTDIR) => Err(unsafe_entry(
+            raw,
+            "a parent directory is a symlink or not a directory",
+        )),
+        Err(e) => Err(sys("opening parent of", raw)(e)),
+    }
+}
+
+/// Creates an entry with `create`, which fails with EEXIST when the name is
+/// taken: then whatever holds the name goes and `create` runs once more.
+/// The common case (a fresh name) costs no lookup.
+fn make<T>(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    raw: &[u8],
+    create: impl Fn(BorrowedFd<'_>) -> rustix::io::Result<T>,
+) -> std::result::Result<T, Errno> {
+    if !plain_name(name.as_bytes()) {
+        // Never reached through `components`, which yields plain names.
+        return Err(Errno::INVAL);
+    }
+    match create(parent) {
+        Err(Errno::EXIST) => {
+            clear(parent, name, false, raw).map_err(|_| Errno::EXIST)?;
+            create(parent)
+        }
+        other => other,
+    }
+}
+
+/// Copies an entry's data into `file`, a buffer at a time.
+fn copy_data(entry: &mut impl Read, file: &mut File, buffer: &mut Vec<u8>) -> Result<()> {
+    buffer.resize(COPY_BUFFER, 0);
+    loop {
+        let mut filled = 0;
+        while filled < buffer.len() {
+            match entry.read(&mut buffer[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::malformed("layer file data", e)),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        file.write_all(&buffer[..filled])
+            .map_err(Error::io("writing layer file data"))?;
+        if filled < buffer.len() {
+            return Ok(());
+        }
     }
 }
 
@@ -505,7 +695,7 @@ fn plain_name(name: &[u8]) -> bool {
 /// Makes room for a new entry at `name`. Returns true when an existing
 /// directory was kept because the new entry is a directory too. Only ever
 /// removes an entry of `parent`, the directory being unpacked into.
-fn clear(parent: &OwnedFd, name: &OsStr, new_is_dir: bool, raw: &[u8]) -> Result<bool> {
+fn clear(parent: BorrowedFd<'_>, name: &OsStr, new_is_dir: bool, raw: &[u8]) -> Result<bool> {
     if !plain_name(name.as_bytes()) {
         return Err(unsafe_entry(raw, "names no entry of its directory"));
     }
@@ -522,7 +712,7 @@ fn clear(parent: &OwnedFd, name: &OsStr, new_is_dir: bool, raw: &[u8]) -> Result
         // std's remove_dir_all does not follow symlinks; the /proc path
         // resolves to the trusted parent we already hold open.
         let path = Path::new("/proc/self/fd")
-            .join(std::os::fd::AsRawFd::as_raw_fd(parent).to_string())
+            .join(std::os::fd::AsRawFd::as_raw_fd(&parent).to_string())
             .join(name);
         std::fs::remove_dir_all(&path).map_err(Error::io(format!(
             "replacing directory {:?}",
@@ -547,22 +737,28 @@ fn times(mtime: i64) -> Timestamps {
 
 fn set_meta(
     fd: impl AsFd,
-    owner: (Option<Uid>, Option<Gid>),
-    mode: u32,
+    meta: &Meta,
+    chown: bool,
+    chmod: bool,
     xattrs: &[(String, Vec<u8>)],
-    mtime: Option<i64>,
+    set_mtime: bool,
     raw: &[u8],
 ) -> Result<()> {
     let fd = fd.as_fd();
-    rfs::fchown(fd, owner.0, owner.1).map_err(sys("chown", raw))?;
+    if chown {
+        let o = meta.owner();
+        rfs::fchown(fd, o.0, o.1).map_err(sys("chown", raw))?;
+    }
     // After chown, which clears setuid/setgid bits.
-    rfs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(sys("chmod", raw))?;
+    if chmod || (chown && meta.mode & 0o6000 != 0) {
+        rfs::fchmod(fd, Mode::from_raw_mode(meta.mode)).map_err(sys("chmod", raw))?;
+    }
     for (name, value) in xattrs {
         rfs::fsetxattr(fd, name.as_str(), value, XattrFlags::empty())
             .map_err(sys("setting xattr on", raw))?;
     }
-    if let Some(m) = mtime {
-        rfs::futimens(fd, &times(m)).map_err(sys("utimes", raw))?;
+    if set_mtime {
+        rfs::futimens(fd, &times(meta.mtime)).map_err(sys("utimes", raw))?;
     }
     Ok(())
 }

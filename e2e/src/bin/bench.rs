@@ -75,10 +75,20 @@ struct Args {
     /// Size of the large image in MiB (spread over 5 layers).
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
-    /// What to measure: pull, pods, containers, memory, metrics, streaming,
-    /// logs, soak, stop-pod or all (all but soak and stop-pod).
+    /// What to measure: pull, images, pods, containers, memory, metrics,
+    /// streaming, logs, soak, stop-pod or all (all but soak and stop-pod).
     #[arg(long, default_value = "all")]
     mode: String,
+    /// In pull mode, the image kinds pulled, comma-separated: busybox (one
+    /// layer), small (two layers), large (`--large-mib` in files of 128
+    /// KiB over 5 layers), many-files (6 layers, 5000 files of 20 KiB),
+    /// big-file (`--large-mib` as one file in each of 2 layers).
+    #[arg(long, default_value = "busybox,small,large,many-files,big-file")]
+    kinds: String,
+    /// In images mode, the image counts at which ListImages and
+    /// ImageStatus are timed, comma-separated.
+    #[arg(long, default_value = "10,200")]
+    image_counts: String,
     /// Containers per runtime in containers mode; pods of one container
     /// each in memory mode.
     #[arg(long, default_value_t = 50)]
@@ -172,6 +182,53 @@ fn bulky_layer(rng: &mut rand::rngs::StdRng, layer: usize, mib: usize) -> Layer 
     l
 }
 
+/// Half random bytes, half repetitive text, as [`bulky_layer`]'s files.
+fn bulky_bytes(rng: &mut rand::rngs::StdRng, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8 << 10) {
+        let half = chunk.len() / 2;
+        rng.fill(&mut chunk[..half]);
+        for (i, b) in chunk[half..].iter_mut().enumerate() {
+            *b = b"lorem ipsum dolor sit amet, consectetur adipiscing elit\n"[i % 56];
+        }
+    }
+    data
+}
+
+/// 6 layers holding 5000 files of 20 KiB between them (about 100 MiB, half
+/// of it compressible): the shape of a language runtime or a node_modules.
+fn many_files_image(seed: u64) -> gantry_e2e::oci::BuiltImage {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let layers = (0..6)
+        .map(|l| {
+            let mut layer = Layer::new().dir(&format!("m{l}/"));
+            let files = 5000 / 6 + usize::from(l < 5000 % 6);
+            for f in 0..files {
+                if f % 100 == 0 {
+                    layer = layer.dir(&format!("m{l}/d{}/", f / 100));
+                }
+                layer = layer.file(
+                    &format!("m{l}/d{}/f{f:04}", f / 100),
+                    &bulky_bytes(&mut rng, 20 << 10),
+                );
+            }
+            layer
+        })
+        .collect();
+    ImageSpec::new(layers)
+        .label(&format!("many-{seed}"))
+        .build()
+}
+
+/// `mib` MiB as one file in each of 2 layers.
+fn big_file_image(seed: u64, mib: usize) -> gantry_e2e::oci::BuiltImage {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let layers = (0..2)
+        .map(|l| Layer::new().file(&format!("big{l}"), &bulky_bytes(&mut rng, (mib << 20) / 2)))
+        .collect();
+    ImageSpec::new(layers).label(&format!("big-{seed}")).build()
+}
+
 fn busybox_image(tag: &str) -> gantry_e2e::oci::BuiltImage {
     ImageSpec::new(vec![Layer::busybox()]).label(tag).build()
 }
@@ -227,6 +284,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.mode.as_str() {
         "pull" => bench_pull(&args).await,
+        "images" => bench_images(&args).await,
         "pods" => bench_pods(&args).await,
         "containers" => bench_containers(&args).await,
         "streaming" => bench_streaming(&args).await,
@@ -237,6 +295,7 @@ async fn main() -> anyhow::Result<()> {
         "metrics" => bench_metrics(&args).await,
         "all" => {
             bench_pull(&args).await?;
+            bench_images(&args).await?;
             bench_pods(&args).await?;
             bench_containers(&args).await?;
             bench_memory(&args).await?;
@@ -245,7 +304,7 @@ async fn main() -> anyhow::Result<()> {
             bench_logs(&args).await
         }
         other => {
-            bail!("unknown mode {other:?}: pull, pods, containers, memory, metrics, streaming, logs, soak, stop-pod or all")
+            bail!("unknown mode {other:?}: pull, images, pods, containers, memory, metrics, streaming, logs, soak, stop-pod or all")
         }
     }
 }
@@ -271,7 +330,7 @@ async fn bench_pull(args: &Args) -> anyhow::Result<()> {
         "gantry pull benchmark: registry {}, {} rounds, run {run_id:x}",
         args.registry, args.rounds
     );
-    for kind in ["busybox", "large"] {
+    for kind in args.kinds.split(',').map(str::trim) {
         let mut gantry_times = Vec::new();
         let mut peer_times = Vec::new();
         for round in 0..args.rounds {
@@ -286,11 +345,39 @@ async fn bench_pull(args: &Args) -> anyhow::Result<()> {
                         spec.label = format!("{run_id}-{round}-{who}");
                         spec.build()
                     }
-                    _ => large_image(
-                        run_id ^ ((round as u64) << 8) ^ if who == "gantry" { 1 } else { 2 },
-                        args.large_mib,
+                    "small" => {
+                        // The busybox layer (shared by design) under a
+                        // layer of its own, as an application image is.
+                        let mut spec = ImageSpec::new(vec![
+                            Layer::busybox(),
+                            Layer::new()
+                                .dir("app/")
+                                .file("app/marker", format!("{run_id}-{round}-{who}").as_bytes()),
+                        ]);
+                        spec.label = format!("{run_id}-{round}-{who}");
+                        spec.build()
+                    }
+                    "large" | "many-files" | "big-file" => {
+                        let seed =
+                            run_id ^ ((round as u64) << 8) ^ if who == "gantry" { 1 } else { 2 };
+                        match kind {
+                            "large" => large_image(seed, args.large_mib),
+                            "many-files" => many_files_image(seed),
+                            _ => big_file_image(seed, args.large_mib),
+                        }
+                    }
+                    other => bail!(
+                        "unknown image kind {other:?}: busybox, small, large, many-files or big-file"
                     ),
                 };
+                if round == 0 && who == "gantry" {
+                    let layers: usize = img.layer_digests.iter().map(|d| img.blobs[d].len()).sum();
+                    println!(
+                        "{kind:>10}: {} layers, {:.1} MB compressed",
+                        img.layer_digests.len(),
+                        layers as f64 / 1e6
+                    );
+                }
                 let repo = format!("bench/{kind}-{who}-{run_id:x}");
                 pusher.image(&repo, &[&format!("r{round}")], &img).await;
                 names.push(format!("{}/{repo}:r{round}", args.registry));
@@ -315,7 +402,7 @@ async fn bench_pull(args: &Args) -> anyhow::Result<()> {
         }
         let gm = median(&mut gantry_times);
         print!(
-            "{kind:>8}: gantry median {:8.1} ms (min {:.1})",
+            "{kind:>10}: gantry median {:8.1} ms (min {:.1})",
             ms(gm),
             ms(gantry_times[0])
         );
@@ -352,6 +439,115 @@ async fn bench_pull(args: &Args) -> anyhow::Result<()> {
     );
     if let Some(p) = peer_idle_rss {
         println!("peer RSS at start of run: {:.1} MiB", p as f64 / 1024.0);
+    }
+    Ok(())
+}
+
+/// ListImages and ImageStatus latency with `--image-counts` images in each
+/// runtime: distinct images (their own config) sharing one small layer, so
+/// that hundreds cost little to push and pull. Images the peer already held
+/// are counted in its listing and printed.
+async fn bench_images(args: &Args) -> anyhow::Result<()> {
+    use gantry_proto::v1::{ImageStatusRequest, ListImagesRequest};
+    let run: u64 = rand::rng().random();
+    let mut counts = Vec::new();
+    for c in args.image_counts.split(',') {
+        counts.push(c.trim().parse::<usize>().context("--image-counts")?);
+    }
+    counts.sort();
+    let most = counts.last().copied().unwrap_or(0);
+    let pusher = Pusher::new(&args.registry, None);
+    let repo = format!("bench/list-{run:x}");
+    let shared = Layer::new().file("shared", b"one layer for every listed image");
+    let mut names = Vec::new();
+    for i in 0..most {
+        let img = ImageSpec::new(vec![shared.clone()])
+            .label(&format!("list-{run:x}-{i}"))
+            .build();
+        let tag = format!("i{i}");
+        pusher.image(&repo, &[&tag], &img).await;
+        names.push(format!("{}/{repo}:{tag}", args.registry));
+    }
+    let gantry = Gantry::start(&format!(
+        "log_level: warn\nimage:\n  registries:\n    \"{}\":\n      insecure: true\n",
+        args.registry
+    ))
+    .await;
+    let mut sides = vec![("gantry", gantry.images().await)];
+    if let Some(e) = &args.peer {
+        sides.push(("peer", connect(e).await?));
+    }
+    println!(
+        "ListImages and ImageStatus, {} samples each, alternating, run {run:x}",
+        args.list_samples
+    );
+    let mut pulled = 0;
+    for &count in &counts {
+        for name in &names[pulled..count] {
+            for (_, client) in sides.iter_mut() {
+                timed_pull(client, name).await?;
+            }
+        }
+        pulled = count;
+        let mut list_t = vec![Vec::new(); sides.len()];
+        let mut status_t = vec![Vec::new(); sides.len()];
+        let mut listed = vec![0; sides.len()];
+        // One untimed round first: connections, caches.
+        for round in 0..=args.list_samples {
+            let name = &names[round % count.max(1)];
+            for (k, (_, client)) in sides.iter_mut().enumerate() {
+                let t = Instant::now();
+                let n = client
+                    .list_images(ListImagesRequest { filter: None })
+                    .await?
+                    .into_inner()
+                    .images
+                    .len();
+                let d = t.elapsed();
+                listed[k] = n;
+                if round > 0 {
+                    list_t[k].push(d);
+                }
+                let t = Instant::now();
+                let found = client
+                    .image_status(ImageStatusRequest {
+                        image: Some(CriImageSpec {
+                            image: name.clone(),
+                            ..Default::default()
+                        }),
+                        verbose: false,
+                    })
+                    .await?
+                    .into_inner()
+                    .image
+                    .is_some();
+                let d = t.elapsed();
+                if !found {
+                    bail!("{}: ImageStatus does not find {name}", sides[k].0);
+                }
+                if round > 0 {
+                    status_t[k].push(d);
+                }
+            }
+        }
+        let listed: Vec<String> = sides
+            .iter()
+            .zip(&listed)
+            .map(|((side, _), n)| format!("{side} lists {n}"))
+            .collect();
+        println!("with {count} pulled images ({}):", listed.join(", "));
+        let peer = |v: &[Vec<Duration>]| v.get(1).cloned().unwrap_or_default();
+        report(&format!("ListImages ({count})"), &list_t[0], &peer(&list_t));
+        report(
+            &format!("ImageStatus ({count})"),
+            &status_t[0],
+            &peer(&status_t),
+        );
+    }
+    for name in &names {
+        for (_, client) in sides.iter_mut() {
+            remove(client, name).await;
+        }
     }
     Ok(())
 }
