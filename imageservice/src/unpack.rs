@@ -139,7 +139,7 @@ pub fn unpack_stream<R: Read>(
     // Trailing zero blocks count towards the diff ID.
     io::copy(&mut reader, &mut io::sink()).map_err(|e| match limit_hit.take() {
         Some(msg) => Error::LimitExceeded(msg),
-        None => Error::malformed("layer", e),
+        None => read_error("layer", e),
     })?;
     Ok(UnpackStats {
         diff_id: format!("sha256:{}", hex::encode(reader.hasher.finalize())),
@@ -295,11 +295,9 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
 
 impl Applier<'_> {
     fn apply_all<R: Read>(&mut self, archive: &mut tar::Archive<R>) -> Result<()> {
-        let entries = archive
-            .entries()
-            .map_err(|e| Error::malformed("layer tar", e))?;
+        let entries = archive.entries().map_err(|e| read_error("layer tar", e))?;
         for entry in entries {
-            let mut entry = entry.map_err(|e| Error::malformed("layer tar", e))?;
+            let mut entry = entry.map_err(|e| read_error("layer tar", e))?;
             self.entries += 1;
             if self.entries > self.limits.max_entries_per_layer {
                 return Err(Error::LimitExceeded(format!(
@@ -662,6 +660,20 @@ fn make<T>(
     }
 }
 
+/// An error reading a layer: the layer's fault (malformed), unless the
+/// disk is full, which the read side sees too (the download is written to
+/// the blob store as it is read) and which is the node's.
+fn read_error(what: &str, e: io::Error) -> Error {
+    if crate::error::is_out_of_space(&e)
+        || e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<io::Error>())
+            .is_some_and(crate::error::is_out_of_space)
+    {
+        return Error::io(format!("reading the {what}"))(e);
+    }
+    Error::malformed(what, e)
+}
+
 /// Copies an entry's data into `file`, a buffer at a time.
 fn copy_data(entry: &mut impl Read, file: &mut File, buffer: &mut Vec<u8>) -> Result<()> {
     buffer.resize(COPY_BUFFER, 0);
@@ -672,7 +684,7 @@ fn copy_data(entry: &mut impl Read, file: &mut File, buffer: &mut Vec<u8>) -> Re
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::malformed("layer file data", e)),
+                Err(e) => return Err(read_error("layer file data", e)),
             }
         }
         if filled == 0 {
@@ -857,6 +869,54 @@ mod tests {
 
     fn is_root() -> bool {
         rustix::process::geteuid().is_root()
+    }
+
+    /// A download that stops on a full disk (the tee into the blob store
+    /// fails under the reader): the node's error, not a malformed layer.
+    #[test]
+    fn a_full_disk_under_the_reader_is_not_a_malformed_layer() {
+        struct FullAfter(Vec<u8>, usize);
+        impl Read for FullAfter {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.1 >= self.0.len() {
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+                let n = buf.len().min(self.0.len() - self.1).min(512);
+                buf[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+                self.1 += n;
+                Ok(n)
+            }
+        }
+        let tar = Tb::new().dir("./").file("./a", &[7u8; 4096]).finish();
+        // Cut inside the file's data.
+        let input = FullAfter(tar[..2048].to_vec(), 0);
+        let dir = tempfile::tempdir().unwrap();
+        let e = unpack_stream(
+            input,
+            2048,
+            dir.path(),
+            Compression::None,
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            tonic::Status::from(e).code(),
+            tonic::Code::ResourceExhausted
+        );
+        // A stream that just ends early is the layer's fault.
+        let dir = tempfile::tempdir().unwrap();
+        let e = unpack_stream(
+            &tar[..2048],
+            2048,
+            dir.path(),
+            Compression::None,
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            tonic::Status::from(e).code(),
+            tonic::Code::FailedPrecondition
+        );
     }
 
     #[test]
