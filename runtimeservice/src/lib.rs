@@ -30,15 +30,19 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod grpc;
+pub mod host;
 mod locks;
 pub mod metrics;
 pub mod oci;
 pub mod pod;
 pub mod signal;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 
 pub use config::{CgroupDriver, ExecMode, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;
+pub use host::{Host, RealHost};
 pub use metrics::{RuntimeMetrics, StateCollector};
 pub use pod::network::{CniNetwork, PodNetwork};
 pub use pod::PodService;

@@ -7,7 +7,7 @@ impl ContainerService {
     /// created here first, so it exists when the call returns.
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let r = self.running(id)?;
-        if !monitor_alive(r.monitor_pid, &r.id) {
+        if !self.host.monitor_alive(r.monitor_pid, &r.id) {
             return Err(Error::FailedPrecondition(format!(
                 "the monitor of container {} is gone",
                 r.id
@@ -16,12 +16,9 @@ impl ContainerService {
         let (dir, rel) = log_dir_and_file(&r);
         gantry_monitor::crilog::open_log(&dir, &rel)
             .map_err(Error::io(format!("creating {}", r.log_path)))?;
-        // SAFETY: signalling the monitor we verified by its command line.
-        if unsafe { libc::kill(r.monitor_pid, libc::SIGUSR1) } != 0 {
-            return Err(Error::Internal(format!(
-                "signalling the monitor: {}",
-                std::io::Error::last_os_error()
-            )));
+        // The monitor was verified by its command line.
+        if let Err(e) = self.host.kill(r.monitor_pid, libc::SIGUSR1) {
+            return Err(Error::Internal(format!("signalling the monitor: {e}")));
         }
         Ok(())
     }
