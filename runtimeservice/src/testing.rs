@@ -124,21 +124,6 @@ impl FakeHost {
         pid
     }
 
-    /// The cgroup directories that exist below the fake cgroupfs.
-    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    out.push(e.path());
-                    walk(&e.path(), out);
-                }
-            }
-        }
-        let mut out = Vec::new();
-        walk(&self.cgroupfs, &mut out);
-        out
-    }
-
     /// Container `id` ends as its monitor would record it: the exit file
     /// first, then the monitor and the init gone.
     pub fn exit_container(&self, id: &str, exit_code: i32, signal: i32) {

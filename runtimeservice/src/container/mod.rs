@@ -51,6 +51,8 @@ mod exit_watch;
 mod handler;
 mod image;
 pub mod image_volume;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod log_cap;
 mod record;
 mod recover;
