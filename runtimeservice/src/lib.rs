@@ -16,6 +16,11 @@
 //! - [`exec`]: interactive sessions (exec, attach, port forward). The
 //!   native exec helper and the monitor are the `gantry-monitor` crate.
 //!
+//! What the lifecycles do to the host (cgroups, namespace pins, mounts,
+//! signals, monitor processes) goes through [`host::Host`], runtimes
+//! through [`oci::OciRuntime`]: the services take both at construction, and
+//! the lifecycle tests give them doubles (`testing`).
+//!
 //! Around them: usage read by [`stats`] and, as kubelet's cAdvisor-named
 //! CRI metrics, by [`cri_metrics`] (the daemon's own Prometheus metrics
 //! are [`metrics`]); events through [`events`]; calls that outlive their

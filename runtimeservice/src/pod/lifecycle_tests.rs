@@ -24,10 +24,11 @@ fn assert_gone(w: &World, id: &str) {
     assert!(w.pods.store.get(id).is_none(), "record of {id} left");
     assert!(!w.pods.store.pod_dir(id).exists(), "sandbox dir left");
     assert!(!w.pods.ns_dir.join(id).exists(), "namespace dir left");
-    let host = w.host.state();
-    assert!(host.pins.is_empty(), "pins left: {:?}", host.pins);
-    assert!(host.procs.is_empty(), "processes left: {:?}", host.procs);
-    drop(host);
+    {
+        let host = w.host.state();
+        assert!(host.pins.is_empty(), "pins left: {:?}", host.pins);
+        assert!(host.procs.is_empty(), "processes left: {:?}", host.procs);
+    }
     assert!(
         w.network.state().attached.is_empty(),
         "still attached: {:?}",
@@ -124,10 +125,11 @@ async fn failed_run_leaves_nothing(w: &World, code: fn(&Error) -> bool) {
     let err = w.pods.run(config("web"), String::new()).await.unwrap_err();
     assert!(code(&err), "unexpected error {err:?}");
     assert!(w.pods.store.list().is_empty(), "a record is left");
-    let host = w.host.state();
-    assert!(host.pins.is_empty(), "pins left: {:?}", host.pins);
-    assert!(host.procs.is_empty(), "processes left: {:?}", host.procs);
-    drop(host);
+    {
+        let host = w.host.state();
+        assert!(host.pins.is_empty(), "pins left: {:?}", host.pins);
+        assert!(host.procs.is_empty(), "processes left: {:?}", host.procs);
+    }
     assert!(
         !w.host.cgroupfs.join(cgroup_of("web")).exists(),
         "cgroup left"
