@@ -317,3 +317,70 @@ async fn recover_rolls_back_creates_and_finds_lost_monitors() {
         assert_gone(&w, &svc, id);
     }
 }
+
+#[tokio::test]
+async fn a_refused_stop_signal_fails_the_stop_and_keeps_the_container() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    svc.start(&id).await.unwrap();
+    w.host.fail("runtime.kill");
+    let err = svc.stop(&id, 10).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    let status = svc.status(&id, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    // Nor can it be removed while it may run.
+    assert!(svc.remove(&id).await.is_err());
+    assert!(svc.resolve(&id).unwrap().is_some());
+    w.host.state().fail.clear();
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+#[tokio::test]
+async fn a_runtime_that_cannot_delete_does_not_keep_the_container() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    svc.start(&id).await.unwrap();
+    svc.stop(&id, 10).await.unwrap();
+    w.host.fail("runtime.delete");
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+#[tokio::test]
+async fn resources_reach_a_running_container_and_the_spec() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    let res = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    };
+    // A created container gets them in its spec only.
+    svc.update_resources(&id, res.clone()).await.unwrap();
+    assert!(w.host.calls_to("runtime.update").is_empty());
+    let spec = |w: &World| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(cdir(w, &id).join("bundle/config.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(spec(&w)["linux"]["resources"]["memory"]["limit"], 64 << 20);
+
+    svc.start(&id).await.unwrap();
+    let res = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 128 << 20,
+        ..Default::default()
+    };
+    w.host.fail("runtime.update");
+    let err = svc.update_resources(&id, res.clone()).await.unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    assert_eq!(
+        spec(&w)["linux"]["resources"]["memory"]["limit"],
+        64 << 20,
+        "the spec changed though the runtime refused"
+    );
+    w.host.state().fail.clear();
+    svc.update_resources(&id, res).await.unwrap();
+    assert_eq!(w.host.calls_to("runtime.update").len(), 2);
+    assert_eq!(spec(&w)["linux"]["resources"]["memory"]["limit"], 128 << 20);
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
