@@ -34,6 +34,13 @@ pub trait Host: Send + Sync + 'static {
     /// Removes cgroup directories made by [`Host::create_cgroup`], deepest
     /// first; blocks a little while a cgroup's last process exits.
     fn remove_cgroup_dirs(&self, dirs: &[PathBuf]) -> std::result::Result<(), String>;
+    /// Writes a pod's new total resources into its cgroup
+    /// ([`cgroup::apply_pod_resources`]).
+    fn apply_pod_resources(
+        &self,
+        cgroup: &str,
+        resources: &gantry_proto::v1::LinuxContainerResources,
+    ) -> Result<()>;
     /// Whether a cgroup directory made for a pod still exists.
     fn cgroup_dir_exists(&self, dir: &Path) -> bool;
     /// Where container cgroups are found (`/sys/fs/cgroup`): a container's
@@ -166,6 +173,14 @@ impl Host for RealHost {
 
     fn remove_cgroup_dirs(&self, dirs: &[PathBuf]) -> std::result::Result<(), String> {
         cgroup::remove(dirs)
+    }
+
+    fn apply_pod_resources(
+        &self,
+        cgroup: &str,
+        resources: &gantry_proto::v1::LinuxContainerResources,
+    ) -> Result<()> {
+        cgroup::apply_pod_resources(&self.hierarchies, cgroup, resources)
     }
 
     fn cgroup_dir_exists(&self, dir: &Path) -> bool {

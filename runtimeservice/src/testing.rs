@@ -201,6 +201,15 @@ impl Host for FakeHost {
         cgroup::remove(dirs)
     }
 
+    fn apply_pod_resources(
+        &self,
+        cg: &str,
+        resources: &gantry_proto::v1::LinuxContainerResources,
+    ) -> Result<()> {
+        self.call("apply_pod_resources", cg.to_string());
+        cgroup::apply_pod_resources(&self.hierarchy(), cg, resources)
+    }
+
     fn cgroup_dir_exists(&self, dir: &Path) -> bool {
         dir.is_dir()
     }

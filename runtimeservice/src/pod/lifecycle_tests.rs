@@ -378,3 +378,38 @@ async fn recover_rolls_back_an_interrupted_run_and_marks_lost_pods() {
     assert!(!attached.contains_key("gone"));
     assert!(attached.contains_key(&fine));
 }
+
+#[tokio::test]
+async fn pod_resources_reach_the_pod_cgroup_of_a_ready_pod() {
+    let w = World::new();
+    let id = w.pods.run(config("web"), String::new()).await.unwrap();
+    // The controller files a cgroup2 directory has.
+    let memory_max = w.host.cgroupfs.join(cgroup_of("web")).join("memory.max");
+    std::fs::write(&memory_max, "max").unwrap();
+    let memory = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    };
+    w.pods.update_resources(&id, &memory).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&memory_max).unwrap(),
+        (256u64 << 20).to_string()
+    );
+    // No cpu controller in this cgroup: refused, naming it.
+    let cpu = cri::LinuxContainerResources {
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        ..Default::default()
+    };
+    let err = w.pods.update_resources(&id, &cpu).unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    w.pods.stop(&id).await.unwrap();
+    let err = w.pods.update_resources(&id, &memory).unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    let err = w.pods.update_resources("nope", &memory).unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    // A real cgroupfs has no files to remove first.
+    std::fs::remove_file(&memory_max).unwrap();
+    w.pods.remove(&id).await.unwrap();
+    assert_gone(&w, &id);
+}
