@@ -111,8 +111,15 @@ pub trait Host: Send + Sync + 'static {
         work: &Path,
         target: &Path,
     ) -> std::io::Result<()>;
-    /// Detaches whatever is mounted at `target`; nothing there is fine.
-    fn unmount(&self, target: &Path);
+    /// Mounts the read-only overlay of `lower` (top first, at least two)
+    /// on `target`, with no upper layer.
+    fn mount_overlay_readonly(&self, lower: &[PathBuf], target: &Path) -> std::io::Result<()>;
+    /// Bind-mounts `source` on `target`.
+    fn bind(&self, source: &Path, target: &Path) -> std::io::Result<()>;
+    /// Makes the bind mount at `target` read-only.
+    fn remount_readonly(&self, target: &Path) -> std::io::Result<()>;
+    /// Detaches whatever is mounted at `target`.
+    fn unmount(&self, target: &Path) -> std::io::Result<()>;
 }
 
 /// The host itself.
@@ -353,33 +360,52 @@ impl Host for RealHost {
         work: &Path,
         target: &Path,
     ) -> std::io::Result<()> {
-        let lower = lower
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
         let data = format!(
-            "lowerdir={lower},upperdir={},workdir={}",
+            "lowerdir={},upperdir={},workdir={}",
+            lower_dirs(lower),
             upper.display(),
             work.display()
         );
-        let data = std::ffi::CString::new(data).map_err(|_| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "overlay options contain NUL",
-            )
-        })?;
-        rustix::mount::mount(
-            "overlay",
-            target,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            Some(data.as_c_str()),
-        )?;
+        overlay(target, &data, rustix::mount::MountFlags::empty())
+    }
+
+    fn mount_overlay_readonly(&self, lower: &[PathBuf], target: &Path) -> std::io::Result<()> {
+        let data = format!("lowerdir={}", lower_dirs(lower));
+        overlay(target, &data, rustix::mount::MountFlags::RDONLY)
+    }
+
+    fn bind(&self, source: &Path, target: &Path) -> std::io::Result<()> {
+        rustix::mount::mount_bind(source, target)?;
         Ok(())
     }
 
-    fn unmount(&self, target: &Path) {
-        let _ = rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH);
+    fn remount_readonly(&self, target: &Path) -> std::io::Result<()> {
+        use rustix::mount::MountFlags;
+        rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")?;
+        Ok(())
     }
+
+    fn unmount(&self, target: &Path) -> std::io::Result<()> {
+        rustix::mount::unmount(target, rustix::mount::UnmountFlags::DETACH)?;
+        Ok(())
+    }
+}
+
+fn lower_dirs(lower: &[PathBuf]) -> String {
+    lower
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn overlay(target: &Path, data: &str, flags: rustix::mount::MountFlags) -> std::io::Result<()> {
+    let data = std::ffi::CString::new(data).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "overlay options contain NUL",
+        )
+    })?;
+    rustix::mount::mount("overlay", target, "overlay", flags, Some(data.as_c_str()))?;
+    Ok(())
 }

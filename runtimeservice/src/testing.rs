@@ -416,9 +416,40 @@ impl Host for FakeHost {
         Ok(())
     }
 
-    fn unmount(&self, target: &Path) {
+    fn mount_overlay_readonly(&self, lower: &[PathBuf], target: &Path) -> std::io::Result<()> {
+        if self.call("mount_overlay_readonly", target.display().to_string()) {
+            return Err(io_failure("overlay mount"));
+        }
+        for l in lower.iter().rev() {
+            copy_dir(l, target)?;
+        }
+        self.state().mounts.insert(target.to_path_buf());
+        Ok(())
+    }
+
+    fn bind(&self, source: &Path, target: &Path) -> std::io::Result<()> {
+        if self.call("bind", target.display().to_string()) {
+            return Err(io_failure("bind mount"));
+        }
+        copy_dir(source, target)?;
+        self.state().mounts.insert(target.to_path_buf());
+        Ok(())
+    }
+
+    fn remount_readonly(&self, target: &Path) -> std::io::Result<()> {
+        if self.call("remount_readonly", target.display().to_string()) {
+            return Err(io_failure("remount"));
+        }
+        Ok(())
+    }
+
+    fn unmount(&self, target: &Path) -> std::io::Result<()> {
         self.call("unmount", target.display().to_string());
-        self.state().mounts.remove(target);
+        if self.state().mounts.remove(target) {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EINVAL))
+        }
     }
 }
 
@@ -645,7 +676,8 @@ impl PodNetwork for FakeNetwork {
 }
 
 /// An image store of one image, `app` (any other name is unknown), whose
-/// single layer holds an executable `/bin/app`; leases are kept in a map.
+/// single layer holds an executable `/bin/app` and a file `/data/hello`;
+/// leases are kept in a map.
 pub struct FakeImages {
     pub layer: PathBuf,
     pub leases: Mutex<BTreeMap<String, BTreeSet<String>>>,
@@ -661,6 +693,9 @@ impl FakeImages {
         std::fs::write(&app, "#!/bin/sh\n").expect("writing the fake binary");
         std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755))
             .expect("making the fake binary executable");
+        // What an image volume of it may pick with image_sub_path.
+        std::fs::create_dir_all(layer.join("data")).expect("creating the fake data dir");
+        std::fs::write(layer.join("data/hello"), "hello\n").expect("writing the fake data");
         Arc::new(FakeImages {
             layer,
             leases: Default::default(),

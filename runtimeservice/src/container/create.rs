@@ -201,9 +201,14 @@ impl ContainerService {
             pod.cgroup.clone()
         };
         let cgroups_path = crate::cgroup::container_path(driver, &pod_cgroup, id);
-        let image_mounts =
-            crate::container::image_volume::mount_all(&*self.images, id, &cdir, &config.mounts)
-                .await?;
+        let image_mounts = crate::container::image_volume::mount_all(
+            &*self.host,
+            &*self.images,
+            id,
+            &cdir,
+            &config.mounts,
+        )
+        .await?;
         // Each image VOLUME gets a directory of its own, seeded with what
         // the image has there, as containerd does; it goes with the
         // container's directory.

@@ -384,3 +384,88 @@ async fn resources_reach_a_running_container_and_the_spec() {
     svc.remove(&id).await.unwrap();
     assert_gone(&w, &svc, &id);
 }
+
+fn with_image_volume(sub: &str) -> cri::ContainerConfig {
+    let mut config = container_config("app");
+    config.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        image: Some(cri::ImageSpec {
+            image: "app".into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        ..Default::default()
+    }];
+    config
+}
+
+fn leases_of(w: &World, id: &str) -> Vec<String> {
+    w.images
+        .leases
+        .lock()
+        .unwrap()
+        .get(id)
+        .map(|l| l.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn image_volumes_are_mounted_held_and_let_go() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, with_image_volume("data")).await.unwrap();
+    let base = cdir(&w, &id).join("image-volumes/0");
+    let mounts = w.host.state().mounts.clone();
+    assert!(mounts.contains(&base.join("image")), "{mounts:?}");
+    assert!(mounts.contains(&base.join("sub")), "{mounts:?}");
+    assert!(base.join("sub/hello").is_file(), "the sub path was bound");
+    assert_eq!(w.host.calls_to("remount_readonly").len(), 1);
+    assert_eq!(
+        leases_of(&w, &id),
+        vec![id.clone(), format!("{id}.image-volume-0")]
+    );
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cdir(&w, &id).join("bundle/config.json")).unwrap())
+            .unwrap();
+    let vol = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/vol")
+        .expect("the volume is in the spec");
+    assert_eq!(vol["source"], base.join("sub").display().to_string());
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+    assert!(w.host.state().mounts.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_image_volume_undoes_every_mount_and_lease() {
+    let (w, svc, pod) = world().await;
+    w.host.fail("remount_readonly");
+    let err = svc
+        .create(&pod, with_image_volume("data"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Internal(_)), "{err:?}");
+    assert!(
+        w.host.state().mounts.is_empty(),
+        "{:?}",
+        w.host.state().mounts
+    );
+    assert!(w.images.holders().is_empty());
+    assert!(svc.list(None).is_empty());
+    w.host.state().fail.clear();
+    // A sub path the image lacks is the caller's mistake, undone the same.
+    let err = svc
+        .create(&pod, with_image_volume("missing"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(
+        w.host.state().mounts.is_empty(),
+        "{:?}",
+        w.host.state().mounts
+    );
+    assert!(w.images.holders().is_empty());
+    assert!(svc.list(None).is_empty());
+}

@@ -153,8 +153,8 @@ impl ContainerService {
                     // without one is a create that never committed or a
                     // removal that was cut short: nothing references it.
                     warn!(path = %path.display(), "removing a container directory without a record");
-                    crate::container::image_volume::unmount_all(&entry.path());
-                    pods.host.unmount(&entry.path().join("bundle/rootfs"));
+                    crate::container::image_volume::unmount_all(&*pods.host, &entry.path());
+                    let _ = pods.host.unmount(&entry.path().join("bundle/rootfs"));
                     let _ = std::fs::remove_dir_all(entry.path());
                 }
             }

@@ -53,9 +53,10 @@ impl ContainerService {
         self.log_drops
             .retire(id, gantry_monitor::crilog::read_dropped(&self.cdir(id)));
         let rootfs = self.cdir(id).join("bundle/rootfs");
-        crate::container::image_volume::unmount_all(&self.cdir(id));
+        crate::container::image_volume::unmount_all(&*self.host, &self.cdir(id));
         if rec.rootfs_mounted {
-            self.host.unmount(&rootfs);
+            // Not mounted (a create cut short before the mount) is fine.
+            let _ = self.host.unmount(&rootfs);
         }
         let _ = std::fs::remove_dir_all(self.cdir(id));
         self.cpu_rates.forget(id);
