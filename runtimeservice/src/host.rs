@@ -7,8 +7,8 @@
 //!
 //! What a lifecycle writes in its own state directories (records, bundles,
 //! `resolv.conf`) is not a host effect here: tests give it a temporary
-//! directory. Image volumes (`Mount.image`) still mount directly
-//! ([`crate::container::image_volume`]).
+//! directory. Reads for stats and metrics (`/sys/fs/cgroup`, `/proc`) and
+//! the interactive exec sessions do not go through it either.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
