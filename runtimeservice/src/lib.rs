@@ -16,6 +16,11 @@
 //! - [`exec`]: interactive sessions (exec, attach, port forward). The
 //!   native exec helper and the monitor are the `gantry-monitor` crate.
 //!
+//! What the lifecycles do to the host (cgroups, namespace pins, mounts,
+//! signals, monitor processes) goes through [`host::Host`], runtimes
+//! through [`oci::OciRuntime`]: the services take both at construction, and
+//! the lifecycle tests give them doubles (`testing`).
+//!
 //! Around them: usage read by [`stats`] and, as kubelet's cAdvisor-named
 //! CRI metrics, by [`cri_metrics`] (the daemon's own Prometheus metrics
 //! are [`metrics`]); events through [`events`]; calls that outlive their
@@ -30,14 +35,18 @@ pub mod error;
 pub mod events;
 pub mod exec;
 pub mod grpc;
+pub mod host;
 pub mod metrics;
 pub mod oci;
 pub mod pod;
 pub mod signal;
 pub mod stats;
+#[cfg(test)]
+mod testing;
 
 pub use config::{CgroupDriver, ExecMode, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;
+pub use host::{Host, RealHost};
 pub use metrics::{RuntimeMetrics, StateCollector};
 pub use pod::network::{CniNetwork, PodNetwork};
 pub use pod::PodService;

@@ -322,14 +322,20 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
         }
     }
     let pods = Arc::new(
-        PodService::new(runtime_config, Arc::new(network), monitor.clone())?
-            .with_metrics(runtime_metrics.clone()),
+        PodService::new(
+            runtime_config,
+            Arc::new(network),
+            Arc::new(gantry_runtimeservice::RealHost::new()),
+            monitor.clone(),
+        )?
+        .with_metrics(runtime_metrics.clone()),
     );
     pods.recover().await;
     pods.gc_network().await;
     let containers = Arc::new(ContainerService::new(
         pods.clone(),
         Arc::new(StoreImages(store.clone())),
+        Arc::new(gantry_runtimeservice::oci::CliRuntimes),
         monitor,
     )?);
     containers.recover().await;

@@ -133,7 +133,7 @@ impl ContainerService {
                 image_id: image.id.clone(),
                 image_ref: image.image_ref.clone(),
                 log_path,
-                handler: runtime.name.clone(),
+                handler: runtime.name().to_string(),
                 pid: 0,
                 monitor_pid: 0,
                 rootfs_mounted: true,
@@ -181,28 +181,11 @@ impl ContainerService {
                 image.id
             )));
         }
-        let lower = image
-            .snapshots
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let data = format!(
-            "lowerdir={lower},upperdir={},workdir={}",
-            cdir.join("upper").display(),
-            cdir.join("work").display()
-        );
-        let data = std::ffi::CString::new(data)
-            .map_err(|_| Error::Internal("overlay options contain NUL".into()))?;
-        rustix::mount::mount(
-            "overlay",
-            &rootfs,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            Some(data.as_c_str()),
-        )
-        .map_err(Error::host("mounting the container rootfs"))?;
+        // The top layer first, as overlayfs wants them.
+        let lower: Vec<PathBuf> = image.snapshots.iter().rev().cloned().collect();
+        self.host
+            .mount_overlay(&lower, &cdir.join("upper"), &cdir.join("work"), &rootfs)
+            .map_err(Error::io("mounting the container rootfs"))?;
         let pid = self.pid_namespace(pod, config)?;
         let driver = self.pods.config.cgroup_driver;
         // Records from before pods owned a cgroup keep the old layout.
@@ -219,9 +202,14 @@ impl ContainerService {
             pod.cgroup.clone()
         };
         let cgroups_path = crate::cgroup::container_path(driver, &pod_cgroup, id);
-        let image_mounts =
-            crate::container::image_volume::mount_all(&*self.images, id, &cdir, &config.mounts)
-                .await?;
+        let image_mounts = crate::container::image_volume::mount_all(
+            &*self.host,
+            &*self.images,
+            id,
+            &cdir,
+            &config.mounts,
+        )
+        .await?;
         // Each image VOLUME gets a directory of its own, seeded with what
         // the image has there, as containerd does; it goes with the
         // container's directory.
@@ -323,30 +311,34 @@ impl ContainerService {
         &self,
         id: &str,
         rec: &ContainerRecord,
-        runtime: &CliRuntime,
+        runtime: &dyn OciRuntime,
     ) -> Result<(i32, i32)> {
+        let runtime = runtime.invocation();
         let cdir = self.cdir(id);
-        let mut cmd = tokio::process::Command::new(&self.monitor);
-        cmd.arg("--id")
-            .arg(id)
-            .arg("--bundle")
-            .arg(cdir.join("bundle"))
-            .arg("--runtime")
-            .arg(&runtime.binary)
-            .arg("--runtime-root")
-            .arg(&runtime.root);
-        for a in runtime.global_args() {
-            cmd.arg("--runtime-arg").arg(a);
+        let mut args: Vec<std::ffi::OsString> = Vec::new();
+        let mut arg = |name: &str, value: &dyn AsRef<std::ffi::OsStr>| {
+            args.push(name.into());
+            args.push(value.as_ref().to_owned());
+        };
+        arg("--id", &id);
+        arg("--bundle", &cdir.join("bundle"));
+        arg("--runtime", &runtime.binary);
+        arg("--runtime-root", &runtime.root);
+        for a in &runtime.global_args {
+            arg("--runtime-arg", a);
         }
         if rec.config.tty {
-            cmd.arg("--tty").arg("true");
+            arg("--tty", &"true");
         }
         if rec.config.stdin {
-            cmd.arg("--stdin").arg(if rec.config.stdin_once {
-                "once"
-            } else {
-                "true"
-            });
+            arg(
+                "--stdin",
+                &if rec.config.stdin_once {
+                    "once"
+                } else {
+                    "true"
+                },
+            );
         }
         let node_cap = self.pods.config.log_max_bytes;
         // Checked when the pod ran; a record from before the check keeps
@@ -360,39 +352,17 @@ impl ContainerService {
             })
             .unwrap_or(node_cap);
         let (log_dir, _) = log_dir_and_file(rec);
-        cmd.arg("--log-max-bytes")
-            .arg(log_cap.to_string())
-            .arg("--log-dir")
-            .arg(log_dir)
-            .arg("--log-path")
-            .arg(&rec.log_path)
-            .arg("--exit-file")
-            .arg(cdir.join(EXIT_FILE))
-            .arg("--pid-file")
-            .arg(cdir.join("pid"))
-            .stdin(std::process::Stdio::null())
-            .stderr(
-                std::fs::File::create(cdir.join("monitor.log"))
-                    .map(std::process::Stdio::from)
-                    .unwrap_or(std::process::Stdio::null()),
-            );
+        arg("--log-max-bytes", &log_cap.to_string());
+        arg("--log-dir", &log_dir);
+        arg("--log-path", &rec.log_path);
+        arg("--exit-file", &cdir.join(EXIT_FILE));
+        arg("--pid-file", &cdir.join("pid"));
         private_dir(&runtime.root).map_err(Error::io("creating the runtime root"))?;
-        // Only the report line is read: the monitor keeps running, so
-        // waiting for its pipes to close (as `output()` does) would hang.
-        cmd.stdout(std::process::Stdio::piped()).kill_on_drop(false);
-        let mut child = cmd
-            .spawn()
+        let line = self
+            .host
+            .run_monitor(&self.monitor, &args, &cdir.join("monitor.log"))
+            .await
             .map_err(Error::io(format!("starting {}", self.monitor.display())))?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            let mut reader = tokio::io::BufReader::new(stdout);
-            tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line)
-                .await
-                .map_err(Error::io("reading the monitor's report"))?;
-        }
-        // The first monitor process exits right after relaying the report.
-        let _ = child.wait().await;
-        let line = line.trim().to_string();
         let mut words = line.split_whitespace();
         match (
             words.next(),

@@ -6,7 +6,7 @@ use super::*;
 /// A terminal exec through gantry-exec: the helper opens the terminal
 /// in the container and sends its master back over a socket pair.
 pub(super) async fn native_terminal(
-    rt: &CliRuntime,
+    rt: &Arc<dyn OciRuntime>,
     target: &ExecTarget<'_>,
     cmd: &[String],
     streams: ExecStreams,
@@ -64,7 +64,7 @@ pub(super) async fn native_terminal(
 /// command's terminal to a pty of ours; returns its master and the
 /// runtime's exec process.
 pub(super) async fn relayed_terminal(
-    rt: &CliRuntime,
+    rt: &Arc<dyn OciRuntime>,
     target: &ExecTarget<'_>,
     cmd: &[String],
     streams: ExecStreams,
@@ -153,7 +153,7 @@ impl ContainerService {
         &self,
         id: &str,
         cmd: &[String],
-    ) -> Result<(ContainerRecord, CliRuntime, PathBuf)> {
+    ) -> Result<(ContainerRecord, Arc<dyn OciRuntime>, PathBuf)> {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("exec needs a command".into()));
         }

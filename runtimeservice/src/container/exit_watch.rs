@@ -79,7 +79,7 @@ impl ContainerService {
         // The cgroup outlives the processes until the runtime deletes the
         // container, so the OOM count is still there to read.
         let oom = exit.signal == libc::SIGKILL
-            && crate::stats::oom_kills(Path::new("/sys/fs/cgroup"), &self.cgroup_path(&rec)) > 0;
+            && crate::stats::oom_kills(self.host.cgroup_root(), &self.cgroup_path(&rec)) > 0;
         let updated = self.update_then_emit(id, |r| {
             r.state = ContainerState::Exited;
             r.exit_code = exit.exit_code;

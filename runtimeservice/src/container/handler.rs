@@ -2,35 +2,22 @@
 
 use super::*;
 
-/// One handler as containers use it: its command line, and whether it
-/// honours `Mount.recursive_read_only` ([`crate::oci::features`]).
+/// One handler as containers use it: its runtime, and whether it honours
+/// `Mount.recursive_read_only` ([`crate::oci::features`]).
 pub(super) struct Handler {
-    runtime: CliRuntime,
+    runtime: Arc<dyn OciRuntime>,
     recursive_read_only: bool,
 }
 
 impl Handler {
     pub(super) fn new(
+        maker: &dyn RuntimeMaker,
         config: &RuntimeConfig,
         name: &str,
         h: &RuntimeHandler,
         metrics: &RuntimeMetrics,
     ) -> Handler {
-        let runtime = CliRuntime {
-            name: name.to_string(),
-            // Looked up in PATH once, not at every runtime call; a missing
-            // binary stays as named, to fail when used.
-            binary: h.resolve().unwrap_or_else(|| h.path.clone()),
-            args: h.args.clone(),
-            root: config.state_dir.join("runtime").join(name),
-            systemd_cgroup: config.cgroup_driver == crate::CgroupDriver::Systemd,
-            exec_helper: (h.exec_mode() == crate::ExecMode::Native
-                && !config.exec_helper_path.as_os_str().is_empty())
-            .then(|| config.exec_helper_path.clone()),
-            metrics: metrics.clone(),
-        };
-        let recursive_read_only =
-            crate::oci::features::recursive_read_only(name, &runtime.binary, &runtime.args);
+        let (runtime, recursive_read_only) = maker.make(config, name, h, metrics);
         Handler {
             runtime,
             recursive_read_only,
@@ -71,7 +58,7 @@ impl ContainerService {
         self.runtimes.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn runtime(&self, handler: &str) -> Result<CliRuntime> {
+    pub(super) fn runtime(&self, handler: &str) -> Result<Arc<dyn OciRuntime>> {
         let name = if handler.is_empty() {
             &self.default_runtime
         } else {
@@ -102,7 +89,10 @@ impl ContainerService {
                 Some(_) => changes.changed.push(name.clone()),
                 None => changes.added.push(name.clone()),
             }
-            fresh.push((name.clone(), Handler::new(config, name, h, &self.metrics)));
+            fresh.push((
+                name.clone(),
+                Handler::new(&*self.runtime_maker, config, name, h, &self.metrics),
+            ));
         }
         changes.removed = old
             .keys()

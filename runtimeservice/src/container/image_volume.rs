@@ -17,12 +17,12 @@ use std::os::fd::AsRawFd;
 use std::path::{Component, Path, PathBuf};
 
 use gantry_proto::v1 as cri;
-use rustix::mount::{MountFlags, UnmountFlags};
 use tracing::{info, warn};
 
 use crate::container::rootfs_path::{Rootfs, RootfsError};
 use crate::container::ImageLookup;
 use crate::error::{Error, Result};
+use crate::host::Host;
 
 const DIR: &str = "image-volumes";
 
@@ -67,6 +67,7 @@ fn check_sub_path(m: &cri::Mount) -> Result<()> {
 /// `mounts`. On failure what was mounted stays for the caller's rollback
 /// ([`unmount_all`] and the release of the container's leases).
 pub async fn mount_all(
+    host: &dyn Host,
     images: &dyn ImageLookup,
     id: &str,
     cdir: &Path,
@@ -77,13 +78,14 @@ pub async fn mount_all(
         if !is_image_mount(m) {
             continue;
         }
-        let source = mount_one(images, id, cdir, i, m).await?;
+        let source = mount_one(host, images, id, cdir, i, m).await?;
         out.insert(i, source);
     }
     Ok(out)
 }
 
 async fn mount_one(
+    host: &dyn Host,
     images: &dyn ImageLookup,
     id: &str,
     cdir: &Path,
@@ -127,26 +129,17 @@ async fn mount_one(
     for d in [&view, &empty] {
         std::fs::create_dir_all(d).map_err(Error::io(format!("creating {}", d.display())))?;
     }
-    let lower = image
+    let lower: Vec<PathBuf> = image
         .snapshots
         .iter()
         .rev()
         .chain(std::iter::once(&empty))
-        .map(|p| p.display().to_string())
-        .collect::<Vec<_>>()
-        .join(":");
-    let data = std::ffi::CString::new(format!("lowerdir={lower}"))
-        .map_err(|_| Error::Internal("overlay options contain NUL".into()))?;
-    rustix::mount::mount(
-        "overlay",
-        &view,
-        "overlay",
-        MountFlags::RDONLY,
-        Some(data.as_c_str()),
-    )
-    .map_err(Error::host(format!(
-        "mounting image volume {dest:?} ({name})"
-    )))?;
+        .cloned()
+        .collect();
+    host.mount_overlay_readonly(&lower, &view)
+        .map_err(Error::io(format!(
+            "mounting image volume {dest:?} ({name})"
+        )))?;
     info!(container = %id, image = %image.id, destination = %dest, "image volume mounted");
     if m.image_sub_path.is_empty() {
         return Ok(view);
@@ -172,31 +165,30 @@ async fn mount_one(
         .map_err(Error::io(format!("creating {}", target.display())))?;
     // The handle's /proc link is the directory found inside the image; the
     // kernel binds that very directory, whatever its path says.
-    let at = format!("/proc/self/fd/{}", dir.as_raw_fd());
-    rustix::mount::mount_bind(&at, &target).map_err(Error::host(format!(
+    let at = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    host.bind(&at, &target).map_err(Error::io(format!(
         "binding image_sub_path {sub:?} of image volume {dest:?}"
     )))?;
-    rustix::mount::mount_remount(&target, MountFlags::BIND | MountFlags::RDONLY, "").map_err(
-        Error::host(format!(
-            "making image_sub_path {sub:?} of image volume {dest:?} read-only"
-        )),
-    )?;
+    host.remount_readonly(&target).map_err(Error::io(format!(
+        "making image_sub_path {sub:?} of image volume {dest:?} read-only"
+    )))?;
     Ok(target)
 }
 
 /// Unmounts every image volume under the container directory `cdir`
 /// (those a crash or failed create left too). Detached, so that a mount
 /// still busy cannot keep the directory from going.
-pub fn unmount_all(cdir: &Path) {
+pub fn unmount_all(host: &dyn Host, cdir: &Path) {
     let Ok(entries) = std::fs::read_dir(cdir.join(DIR)) else {
         return;
     };
     for entry in entries.flatten() {
         for part in ["sub", "image"] {
             let path = entry.path().join(part);
-            match rustix::mount::unmount(&path, UnmountFlags::DETACH) {
+            match host.unmount(&path) {
+                Ok(()) => {}
                 // Not a mount point (never mounted), or not there.
-                Ok(()) | Err(rustix::io::Errno::INVAL) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) => {}
                 Err(e) => warn!(path = %path.display(), error = %e, "unmounting an image volume"),
             }
         }

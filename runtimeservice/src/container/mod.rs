@@ -41,7 +41,7 @@ use crate::exec::{
 };
 use crate::metrics::{phase, ContainerCounts, LogDrops, RuntimeMetrics};
 use crate::oci::spec::{generate, image_volumes, PidNamespace, SpecInput};
-use crate::oci::{CliRuntime, ExecStreams, ExecTarget, ExecTerminal, OciRuntime};
+use crate::oci::{ExecStreams, ExecTarget, ExecTerminal, OciRuntime, RuntimeMaker};
 use crate::pod::PodService;
 use crate::pod::{new_id, PodState};
 use gantry_common::exit::{ContainerExit, EXIT_FILE};
@@ -56,6 +56,8 @@ mod exit_watch;
 mod handler;
 mod image;
 pub mod image_volume;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod log_cap;
 mod record;
 mod recover;
@@ -72,7 +74,7 @@ pub use self::handler::HandlerChanges;
 pub use self::image::{ImageLookup, ResolvedImage};
 pub use self::record::{ContainerRecord, ContainerState};
 pub use self::status::monitor_alive;
-use self::{handler::*, record::*, remove::*, rootfs::*, status::*};
+use self::{handler::*, record::*, rootfs::*, status::*};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -82,11 +84,15 @@ pub struct ContainerService {
     records: RecordStore<ContainerRecord>,
     locks: KeyedLocks,
     pods: Arc<PodService>,
+    /// The pods' host: containers' mounts, cgroups and processes.
+    host: Arc<dyn crate::host::Host>,
     images: Arc<dyn ImageLookup>,
     /// By handler name: those configured, and those a reload removed, which
     /// the containers of running pods still use (new pods cannot name them:
     /// [`PodService`] admits only configured handlers).
     runtimes: RwLock<BTreeMap<String, Handler>>,
+    /// Makes the runtime of each handler, at start and at a reload.
+    runtime_maker: Arc<dyn RuntimeMaker>,
     default_runtime: String,
     monitor: PathBuf,
     cpu_rates: crate::stats::CpuRates,
@@ -112,6 +118,7 @@ impl ContainerService {
     pub fn new(
         pods: Arc<PodService>,
         images: Arc<dyn ImageLookup>,
+        runtime_maker: Arc<dyn RuntimeMaker>,
         monitor: PathBuf,
     ) -> Result<Self> {
         let config = pods.config.clone();
@@ -130,11 +137,8 @@ impl ContainerService {
                     // without one is a create that never committed or a
                     // removal that was cut short: nothing references it.
                     warn!(path = %dir.display(), error = %why, "removing a container directory without a record");
-                    crate::container::image_volume::unmount_all(&dir);
-                    let _ = rustix::mount::unmount(
-                        dir.join("bundle/rootfs"),
-                        rustix::mount::UnmountFlags::DETACH,
-                    );
+                    crate::container::image_volume::unmount_all(&*pods.host, &dir);
+                    let _ = pods.host.unmount(&dir.join("bundle/rootfs"));
                     let _ = std::fs::remove_dir_all(dir);
                 }
             }
@@ -146,7 +150,10 @@ impl ContainerService {
         let runtimes = config
             .runtimes
             .iter()
-            .map(|(name, h)| (name.clone(), Handler::new(&config, name, h, &pods.metrics)))
+            .map(|(name, h)| {
+                let handler = Handler::new(&*runtime_maker, &config, name, h, &pods.metrics);
+                (name.clone(), handler)
+            })
             .collect();
         let log_drops = LogDrops::default();
         for r in records.values().iter().filter(|r| r.monitor_pid != 0) {
@@ -157,9 +164,11 @@ impl ContainerService {
             log_drops,
             records,
             locks: Default::default(),
+            host: pods.host.clone(),
             pods,
             images,
             runtimes: RwLock::new(runtimes),
+            runtime_maker,
             default_runtime: config.default_runtime.clone(),
             monitor,
             cpu_rates: Default::default(),

@@ -24,7 +24,8 @@ impl ContainerService {
             let unfinished_run = self.records().get(&id).cloned().filter(|r| {
                 r.state == ContainerState::Created
                     && r.monitor_pid == 0
-                    && (self.cdir(&id).join("pid").exists() || !monitors_of(&id).is_empty())
+                    && (self.cdir(&id).join("pid").exists()
+                        || !self.host.monitors_of(&id).is_empty())
             });
             if let Some(r) = unfinished_run {
                 warn!(container = %id, "undoing a start that was interrupted");
@@ -41,7 +42,7 @@ impl ContainerService {
                 // Not run yet: no monitor to have lost.
                 ContainerState::Created if r.monitor_pid == 0 => {}
                 ContainerState::Created | ContainerState::Running => {
-                    if !monitor_alive(r.monitor_pid, &id)
+                    if !self.host.monitor_alive(r.monitor_pid, &id)
                         && !self.cdir(&id).join(EXIT_FILE).exists()
                     {
                         warn!(container = %id, "the monitor is gone and recorded no exit");

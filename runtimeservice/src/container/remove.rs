@@ -3,52 +3,16 @@
 
 use super::*;
 
-/// Removes a container's (empty) cgroup from every hierarchy under `root`:
-/// the v2 tree itself and each v1 controller's. A cgroup that still has
-/// processes cannot be removed, and stays.
-pub(super) fn remove_cgroup(root: &Path, cgroup: &str) {
-    let rel = cgroup.trim_start_matches('/');
-    if rel.is_empty() {
-        return;
-    }
-    let hierarchies = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path());
-    for dir in std::iter::once(root.to_path_buf()).chain(hierarchies) {
-        let _ = std::fs::remove_dir(dir.join(rel));
-    }
-}
-
-/// SIGKILLs every monitor process of container `id`: the monitor proper
-/// leads its own process group (it called setsid), which takes the
-/// runtime's run with it; the short-lived relay does not, so it alone is
-/// killed.
-pub(super) fn kill_stray_monitors(id: &str) {
-    for pid in monitors_of(id) {
-        // SAFETY: getpgid and kill on a PID just checked to be this
-        // container's monitor.
-        unsafe {
-            let target = if libc::getpgid(pid) == pid { -pid } else { pid };
+impl ContainerService {
+    /// SIGKILLs every monitor process of container `id` (and the runtime
+    /// each runs).
+    pub(super) fn kill_stray_monitors(&self, id: &str) {
+        for pid in self.host.monitors_of(id) {
             warn!(container = %id, pid, "killing a monitor left from an interrupted create");
-            libc::kill(target, libc::SIGKILL);
+            self.host.kill_monitor(pid);
         }
     }
-}
 
-/// The PIDs of container `id`'s monitor processes.
-pub(super) fn monitors_of(id: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| monitor_alive(*pid, id))
-        .collect()
-}
-
-impl ContainerService {
     /// Takes the container out of its runtime: first its monitors, when
     /// asked (one left by a start cut short must not go on making a
     /// container that is being undone), then the runtime's container, then
@@ -61,7 +25,7 @@ impl ContainerService {
         kill_monitors: bool,
     ) {
         if kill_monitors {
-            kill_stray_monitors(id);
+            self.kill_stray_monitors(id);
         }
         if let Ok(rt) = self.runtime(&rec.handler) {
             if let Err(e) = rt.delete(id, true).await {
@@ -70,7 +34,7 @@ impl ContainerService {
         }
         let cgroup = self.cgroup_path(rec);
         if !cgroup.is_empty() {
-            remove_cgroup(Path::new("/sys/fs/cgroup"), &cgroup);
+            self.host.remove_container_cgroup(&cgroup);
         }
     }
 
@@ -89,9 +53,10 @@ impl ContainerService {
         self.log_drops
             .retire(id, gantry_monitor::crilog::read_dropped(&self.cdir(id)));
         let rootfs = self.cdir(id).join("bundle/rootfs");
-        crate::container::image_volume::unmount_all(&self.cdir(id));
+        crate::container::image_volume::unmount_all(&*self.host, &self.cdir(id));
         if rec.rootfs_mounted {
-            let _ = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH);
+            // Not mounted (a create cut short before the mount) is fine.
+            let _ = self.host.unmount(&rootfs);
         }
         // The writable layer can be large: the worker is handed off while
         // it is removed.

@@ -32,10 +32,10 @@ impl ContainerService {
                 crate::events::warn_unwatched(&id, &e);
             }
             let started = Instant::now();
-            let ran = self.run_monitor(&id, &rec, &rt).await;
+            let ran = self.run_monitor(&id, &rec, &*rt).await;
             // The monitor's report comes once `<runtime> run` is done.
             self.metrics
-                .observe_runtime(&rt.name, "run", started.elapsed(), ran.is_ok());
+                .observe_runtime(rt.name(), "run", started.elapsed(), ran.is_ok());
             match ran {
                 Ok(pids) => {
                     self.log_drops.track(&id);

@@ -2,18 +2,6 @@
 
 use super::*;
 
-/// Whether `pid` is a live process (not gone, not a zombie).
-pub(super) fn process_running(pid: i32) -> bool {
-    pid > 0
-        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st != "Z"))
-            })
-            .unwrap_or(false)
-}
-
 /// Whether `pid` is container `id`'s monitor: PIDs wrap, so its command
 /// line must name the container too.
 pub fn monitor_alive(pid: i32, id: &str) -> bool {
@@ -93,7 +81,7 @@ impl ContainerService {
                 ContainerState::Exited => "exited",
             };
             *c.by_state.entry((state, r.handler.clone())).or_insert(0) += 1;
-            if r.state == ContainerState::Running && monitor_alive(r.monitor_pid, &r.id) {
+            if r.state == ContainerState::Running && self.host.monitor_alive(r.monitor_pid, &r.id) {
                 c.monitors_alive += 1;
             }
             if r.monitor_pid != 0 {

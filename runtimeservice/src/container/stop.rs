@@ -18,7 +18,10 @@ impl ContainerService {
             // The file is looked for only once the monitor is seen gone: it
             // writes the file just before exiting, so looking first could
             // miss a file written a moment later and overwrite it.
-            if !monitor_alive(monitor, id) && !process_running(init) && !exit_file.exists() {
+            if !self.host.monitor_alive(monitor, id)
+                && !self.host.process_running(init)
+                && !exit_file.exists()
+            {
                 // The monitor died without recording the exit (it was
                 // killed, or crashed): nobody else will. The code is
                 // unknown, which 255 says, as the runtimes do.

@@ -7,7 +7,7 @@ impl ContainerService {
     /// created here first, so it exists when the call returns.
     pub fn reopen_log(&self, id: &str) -> Result<()> {
         let r = self.running(id)?;
-        if !monitor_alive(r.monitor_pid, &r.id) {
+        if !self.host.monitor_alive(r.monitor_pid, &r.id) {
             return Err(Error::FailedPrecondition(format!(
                 "the monitor of container {} is gone",
                 r.id
@@ -16,11 +16,10 @@ impl ContainerService {
         let (dir, rel) = log_dir_and_file(&r);
         gantry_monitor::crilog::open_log(&dir, &rel)
             .map_err(Error::io(format!("creating {}", r.log_path)))?;
-        // The monitor was verified by its command line just above.
-        let monitor = rustix::process::Pid::from_raw(r.monitor_pid)
-            .ok_or_else(|| Error::Internal(format!("container {} has no monitor", r.id)))?;
-        rustix::process::kill_process(monitor, rustix::process::Signal::USR1)
-            .map_err(Error::host("signalling the monitor to reopen the log"))?;
+        // The monitor was verified by its command line.
+        self.host
+            .kill(r.monitor_pid, libc::SIGUSR1)
+            .map_err(Error::io("signalling the monitor to reopen the log"))?;
         Ok(())
     }
 

@@ -21,7 +21,6 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::error::{Error, Result};
-use crate::oci::OciRuntime;
 
 pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 pub type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
@@ -42,7 +41,7 @@ pub struct ExecSession {
     pub(crate) child: tokio::process::Child,
     pub(crate) pid_file: PathBuf,
     /// The runtime and container, to kill the command where it runs.
-    pub(crate) runtime: crate::oci::CliRuntime,
+    pub(crate) runtime: Arc<dyn crate::oci::OciRuntime>,
     pub(crate) container_id: String,
 }
 
@@ -51,7 +50,7 @@ impl ExecSession {
     pub(crate) fn new(
         child: tokio::process::Child,
         pid_file: PathBuf,
-        runtime: &crate::oci::CliRuntime,
+        runtime: &Arc<dyn crate::oci::OciRuntime>,
         container_id: &str,
     ) -> ExecSession {
         ExecSession {
@@ -116,7 +115,6 @@ impl Drop for ExecSession {
             let id = self.container_id.clone();
             let pid_file = self.pid_file.clone();
             rt.spawn(async move {
-                use crate::oci::OciRuntime;
                 runtime.kill_exec(&id, &pid_file).await;
                 crate::oci::remove_pid_files(&pid_file);
             });

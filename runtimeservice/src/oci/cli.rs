@@ -49,11 +49,6 @@ impl CliRuntime {
         c
     }
 
-    /// Whether exec goes through gantry-exec rather than the runtime.
-    pub fn native_exec(&self) -> bool {
-        self.exec_helper.is_some()
-    }
-
     /// The exec command for `target`: gantry-exec with the command, or the
     /// runtime's exec up to the container ID (the caller adds the rest).
     /// `tty` is the terminal's first size (columns, rows), if known.
@@ -182,10 +177,54 @@ fn classify(runtime: &str, what: &str, id: &str, said: &str) -> Error {
     }
 }
 
+/// The runtimes of the daemon: each handler's binary on the runc command
+/// line.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CliRuntimes;
+
+impl RuntimeMaker for CliRuntimes {
+    fn make(
+        &self,
+        config: &crate::RuntimeConfig,
+        name: &str,
+        h: &crate::RuntimeHandler,
+        metrics: &crate::RuntimeMetrics,
+    ) -> (std::sync::Arc<dyn OciRuntime>, bool) {
+        let runtime = CliRuntime {
+            name: name.to_string(),
+            // Looked up in PATH once, not at every runtime call; a missing
+            // binary stays as named, to fail when used.
+            binary: h.resolve().unwrap_or_else(|| h.path.clone()),
+            args: h.args.clone(),
+            root: config.state_dir.join("runtime").join(name),
+            systemd_cgroup: config.cgroup_driver == crate::CgroupDriver::Systemd,
+            exec_helper: (h.exec_mode() == crate::ExecMode::Native
+                && !config.exec_helper_path.as_os_str().is_empty())
+            .then(|| config.exec_helper_path.clone()),
+            metrics: metrics.clone(),
+        };
+        let recursive_read_only =
+            crate::oci::features::recursive_read_only(name, &runtime.binary, &runtime.args);
+        (std::sync::Arc::new(runtime), recursive_read_only)
+    }
+}
+
 #[async_trait::async_trait]
 impl OciRuntime for CliRuntime {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn invocation(&self) -> RuntimeInvocation {
+        RuntimeInvocation {
+            binary: self.binary.clone(),
+            root: self.root.clone(),
+            global_args: self.global_args(),
+        }
+    }
+
+    fn native_exec(&self) -> bool {
+        self.exec_helper.is_some()
     }
 
     async fn create(

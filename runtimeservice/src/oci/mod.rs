@@ -52,6 +52,12 @@ impl ContainerIo {
 #[async_trait::async_trait]
 pub trait OciRuntime: Send + Sync + 'static {
     fn name(&self) -> &str;
+    /// How a container's monitor runs this runtime (`run --detach` happens
+    /// in the monitor, not here).
+    fn invocation(&self) -> RuntimeInvocation;
+    /// Whether exec starts gantry-exec rather than the runtime's own exec:
+    /// a terminal exec then gets its terminal over a console socket.
+    fn native_exec(&self) -> bool;
     /// Creates the container from `bundle`; its init's PID goes to `pid_file`.
     async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, io: ContainerIo)
         -> Result<()>;
@@ -94,6 +100,30 @@ pub trait OciRuntime: Send + Sync + 'static {
         pid_file: &Path,
         terminal: Option<ExecTerminal<'_>>,
     ) -> Result<tokio::process::Child>;
+}
+
+/// What the monitor needs to run a runtime itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeInvocation {
+    pub binary: PathBuf,
+    /// The runtime's own state directory (`--root`).
+    pub root: PathBuf,
+    /// Arguments every command starts with, before `--root`.
+    pub global_args: Vec<String>,
+}
+
+/// Makes the runtime of each configured handler. The daemon's is
+/// [`CliRuntimes`]; tests give the services runtimes that touch nothing.
+pub trait RuntimeMaker: Send + Sync + 'static {
+    /// Handler `name`'s runtime, and whether it honours
+    /// `Mount.recursive_read_only` (finding out may run the runtime).
+    fn make(
+        &self,
+        config: &crate::RuntimeConfig,
+        name: &str,
+        handler: &crate::RuntimeHandler,
+        metrics: &crate::RuntimeMetrics,
+    ) -> (std::sync::Arc<dyn OciRuntime>, bool);
 }
 
 /// The container an exec runs in: its ID for the runtime, and for the

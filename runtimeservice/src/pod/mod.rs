@@ -3,20 +3,23 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use gantry_cni::netns::{self, PinnedNamespaces, Private};
+use gantry_cni::netns::{NsKind, PinnedNamespaces, Private};
 use gantry_proto::v1 as cri;
 use tracing::{info, info_span, warn, Instrument};
 
-use crate::cgroup::{self, Hierarchy};
+use crate::cgroup;
 use crate::config::{CgroupDriver, RuntimeConfig, RuntimeHandler};
 use crate::error::{Error, Result};
+use crate::host::Host;
 use crate::metrics::{phase, RuntimeMetrics};
 use crate::pod::network::{NetworkExtras, PodNetwork, PodNetworkRequest};
 use gantry_common::time::now_nanos;
 
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod network;
 mod pod_cgroup;
 mod record;
@@ -29,7 +32,7 @@ mod stop;
 mod update;
 
 pub use self::record::*;
-use self::{recover::*, run::*};
+use self::run::*;
 
 pub struct PodService {
     /// As the daemon started; the handlers in force are in `handlers`.
@@ -44,8 +47,8 @@ pub struct PodService {
     /// Where namespaces are pinned: on tmpfs, so pins vanish with a reboot
     /// just as the namespaces do.
     ns_dir: PathBuf,
-    /// The mounted cgroup hierarchies pod cgroups are made in.
-    hierarchies: Vec<Hierarchy>,
+    /// Where cgroups, namespaces, mounts and processes are made.
+    pub(crate) host: Arc<dyn Host>,
     /// Taken while a pod's cgroup is made, removed or handed over.
     cgroup_handover: tokio::sync::Mutex<()>,
     pub(crate) metrics: RuntimeMetrics,
@@ -55,6 +58,7 @@ impl PodService {
     pub fn new(
         config: RuntimeConfig,
         network: Arc<dyn PodNetwork>,
+        host: Arc<dyn Host>,
         monitor: PathBuf,
     ) -> Result<Self> {
         let store = PodStore::open(&config.root.join("sandboxes"))?;
@@ -68,7 +72,7 @@ impl PodService {
             store,
             network,
             ns_dir,
-            hierarchies: cgroup::hierarchies(),
+            host,
             cgroup_handover: tokio::sync::Mutex::new(()),
             metrics: RuntimeMetrics::default(),
         })

@@ -38,7 +38,8 @@ impl PodService {
                 })?;
             }
             None => {
-                tokio::task::spawn_blocking(move || cgroup::remove(&dirs))
+                let host = self.host.clone();
+                tokio::task::spawn_blocking(move || host.remove_cgroup_dirs(&dirs))
                     .await
                     .map_err(Error::task("removing the pod cgroup"))?
                     .map_err(|why| Error::Host {
@@ -70,7 +71,7 @@ impl PodService {
             return Ok(path);
         }
         // One record write, before any directory is made.
-        cgroup::create(&self.hierarchies, &path, |dirs| {
+        self.host.create_cgroup(&path, &mut |dirs| {
             self.store
                 .update(id, |r| {
                     r.cgroup = path.clone();

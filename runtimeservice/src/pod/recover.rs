@@ -3,25 +3,6 @@
 
 use super::*;
 
-/// Whether `pid` is still this pod's PID-namespace init (PIDs wrap).
-pub(super) fn pod_init_alive(pid: i32, id: &str) -> bool {
-    pid > 0
-        && std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|c| {
-                let s = String::from_utf8_lossy(&c);
-                s.contains("--pod-init") && s.contains(id)
-            })
-            .unwrap_or(false)
-}
-
-pub(super) fn find_pod_init(id: &str) -> Option<i32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .find(|pid| pod_init_alive(*pid, id))
-}
-
 impl PodService {
     /// Brings records in line with the host after a start: half-made pods
     /// are rolled back, pods whose namespaces vanished are not ready.
@@ -42,11 +23,15 @@ impl PodService {
                     let gone = [&rec.netns, &rec.ipc_ns, &rec.uts_ns]
                         .into_iter()
                         .flatten()
-                        .any(|p| !netns::is_pinned(p));
+                        .any(|p| !self.host.is_pinned(p));
                     if gone {
                         warn!(pod = %rec.id, "namespaces of a ready sandbox are gone; marking it not ready");
                         let _ = self.store.update(&rec.id, |r| r.state = PodState::NotReady);
-                    } else if let Some(d) = rec.cgroup_created.iter().find(|d| !d.is_dir()) {
+                    } else if let Some(d) = rec
+                        .cgroup_created
+                        .iter()
+                        .find(|d| !self.host.cgroup_dir_exists(d))
+                    {
                         warn!(pod = %rec.id, cgroup = %d.display(), "the cgroup of a ready sandbox is gone; marking it not ready");
                         let _ = self.store.update(&rec.id, |r| r.state = PodState::NotReady);
                     }

@@ -107,17 +107,6 @@ pub(super) struct Checked {
     extras: NetworkExtras,
 }
 
-pub(super) fn write_sysctls(
-    which: &str,
-    sysctls: &[(String, String)],
-) -> std::result::Result<(), String> {
-    for (k, v) in sysctls {
-        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&path, v).map_err(|e| format!("{which} sysctl {k}={v}: {e}"))?;
-    }
-    Ok(())
-}
-
 pub(super) fn rustix_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -310,7 +299,8 @@ impl PodService {
             // An empty hostname keeps the one the new UTS namespace inherits.
             let host = config.hostname.clone();
             let dir = ns_dir.clone();
-            tokio::task::spawn_blocking(move || netns::create(&dir, which, &host))
+            let h = self.host.clone();
+            tokio::task::spawn_blocking(move || h.create_namespaces(&dir, which, &host))
                 .await
                 .map_err(Error::task("creating pod namespaces"))?
                 .map_err(Error::host("creating pod namespaces"))?;
@@ -318,7 +308,7 @@ impl PodService {
         if mode(namespace_options(config), |o| o.pid) == cri::NamespaceMode::Pod {
             let pid = self.start_pid_init(id).await?;
             if self.config.cgroup_driver == CgroupDriver::Cgroupfs {
-                cgroup::enter(&self.hierarchies, &pod_cgroup, pid)?;
+                self.host.enter_cgroup(&pod_cgroup, pid)?;
             }
         }
         self.metrics.observe_phase(phase::NAMESPACES, started);
@@ -332,16 +322,16 @@ impl PodService {
             .map(|(k, v)| (k.replace('/', "."), v.clone()))
             .partition(|(k, _)| k.starts_with("net."));
         if let (Some(ns), false) = (&rec.netns, net_sysctls.is_empty()) {
-            netns::run_in_netns(ns, move || write_sysctls("network", &net_sysctls))
+            self.host
+                .write_sysctls(ns, NsKind::Net, net_sysctls)
                 .map_err(Error::host("entering the pod's network namespace"))?
                 .map_err(Error::InvalidArgument)?;
         }
         if let (Some(ns), false) = (&rec.ipc_ns, ipc_sysctls.is_empty()) {
-            netns::run_in_ns(ns, netns::NsKind::Ipc, move || {
-                write_sysctls("IPC", &ipc_sysctls)
-            })
-            .map_err(Error::host("entering the pod's IPC namespace"))?
-            .map_err(Error::InvalidArgument)?;
+            self.host
+                .write_sysctls(ns, NsKind::Ipc, ipc_sysctls)
+                .map_err(Error::host("entering the pod's IPC namespace"))?
+                .map_err(Error::InvalidArgument)?;
         }
 
         if let Some(ns) = &rec.netns {
@@ -404,15 +394,11 @@ impl PodService {
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
         let pin = ns_dir.join("pid");
         self.store.update(id, |r| r.pid_ns = Some(pin.clone()))?;
-        let out = tokio::process::Command::new(&self.monitor)
-            .arg("--pod-init")
-            .arg(id)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
+        let line = self
+            .host
+            .start_pod_init(&self.monitor, id)
             .await
             .map_err(Error::io(format!("starting {}", self.monitor.display())))?;
-        let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
         let pid: i32 = line
             .strip_prefix("ok ")
             .and_then(|p| p.parse().ok())
@@ -421,9 +407,9 @@ impl PodService {
                 source: format!("the monitor said {line:?}").into(),
             })?;
         self.store.update(id, |r| r.init_pid = pid)?;
-        std::fs::File::create(&pin).map_err(Error::io(format!("creating {}", pin.display())))?;
-        rustix::mount::mount_bind(format!("/proc/{pid}/ns/pid").as_str(), &pin)
-            .map_err(Error::host("pinning the pod's PID namespace"))?;
+        self.host
+            .pin_pid_namespace(pid, &pin)
+            .map_err(Error::io("pinning the pod's PID namespace"))?;
         Ok(pid)
     }
 }

@@ -26,25 +26,22 @@ impl PodService {
         }
         // A crash between starting the init and recording its PID leaves
         // only the pin path in the record: then the init is found by name.
-        let init = if rec.init_pid > 0 && pod_init_alive(rec.init_pid, &rec.id) {
-            Some(rec.init_pid)
-        } else if rec.pid_ns.is_some() {
-            find_pod_init(&rec.id)
+        let init = if rec.init_pid > 0 || rec.pid_ns.is_some() {
+            self.host.pod_init(&rec.id, rec.init_pid)
         } else {
             None
         };
         if let Some(pid) = init {
-            // SAFETY: the PID was checked to be this pod's init; killing a
-            // PID namespace's init ends every process in it.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            // Killing a PID namespace's init ends every process in it.
+            let _ = self.host.kill(pid, libc::SIGKILL);
         }
         let pinned = Self::pinned(rec);
         let pid_pin = rec.pid_ns.clone();
+        let host = self.host.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            netns::remove(&pinned);
+            host.remove_namespaces(&pinned);
             if let Some(p) = pid_pin {
-                let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
-                let _ = std::fs::remove_file(&p);
+                host.unpin(&p);
             }
         })
         .await;

@@ -3,9 +3,6 @@
 use super::*;
 
 impl PodService {
-    /// Stops the pod: network torn down, namespaces released. Unknown pods
-    /// and repeated calls succeed; the answer says whether this call is the
-    /// one that took the pod out of Ready.
     /// UpdatePodSandboxResources (in-place pod resize): applies the pod's
     /// new total resources (overhead included) to its cgroup. The pod must
     /// be ready and own a cgroup; see [`crate::cgroup::apply_pod_resources`]
@@ -29,7 +26,7 @@ impl PodService {
             )));
         }
         let rel = crate::cgroup::pod_fs_path(self.config.cgroup_driver, &pod.cgroup);
-        crate::cgroup::apply_pod_resources(&crate::cgroup::hierarchies(), &rel, resources)?;
+        self.host.apply_pod_resources(&rel, resources)?;
         info!(pod = %pod.id, "pod resources updated");
         Ok(())
     }

@@ -1,0 +1,471 @@
+//! The container lifecycle against a fake host, runtime and image store:
+//! what each step leaves behind, and that every failure takes back what
+//! was made (rootfs mount, image lease, runtime state, record, directory).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gantry_proto::v1 as cri;
+
+use super::{ContainerService, ContainerState};
+use crate::error::Error;
+use crate::host::Host;
+use crate::testing::{container_config, pod_config, World};
+
+/// A world with one ready pod, and the container service on it.
+async fn world() -> (World, Arc<ContainerService>, String) {
+    let w = World::new();
+    let pod = w.pods.run(pod_config("web"), String::new()).await.unwrap();
+    let svc = Arc::new(w.containers());
+    (w, svc, pod)
+}
+
+fn cdir(w: &World, id: &str) -> std::path::PathBuf {
+    w.pods.config.root.join("containers").join(id)
+}
+
+/// Nothing of the container is left: record, directory, mount, lease,
+/// monitor.
+fn assert_gone(w: &World, svc: &ContainerService, id: &str) {
+    assert!(svc.resolve(id).unwrap().is_none(), "record of {id} left");
+    assert!(!cdir(w, id).exists(), "directory left");
+    let host = w.host.state();
+    assert!(
+        !host.mounts.iter().any(|m| m.starts_with(cdir(w, id))),
+        "mounts left: {:?}",
+        host.mounts
+    );
+    assert!(
+        !host
+            .procs
+            .values()
+            .any(|p| matches!(p, crate::testing::Proc::Monitor(c) | crate::testing::Proc::Init(c) if c == id)),
+        "processes left: {:?}",
+        host.procs
+    );
+    drop(host);
+    assert!(
+        !w.images.holders().contains(&id.to_string()),
+        "lease left: {:?}",
+        w.images.holders()
+    );
+}
+
+fn events(svc: &ContainerService) -> tokio::sync::broadcast::Receiver<cri::ContainerEventResponse> {
+    svc.events.subscribe()
+}
+
+fn drain(
+    rx: &mut tokio::sync::broadcast::Receiver<cri::ContainerEventResponse>,
+) -> Vec<cri::ContainerEventType> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(cri::ContainerEventType::try_from(e.container_event_type).unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn create_start_stop_remove() {
+    use cri::ContainerEventType::*;
+    let (w, svc, pod) = world().await;
+    let mut rx = events(&svc);
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    let rootfs = cdir(&w, &id).join("bundle/rootfs");
+    assert!(w.host.state().mounts.contains(&rootfs));
+    assert!(
+        rootfs.join("bin/app").is_file(),
+        "the image's layer is seen"
+    );
+    assert_eq!(w.images.holders(), vec![id.clone()]);
+    let status = svc.status(&id, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
+    assert!(cdir(&w, &id).join("bundle/config.json").is_file());
+    // Nothing runs before StartContainer.
+    assert!(w.host.calls_to("run_monitor").is_empty());
+
+    svc.start(&id).await.unwrap();
+    let status = svc.status(&id, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    let monitors = w.host.monitors_of(&id);
+    assert_eq!(monitors.len(), 1, "one monitor runs the container");
+    // Starting twice is refused.
+    let err = svc.start(&id).await.unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+
+    svc.stop(&id, 10).await.unwrap();
+    let kills = w.host.calls_to("runtime.kill");
+    assert_eq!(
+        kills,
+        vec![format!("runtime.kill {id} {} all=false", libc::SIGTERM)]
+    );
+    let status = svc.status(&id, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 128 + libc::SIGTERM);
+    assert_eq!(status.reason, "Error");
+    assert!(w.host.monitors_of(&id).is_empty());
+
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+    assert_eq!(
+        w.host.calls_to("runtime.delete"),
+        vec![format!("runtime.delete {id} force=true")]
+    );
+    assert_eq!(
+        drain(&mut rx),
+        vec![
+            ContainerCreatedEvent,
+            ContainerStartedEvent,
+            ContainerStoppedEvent,
+            ContainerDeletedEvent
+        ]
+    );
+    // Gone is gone, quietly.
+    svc.remove(&id).await.unwrap();
+    svc.stop(&id, 0).await.unwrap();
+}
+
+#[tokio::test]
+async fn rootfs_mount_failure_rolls_back() {
+    let (w, svc, pod) = world().await;
+    let mut rx = events(&svc);
+    w.host.fail("mount_overlay");
+    let err = svc.create(&pod, container_config("app")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(svc.list(None).is_empty());
+    assert!(w.images.holders().is_empty(), "the lease was released");
+    assert!(
+        std::fs::read_dir(w.pods.config.root.join("containers"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "a container directory is left"
+    );
+    assert!(w.host.state().mounts.is_empty());
+    assert!(
+        drain(&mut rx).is_empty(),
+        "no event for a container never made"
+    );
+    // The name is free again.
+    w.host.state().fail.clear();
+    svc.create(&pod, container_config("app")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_command_the_image_lacks_rolls_back_after_the_mount() {
+    let (w, svc, pod) = world().await;
+    let mut config = container_config("app");
+    config.command = vec!["/bin/missing".into()];
+    let err = svc.create(&pod, config).await.unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    let rootfs_unmounts = w
+        .host
+        .calls_to("unmount")
+        .into_iter()
+        .filter(|c| c.ends_with("/bundle/rootfs"))
+        .count();
+    assert_eq!(rootfs_unmounts, 1, "{:?}", w.host.calls());
+    assert!(w.host.state().mounts.is_empty());
+    assert!(w.images.holders().is_empty());
+    assert!(svc.list(None).is_empty());
+    // The runtime was told to forget it, in case it had seen it.
+    assert_eq!(w.host.calls_to("runtime.delete").len(), 1);
+}
+
+#[tokio::test]
+async fn unknown_images_and_lookup_failures_hold_nothing() {
+    let (w, svc, pod) = world().await;
+    let mut config = container_config("app");
+    config.image = Some(cri::ImageSpec {
+        image: "nope".into(),
+        ..Default::default()
+    });
+    let err = svc.create(&pod, config).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    *w.images.fail_acquire.lock().unwrap() = true;
+    let err = svc.create(&pod, container_config("app")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(
+        w.images.holders().is_empty(),
+        "a lease taken was not released"
+    );
+    assert!(w.host.calls_to("mount_overlay").is_empty());
+    assert!(svc.list(None).is_empty());
+}
+
+#[tokio::test]
+async fn containers_need_a_ready_pod_and_a_free_name() {
+    let (w, svc, pod) = world().await;
+    let first = svc.create(&pod, container_config("app")).await.unwrap();
+    let err = svc.create(&pod, container_config("app")).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyExists(_)), "{err:?}");
+    assert_eq!(
+        w.images.holders(),
+        vec![first.clone()],
+        "only the first holds"
+    );
+    assert_eq!(w.host.state().mounts.len(), 1);
+
+    w.pods.stop(&pod).await.unwrap();
+    let err = svc
+        .create(&pod, container_config("other"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    let err = svc
+        .create("nopod", container_config("x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound(_)), "{err:?}");
+    assert_eq!(w.images.holders(), vec![first]);
+}
+
+#[tokio::test]
+async fn a_failed_start_is_an_exit_and_leaves_no_monitor() {
+    use cri::ContainerEventType::*;
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    let mut rx = events(&svc);
+    w.host.fail("run_monitor");
+    let err = svc.start(&id).await.unwrap_err();
+    assert!(matches!(err, Error::FailedPrecondition(_)), "{err:?}");
+    let status = svc.status(&id, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(status.reason, "StartError");
+    assert_eq!(status.exit_code, 128);
+    assert!(status.message.contains("exec format error"), "{status:?}");
+    // What the start may have left is undone: runtime state, monitor files.
+    assert_eq!(w.host.calls_to("runtime.delete").len(), 1);
+    assert!(!cdir(&w, &id).join("pid").exists());
+    assert_eq!(drain(&mut rx), vec![ContainerStoppedEvent]);
+    // The rootfs stays for the logs and status until the removal.
+    assert!(w.host.state().mounts.len() == 1);
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+#[tokio::test]
+async fn a_monitor_that_dies_silently_is_an_unknown_exit() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    svc.start(&id).await.unwrap();
+    w.host.crash_monitor(&id);
+    svc.stop(&id, 0).await.unwrap();
+    let status = svc.status(&id, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!(status.exit_code, 255);
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+#[tokio::test]
+async fn an_exit_of_its_own_reaches_the_record() {
+    use cri::ContainerEventType::*;
+    let (w, svc, pod) = world().await;
+    svc.spawn_exit_watcher().unwrap();
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    svc.start(&id).await.unwrap();
+    let mut rx = events(&svc);
+    w.host.exit_container(&id, 0, 0);
+    // The watcher hears the exit file written; bounded, not timed.
+    let mut status = None;
+    for _ in 0..500 {
+        let s = svc.status(&id, false).unwrap().status.unwrap();
+        if s.state == cri::ContainerState::ContainerExited as i32 {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let status = status.expect("the exit was never recorded");
+    assert_eq!((status.exit_code, status.reason.as_str()), (0, "Completed"));
+    assert_eq!(drain(&mut rx), vec![ContainerStoppedEvent]);
+    // Stopping an exited container signals nothing.
+    svc.stop(&id, 10).await.unwrap();
+    assert!(w.host.calls_to("runtime.kill").is_empty());
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+#[tokio::test]
+async fn recover_rolls_back_creates_and_finds_lost_monitors() {
+    let (w, svc, pod) = world().await;
+    let cut = svc.create(&pod, container_config("cut")).await.unwrap();
+    let lost = svc.create(&pod, container_config("lost")).await.unwrap();
+    let kept = svc.create(&pod, container_config("kept")).await.unwrap();
+    svc.start(&lost).await.unwrap();
+    svc.start(&kept).await.unwrap();
+    // A daemon killed mid-create, and a monitor that died meanwhile.
+    svc.update(&cut, |r| r.state = ContainerState::Creating)
+        .unwrap();
+    w.host.crash_monitor(&lost);
+    drop(svc);
+
+    let svc = w.containers();
+    svc.recover().await;
+    assert!(svc.resolve(&cut).unwrap().is_none());
+    assert!(!cdir(&w, &cut).exists());
+    assert!(!w.images.holders().contains(&cut));
+    let status = svc.status(&lost, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+    assert_eq!((status.exit_code, status.reason.as_str()), (255, "Unknown"));
+    let status = svc.status(&kept, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    assert_eq!(w.host.state().mounts.len(), 2, "cut's rootfs was unmounted");
+    for id in [&lost, &kept] {
+        svc.remove(id).await.unwrap();
+        assert_gone(&w, &svc, id);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_stop_signal_fails_the_stop_and_keeps_the_container() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    svc.start(&id).await.unwrap();
+    w.host.fail("runtime.kill");
+    let err = svc.stop(&id, 10).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    let status = svc.status(&id, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    // Nor can it be removed while it may run.
+    assert!(svc.remove(&id).await.is_err());
+    assert!(svc.resolve(&id).unwrap().is_some());
+    w.host.state().fail.clear();
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+#[tokio::test]
+async fn a_runtime_that_cannot_delete_does_not_keep_the_container() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    svc.start(&id).await.unwrap();
+    svc.stop(&id, 10).await.unwrap();
+    w.host.fail("runtime.delete");
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+#[tokio::test]
+async fn resources_reach_a_running_container_and_the_spec() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, container_config("app")).await.unwrap();
+    let res = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    };
+    // A created container gets them in its spec only.
+    svc.update_resources(&id, res.clone()).await.unwrap();
+    assert!(w.host.calls_to("runtime.update").is_empty());
+    let spec = |w: &World| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(cdir(w, &id).join("bundle/config.json")).unwrap())
+            .unwrap()
+    };
+    assert_eq!(spec(&w)["linux"]["resources"]["memory"]["limit"], 64 << 20);
+
+    svc.start(&id).await.unwrap();
+    let res = cri::LinuxContainerResources {
+        memory_limit_in_bytes: 128 << 20,
+        ..Default::default()
+    };
+    w.host.fail("runtime.update");
+    let err = svc.update_resources(&id, res.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert_eq!(
+        spec(&w)["linux"]["resources"]["memory"]["limit"],
+        64 << 20,
+        "the spec changed though the runtime refused"
+    );
+    w.host.state().fail.clear();
+    svc.update_resources(&id, res).await.unwrap();
+    assert_eq!(w.host.calls_to("runtime.update").len(), 2);
+    assert_eq!(spec(&w)["linux"]["resources"]["memory"]["limit"], 128 << 20);
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+}
+
+fn with_image_volume(sub: &str) -> cri::ContainerConfig {
+    let mut config = container_config("app");
+    config.mounts = vec![cri::Mount {
+        container_path: "/vol".into(),
+        image: Some(cri::ImageSpec {
+            image: "app".into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub.into(),
+        ..Default::default()
+    }];
+    config
+}
+
+fn leases_of(w: &World, id: &str) -> Vec<String> {
+    w.images
+        .leases
+        .lock()
+        .unwrap()
+        .get(id)
+        .map(|l| l.iter().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn image_volumes_are_mounted_held_and_let_go() {
+    let (w, svc, pod) = world().await;
+    let id = svc.create(&pod, with_image_volume("data")).await.unwrap();
+    let base = cdir(&w, &id).join("image-volumes/0");
+    let mounts = w.host.state().mounts.clone();
+    assert!(mounts.contains(&base.join("image")), "{mounts:?}");
+    assert!(mounts.contains(&base.join("sub")), "{mounts:?}");
+    assert!(base.join("sub/hello").is_file(), "the sub path was bound");
+    assert_eq!(w.host.calls_to("remount_readonly").len(), 1);
+    assert_eq!(
+        leases_of(&w, &id),
+        vec![id.clone(), format!("{id}.image-volume-0")]
+    );
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cdir(&w, &id).join("bundle/config.json")).unwrap())
+            .unwrap();
+    let vol = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/vol")
+        .expect("the volume is in the spec");
+    assert_eq!(vol["source"], base.join("sub").display().to_string());
+    svc.remove(&id).await.unwrap();
+    assert_gone(&w, &svc, &id);
+    assert!(w.host.state().mounts.is_empty());
+}
+
+#[tokio::test]
+async fn a_failed_image_volume_undoes_every_mount_and_lease() {
+    let (w, svc, pod) = world().await;
+    w.host.fail("remount_readonly");
+    let err = svc
+        .create(&pod, with_image_volume("data"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+    assert!(
+        w.host.state().mounts.is_empty(),
+        "{:?}",
+        w.host.state().mounts
+    );
+    assert!(w.images.holders().is_empty());
+    assert!(svc.list(None).is_empty());
+    w.host.state().fail.clear();
+    // A sub path the image lacks is the caller's mistake, undone the same.
+    let err = svc
+        .create(&pod, with_image_volume("missing"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err:?}");
+    assert!(
+        w.host.state().mounts.is_empty(),
+        "{:?}",
+        w.host.state().mounts
+    );
+    assert!(w.images.holders().is_empty());
+    assert!(svc.list(None).is_empty());
+}
