@@ -17,18 +17,11 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory,
-/// fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` atomically and durably (see
+/// [`gantry_common::fs::write_atomic_mode`]); the store's files are not
+/// secret.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(bytes)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path)?;
-    tmp.0 = PathBuf::new();
-    std::fs::File::open(dir)?.sync_all()
+    gantry_common::fs::write_atomic_mode(path, bytes, 0o644)
 }
 
 /// A temp file that removes itself unless its path was cleared.
@@ -74,7 +67,7 @@ pub struct ContentStore {
     root: PathBuf,
     /// One lock per digest being written, so concurrent pulls of images that
     /// share a blob download it once.
-    inflight: crate::locks::KeyedLocks,
+    inflight: gantry_common::locks::KeyedLocks,
     /// Partial downloads found and removed at open.
     leftovers_removed: usize,
 }

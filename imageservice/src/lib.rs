@@ -18,7 +18,6 @@ pub mod error;
 pub mod grpc;
 pub mod index;
 pub mod leases;
-mod locks;
 pub mod manifest;
 pub mod mediatype;
 pub mod metrics;

@@ -30,7 +30,7 @@ const FEED_DEPTH: usize = 16;
 #[derive(Debug)]
 pub struct SnapshotStore {
     root: PathBuf,
-    inflight: crate::locks::KeyedLocks,
+    inflight: gantry_common::locks::KeyedLocks,
     /// Half-unpacked snapshots found and removed at open.
     leftovers_removed: usize,
 }
