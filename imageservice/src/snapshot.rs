@@ -300,25 +300,7 @@ fn create_streamed_blocking(
             .ok_or_else(|| Error::Internal("layer blob taken twice".into()))?
             .verify()?;
         let stats = unpacked?;
-        if stats.diff_id != diff_id {
-            return Err(Error::DigestMismatch {
-                digest: diff_id.to_string(),
-                reason: format!(
-                    "the layer unpacks to content with diff ID {}",
-                    stats.diff_id
-                ),
-            });
-        }
-        // As in `create_blocking`: committed before the caller gave up, or
-        // not at all.
-        let wanted = wanted.lock().unwrap_or_else(|p| p.into_inner());
-        if !*wanted {
-            return Err(Error::Internal(format!(
-                "unpack of {diff_id} abandoned: its pull failed"
-            )));
-        }
-        blob.commit()?;
-        std::fs::rename(&tmp, &final_path).map_err(Error::io("committing snapshot"))?;
+        commit_snapshot(&stats, diff_id, wanted, &tmp, &final_path, || blob.commit())?;
         Ok(stats)
     })();
     if result.is_err() {
@@ -381,31 +363,45 @@ fn create_blocking(
     ));
     std::fs::create_dir(&tmp).map_err(Error::io(format!("creating {}", tmp.display())))?;
     let result = unpack_layer(blob, &tmp, compression, limits).and_then(|stats| {
-        if stats.diff_id != diff_id {
-            return Err(Error::DigestMismatch {
-                digest: diff_id.to_string(),
-                reason: format!(
-                    "the layer unpacks to content with diff ID {}",
-                    stats.diff_id
-                ),
-            });
-        }
-        // Checked and renamed under the lock the caller's drop takes, so a
-        // snapshot is either committed before its pull gave up (and that
-        // pull's cleanup sees it) or not at all.
-        let wanted = wanted.lock().unwrap_or_else(|p| p.into_inner());
-        if !*wanted {
-            return Err(Error::Internal(format!(
-                "unpack of {diff_id} abandoned: its pull failed"
-            )));
-        }
-        std::fs::rename(&tmp, &final_path).map_err(Error::io("committing snapshot"))?;
+        commit_snapshot(&stats, diff_id, wanted, &tmp, &final_path, || Ok(()))?;
         Ok(stats)
     });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Commits an unpacked snapshot (and first, with `also`, whatever goes
+/// with it: the streamed blob) if it is the layer the image names and its
+/// pull still wants it. Checked and renamed under the lock the caller's
+/// drop takes, so a snapshot is either committed before its pull gave up
+/// (and that pull's cleanup sees it) or not at all.
+fn commit_snapshot(
+    stats: &UnpackStats,
+    diff_id: &str,
+    wanted: &Mutex<bool>,
+    tmp: &Path,
+    final_path: &Path,
+    also: impl FnOnce() -> Result<()>,
+) -> Result<()> {
+    if stats.diff_id != diff_id {
+        return Err(Error::DigestMismatch {
+            digest: diff_id.to_string(),
+            reason: format!(
+                "the layer unpacks to content with diff ID {}",
+                stats.diff_id
+            ),
+        });
+    }
+    let wanted = wanted.lock().unwrap_or_else(|p| p.into_inner());
+    if !*wanted {
+        return Err(Error::Internal(format!(
+            "unpack of {diff_id} abandoned: its pull failed"
+        )));
+    }
+    also()?;
+    std::fs::rename(tmp, final_path).map_err(Error::io("committing snapshot"))
 }
 
 #[cfg(test)]
