@@ -36,6 +36,7 @@ pub mod oci;
 pub mod pod;
 pub mod signal;
 pub mod stats;
+pub mod userns;
 
 pub use config::{CgroupDriver, ExecMode, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;
