@@ -7,11 +7,13 @@
 //! ([`validate`]), creating and pinning a pod's user namespace with the
 //! network, IPC and UTS namespaces it owns ([`pin`]), idmapped mounts of a
 //! rootfs or a host path through such a namespace ([`idmap`]), and the
-//! host probe that decides whether any of this can work here ([`probe`]).
+//! host probe that decides whether any of this can work here ([`probe`]),
+//! and the trial container that decides it per runtime handler ([`trial`]).
 
 pub mod idmap;
 pub mod pin;
 pub mod probe;
+pub mod trial;
 pub mod validate;
 
 pub use validate::{from_namespace_options, IdMap, Mappings};

@@ -1,0 +1,278 @@
+//! A trial container per runtime handler: whether the handler's runtime
+//! can create a container in a pinned pod user namespace on an overlay of
+//! idmapped layers, the way pods with `hostUsers: false` would run. Only a
+//! handler that passes is reported with `user_namespaces: true`.
+//!
+//! The trial stops at `create`: by then the runtime has joined the
+//! namespaces, set up the mounts through the idmap, pivoted into the rootfs
+//! and looked up the process's binary, which is everything that differs
+//! from a container in the host's user namespace.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use gantry_cni::netns::Private;
+use oci_spec::runtime::{
+    LinuxBuilder, LinuxIdMappingBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Spec,
+};
+
+use super::{idmap, pin, IdMap, Mappings};
+
+/// Far above kubelet's ranges, like the probe's; never seen by a pod.
+const TRIAL_HOST: u32 = 0xF100_0000;
+
+fn namespace(typ: LinuxNamespaceType, path: Option<&PathBuf>) -> Result<LinuxNamespace, String> {
+    let mut b = LinuxNamespaceBuilder::default().typ(typ);
+    if let Some(p) = path {
+        b = b.path(p.clone());
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+fn id_mapping(m: IdMap) -> Result<oci_spec::runtime::LinuxIdMapping, String> {
+    LinuxIdMappingBuilder::default()
+        .container_id(m.container)
+        .host_id(m.host)
+        .size(m.len)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The OCI linux section of a container in the pod user namespace
+/// `pinned`: runc 1.1 joins the namespace by its path but still needs the
+/// mappings, to know which host ids own what it creates for the container.
+pub fn linux_section(
+    pinned: &pin::PinnedUserns,
+    maps: &Mappings,
+) -> Result<oci_spec::runtime::Linux, String> {
+    let o = &pinned.others;
+    LinuxBuilder::default()
+        .namespaces(vec![
+            namespace(LinuxNamespaceType::User, Some(&pinned.user))?,
+            namespace(LinuxNamespaceType::Network, o.net.as_ref())?,
+            namespace(LinuxNamespaceType::Ipc, o.ipc.as_ref())?,
+            namespace(LinuxNamespaceType::Uts, o.uts.as_ref())?,
+            namespace(LinuxNamespaceType::Pid, None)?,
+            namespace(LinuxNamespaceType::Mount, None)?,
+        ])
+        .uid_mappings(vec![id_mapping(maps.uid)?])
+        .gid_mappings(vec![id_mapping(maps.gid)?])
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Runs the trial for the runtime `binary` (with its global `args`) in a
+/// scratch directory under `root`; answers why it fails, if it does.
+/// Leaves no container, mount, namespace pin or file behind.
+pub fn run(binary: &Path, args: &[String], root: &Path) -> Result<(), String> {
+    let scratch = root.join(format!(".userns-trial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let id = format!(
+        "gantry-userns-trial-{}-{}",
+        std::process::id(),
+        binary
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
+    );
+    let mut pinned = None;
+    let result = attempt(binary, args, &scratch, &id, &mut pinned);
+    let _ = runtime(binary, args, &scratch)
+        .args(["delete", "--force", &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = rustix::mount::unmount(scratch.join("rootfs"), rustix::mount::UnmountFlags::DETACH);
+    if let Some(p) = &pinned {
+        pin::remove(p);
+    }
+    remove_cgroup(&id);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// A runtime whose `create` failed may leave the trial's cgroup behind
+/// (runsc does); it is empty, so rmdir in every hierarchy removes it.
+fn remove_cgroup(id: &str) {
+    let base = Path::new("/sys/fs/cgroup");
+    let _ = std::fs::remove_dir(base.join(id));
+    if let Ok(hierarchies) = std::fs::read_dir(base) {
+        for h in hierarchies.flatten() {
+            let _ = std::fs::remove_dir(h.path().join(id));
+        }
+    }
+}
+
+fn runtime(binary: &Path, args: &[String], scratch: &Path) -> Command {
+    let mut c = Command::new(binary);
+    c.args(args).arg("--root").arg(scratch.join("state"));
+    c
+}
+
+fn attempt(
+    binary: &Path,
+    args: &[String],
+    scratch: &Path,
+    id: &str,
+    pinned_out: &mut Option<pin::PinnedUserns>,
+) -> Result<(), String> {
+    let [lower, upper, work, rootfs, ns, bundle] =
+        ["lower", "rw/upper", "rw/work", "rootfs", "ns", "bundle"].map(|d| scratch.join(d));
+    for d in [&lower, &upper, &work, &rootfs, &ns, &bundle] {
+        std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+    }
+    for d in ["proc", "dev", "sys"] {
+        std::fs::create_dir(lower.join(d)).map_err(|e| format!("creating {d}: {e}"))?;
+    }
+    // Only looked up and checked for its execute bit: `start` never runs.
+    let exe = lower.join("trial");
+    std::fs::write(&exe, b"#!/trial\n").map_err(|e| format!("writing {}: {e}", exe.display()))?;
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", exe.display()))?;
+    let maps = Mappings {
+        uid: IdMap {
+            container: 0,
+            host: TRIAL_HOST,
+            len: 65536,
+        },
+        gid: IdMap {
+            container: 0,
+            host: TRIAL_HOST,
+            len: 65536,
+        },
+    };
+    let all = Private {
+        net: true,
+        ipc: true,
+        uts: true,
+    };
+    let pinned = pin::create(&ns, &maps, all).map_err(|e| e.to_string())?;
+    let pinned = pinned_out.insert(pinned);
+    let userns = pin::open(&pinned.user).map_err(|e| e.to_string())?;
+    idmap::overlay(
+        &[lower.as_path()],
+        &upper,
+        &work,
+        &rootfs,
+        userns.as_fd(),
+        &maps,
+    )
+    .map_err(|e| e.to_string())?;
+
+    let mut spec = Spec::default();
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or("the default spec has no process")?;
+    process.set_terminal(Some(false));
+    process.set_args(Some(vec!["/trial".into()]));
+    spec.set_process(Some(process));
+    spec.set_hostname(None);
+    let mut r = spec.root().clone().ok_or("the default spec has no root")?;
+    r.set_path(rootfs.clone());
+    spec.set_root(Some(r));
+    let mut linux = linux_section(pinned, &maps)?;
+    linux.set_cgroups_path(Some(PathBuf::from("/").join(id)));
+    spec.set_linux(Some(linux));
+    spec.save(bundle.join("config.json"))
+        .map_err(|e| e.to_string())?;
+
+    let log = scratch.join("stderr");
+    let err =
+        std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+    // No pipes: the runtime's init outlives `create` and would hold them.
+    let status = runtime(binary, args, scratch)
+        .args(["create", "--bundle"])
+        .arg(&bundle)
+        .arg(id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .status()
+        .map_err(|e| format!("running {}: {e}", binary.display()))?;
+    if status.success() {
+        return Ok(());
+    }
+    let why = std::fs::read(&log).unwrap_or_default();
+    let why = String::from_utf8_lossy(&why[..why.len().min(2048)])
+        .trim()
+        .to_string();
+    Err(format!(
+        "{} create failed ({status}): {why}",
+        binary.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(name: &str) -> Option<PathBuf> {
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        [
+            PathBuf::from("/usr/sbin").join(name),
+            PathBuf::from("/usr/bin").join(name),
+            home.join(".cargo/bin").join(name),
+        ]
+        .into_iter()
+        .find(|p| p.exists())
+    }
+
+    fn root() -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    #[test]
+    fn runc_passes_the_trial_and_nothing_is_left() {
+        if !root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let runc = find("runc").expect("runc is not installed: apt-get install runc");
+        let dir = tempfile::tempdir().unwrap();
+        run(&runc, &[], dir.path()).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(dir.path().to_str().unwrap()));
+    }
+
+    #[test]
+    fn a_runtime_that_cannot_run_it_is_reported_with_its_reason() {
+        if !root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let why = run(Path::new("/bin/false"), &[], dir.path()).unwrap_err();
+        assert!(why.contains("/bin/false create failed"), "{why}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    /// What the other handlers on this host do; informative, as each
+    /// answer is the host's, and printed for the report.
+    #[test]
+    fn other_runtimes_answer_one_way_or_the_other() {
+        if !root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        for name in ["youki", "crun", "runsc"] {
+            let Some(bin) = find(name) else {
+                eprintln!("{name}: not installed");
+                continue;
+            };
+            let dir = tempfile::tempdir().unwrap();
+            let verdict = run(&bin, &[], dir.path());
+            eprintln!("{name}: {verdict:?}");
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+            let trial = format!("gantry-userns-trial-{}-{name}", std::process::id());
+            assert!(!Path::new("/sys/fs/cgroup").join(&trial).exists());
+            assert!(!Path::new("/sys/fs/cgroup/memory").join(&trial).exists());
+        }
+    }
+}
