@@ -180,28 +180,44 @@ impl ContainerService {
                 image.id
             )));
         }
-        let lower = image
-            .snapshots
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let data = format!(
-            "lowerdir={lower},upperdir={},workdir={}",
-            cdir.join("upper").display(),
-            cdir.join("work").display()
-        );
-        let data = std::ffi::CString::new(data)
-            .map_err(|_| Error::Internal("overlay options contain NUL".into()))?;
-        rustix::mount::mount(
-            "overlay",
-            &rootfs,
-            "overlay",
-            rustix::mount::MountFlags::empty(),
-            Some(data.as_c_str()),
-        )
-        .map_err(|e| Error::Internal(format!("mounting the container rootfs: {e}")))?;
+        let userns = crate::container::userns::PodUserns::of(pod)?;
+        if let Some(u) = &userns {
+            crate::userns::let_pod_root_through(&bundle).map_err(Error::io(
+                "opening the path to the rootfs for the pod's root",
+            ))?;
+            let lowers: Vec<&Path> = image.snapshots.iter().rev().map(PathBuf::as_path).collect();
+            crate::userns::idmap::overlay(
+                &lowers,
+                &cdir.join("upper"),
+                &cdir.join("work"),
+                &rootfs,
+                std::os::fd::AsFd::as_fd(&u.fd),
+                &u.maps,
+            )?;
+        } else {
+            let lower = image
+                .snapshots
+                .iter()
+                .rev()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":");
+            let data = format!(
+                "lowerdir={lower},upperdir={},workdir={}",
+                cdir.join("upper").display(),
+                cdir.join("work").display()
+            );
+            let data = std::ffi::CString::new(data)
+                .map_err(|_| Error::Internal("overlay options contain NUL".into()))?;
+            rustix::mount::mount(
+                "overlay",
+                &rootfs,
+                "overlay",
+                rustix::mount::MountFlags::empty(),
+                Some(data.as_c_str()),
+            )
+            .map_err(|e| Error::Internal(format!("mounting the container rootfs: {e}")))?;
+        }
         let pid = self.pid_namespace(pod, config)?;
         let driver = self.pods.config.cgroup_driver;
         // Records from before pods owned a cgroup keep the old layout.
@@ -245,7 +261,7 @@ impl ContainerService {
             &security,
             &crate::oci::spec::apparmor::Kernel,
         )?;
-        let spec = generate(&SpecInput {
+        let mut spec = generate(&SpecInput {
             id,
             config,
             pod: &pod.config,
@@ -264,7 +280,15 @@ impl ContainerService {
                 .handler_features(&pod.runtime_handler)
                 .recursive_read_only_mounts,
         })?;
-        prepare_rootfs_paths(&rootfs, &spec)?;
+        match &userns {
+            Some(u) => {
+                crate::container::userns::apply(&mut spec, &cdir, config, u)?;
+                crate::container::userns::as_pod_root(&u.maps, || {
+                    prepare_rootfs_paths(&rootfs, &spec)
+                })??;
+            }
+            None => prepare_rootfs_paths(&rootfs, &spec)?,
+        }
         let spec_json =
             serde_json::to_vec_pretty(&spec).map_err(|e| Error::Internal(e.to_string()))?;
         write_atomic(&bundle.join("config.json"), &spec_json)

@@ -7,6 +7,8 @@ use super::*;
 pub(super) struct Handler {
     runtime: CliRuntime,
     recursive_read_only: bool,
+    /// Whether a trial container in a pod user namespace worked.
+    pub(super) user_namespaces: bool,
 }
 
 impl Handler {
@@ -31,9 +33,35 @@ impl Handler {
         };
         let recursive_read_only =
             crate::oci::features::recursive_read_only(name, &runtime.binary, &runtime.args);
+        let user_namespaces = user_namespaces(config, name, &runtime);
         Handler {
             runtime,
             recursive_read_only,
+            user_namespaces,
+        }
+    }
+}
+
+/// Whether the handler can run pods in a user namespace of their own: an
+/// overlay of idmapped layers works on the state root's filesystem, and a
+/// trial container on the handler's runtime is created in such a pod.
+fn user_namespaces(config: &RuntimeConfig, name: &str, runtime: &CliRuntime) -> bool {
+    if !rustix::process::geteuid().is_root() {
+        return false;
+    }
+    let Some(root) = config.root.ancestors().find(|p| p.is_dir()) else {
+        return false;
+    };
+    let verdict = crate::userns::probe::idmapped_overlay(root)
+        .and_then(|()| crate::userns::trial::run(&runtime.binary, &runtime.args, root));
+    match verdict {
+        Ok(()) => {
+            info!(handler = name, "pods in their own user namespace work");
+            true
+        }
+        Err(why) => {
+            info!(handler = name, reason = %why, "no user namespaces for this handler's pods");
+            false
         }
     }
 }
@@ -60,8 +88,10 @@ impl ContainerService {
                 .read_runtimes()
                 .get(name)
                 .is_some_and(|h| h.recursive_read_only),
-            // Pods get no user namespace of their own yet.
-            user_namespaces: false,
+            user_namespaces: self
+                .read_runtimes()
+                .get(name)
+                .is_some_and(|h| h.user_namespaces),
         }
     }
 
@@ -102,7 +132,9 @@ impl ContainerService {
                 Some(_) => changes.changed.push(name.clone()),
                 None => changes.added.push(name.clone()),
             }
-            fresh.push((name.clone(), Handler::new(config, name, h, &self.metrics)));
+            let handler = Handler::new(config, name, h, &self.metrics);
+            self.pods.set_user_namespaces(name, handler.user_namespaces);
+            fresh.push((name.clone(), handler));
         }
         changes.removed = old
             .keys()

@@ -62,6 +62,7 @@ mod stats;
 mod status;
 mod stop;
 mod update;
+mod userns;
 
 pub use self::handler::HandlerChanges;
 pub use self::image::{ImageLookup, ResolvedImage};
@@ -147,6 +148,7 @@ impl ContainerService {
                     // removal that was cut short: nothing references it.
                     warn!(path = %path.display(), "removing a container directory without a record");
                     crate::container::image_volume::unmount_all(&entry.path());
+                    crate::userns::idmap::unbind_all(&entry.path().join("idmapped"));
                     let _ = rustix::mount::unmount(
                         entry.path().join("bundle/rootfs"),
                         rustix::mount::UnmountFlags::DETACH,
@@ -155,11 +157,14 @@ impl ContainerService {
                 }
             }
         }
-        let runtimes = config
+        let runtimes: BTreeMap<String, Handler> = config
             .runtimes
             .iter()
             .map(|(name, h)| (name.clone(), Handler::new(&config, name, h, &pods.metrics)))
             .collect();
+        for (name, h) in &runtimes {
+            pods.set_user_namespaces(name, h.user_namespaces);
+        }
         let log_drops = LogDrops::default();
         for r in records.values().filter(|r| r.monitor_pid != 0) {
             log_drops.track(&r.id);

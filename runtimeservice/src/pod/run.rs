@@ -100,6 +100,7 @@ pub(super) fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<Option<String>
 /// What RunPodSandbox derived from the config and checked before making
 /// anything.
 pub(super) struct Checked {
+    userns: Option<crate::userns::Mappings>,
     host_net: bool,
     host_ipc: bool,
     resolv: Option<String>,
@@ -164,6 +165,13 @@ impl PodService {
             }
         }
         let opts = namespace_options(&config);
+        let userns = crate::userns::from_namespace_options(opts)?;
+        if userns.is_some() && !self.user_namespaces(handler_name) {
+            return Err(Error::FailedPrecondition(format!(
+                "runtime handler {handler_name:?} cannot run pods in a user namespace of their \
+                 own on this host (its Status reports user_namespaces: false; see gantry check)"
+            )));
+        }
         let host_net = mode(opts, |o| o.network) == cri::NamespaceMode::Node;
         let host_ipc = mode(opts, |o| o.ipc) == cri::NamespaceMode::Node;
         let sysctls = config
@@ -207,6 +215,8 @@ impl PodService {
                 uts_ns: None,
                 pid_ns: None,
                 init_pid: 0,
+                user_ns: None,
+                userns_maps: userns,
                 network: None,
                 ips: Vec::new(),
                 cgroup: String::new(),
@@ -218,6 +228,7 @@ impl PodService {
                     &id,
                     &config,
                     Checked {
+                        userns,
                         host_net,
                         host_ipc,
                         resolv,
@@ -255,6 +266,7 @@ impl PodService {
         checked: Checked,
     ) -> Result<()> {
         let Checked {
+            userns,
             host_net,
             host_ipc,
             resolv,
@@ -306,14 +318,24 @@ impl PodService {
                 r.netns = which.net.then(|| ns_dir.join("net"));
                 r.ipc_ns = which.ipc.then(|| ns_dir.join("ipc"));
                 r.uts_ns = which.uts.then(|| ns_dir.join("uts"));
+                r.user_ns = userns.map(|_| ns_dir.join("user"));
             })?;
             // An empty hostname keeps the one the new UTS namespace inherits.
             let host = config.hostname.clone();
             let dir = ns_dir.clone();
-            tokio::task::spawn_blocking(move || netns::create(&dir, which, &host))
+            match userns {
+                None => tokio::task::spawn_blocking(move || netns::create(&dir, which, &host))
+                    .await
+                    .map_err(|e| Error::Internal(format!("namespace task: {e}")))?
+                    .map(|_| ())
+                    .map_err(|e| Error::Internal(format!("creating pod namespaces: {e}")))?,
+                Some(maps) => tokio::task::spawn_blocking(move || {
+                    crate::userns::pin::create_for_pod(&dir, &maps, which, &host)
+                })
                 .await
                 .map_err(|e| Error::Internal(format!("namespace task: {e}")))?
-                .map_err(|e| Error::Internal(format!("creating pod namespaces: {e}")))?;
+                .map(|_| ())?,
+            }
         }
         if mode(namespace_options(config), |o| o.pid) == cri::NamespaceMode::Pod {
             let pid = self.start_pid_init(id).await?;
@@ -404,9 +426,13 @@ impl PodService {
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
         let pin = ns_dir.join("pid");
         self.store.update(id, |r| r.pid_ns = Some(pin.clone()))?;
-        let out = tokio::process::Command::new(&self.monitor)
-            .arg("--pod-init")
-            .arg(id)
+        let user_ns = self.store.get(id).and_then(|r| r.user_ns);
+        let mut cmd = tokio::process::Command::new(&self.monitor);
+        cmd.arg("--pod-init").arg(id);
+        if let Some(u) = &user_ns {
+            cmd.arg("--userns").arg(u);
+        }
+        let out = cmd
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .output()

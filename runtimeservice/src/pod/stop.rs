@@ -40,8 +40,14 @@ impl PodService {
         }
         let pinned = Self::pinned(rec);
         let pid_pin = rec.pid_ns.clone();
+        let user_pin = rec.user_ns.clone();
         let _ = tokio::task::spawn_blocking(move || {
             netns::remove(&pinned);
+            // The user namespace goes last: it owns the others.
+            if let Some(p) = user_pin {
+                let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
+                let _ = std::fs::remove_file(&p);
+            }
             if let Some(p) = pid_pin {
                 let _ = rustix::mount::unmount(&p, rustix::mount::UnmountFlags::DETACH);
                 let _ = std::fs::remove_file(&p);
@@ -75,6 +81,8 @@ impl PodService {
                 r.uts_ns = None;
                 r.pid_ns = None;
                 r.init_pid = 0;
+                // The mappings stay: the status still reports them.
+                r.user_ns = None;
             })?;
             info!("pod sandbox stopped");
             Ok(rec.state == PodState::Ready)

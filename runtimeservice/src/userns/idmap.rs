@@ -218,6 +218,25 @@ pub fn unbind(target: &Path) -> Result<()> {
     removed.map_err(Error::io(format!("removing {}", target.display())))
 }
 
+/// Detaches every idmapped mount made under `dir` (the container's
+/// `idmapped/`) and removes what is left. An entry that cannot be
+/// unmounted is left in place, never deleted through.
+pub fn unbind_all(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut clean = true;
+    for e in entries.flatten() {
+        if let Err(e) = unbind(&e.path()) {
+            tracing::warn!(error = %e, "removing an idmapped mount");
+            clean = false;
+        }
+    }
+    if clean {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

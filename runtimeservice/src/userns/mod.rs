@@ -17,3 +17,21 @@ pub mod trial;
 pub mod validate;
 
 pub use validate::{from_namespace_options, IdMap, Mappings};
+
+/// Lets the pod's root reach a container's rootfs at `dir` (its parent
+/// directory, the bundle): the runtime mounts the rootfs from inside the
+/// user namespace, as an unprivileged id of the host, which needs search
+/// permission on every directory of the path. Directories that lack it for
+/// others get `o+x` only (traversal by name, no listing); their files keep
+/// their own modes (records and specs are 0600).
+pub fn let_pod_root_through(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for d in dir.ancestors() {
+        let meta = std::fs::metadata(d)?;
+        let mode = meta.permissions().mode();
+        if meta.is_dir() && mode & 0o001 == 0 {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode((mode | 0o001) & 0o7777))?;
+        }
+    }
+    Ok(())
+}

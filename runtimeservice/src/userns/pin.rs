@@ -164,6 +164,46 @@ pub fn create(dir: &Path, maps: &Mappings, private: Private) -> Result<PinnedUse
     Ok(pinned)
 }
 
+/// [`create`] for a pod: its hostname is set in the new UTS namespace
+/// (empty keeps the node's) and loopback is brought up in the new network
+/// namespace, by a thread that joins them (the daemon's root holds every
+/// capability over namespaces its child user namespace owns).
+pub fn create_for_pod(
+    dir: &Path,
+    maps: &Mappings,
+    private: Private,
+    hostname: &str,
+) -> Result<PinnedUserns> {
+    let pinned = create(dir, maps, private)?;
+    let setup = || -> Result<()> {
+        let fail = |what: &str| {
+            let what = what.to_string();
+            move |e: gantry_cni::netns::NsError| Error::Internal(format!("{what}: {e}"))
+        };
+        if let (Some(uts), false) = (&pinned.others.uts, hostname.is_empty()) {
+            let name = hostname.to_string();
+            gantry_cni::netns::run_in_ns(uts, gantry_cni::netns::NsKind::Uts, move || {
+                rustix::system::sethostname(name.as_bytes())
+            })
+            .map_err(fail("joining the pod's UTS namespace"))?
+            .map_err(|e| Error::io("sethostname")(e.into()))?;
+        }
+        if let Some(net) = &pinned.others.net {
+            gantry_cni::netns::run_in_netns(net, gantry_cni::netns::loopback_up)
+                .map_err(fail("joining the pod's network namespace"))?
+                .map_err(fail("bringing up lo"))?;
+        }
+        Ok(())
+    };
+    match setup() {
+        Ok(()) => Ok(pinned),
+        Err(e) => {
+            remove(&pinned);
+            Err(e)
+        }
+    }
+}
+
 /// Unmounts and deletes the pins; missing ones are fine.
 pub fn remove(pinned: &PinnedUserns) {
     gantry_cni::netns::remove(&pinned.others);

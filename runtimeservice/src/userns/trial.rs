@@ -149,6 +149,8 @@ fn attempt(
         ipc: true,
         uts: true,
     };
+    super::let_pod_root_through(&bundle)
+        .map_err(|e| format!("opening the path to the rootfs: {e}"))?;
     let pinned = pin::create(&ns, &maps, all).map_err(|e| e.to_string())?;
     let pinned = pinned_out.insert(pinned);
     let userns = pin::open(&pinned.user).map_err(|e| e.to_string())?;
