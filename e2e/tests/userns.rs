@@ -94,7 +94,7 @@ async fn a_pod_in_its_own_user_namespace() {
     let features: Vec<RuntimeHandlerFeatures> = status
         .runtime_handlers
         .iter()
-        .filter_map(|h| h.features.clone())
+        .filter_map(|h| h.features)
         .collect();
     assert!(
         features.iter().any(|f| f.user_namespaces),
