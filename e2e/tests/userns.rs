@@ -82,7 +82,7 @@ async fn a_pod_in_its_own_user_namespace() {
             .owned_file("data/owned", b"image", 1234, 4321),
     ])
     .label("userns");
-    let env = BusyboxEnv::start_with(image, "").await;
+    let mut env = BusyboxEnv::start_with(image, "").await;
     let mut rt = env.g.runtime().await;
 
     // Status reports the default handler (runc) as able to.
@@ -276,6 +276,58 @@ async fn a_pod_in_its_own_user_namespace() {
     }];
     let e = create_container(&mut rt, &pod, &pc, bad).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+
+    // A daemon restart (a crash, even) keeps the pod: its containers run
+    // on, exec still enters them, and a new container joins the namespace.
+    env.g.kill();
+    env.g.restart().await;
+    let mut rt = env.g.runtime().await;
+    assert_eq!(
+        host_ids(pid, "Uid:"),
+        vec![HOST; 4],
+        "the container outlived the daemon"
+    );
+    assert_eq!(exec(&mut rt, &root, "id -u").await.trim(), "0");
+    let after = create_and_start(&mut rt, &pod, &pc, env.container("after", "sleep 3600")).await;
+    let after_pid = verbose_pid(&mut rt, &after).await;
+    assert_eq!(host_ids(after_pid, "Uid:"), vec![HOST; 4]);
+    let ns = |p: i64| std::fs::read_link(format!("/proc/{p}/ns/user")).unwrap();
+    assert_eq!(ns(after_pid), ns(pid), "one user namespace per pod");
+
+    // A pod whose containers share a PID namespace: it belongs to the
+    // pod's user namespace too, so its containers mount their /proc.
+    let shared = env.pod_config_with("shared", |o| {
+        o.pid = NamespaceMode::Pod as i32;
+        o.userns_options = Some(UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: mapping(HOST + 65536),
+            gids: mapping(HOST + 65536),
+        })
+    });
+    let spod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(shared.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox with a shared PID namespace: {e}"))
+        .into_inner()
+        .pod_sandbox_id;
+    let a = create_and_start(&mut rt, &spod, &shared, env.container("a", "sleep 3600")).await;
+    let b = create_and_start(&mut rt, &spod, &shared, env.container("b", "sleep 3601")).await;
+    let out = exec(
+        &mut rt,
+        &b,
+        "cat /proc/[0-9]*/cmdline | tr '\\0' ' '; id -u",
+    )
+    .await;
+    assert!(
+        out.contains("sleep 3600") && out.trim_end().ends_with('0'),
+        "{out}"
+    );
+    let a_pid = verbose_pid(&mut rt, &a).await;
+    assert_eq!(host_ids(a_pid, "Uid:"), vec![HOST + 65536; 4]);
+    remove_pod(&mut rt, &spod).await;
 
     remove_pod(&mut rt, &pod).await;
     // Nothing of the pod stays mounted: no idmapped mount, no pin.
