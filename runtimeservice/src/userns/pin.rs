@@ -31,6 +31,30 @@ pub struct PinnedUserns {
 struct NsChild {
     pid: libc::pid_t,
     release: Option<OwnedFd>,
+    /// The child's stack and its two pipe ends, in memory it shares with
+    /// us: freed only once it has been reaped (fields drop after `drop`).
+    _stack: Vec<u8>,
+    _fds: Box<[libc::c_int; 2]>,
+}
+
+/// Large enough for a close, a read and a return (glibc's clone then
+/// calls exit).
+const CHILD_STACK: usize = 64 * 1024;
+
+/// The child: let go of the write end, wait for it to close, exit.
+extern "C" fn wait_for_release(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the parent's boxed pair of descriptors, alive
+    // until this child is reaped. Only close and read are called: no
+    // allocation, no lock, nothing that touches the memory it shares with
+    // the daemon but its own stack. An interrupted read just ends the wait
+    // early, and the parent's next step on /proc/<pid> fails cleanly.
+    unsafe {
+        let fds = &*(arg as *const [libc::c_int; 2]);
+        libc::close(fds[1]);
+        let mut b = 0u8;
+        libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+    }
+    0
 }
 
 impl NsChild {
@@ -47,32 +71,23 @@ impl NsChild {
         }
         let (read, write) =
             std::io::pipe().map_err(Error::io("pipe for the user namespace child"))?;
-        let (rfd, wfd) = (read.as_raw_fd(), write.as_raw_fd());
-        // SAFETY: a raw clone without CLONE_VM behaves like fork: the child
-        // gets a copy of this thread only. It calls nothing but close, read
-        // and _exit (async-signal-safe syscalls, no allocation, no locks),
-        // so the state of the daemon's other threads does not matter.
+        let mut fds = Box::new([read.as_raw_fd(), write.as_raw_fd()]);
+        let mut stack = vec![0u8; CHILD_STACK];
+        // SAFETY: CLONE_VM spares copying the daemon's address space (a
+        // plain fork of a large daemon costs tens of milliseconds); the
+        // child runs `wait_for_release` on its own stack, the top of
+        // `stack` (16-byte aligned), which outlives it, and shares nothing
+        // else it could disturb (no CLONE_FILES, CLONE_FS or CLONE_SIGHAND).
         let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (flags | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
+            let top = stack.as_mut_ptr().add(CHILD_STACK);
+            let top = top.sub(top as usize % 16);
+            libc::clone(
+                wait_for_release,
+                top.cast(),
+                flags | libc::CLONE_VM | libc::SIGCHLD,
+                (&mut *fds as *mut [libc::c_int; 2]).cast(),
             )
         };
-        if pid == 0 {
-            // SAFETY: see above; the child never returns into Rust code.
-            unsafe {
-                libc::close(wfd);
-                let mut b = 0u8;
-                while libc::read(rfd, (&mut b as *mut u8).cast(), 1) < 0
-                    && *libc::__errno_location() == libc::EINTR
-                {}
-                libc::_exit(0);
-            }
-        }
         if pid < 0 {
             return Err(Error::io("cloning into a new user namespace")(
                 std::io::Error::last_os_error(),
@@ -80,8 +95,10 @@ impl NsChild {
         }
         drop(read);
         Ok(NsChild {
-            pid: pid as libc::pid_t,
+            pid,
             release: Some(OwnedFd::from(write)),
+            _stack: stack,
+            _fds: fds,
         })
     }
 
@@ -241,8 +258,10 @@ pub fn read_maps(user: &Path) -> Result<String> {
     let raw = fd.as_raw_fd();
     let (read, write) = std::io::pipe().map_err(Error::io("pipe for the user namespace reader"))?;
     let (rfd, wfd) = (read.as_raw_fd(), write.as_raw_fd());
-    // SAFETY: fork-like raw clone as in NsChild::spawn; the child only calls
-    // setns, close, read and _exit.
+    // SAFETY: a raw clone without CLONE_VM behaves like fork: the child
+    // gets a copy of this thread only, and calls nothing but setns, close,
+    // read and _exit (async-signal-safe syscalls, no allocation, no locks).
+    // Not time-critical, so the copy of the address space is acceptable.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -276,6 +295,8 @@ pub fn read_maps(user: &Path) -> Result<String> {
     let child = NsChild {
         pid: pid as libc::pid_t,
         release: Some(OwnedFd::from(write)),
+        _stack: Vec::new(),
+        _fds: Box::new([rfd, wfd]),
     };
     // The child may not have joined yet: wait until its user namespace is
     // the pinned one (or it died trying).
