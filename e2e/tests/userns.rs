@@ -12,9 +12,9 @@ use gantry_e2e::fixture::{
 use gantry_e2e::oci::{ImageSpec, Layer};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
-    Capability, ExecSyncRequest, IdMapping, LinuxContainerConfig, LinuxContainerSecurityContext,
-    Mount, NamespaceMode, PodSandboxConfig, PodSandboxStatusRequest, RunPodSandboxRequest,
-    RuntimeHandlerFeatures, StatusRequest, UserNamespace,
+    Capability, ContainerStatsRequest, ExecSyncRequest, IdMapping, LinuxContainerConfig,
+    LinuxContainerSecurityContext, Mount, NamespaceMode, PodSandboxConfig, PodSandboxStatusRequest,
+    RunPodSandboxRequest, RuntimeHandlerFeatures, StatusRequest, UserNamespace,
 };
 use tonic::transport::Channel;
 use tonic::Code;
@@ -239,6 +239,41 @@ async fn a_pod_in_its_own_user_namespace() {
         std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
         node_hostname
     );
+
+    // Logs and stats work as for any container.
+    let talker = create_and_start(
+        &mut rt,
+        &pod,
+        &pc,
+        env.container("talker", "echo from-the-userns-pod; sleep 3600"),
+    )
+    .await;
+    let log = std::path::Path::new(&pc.log_directory).join("talker.log");
+    let mut logged = String::new();
+    for _ in 0..100 {
+        logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if logged.contains("from-the-userns-pod") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        logged.contains("stdout F from-the-userns-pod"),
+        "{logged:?}"
+    );
+    let stats = rt
+        .container_stats(ContainerStatsRequest {
+            container_id: talker.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("ContainerStats: {e}"))
+        .into_inner()
+        .stats
+        .unwrap();
+    assert!(stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .is_some_and(|w| w.value > 0));
 
     // A non-root image user.
     let mut c = env.container("app", "sleep 3600");
