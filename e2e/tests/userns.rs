@@ -7,7 +7,7 @@
 use std::os::unix::fs::MetadataExt;
 
 use gantry_e2e::fixture::{
-    create_and_start, create_container, remove_pod, verbose_pid, BusyboxEnv,
+    create_and_start, create_container, remove_pod, require_runtime, verbose_pid, BusyboxEnv,
 };
 use gantry_e2e::oci::{ImageSpec, Layer};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
@@ -381,4 +381,72 @@ async fn a_pod_in_its_own_user_namespace() {
         std::fs::read_to_string(vol.path().join("f")).unwrap(),
         "vol"
     );
+}
+
+/// youki runs such pods too; runsc cannot join a user namespace by path,
+/// so its handler reports none and its pods asking for one are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_namespaces_per_handler() {
+    let youki = require_runtime("youki", "cargo install youki --features v1");
+    let runsc = require_runtime("runsc", "apt-get install runsc");
+    let env = BusyboxEnv::start(
+        "userns-handlers",
+        &format!(
+            "runtime:\n  runtimes:\n    runc:\n      path: runc\n    youki:\n      path: {}\n    runsc:\n      path: {}\n",
+            youki.display(),
+            runsc.display()
+        ),
+    )
+    .await;
+    let mut rt = env.g.runtime().await;
+    let status = rt
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let userns = |name: &str| {
+        status
+            .runtime_handlers
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.features)
+            .map(|f| f.user_namespaces)
+    };
+    assert_eq!(
+        (userns("runc"), userns("youki"), userns("runsc")),
+        (Some(true), Some(true), Some(false)),
+        "{:?}",
+        status.runtime_handlers
+    );
+
+    let pc = userns_pod(&env, "on-runsc", NamespaceMode::Pod, mapping(HOST));
+    let e = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc),
+            runtime_handler: "runsc".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+
+    let pc = userns_pod(&env, "on-youki", NamespaceMode::Pod, mapping(HOST));
+    let pod = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pc.clone()),
+            runtime_handler: "youki".into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox on youki: {e}"))
+        .into_inner()
+        .pod_sandbox_id;
+    let id = create_and_start(&mut rt, &pod, &pc, env.container("y", "sleep 3600")).await;
+    let pid = verbose_pid(&mut rt, &id).await;
+    assert_eq!(host_ids(pid, "Uid:"), vec![HOST; 4]);
+    let out = exec(&mut rt, &id, "id -u; busybox stat -c %u /bin/busybox").await;
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "0"],
+        "{out}"
+    );
+    remove_pod(&mut rt, &pod).await;
 }

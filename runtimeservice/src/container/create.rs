@@ -399,6 +399,18 @@ impl ContainerService {
                     .unwrap_or(std::process::Stdio::null()),
             );
         private_dir(&runtime.root).map_err(Error::io("creating the runtime root"))?;
+        // Runtimes that talk to their init over files in their state
+        // directory (youki's notify socket) do so as the pod's root when the
+        // pod has a user namespace of its own.
+        if self
+            .pods
+            .store
+            .get(&rec.pod_id)
+            .is_some_and(|p| p.user_ns.is_some())
+        {
+            crate::userns::let_pod_root_through(&runtime.root)
+                .map_err(Error::io("opening the runtime root for the pod's root"))?;
+        }
         // Only the report line is read: the monitor keeps running, so
         // waiting for its pipes to close (as `output()` does) would hang.
         cmd.stdout(std::process::Stdio::piped()).kill_on_drop(false);

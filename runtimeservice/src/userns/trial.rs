@@ -3,13 +3,16 @@
 //! idmapped layers, the way pods with `hostUsers: false` would run. Only a
 //! handler that passes is reported with `user_namespaces: true`.
 //!
-//! The trial stops at `create`: by then the runtime has joined the
-//! namespaces, set up the mounts through the idmap, pivoted into the rootfs
-//! and looked up the process's binary, which is everything that differs
-//! from a container in the host's user namespace.
+//! The trial runs a real process to its end: the host's `touch /ok`, with the
+//! host's `/usr` (and the top-level links into it) bound read-only into an
+//! otherwise empty idmapped rootfs, so the runtime has joined the
+//! namespaces, mounted through the idmap, pivoted, and executed a binary as
+//! the pod's root. A runtime that only gets as far as `create` is not
+//! counted as working. The runtime's state directory is opened to the
+//! pod's root as for real pods (youki's init reaches its notify socket
+//! there as that user).
 
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -124,14 +127,27 @@ fn attempt(
     for d in [&lower, &upper, &work, &rootfs, &ns, &bundle] {
         std::fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
     }
-    for d in ["proc", "dev", "sys"] {
+    for d in ["proc", "dev", "sys", "usr"] {
         std::fs::create_dir(lower.join(d)).map_err(|e| format!("creating {d}: {e}"))?;
     }
-    // Only looked up and checked for its execute bit: `start` never runs.
-    let exe = lower.join("trial");
-    std::fs::write(&exe, b"#!/trial\n").map_err(|e| format!("writing {}: {e}", exe.display()))?;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| format!("chmod {}: {e}", exe.display()))?;
+    let mut binds = vec![(PathBuf::from("/usr"), "/usr".to_string())];
+    for top in ["bin", "lib", "lib64", "lib32", "sbin"] {
+        let host = Path::new("/").join(top);
+        match std::fs::read_link(&host) {
+            // Merged /usr: the link leads into the bound /usr.
+            Ok(target) => std::os::unix::fs::symlink(&target, lower.join(top))
+                .map_err(|e| format!("linking {top}: {e}"))?,
+            Err(_) if host.is_dir() => {
+                std::fs::create_dir(lower.join(top)).map_err(|e| format!("creating {top}: {e}"))?;
+                binds.push((host, format!("/{top}")));
+            }
+            Err(_) => {}
+        }
+    }
+    let exe = ["/usr/bin/touch", "/bin/touch"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .ok_or("the host has no `touch` to run")?;
     let maps = Mappings {
         uid: IdMap {
             container: 0,
@@ -149,8 +165,12 @@ fn attempt(
         ipc: true,
         uts: true,
     };
-    super::let_pod_root_through(&bundle)
-        .map_err(|e| format!("opening the path to the rootfs: {e}"))?;
+    let state = scratch.join("state");
+    std::fs::create_dir_all(&state).map_err(|e| format!("creating {}: {e}", state.display()))?;
+    for d in [&bundle, &state] {
+        super::let_pod_root_through(d)
+            .map_err(|e| format!("opening {} to the pod's root: {e}", d.display()))?;
+    }
     let pinned = pin::create(&ns, &maps, all).map_err(|e| e.to_string())?;
     let pinned = pinned_out.insert(pinned);
     let userns = pin::open(&pinned.user).map_err(|e| e.to_string())?;
@@ -170,12 +190,31 @@ fn attempt(
         .clone()
         .ok_or("the default spec has no process")?;
     process.set_terminal(Some(false));
-    process.set_args(Some(vec!["/trial".into()]));
+    process.set_args(Some(vec![exe.into(), "/ok".into()]));
     spec.set_process(Some(process));
     spec.set_hostname(None);
     let mut r = spec.root().clone().ok_or("the default spec has no root")?;
     r.set_path(rootfs.clone());
+    r.set_readonly(Some(false));
     spec.set_root(Some(r));
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for (host, dest) in &binds {
+        mounts.push(
+            oci_spec::runtime::MountBuilder::default()
+                .destination(dest)
+                .typ("bind")
+                .source(host)
+                .options(vec![
+                    "rbind".into(),
+                    "ro".into(),
+                    "nosuid".into(),
+                    "nodev".into(),
+                ])
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    spec.set_mounts(Some(mounts));
     let mut linux = linux_section(pinned, &maps)?;
     linux.set_cgroups_path(Some(PathBuf::from("/").join(id)));
     spec.set_linux(Some(linux));
@@ -183,29 +222,68 @@ fn attempt(
         .map_err(|e| e.to_string())?;
 
     let log = scratch.join("stderr");
-    let err =
-        std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
-    // No pipes: the runtime's init outlives `create` and would hold them.
-    let status = runtime(binary, args, scratch)
-        .args(["create", "--bundle"])
-        .arg(&bundle)
-        .arg(id)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(err)
-        .status()
-        .map_err(|e| format!("running {}: {e}", binary.display()))?;
-    if status.success() {
-        return Ok(());
+    // create, start, then wait for the process to be gone: `run` in the
+    // foreground is not used, as youki's can hang after its process exits.
+    let step = |what: &str| -> Result<(), String> {
+        let err =
+            std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        let mut cmd = runtime(binary, args, scratch);
+        match what {
+            "create" => cmd.args(["create", "--bundle"]).arg(&bundle).arg(id),
+            _ => cmd.arg(what).arg(id),
+        };
+        // No pipes: the runtime's init outlives `create` and would hold them.
+        let status = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .status()
+            .map_err(|e| format!("running {}: {e}", binary.display()))?;
+        if status.success() {
+            return Ok(());
+        }
+        let why = std::fs::read(&log).unwrap_or_default();
+        let why = String::from_utf8_lossy(&why[..why.len().min(2048)])
+            .trim()
+            .to_string();
+        Err(format!(
+            "{} {what} failed ({status}): {why}",
+            binary.display()
+        ))
+    };
+    step("create")?;
+    step("start")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = runtime(binary, args, scratch)
+            .args(["state", id])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map_err(|e| format!("running {}: {e}", binary.display()))?;
+        let status = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v["status"].as_str().map(str::to_string));
+        if status.as_deref() == Some("stopped") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "{}: the trial process did not finish in 10 s (state {status:?})",
+                binary.display()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let why = std::fs::read(&log).unwrap_or_default();
-    let why = String::from_utf8_lossy(&why[..why.len().min(2048)])
-        .trim()
-        .to_string();
-    Err(format!(
-        "{} create failed ({status}): {why}",
-        binary.display()
-    ))
+    // The process wrote as the pod's root through the rootfs.
+    if upper.join("ok").exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: the trial process ran but could not write its rootfs as the pod's root",
+            binary.display()
+        ))
+    }
 }
 
 #[cfg(test)]
