@@ -42,6 +42,32 @@ impl Handler {
     }
 }
 
+/// [`Handler::new`] for each of `handlers`, each on a thread of its own.
+pub(super) fn new_all<'a>(
+    config: &RuntimeConfig,
+    handlers: impl Iterator<Item = (&'a String, &'a RuntimeHandler)>,
+    metrics: &RuntimeMetrics,
+) -> BTreeMap<String, Handler> {
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = handlers
+            .map(|(name, h)| {
+                (
+                    name.clone(),
+                    s.spawn(move || Handler::new(config, name, h, metrics)),
+                )
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|(name, job)| {
+                let handler = job
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (name, handler)
+            })
+            .collect()
+    })
+}
+
 /// Whether the handler can run pods in a user namespace of their own: an
 /// overlay of idmapped layers works on the state root's filesystem, and a
 /// trial container on the handler's runtime is created in such a pod.
@@ -126,15 +152,19 @@ impl ContainerService {
         let mut changes = HandlerChanges::default();
         // Probing a runtime's features runs it: done before the lock.
         let mut fresh = Vec::new();
+        let mut todo = Vec::new();
         for (name, h) in handlers {
             match old.get(name) {
                 Some(o) if o == h => continue,
                 Some(_) => changes.changed.push(name.clone()),
                 None => changes.added.push(name.clone()),
             }
-            let handler = Handler::new(config, name, h, &self.metrics);
-            self.pods.set_user_namespaces(name, handler.user_namespaces);
-            fresh.push((name.clone(), handler));
+            todo.push((name, h));
+        }
+        for (name, handler) in new_all(config, todo.into_iter(), &self.metrics) {
+            self.pods
+                .set_user_namespaces(&name, handler.user_namespaces);
+            fresh.push((name, handler));
         }
         changes.removed = old
             .keys()

@@ -157,11 +157,11 @@ impl ContainerService {
                 }
             }
         }
-        let runtimes: BTreeMap<String, Handler> = config
-            .runtimes
-            .iter()
-            .map(|(name, h)| (name.clone(), Handler::new(&config, name, h, &pods.metrics)))
-            .collect();
+        // Each handler's probes run its runtime (features, the user
+        // namespace trial): all handlers at once, so start-up waits for
+        // the slowest, not for their sum.
+        let runtimes: BTreeMap<String, Handler> =
+            handler::new_all(&config, config.runtimes.iter(), &pods.metrics);
         for (name, h) in &runtimes {
             pods.set_user_namespaces(name, h.user_namespaces);
         }

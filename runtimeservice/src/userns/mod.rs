@@ -35,3 +35,10 @@ pub fn let_pod_root_through(dir: &std::path::Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// A number for a scratch directory of this process: probes and trials of
+/// several handlers run at once.
+fn next_scratch() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

@@ -16,7 +16,11 @@ const PROBE_HOST: u32 = 0xF000_0000;
 /// Tries an idmapped overlay in a scratch directory under `root` and
 /// answers why it cannot work here, if it cannot. Leaves nothing behind.
 pub fn idmapped_overlay(root: &Path) -> Result<(), String> {
-    let scratch = root.join(format!(".userns-probe-{}", std::process::id()));
+    let scratch = root.join(format!(
+        ".userns-probe-{}-{}",
+        std::process::id(),
+        super::next_scratch()
+    ));
     let _ = std::fs::remove_dir_all(&scratch);
     let result = try_overlay(&scratch);
     let _ = rustix::mount::unmount(scratch.join("merged"), rustix::mount::UnmountFlags::DETACH);

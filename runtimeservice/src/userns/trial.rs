@@ -71,16 +71,11 @@ pub fn linux_section(
 /// scratch directory under `root`; answers why it fails, if it does.
 /// Leaves no container, mount, namespace pin or file behind.
 pub fn run(binary: &Path, args: &[String], root: &Path) -> Result<(), String> {
-    let scratch = root.join(format!(".userns-trial-{}", std::process::id()));
+    let n = super::next_scratch();
+    let scratch = root.join(format!(".userns-trial-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    let id = format!(
-        "gantry-userns-trial-{}-{}",
-        std::process::id(),
-        binary
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    );
+    // Also the trial's cgroup: unique per trial, as trials run at once.
+    let id = format!("gantry-userns-trial-{}-{n}", std::process::id());
     let mut pinned = None;
     let result = attempt(binary, args, &scratch, &id, &mut pinned);
     let _ = runtime(binary, args, &scratch)
@@ -290,6 +285,10 @@ fn attempt(
 mod tests {
     use super::*;
 
+    /// The trials of these tests run one at a time, so that one test's
+    /// look for leftovers never sees another's trial in progress.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn find(name: &str) -> Option<PathBuf> {
         let home = std::env::var_os("HOME")
             .map(PathBuf::from)
@@ -313,6 +312,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let runc = find("runc").expect("runc is not installed: apt-get install runc");
         let dir = tempfile::tempdir().unwrap();
         run(&runc, &[], dir.path()).unwrap();
@@ -327,6 +327,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let why = run(Path::new("/bin/false"), &[], dir.path()).unwrap_err();
         assert!(why.contains("/bin/false create failed"), "{why}");
@@ -341,6 +342,7 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         for name in ["youki", "crun", "runsc"] {
             let Some(bin) = find(name) else {
                 eprintln!("{name}: not installed");
@@ -350,9 +352,15 @@ mod tests {
             let verdict = run(&bin, &[], dir.path());
             eprintln!("{name}: {verdict:?}");
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
-            let trial = format!("gantry-userns-trial-{}-{name}", std::process::id());
-            assert!(!Path::new("/sys/fs/cgroup").join(&trial).exists());
-            assert!(!Path::new("/sys/fs/cgroup/memory").join(&trial).exists());
+            let trial = format!("gantry-userns-trial-{}-", std::process::id());
+            for h in ["/sys/fs/cgroup", "/sys/fs/cgroup/memory"] {
+                let left = std::fs::read_dir(h)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&trial));
+                assert!(!left, "{name} left a trial cgroup in {h}");
+            }
         }
     }
 }
