@@ -126,7 +126,7 @@ fn create_on_this_thread(
 }
 
 /// Sets `lo` up with an ioctl on a socket of the current network namespace.
-fn loopback_up() -> Result<(), NsError> {
+pub fn loopback_up() -> Result<(), NsError> {
     // SAFETY: plain socket/ioctl calls on a zeroed ifreq we own; the fd is
     // closed before returning.
     unsafe {

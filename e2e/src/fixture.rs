@@ -384,3 +384,21 @@ pub async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> Co
     }
     panic!("container {id} did not exit");
 }
+
+/// The binary of a required runtime: in PATH, or where `cargo install`
+/// puts it.
+pub fn require_runtime(name: &str, install: &str) -> std::path::PathBuf {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        dirs.push(std::path::PathBuf::from(home).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(std::path::PathBuf::from(home).join(".cargo/bin"));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed (not in PATH nor ~/.cargo/bin): {install}, or run .ci/run once"))
+}

@@ -34,6 +34,10 @@ pub enum Entry {
     Fifo(String),
     /// A character device node: path, major, minor.
     CharDevice(String, u32, u32),
+    /// A directory of another owner than root: path, uid, gid.
+    OwnedDir(String, u64, u64),
+    /// A file of another owner than root: path, data, uid, gid.
+    OwnedFile(String, Vec<u8>, u64, u64),
 }
 
 /// A layer as a list of entries, serialised to a tar stream on demand.
@@ -70,6 +74,15 @@ impl Layer {
     }
     pub fn fifo(mut self, p: &str) -> Self {
         self.entries.push(Entry::Fifo(p.into()));
+        self
+    }
+    pub fn owned_dir(mut self, p: &str, uid: u64, gid: u64) -> Self {
+        self.entries.push(Entry::OwnedDir(p.into(), uid, gid));
+        self
+    }
+    pub fn owned_file(mut self, p: &str, data: &[u8], uid: u64, gid: u64) -> Self {
+        self.entries
+            .push(Entry::OwnedFile(p.into(), data.to_vec(), uid, gid));
         self
     }
     pub fn char_device(mut self, p: &str, major: u32, minor: u32) -> Self {
@@ -113,6 +126,20 @@ impl Layer {
                 Entry::File(p, d, mode) => {
                     h.set_entry_type(tar::EntryType::Regular);
                     h.set_mode(*mode);
+                    (p, d)
+                }
+                Entry::OwnedDir(p, uid, gid) => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_mode(0o755);
+                    h.set_uid(*uid);
+                    h.set_gid(*gid);
+                    (p, &[])
+                }
+                Entry::OwnedFile(p, d, uid, gid) => {
+                    h.set_entry_type(tar::EntryType::Regular);
+                    h.set_mode(0o644);
+                    h.set_uid(*uid);
+                    h.set_gid(*gid);
                     (p, d)
                 }
                 Entry::Symlink(p, t) => {

@@ -5,10 +5,10 @@
 //! youki and runsc are required, not optional: CI installs them, and a
 //! missing one fails here with the way to install it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use gantry_e2e::fixture::{all_containers, remove_pod, stop_pod, BusyboxEnv};
+use gantry_e2e::fixture::{all_containers, remove_pod, require_runtime, stop_pod, BusyboxEnv};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
 use gantry_proto::v1::{
     ContainerMetadata, ContainerState, ContainerStatsRequest, ContainerStatusRequest,
@@ -18,24 +18,6 @@ use gantry_proto::v1::{
 };
 use tonic::transport::Channel;
 use tonic::Code;
-
-/// The binary of a required runtime: in PATH, or where `cargo install`
-/// puts it.
-fn require_runtime(name: &str, install: &str) -> PathBuf {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    if let Some(home) = std::env::var_os("CARGO_HOME") {
-        dirs.push(PathBuf::from(home).join("bin"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".cargo/bin"));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed (not in PATH nor ~/.cargo/bin): {install}, or run .ci/run once"))
-}
 
 type Env = BusyboxEnv;
 

@@ -213,9 +213,8 @@ impl RuntimeService for CriRuntimeService {
             // ContainerStatus.user reports the groups the process got.
             features: Some(cri::RuntimeFeatures {
                 supplemental_groups_policy: true,
-                // Pods get no user namespace of their own yet (pods.rs
-                // leaves `userns_options` aside), so none with the host's
-                // network either.
+                // A pod user namespace owns the pod's network namespace;
+                // the host's cannot be (see crate::userns::validate).
                 user_namespaces_host_network: false,
             }),
         }))

@@ -76,8 +76,14 @@ pub trait Host: Send + Sync + 'static {
     fn unpin(&self, pin: &Path);
 
     /// Starts the init of a pod's shared PID namespace (`monitor
-    /// --pod-init id`) and returns its report line.
-    async fn start_pod_init(&self, monitor: &Path, id: &str) -> std::io::Result<String>;
+    /// --pod-init id`, inside the pod's user namespace pinned at `userns`
+    /// if it has one) and returns its report line.
+    async fn start_pod_init(
+        &self,
+        monitor: &Path,
+        id: &str,
+        userns: Option<&Path>,
+    ) -> std::io::Result<String>;
     /// The live init of pod `id`: `recorded` if it still is that, else
     /// one found by its command line.
     fn pod_init(&self, id: &str, recorded: i32) -> Option<i32>;
@@ -261,10 +267,18 @@ impl Host for RealHost {
         let _ = std::fs::remove_file(pin);
     }
 
-    async fn start_pod_init(&self, monitor: &Path, id: &str) -> std::io::Result<String> {
-        let out = tokio::process::Command::new(monitor)
-            .arg("--pod-init")
-            .arg(id)
+    async fn start_pod_init(
+        &self,
+        monitor: &Path,
+        id: &str,
+        userns: Option<&Path>,
+    ) -> std::io::Result<String> {
+        let mut cmd = tokio::process::Command::new(monitor);
+        cmd.arg("--pod-init").arg(id);
+        if let Some(u) = userns {
+            cmd.arg("--userns").arg(u);
+        }
+        let out = cmd
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .output()

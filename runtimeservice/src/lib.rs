@@ -43,6 +43,7 @@ pub mod signal;
 pub mod stats;
 #[cfg(test)]
 mod testing;
+pub mod userns;
 
 pub use config::{CgroupDriver, ExecMode, RuntimeConfig, RuntimeHandler};
 pub use grpc::CriRuntimeService;

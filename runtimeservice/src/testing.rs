@@ -309,7 +309,12 @@ impl Host for FakeHost {
         let _ = std::fs::remove_file(pin);
     }
 
-    async fn start_pod_init(&self, _monitor: &Path, id: &str) -> std::io::Result<String> {
+    async fn start_pod_init(
+        &self,
+        _monitor: &Path,
+        id: &str,
+        _userns: Option<&Path>,
+    ) -> std::io::Result<String> {
         if self.call("start_pod_init", id.to_string()) {
             return Ok("error unshare: operation not permitted (injected)".into());
         }
@@ -594,13 +599,17 @@ impl RuntimeMaker for FakeRuntimes {
         name: &str,
         _: &RuntimeHandler,
         _: &RuntimeMetrics,
-    ) -> (Arc<dyn OciRuntime>, bool) {
+    ) -> crate::oci::MadeRuntime {
         let runtime = FakeRuntime {
             host: self.0.clone(),
             name: name.to_string(),
             root: config.state_dir.join("runtime").join(name),
         };
-        (Arc::new(runtime), false)
+        crate::oci::MadeRuntime {
+            runtime: Arc::new(runtime),
+            recursive_read_only: false,
+            user_namespaces: false,
+        }
     }
 }
 

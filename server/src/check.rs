@@ -45,6 +45,53 @@ fn cgroup_mode() -> Result<String, String> {
     Err("no cgroup hierarchy found under /sys/fs/cgroup".into())
 }
 
+/// Whether pods with `hostUsers: false` can run: an overlay of idmapped
+/// layers on the state root's filesystem, then a trial container per
+/// handler. Not having them is a limit, not a fault (such pods are refused
+/// and kubelet keeps them off the node), so these items never fail.
+fn user_namespaces(config: &Config) -> Vec<Item> {
+    use gantry_runtimeservice::userns::{probe, trial};
+    let unavailable = |why: String| {
+        vec![Item {
+            name: "user namespaces",
+            result: Ok(format!(
+                "not available, hostUsers: false pods are refused: {why}"
+            )),
+        }]
+    };
+    if !rustix::process::geteuid().is_root() {
+        return unavailable("checking needs root".into());
+    }
+    // The nearest existing directory: check creates no state root.
+    let Some(root) = config.root.ancestors().find(|p| p.is_dir()) else {
+        return unavailable(format!("no directory of {} exists", config.root.display()));
+    };
+    if let Err(why) = probe::idmapped_overlay(root) {
+        return unavailable(format!("idmapped layers on {}: {why}", root.display()));
+    }
+    let mut items = vec![Item {
+        name: "user namespaces",
+        result: Ok(format!(
+            "overlay of idmapped layers works on {}",
+            root.display()
+        )),
+    }];
+    for (name, handler) in &config.runtime.runtimes {
+        let Some(binary) = handler.resolve() else {
+            continue;
+        };
+        let result = match trial::run(&binary, &handler.args, root) {
+            Ok(()) => format!("handler {name}: hostUsers: false pods run"),
+            Err(why) => format!("handler {name}: no user namespaces (its pods are refused): {why}"),
+        };
+        items.push(Item {
+            name: "user namespaces",
+            result: Ok(result),
+        });
+    }
+    items
+}
+
 pub fn run_checks(config: &Config) -> Vec<Item> {
     let mut items = Vec::new();
     items.push(Item {
@@ -161,6 +208,7 @@ pub fn run_checks(config: &Config) -> Vec<Item> {
             },
         });
     }
+    items.extend(user_namespaces(config));
     let want = (!config.cni.network_name.is_empty()).then_some(config.cni.network_name.as_str());
     match gantry_cni::default_network(&config.cni.conf_dir, want) {
         Ok(net) => {

@@ -31,6 +31,11 @@
 //! `--mode stop-pod --pod-containers 200` times StopPodSandbox of a pod
 //! with that many running containers (crictl gives it 2 s by default).
 //!
+//! `--mode userns` times pod + container to running, and one more
+//! container in a running pod, with and without a user namespace of the
+//! pod's own (gantry), next to the peer's plain pods: the difference is the
+//! cost of the pinned namespace and of idmapping the layers and mounts.
+//!
 //! `--mode metrics` times what kubelet polls every 10 s with `--pods` pods
 //! of one running container each: gantry's ListPodSandboxMetrics and
 //! ListPodSandboxStats against the peer's ListPodSandboxStats (containerd
@@ -293,6 +298,7 @@ async fn main() -> anyhow::Result<()> {
         "soak" => bench_soak(&args).await,
         "stop-pod" => bench_stop_pod(&args).await,
         "metrics" => bench_metrics(&args).await,
+        "userns" => bench_userns(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_images(&args).await?;
@@ -304,7 +310,7 @@ async fn main() -> anyhow::Result<()> {
             bench_logs(&args).await
         }
         other => {
-            bail!("unknown mode {other:?}: pull, images, pods, containers, memory, metrics, streaming, logs, soak, stop-pod or all")
+            bail!("unknown mode {other:?}: pull, images, pods, containers, memory, metrics, streaming, logs, soak, stop-pod, userns or all")
         }
     }
 }
@@ -984,6 +990,95 @@ async fn settle(args: &Args) {
     if args.settle_ms > 0 {
         tokio::time::sleep(Duration::from_millis(args.settle_ms)).await;
     }
+}
+
+/// A pod config in its own user namespace (kubelet's 65536 ids).
+fn userns_config(who: &str, run: u64, i: usize) -> PodSandboxConfig {
+    let mut pc = sandbox_config(who, run, i);
+    let ids = vec![gantry_proto::v1::IdMapping {
+        host_id: 3_000_000,
+        container_id: 0,
+        length: 65536,
+    }];
+    if let Some(o) = pc
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        o.userns_options = Some(gantry_proto::v1::UserNamespace {
+            mode: gantry_proto::v1::NamespaceMode::Pod as i32,
+            uids: ids.clone(),
+            gids: ids,
+        });
+    }
+    pc
+}
+
+/// Pod + container to running, and a second container in the running pod,
+/// on gantry with and without a user namespace (alternating, so both see
+/// the same machine), and on the peer with plain pods.
+async fn bench_userns(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "userns").await?;
+    let rounds = args.rounds.max(10);
+    // [plain, userns] for gantry; the peer's plain pods in `peer`.
+    let mut to_running: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut second: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+    let mut peer_to_running = Vec::new();
+    let mut peer_second = Vec::new();
+    for i in 0..rounds {
+        for (k, side) in sides.iter_mut().enumerate() {
+            for userns in [false, true] {
+                if k > 0 && userns {
+                    continue;
+                }
+                let n = 2000 + 2 * i + usize::from(userns);
+                let pc = if userns {
+                    userns_config(side.name, run, n)
+                } else {
+                    sandbox_config(side.name, run, n)
+                };
+                settle(args).await;
+                let t = Instant::now();
+                let pod = side.run_pod(&pc).await?;
+                create_start(side, &pod, &pc, container_config(&image, "first")).await?;
+                let whole = t.elapsed();
+                let t = Instant::now();
+                create_start(side, &pod, &pc, container_config(&image, "second")).await?;
+                let more = t.elapsed();
+                if k == 0 {
+                    to_running[usize::from(userns)].push(whole);
+                    second[usize::from(userns)].push(more);
+                } else {
+                    peer_to_running.push(whole);
+                    peer_second.push(more);
+                }
+                side.remove_pod(&pod).await?;
+            }
+        }
+    }
+    println!("userns: {rounds} rounds; \"gantry\" plain pods, \"peer\" the peer's plain pods");
+    report("pod+container, plain", &to_running[0], &peer_to_running);
+    report("pod+container, userns", &to_running[1], &peer_to_running);
+    report("2nd container, plain", &second[0], &peer_second);
+    report("2nd container, userns", &second[1], &peer_second);
+    for (what, v) in [("pod+container", &to_running), ("2nd container", &second)] {
+        println!(
+            "{what:>26}: userns costs p50 {:+.2} ms, p95 {:+.2} ms",
+            ms(percentile(&v[1], 0.5)) - ms(percentile(&v[0], 0.5)),
+            ms(percentile(&v[1], 0.95)) - ms(percentile(&v[0], 0.95)),
+        );
+    }
+    drop(net);
+    drop(gantry);
+    Ok(())
 }
 
 /// Container lifecycle latencies and memory, gantry against the peer.

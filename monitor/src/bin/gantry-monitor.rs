@@ -269,8 +269,24 @@ fn run(args: &Args, io: RunIo) -> Result<i32, String> {
 }
 
 /// The shared PID namespace's init: unshare, fork, and as PID 1 reap
-/// whatever is reparented to us until killed.
-fn pod_init() -> ! {
+/// whatever is reparented to us until killed. A pod with a user namespace
+/// of its own (`userns`, its pin) gets a PID namespace that namespace
+/// owns, so that its containers' root can mount `/proc` in it.
+fn pod_init(userns: Option<String>) -> ! {
+    if let Some(path) = userns {
+        let joined = std::fs::File::open(&path).and_then(|f| {
+            // SAFETY: single-threaded, as setns(CLONE_NEWUSER) requires;
+            // the descriptor is open for the call.
+            match unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWUSER) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+        if let Err(e) = joined {
+            println!("error joining the user namespace {path}: {e}");
+            std::process::exit(1);
+        }
+    }
     // SAFETY: single-threaded; unshare(CLONE_NEWPID) affects our children.
     if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
         println!("error unshare: {}", std::io::Error::last_os_error());
@@ -311,7 +327,12 @@ fn pod_init() -> ! {
 fn main() {
     let mut argv = std::env::args().skip(1);
     if argv.next().as_deref() == Some("--pod-init") {
-        pod_init();
+        let rest: Vec<String> = argv.collect();
+        let userns = rest
+            .iter()
+            .position(|a| a == "--userns")
+            .and_then(|i| rest.get(i + 1).cloned());
+        pod_init(userns);
     }
     let args = match parse_args() {
         Ok(a) => a,

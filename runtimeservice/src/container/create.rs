@@ -181,11 +181,27 @@ impl ContainerService {
                 image.id
             )));
         }
-        // The top layer first, as overlayfs wants them.
-        let lower: Vec<PathBuf> = image.snapshots.iter().rev().cloned().collect();
-        self.host
-            .mount_overlay(&lower, &cdir.join("upper"), &cdir.join("work"), &rootfs)
-            .map_err(Error::io("mounting the container rootfs"))?;
+        let userns = crate::container::userns::PodUserns::of(pod)?;
+        if let Some(u) = &userns {
+            crate::userns::let_pod_root_through(&bundle).map_err(Error::io(
+                "opening the path to the rootfs for the pod's root",
+            ))?;
+            let lowers: Vec<&Path> = image.snapshots.iter().rev().map(PathBuf::as_path).collect();
+            crate::userns::idmap::overlay(
+                &lowers,
+                &cdir.join("upper"),
+                &cdir.join("work"),
+                &rootfs,
+                std::os::fd::AsFd::as_fd(&u.fd),
+                &u.maps,
+            )?;
+        } else {
+            // The top layer first, as overlayfs wants them.
+            let lower: Vec<PathBuf> = image.snapshots.iter().rev().cloned().collect();
+            self.host
+                .mount_overlay(&lower, &cdir.join("upper"), &cdir.join("work"), &rootfs)
+                .map_err(Error::io("mounting the container rootfs"))?;
+        }
         let pid = self.pid_namespace(pod, config)?;
         let driver = self.pods.config.cgroup_driver;
         // Records from before pods owned a cgroup keep the old layout.
@@ -235,7 +251,7 @@ impl ContainerService {
             &security,
             &crate::oci::spec::apparmor::Kernel,
         )?;
-        let spec = generate(&SpecInput {
+        let mut spec = generate(&SpecInput {
             id,
             config,
             pod: &pod.config,
@@ -254,7 +270,15 @@ impl ContainerService {
                 .handler_features(&pod.runtime_handler)
                 .recursive_read_only_mounts,
         })?;
-        prepare_rootfs_paths(&rootfs, &spec)?;
+        match &userns {
+            Some(u) => {
+                crate::container::userns::apply(&mut spec, &cdir, config, u)?;
+                crate::container::userns::as_pod_root(&u.maps, || {
+                    prepare_rootfs_paths(&rootfs, &spec)
+                })??;
+            }
+            None => prepare_rootfs_paths(&rootfs, &spec)?,
+        }
         let spec_json =
             serde_json::to_vec_pretty(&spec).map_err(Error::corrupt("encoding the OCI spec"))?;
         write_atomic(&bundle.join("config.json"), &spec_json)
@@ -358,6 +382,18 @@ impl ContainerService {
         arg("--exit-file", &cdir.join(EXIT_FILE));
         arg("--pid-file", &cdir.join("pid"));
         private_dir(&runtime.root).map_err(Error::io("creating the runtime root"))?;
+        // Runtimes that talk to their init over files in their state
+        // directory (youki's notify socket) do so as the pod's root when the
+        // pod has a user namespace of its own.
+        if self
+            .pods
+            .store
+            .get(&rec.pod_id)
+            .is_some_and(|p| p.user_ns.is_some())
+        {
+            crate::userns::let_pod_root_through(&runtime.root)
+                .map_err(Error::io("opening the runtime root for the pod's root"))?;
+        }
         let line = self
             .host
             .run_monitor(&self.monitor, &args, &cdir.join("monitor.log"))

@@ -7,6 +7,8 @@ use super::*;
 pub(super) struct Handler {
     runtime: Arc<dyn OciRuntime>,
     recursive_read_only: bool,
+    /// Whether a trial container in a pod user namespace worked.
+    pub(super) user_namespaces: bool,
 }
 
 impl Handler {
@@ -17,12 +19,42 @@ impl Handler {
         h: &RuntimeHandler,
         metrics: &RuntimeMetrics,
     ) -> Handler {
-        let (runtime, recursive_read_only) = maker.make(config, name, h, metrics);
+        let made = maker.make(config, name, h, metrics);
+        let (runtime, recursive_read_only, user_namespaces) =
+            (made.runtime, made.recursive_read_only, made.user_namespaces);
         Handler {
             runtime,
             recursive_read_only,
+            user_namespaces,
         }
     }
+}
+
+/// [`Handler::new`] for each of `handlers`, each on a thread of its own.
+pub(super) fn new_all<'a>(
+    maker: &dyn RuntimeMaker,
+    config: &RuntimeConfig,
+    handlers: impl Iterator<Item = (&'a String, &'a RuntimeHandler)>,
+    metrics: &RuntimeMetrics,
+) -> BTreeMap<String, Handler> {
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = handlers
+            .map(|(name, h)| {
+                (
+                    name.clone(),
+                    s.spawn(move || Handler::new(maker, config, name, h, metrics)),
+                )
+            })
+            .collect();
+        jobs.into_iter()
+            .map(|(name, job)| {
+                let handler = job
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (name, handler)
+            })
+            .collect()
+    })
 }
 
 /// What [`ContainerService::set_handlers`] changed, by handler name.
@@ -47,8 +79,10 @@ impl ContainerService {
                 .read_runtimes()
                 .get(name)
                 .is_some_and(|h| h.recursive_read_only),
-            // Pods get no user namespace of their own yet.
-            user_namespaces: false,
+            user_namespaces: self
+                .read_runtimes()
+                .get(name)
+                .is_some_and(|h| h.user_namespaces),
         }
     }
 
@@ -83,16 +117,24 @@ impl ContainerService {
         let mut changes = HandlerChanges::default();
         // Probing a runtime's features runs it: done before the lock.
         let mut fresh = Vec::new();
+        let mut todo = Vec::new();
         for (name, h) in handlers {
             match old.get(name) {
                 Some(o) if o == h => continue,
                 Some(_) => changes.changed.push(name.clone()),
                 None => changes.added.push(name.clone()),
             }
-            fresh.push((
-                name.clone(),
-                Handler::new(&*self.runtime_maker, config, name, h, &self.metrics),
-            ));
+            todo.push((name, h));
+        }
+        for (name, handler) in new_all(
+            &*self.runtime_maker,
+            config,
+            todo.into_iter(),
+            &self.metrics,
+        ) {
+            self.pods
+                .set_user_namespaces(&name, handler.user_namespaces);
+            fresh.push((name, handler));
         }
         changes.removed = old
             .keys()

@@ -69,6 +69,7 @@ mod stats;
 mod status;
 mod stop;
 mod update;
+mod userns;
 
 pub use self::handler::HandlerChanges;
 pub use self::image::{ImageLookup, ResolvedImage};
@@ -138,6 +139,7 @@ impl ContainerService {
                     // removal that was cut short: nothing references it.
                     warn!(path = %dir.display(), error = %why, "removing a container directory without a record");
                     crate::container::image_volume::unmount_all(&*pods.host, &dir);
+                    crate::userns::idmap::unbind_all(&dir.join("idmapped"));
                     let _ = pods.host.unmount(&dir.join("bundle/rootfs"));
                     let _ = std::fs::remove_dir_all(dir);
                 }
@@ -147,14 +149,18 @@ impl ContainerService {
             let spec = records.dir_of(id).join("bundle/config.json");
             tighten(&spec, 0o600).map_err(Error::io(format!("tightening {}", spec.display())))?;
         }
-        let runtimes = config
-            .runtimes
-            .iter()
-            .map(|(name, h)| {
-                let handler = Handler::new(&*runtime_maker, &config, name, h, &pods.metrics);
-                (name.clone(), handler)
-            })
-            .collect();
+        // Each handler's probes run its runtime (features, the user
+        // namespace trial): all handlers at once, so start-up waits for
+        // the slowest, not for their sum.
+        let runtimes: BTreeMap<String, Handler> = handler::new_all(
+            &*runtime_maker,
+            &config,
+            config.runtimes.iter(),
+            &pods.metrics,
+        );
+        for (name, h) in &runtimes {
+            pods.set_user_namespaces(name, h.user_namespaces);
+        }
         let log_drops = LogDrops::default();
         for r in records.values().iter().filter(|r| r.monitor_pid != 0) {
             log_drops.track(&r.id);

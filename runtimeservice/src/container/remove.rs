@@ -54,6 +54,8 @@ impl ContainerService {
             .retire(id, gantry_monitor::crilog::read_dropped(&self.cdir(id)));
         let rootfs = self.cdir(id).join("bundle/rootfs");
         crate::container::image_volume::unmount_all(&*self.host, &self.cdir(id));
+        // Before anything is deleted: below these are the pod's volumes.
+        crate::userns::idmap::unbind_all(&self.cdir(id).join("idmapped"));
         if rec.rootfs_mounted {
             // Not mounted (a create cut short before the mount) is fine.
             let _ = self.host.unmount(&rootfs);

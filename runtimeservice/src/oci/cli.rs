@@ -189,7 +189,7 @@ impl RuntimeMaker for CliRuntimes {
         name: &str,
         h: &crate::RuntimeHandler,
         metrics: &crate::RuntimeMetrics,
-    ) -> (std::sync::Arc<dyn OciRuntime>, bool) {
+    ) -> MadeRuntime {
         let runtime = CliRuntime {
             name: name.to_string(),
             // Looked up in PATH once, not at every runtime call; a missing
@@ -205,7 +205,13 @@ impl RuntimeMaker for CliRuntimes {
         };
         let recursive_read_only =
             crate::oci::features::recursive_read_only(name, &runtime.binary, &runtime.args);
-        (std::sync::Arc::new(runtime), recursive_read_only)
+        let user_namespaces =
+            crate::userns::handler_supports(config, name, &runtime.binary, &runtime.args);
+        MadeRuntime {
+            runtime: std::sync::Arc::new(runtime),
+            recursive_read_only,
+            user_namespaces,
+        }
     }
 }
 

@@ -115,15 +115,25 @@ pub struct RuntimeInvocation {
 /// Makes the runtime of each configured handler. The daemon's is
 /// [`CliRuntimes`]; tests give the services runtimes that touch nothing.
 pub trait RuntimeMaker: Send + Sync + 'static {
-    /// Handler `name`'s runtime, and whether it honours
-    /// `Mount.recursive_read_only` (finding out may run the runtime).
+    /// Handler `name`'s runtime and what it can do (finding out may run
+    /// the runtime).
     fn make(
         &self,
         config: &crate::RuntimeConfig,
         name: &str,
         handler: &crate::RuntimeHandler,
         metrics: &crate::RuntimeMetrics,
-    ) -> (std::sync::Arc<dyn OciRuntime>, bool);
+    ) -> MadeRuntime;
+}
+
+/// A handler's runtime, as [`RuntimeMaker::make`] made it.
+pub struct MadeRuntime {
+    pub runtime: std::sync::Arc<dyn OciRuntime>,
+    /// It honours `Mount.recursive_read_only`.
+    pub recursive_read_only: bool,
+    /// Pods in a user namespace of their own run on it (a trial container
+    /// worked).
+    pub user_namespaces: bool,
 }
 
 /// The container an exec runs in: its ID for the runtime, and for the

@@ -40,6 +40,9 @@ pub struct PodService {
     /// The runtime handlers new pods may name; a reload replaces them
     /// ([`crate::container::ContainerService::set_handlers`]).
     handlers: RwLock<Arc<BTreeMap<String, RuntimeHandler>>>,
+    /// The handlers whose trial container in a pod user namespace worked
+    /// ([`crate::userns::trial`]); only their pods may ask for one.
+    userns_handlers: RwLock<std::collections::BTreeSet<String>>,
     /// gantry-monitor, which also serves as the init of shared PID namespaces.
     monitor: PathBuf,
     pub store: PodStore,
@@ -67,6 +70,7 @@ impl PodService {
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
         Ok(PodService {
             handlers: RwLock::new(Arc::new(config.runtimes.clone())),
+            userns_handlers: Default::default(),
             config,
             monitor,
             store,
@@ -110,6 +114,26 @@ impl PodService {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether pods on handler `name` can have a user namespace of their own.
+    pub fn user_namespaces(&self, name: &str) -> bool {
+        self.userns_handlers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
+    pub(crate) fn set_user_namespaces(&self, name: &str, works: bool) {
+        let mut set = self
+            .userns_handlers
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if works {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
     }
 
     pub(crate) fn set_handlers(&self, handlers: BTreeMap<String, RuntimeHandler>) {

@@ -56,6 +56,12 @@ pub struct PodRecord {
     pub pid_ns: Option<PathBuf>,
     #[serde(default)]
     pub init_pid: i32,
+    /// The pinned user namespace of a pod with `hostUsers: false`, which
+    /// owns its network, IPC, UTS and PID namespaces, and its mappings.
+    #[serde(default)]
+    pub user_ns: Option<PathBuf>,
+    #[serde(default)]
+    pub userns_maps: Option<crate::userns::Mappings>,
     /// The CNI network the pod was attached to, once the ADD succeeded or
     /// may have happened.
     pub network: Option<String>,
@@ -236,6 +242,8 @@ mod tests {
             uts_ns: None,
             pid_ns: None,
             init_pid: 0,
+            user_ns: None,
+            userns_maps: None,
             network: None,
             ips: vec![],
             cgroup: String::new(),

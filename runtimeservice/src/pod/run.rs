@@ -100,6 +100,7 @@ pub(super) fn resolv_conf(dns: Option<&cri::DnsConfig>) -> Result<Option<String>
 /// What RunPodSandbox derived from the config and checked before making
 /// anything.
 pub(super) struct Checked {
+    userns: Option<crate::userns::Mappings>,
     host_net: bool,
     host_ipc: bool,
     resolv: Option<String>,
@@ -153,6 +154,13 @@ impl PodService {
             }
         }
         let opts = namespace_options(&config);
+        let userns = crate::userns::from_namespace_options(opts)?;
+        if userns.is_some() && !self.user_namespaces(handler_name) {
+            return Err(Error::FailedPrecondition(format!(
+                "runtime handler {handler_name:?} cannot run pods in a user namespace of their \
+                 own on this host (its Status reports user_namespaces: false; see gantry check)"
+            )));
+        }
         let host_net = mode(opts, |o| o.network) == cri::NamespaceMode::Node;
         let host_ipc = mode(opts, |o| o.ipc) == cri::NamespaceMode::Node;
         let sysctls = config
@@ -196,6 +204,8 @@ impl PodService {
                 uts_ns: None,
                 pid_ns: None,
                 init_pid: 0,
+                user_ns: None,
+                userns_maps: userns,
                 network: None,
                 ips: Vec::new(),
                 cgroup: String::new(),
@@ -207,6 +217,7 @@ impl PodService {
                     &id,
                     &config,
                     Checked {
+                        userns,
                         host_net,
                         host_ipc,
                         resolv,
@@ -244,6 +255,7 @@ impl PodService {
         checked: Checked,
     ) -> Result<()> {
         let Checked {
+            userns,
             host_net,
             host_ipc,
             resolv,
@@ -295,15 +307,27 @@ impl PodService {
                 r.netns = which.net.then(|| ns_dir.join("net"));
                 r.ipc_ns = which.ipc.then(|| ns_dir.join("ipc"));
                 r.uts_ns = which.uts.then(|| ns_dir.join("uts"));
+                r.user_ns = userns.map(|_| ns_dir.join("user"));
             })?;
             // An empty hostname keeps the one the new UTS namespace inherits.
             let host = config.hostname.clone();
             let dir = ns_dir.clone();
-            let h = self.host.clone();
-            tokio::task::spawn_blocking(move || h.create_namespaces(&dir, which, &host))
+            match userns {
+                None => {
+                    let h = self.host.clone();
+                    tokio::task::spawn_blocking(move || h.create_namespaces(&dir, which, &host))
+                        .await
+                        .map_err(Error::task("creating pod namespaces"))?
+                        .map(|_| ())
+                        .map_err(Error::host("creating pod namespaces"))?
+                }
+                Some(maps) => tokio::task::spawn_blocking(move || {
+                    crate::userns::pin::create_for_pod(&dir, &maps, which, &host)
+                })
                 .await
                 .map_err(Error::task("creating pod namespaces"))?
-                .map_err(Error::host("creating pod namespaces"))?;
+                .map(|_| ())?,
+            }
         }
         if mode(namespace_options(config), |o| o.pid) == cri::NamespaceMode::Pod {
             let pid = self.start_pid_init(id).await?;
@@ -394,9 +418,10 @@ impl PodService {
             .map_err(Error::io(format!("creating {}", ns_dir.display())))?;
         let pin = ns_dir.join("pid");
         self.store.update(id, |r| r.pid_ns = Some(pin.clone()))?;
+        let user_ns = self.store.get(id).and_then(|r| r.user_ns);
         let line = self
             .host
-            .start_pod_init(&self.monitor, id)
+            .start_pod_init(&self.monitor, id, user_ns.as_deref())
             .await
             .map_err(Error::io(format!("starting {}", self.monitor.display())))?;
         let pid: i32 = line

@@ -38,8 +38,13 @@ impl PodService {
         let pinned = Self::pinned(rec);
         let pid_pin = rec.pid_ns.clone();
         let host = self.host.clone();
+        let user_pin = rec.user_ns.clone();
         let _ = tokio::task::spawn_blocking(move || {
             host.remove_namespaces(&pinned);
+            // The user namespace goes last: it owns the others.
+            if let Some(p) = user_pin {
+                host.unpin(&p);
+            }
             if let Some(p) = pid_pin {
                 host.unpin(&p);
             }
@@ -72,6 +77,8 @@ impl PodService {
                 r.uts_ns = None;
                 r.pid_ns = None;
                 r.init_pid = 0;
+                // The mappings stay: the status still reports them.
+                r.user_ns = None;
             })?;
             info!("pod sandbox stopped");
             Ok(rec.state == PodState::Ready)
