@@ -173,7 +173,16 @@ impl<R: Record> RecordStore<R> {
     fn write(&self, rec: &R) -> std::io::Result<()> {
         let bytes = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
         let dir = self.dir_of(rec.id());
-        crate::fs::private_dir(&dir)?;
+        // Made private on first write only: an object's directory may have
+        // been opened since on purpose (search permission for a pod's
+        // mapped root), which a later record write must not take back.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
         crate::fs::write_atomic(&dir.join(R::FILE), &bytes)
     }
 

@@ -71,8 +71,23 @@ pub fn linux_section(
 /// scratch directory under `root`; answers why it fails, if it does.
 /// Leaves no container, mount, namespace pin or file behind.
 pub fn run(binary: &Path, args: &[String], root: &Path) -> Result<(), String> {
+    // The trial opens the path to its scratch directory to the pod's root
+    // (search permission for others) and gives the directories their modes
+    // back when it is done, so a node without such pods keeps its state
+    // root private (0700). Trials take turns: one's restore must not close
+    // the path under another.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let n = super::next_scratch();
     let scratch = root.join(format!(".userns-trial-{}-{n}", std::process::id()));
+    let modes: Vec<(std::path::PathBuf, u32)> = root
+        .ancestors()
+        .filter_map(|d| {
+            use std::os::unix::fs::PermissionsExt;
+            let m = std::fs::metadata(d).ok()?;
+            Some((d.to_path_buf(), m.permissions().mode() & 0o7777))
+        })
+        .collect();
     let _ = std::fs::remove_dir_all(&scratch);
     // Also the trial's cgroup: unique per trial, as trials run at once.
     let id = format!("gantry-userns-trial-{}-{n}", std::process::id());
@@ -89,6 +104,13 @@ pub fn run(binary: &Path, args: &[String], root: &Path) -> Result<(), String> {
     }
     remove_cgroup(&id);
     let _ = std::fs::remove_dir_all(&scratch);
+    for (d, mode) in modes {
+        use std::os::unix::fs::PermissionsExt;
+        let now = std::fs::metadata(&d).map(|m| m.permissions().mode() & 0o7777);
+        if now.is_ok_and(|now| now != mode) {
+            let _ = std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode));
+        }
+    }
     result
 }
 
@@ -315,8 +337,19 @@ mod tests {
         let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let runc = find("runc").expect("runc is not installed: apt-get install runc");
         let dir = tempfile::tempdir().unwrap();
-        run(&runc, &[], dir.path()).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        let private = dir.path().join("root");
+        std::fs::create_dir(&private).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        run(&runc, &[], &private).unwrap();
+        assert_eq!(std::fs::read_dir(&private).unwrap().count(), 0);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&private).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o700, "the trial gave the directory its mode back");
+        }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(dir.path().to_str().unwrap()));
     }
