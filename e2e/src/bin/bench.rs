@@ -1820,8 +1820,44 @@ async fn bench_logs(args: &Args) -> anyhow::Result<()> {
 /// load, and the failures of each (how many, and the first error).
 #[derive(Default)]
 struct CallLog {
-    times: std::collections::BTreeMap<&'static str, Vec<Duration>>,
+    /// Each answered call: its name, when it started, how long it took.
+    spans: Vec<(&'static str, Instant, Duration)>,
     failures: std::collections::BTreeMap<&'static str, (usize, String)>,
+}
+
+/// The calls of kubelet's 10 s stats poll.
+const STATS_POLL: [&str; 3] = ["ListPodSandboxStats", "ListContainerStats", "ImageFsInfo"];
+
+impl CallLog {
+    /// The latencies of each call.
+    fn times(&self) -> std::collections::BTreeMap<&'static str, Vec<Duration>> {
+        let mut times = std::collections::BTreeMap::<_, Vec<_>>::new();
+        for (name, _, took) in &self.spans {
+            times.entry(*name).or_default().push(*took);
+        }
+        times
+    }
+
+    /// The other calls that took over `slow`, and how many of them
+    /// overlapped a call of the stats poll.
+    fn slow_beside_stats(&self, slow: Duration) -> (usize, usize) {
+        let polls: Vec<(Instant, Instant)> = self
+            .spans
+            .iter()
+            .filter(|s| STATS_POLL.contains(&s.0))
+            .map(|s| (s.1, s.1 + s.2))
+            .collect();
+        let slow: Vec<_> = self
+            .spans
+            .iter()
+            .filter(|s| !STATS_POLL.contains(&s.0) && s.2 > slow)
+            .collect();
+        let beside = slow
+            .iter()
+            .filter(|s| polls.iter().any(|p| s.1 < p.1 && p.0 < s.1 + s.2))
+            .count();
+        (slow.len(), beside)
+    }
 }
 
 /// A [`CallLog`] shared by the loops that play kubelet's goroutines.
@@ -1842,7 +1878,7 @@ impl Calls {
         let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
         match answer {
             Ok(r) => {
-                log.times.entry(name).or_default().push(took);
+                log.spans.push((name, t, took));
                 Some(r.into_inner())
             }
             Err(e) => {
@@ -2285,6 +2321,11 @@ fn print_kubelet(runs: &[KubeletRun], n: usize, run: u64) {
                     .unwrap_or_default()
             );
         }
+        let (slow, beside) = r.calls.slow_beside_stats(Duration::from_millis(10));
+        println!(
+            "  {who}: {slow} calls outside the stats poll took over 10 ms; {beside} of them ran while a call of the stats poll ({}) was in flight",
+            STATS_POLL.join(", ")
+        );
         for (call, (count, first)) in &r.calls.failures {
             println!("  {who}: {call} failed {count} times; first: {first}");
         }
@@ -2295,10 +2336,8 @@ fn print_kubelet(runs: &[KubeletRun], n: usize, run: u64) {
             g.cpu.total() / p.cpu.total().max(f64::MIN_POSITIVE)
         );
     }
-    let mut calls: Vec<&'static str> = runs
-        .iter()
-        .flat_map(|r| r.calls.times.keys().copied())
-        .collect();
+    let times: Vec<_> = runs.iter().map(|r| r.calls.times()).collect();
+    let mut calls: Vec<&'static str> = times.iter().flat_map(|t| t.keys().copied()).collect();
     calls.sort();
     calls.dedup();
     println!(
@@ -2309,8 +2348,8 @@ fn print_kubelet(runs: &[KubeletRun], n: usize, run: u64) {
     for call in calls {
         let mut row = format!("  {call:<20}");
         let mut p = Vec::new();
-        for (who, r) in names.iter().zip(runs) {
-            match r.calls.times.get(call).filter(|t| !t.is_empty()) {
+        for (who, t) in names.iter().zip(&times) {
+            match t.get(call).filter(|t| !t.is_empty()) {
                 Some(t) => {
                     let (p50, p99) = (percentile(t, 0.5), percentile(t, 0.99));
                     let max = t.iter().max().copied().unwrap_or_default();
