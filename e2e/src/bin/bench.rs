@@ -1545,25 +1545,35 @@ async fn soak_cycle(
         .into_inner()
         .pod_sandbox_id;
     let run_pod = t0.elapsed();
-    let id = rt
-        .create_container(CreateContainerRequest {
+    let container = async {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(image, "soak")),
+                sandbox_config: Some(pc.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest { container_id: id })
+            .await
+    }
+    .await;
+    // The pod goes whether or not its container made it, so a failed cycle
+    // leaves nothing running.
+    let stopped = rt
+        .stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(container_config(image, "soak")),
-            sandbox_config: Some(pc.clone()),
         })
-        .await?
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest { container_id: id })
-        .await?;
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await?;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await?;
+        .await;
+    let removed = rt
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await;
+    container?;
+    stopped?;
+    removed?;
     Ok(run_pod)
 }
 
@@ -1647,9 +1657,19 @@ async fn bench_soak(args: &Args) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        // Every client ends its cycle in flight before the first failure
+        // is reported, so none is cut off half-way.
         let mut lat = Vec::new();
+        let mut failed = None;
         for w in workers {
-            lat.extend(w.await??);
+            match w.await {
+                Ok(Ok(l)) => lat.extend(l),
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(e) => failed = failed.or(Some(e.into())),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         // What the last removals leave running in the background (a shim
         // exiting, a reaper) is given a moment before the final count.
