@@ -35,6 +35,10 @@
 //! container in a running pod, with and without a user namespace of the
 //! pod's own (gantry), next to the peer's plain pods: the difference is the
 //! cost of the pinned namespace and of idmapping the layers and mounts.
+//! `--mode kubelet --kubelet-pods 110 --seconds 300` drives each runtime in
+//! turn as kubelet drives a node (PLEG relist every second, stats every
+//! 10 s, ...; see `kubelet_window`) and prints the CPU seconds its processes
+//! spent over the window and each call's p50/p99.
 //!
 //! `--mode metrics` times what kubelet polls every 10 s with `--pods` pods
 //! of one running container each: gantry's ListPodSandboxMetrics and
@@ -81,7 +85,8 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     large_mib: usize,
     /// What to measure: pull, images, pods, containers, memory, metrics,
-    /// streaming, logs, soak, stop-pod or all (all but soak and stop-pod).
+    /// streaming, logs, soak, stop-pod, userns, kubelet or all (all but
+    /// soak, stop-pod, userns and kubelet).
     #[arg(long, default_value = "all")]
     mode: String,
     /// In pull mode, the image kinds pulled, comma-separated: busybox (one
@@ -139,6 +144,12 @@ struct Args {
     /// finished cycles.
     #[arg(long, default_value_t = 100)]
     sample_every: usize,
+    /// Pods of one running container each in kubelet mode.
+    #[arg(long, default_value_t = 110)]
+    kubelet_pods: usize,
+    /// Length of each runtime's window in kubelet mode, seconds.
+    #[arg(long, default_value_t = 300)]
+    seconds: u64,
     /// The peer's sandbox image, pulled before pods are timed.
     #[arg(long, default_value = "registry.k8s.io/pause:3.6")]
     pause_image: String,
@@ -299,6 +310,7 @@ async fn main() -> anyhow::Result<()> {
         "stop-pod" => bench_stop_pod(&args).await,
         "metrics" => bench_metrics(&args).await,
         "userns" => bench_userns(&args).await,
+        "kubelet" => bench_kubelet(&args).await,
         "all" => {
             bench_pull(&args).await?;
             bench_images(&args).await?;
@@ -310,7 +322,7 @@ async fn main() -> anyhow::Result<()> {
             bench_logs(&args).await
         }
         other => {
-            bail!("unknown mode {other:?}: pull, images, pods, containers, memory, metrics, streaming, logs, soak, stop-pod, userns or all")
+            bail!("unknown mode {other:?}: pull, images, pods, containers, memory, metrics, streaming, logs, soak, stop-pod, userns, kubelet or all")
         }
     }
 }
@@ -773,6 +785,7 @@ async fn bench_pods(args: &Args) -> anyhow::Result<()> {
 struct Side {
     name: &'static str,
     rt: RuntimeServiceClient<Channel>,
+    images: ImageServiceClient<Channel>,
 }
 
 impl Side {
@@ -964,8 +977,9 @@ async fn setup(args: &Args, label: &str) -> anyhow::Result<Setup> {
     let mut sides = vec![Side {
         name: "gantry",
         rt: gantry.runtime().await,
+        images: gantry.images().await,
     }];
-    timed_pull(&mut gantry.images().await, &image).await?;
+    timed_pull(&mut sides[0].images, &image).await?;
     if let Some(e) = &args.peer {
         let ch = channel(e).await?;
         let mut images = ImageServiceClient::new(ch.clone());
@@ -974,6 +988,7 @@ async fn setup(args: &Args, label: &str) -> anyhow::Result<Setup> {
         sides.push(Side {
             name: "peer",
             rt: RuntimeServiceClient::new(ch),
+            images,
         });
     }
     Ok(Setup {
@@ -1405,15 +1420,7 @@ async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
     let mut started = Ok(());
     'start: for i in 0..n {
         for (k, side) in sides.iter_mut().enumerate() {
-            let mut pc = sandbox_config(side.name, run, 3000 + i);
-            if let Some(l) = pc.linux.as_mut() {
-                l.cgroup_parent = format!("{parent}/pod-{}-{i}", side.name);
-            }
-            let one = async {
-                let pod = side.run_pod(&pc).await?;
-                pods[k].push(pod.clone());
-                create_start(side, &pod, &pc, container_config(&image, "only")).await
-            };
+            let one = start_kubelet_pod(side, run, &parent, &image, 3000 + i, &mut pods[k]);
             if let Err(e) = one.await {
                 started = Err(e);
                 break 'start;
@@ -1428,11 +1435,7 @@ async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
         Err(e) => Err(e),
     };
     for (k, side) in sides.iter_mut().enumerate() {
-        for pod in &pods[k] {
-            if let Err(e) = side.remove_pod(pod).await {
-                eprintln!("removing {} pod {pod}: {e}", side.name);
-            }
-        }
+        remove_pods(side, &pods[k]).await;
     }
     drop(sides);
     drop(gantry);
@@ -1453,6 +1456,37 @@ async fn bench_metrics(args: &Args) -> anyhow::Result<()> {
         m50.as_secs_f64() / s50.as_secs_f64()
     );
     Ok(())
+}
+
+/// Starts pod `i` of this run with one running `sleep` container, under
+/// a cgroup parent below `parent` as kubelet gives pods (containerd 1.6
+/// has no stats for a pod without one). The pod's id goes into `pods` as
+/// soon as it exists, so that a failure later still removes it.
+async fn start_kubelet_pod(
+    side: &mut Side,
+    run: u64,
+    parent: &str,
+    image: &str,
+    i: usize,
+    pods: &mut Vec<String>,
+) -> anyhow::Result<()> {
+    let mut pc = sandbox_config(side.name, run, i);
+    if let Some(l) = pc.linux.as_mut() {
+        l.cgroup_parent = format!("{parent}/pod-{}-{i}", side.name);
+    }
+    let pod = side.run_pod(&pc).await?;
+    pods.push(pod.clone());
+    create_start(side, &pod, &pc, container_config(image, "only")).await?;
+    Ok(())
+}
+
+/// Stops and removes `pods`, saying which could not be removed.
+async fn remove_pods(side: &mut Side, pods: &[String]) {
+    for pod in pods {
+        if let Err(e) = side.remove_pod(pod).await {
+            eprintln!("removing {} pod {pod}: {e}", side.name);
+        }
+    }
 }
 
 type PollTimes = (
@@ -1801,25 +1835,35 @@ async fn soak_cycle(
         .into_inner()
         .pod_sandbox_id;
     let run_pod = t0.elapsed();
-    let id = rt
-        .create_container(CreateContainerRequest {
+    let container = async {
+        let id = rt
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(image, "soak")),
+                sandbox_config: Some(pc.clone()),
+            })
+            .await?
+            .into_inner()
+            .container_id;
+        rt.start_container(StartContainerRequest { container_id: id })
+            .await
+    }
+    .await;
+    // The pod goes whether or not its container made it, so a failed cycle
+    // leaves nothing running.
+    let stopped = rt
+        .stop_pod_sandbox(StopPodSandboxRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(container_config(image, "soak")),
-            sandbox_config: Some(pc.clone()),
         })
-        .await?
-        .into_inner()
-        .container_id;
-    rt.start_container(StartContainerRequest { container_id: id })
-        .await?;
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await?;
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await?;
+        .await;
+    let removed = rt
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await;
+    container?;
+    stopped?;
+    removed?;
     Ok(run_pod)
 }
 
@@ -1840,7 +1884,7 @@ async fn bench_soak(args: &Args) -> anyhow::Result<()> {
         "soak benchmark, run {run:x}: {} pod lifecycles (pod, container, start, stop, remove) from {} concurrent clients per runtime",
         args.cycles, args.clients
     );
-    let mut p50s = Vec::new();
+    let mut quantiles = Vec::new();
     for side in &sides {
         let watched = if side.name == "gantry" {
             Watched {
@@ -1903,28 +1947,39 @@ async fn bench_soak(args: &Args) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        // Every client ends its cycle in flight before the first failure
+        // is reported, so none is cut off half-way.
         let mut lat = Vec::new();
+        let mut failed = None;
         for w in workers {
-            lat.extend(w.await??);
+            match w.await {
+                Ok(Ok(l)) => lat.extend(l),
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(e) => failed = failed.or(Some(e.into())),
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         // What the last removals leave running in the background (a shim
         // exiting, a reaper) is given a moment before the final count.
         tokio::time::sleep(Duration::from_secs(3)).await;
         soak_row("end", &watched.sample(), after_first.as_ref());
-        let p50 = percentile(&lat, 0.5);
+        let (p50, p95) = (percentile(&lat, 0.5), percentile(&lat, 0.95));
         println!(
             "  RunPodSandbox at {} clients: p50 {:.1} ms, p95 {:.1} ms",
             args.clients,
             ms(p50),
-            ms(percentile(&lat, 0.95))
+            ms(p95)
         );
-        p50s.push(p50);
+        quantiles.push((p50, p95));
     }
-    if let [g, p] = p50s[..] {
+    if let [(g50, g95), (p50, p95)] = quantiles[..] {
         println!(
-            "RunPodSandbox p50 ratio gantry/peer at {} clients: {:.3}",
+            "RunPodSandbox ratio gantry/peer at {} clients: p50 {:.3}, p95 {:.3}",
             args.clients,
-            ms(g) / ms(p).max(f64::MIN_POSITIVE)
+            ms(g50) / ms(p50).max(f64::MIN_POSITIVE),
+            ms(g95) / ms(p95).max(f64::MIN_POSITIVE)
         );
     }
     drop(sides);
@@ -2069,4 +2124,577 @@ async fn bench_logs(args: &Args) -> anyhow::Result<()> {
     }
     report("GET /metrics", &scrapes, &[]);
     Ok(())
+}
+
+/// The latencies of each call one runtime answered under the kubelet
+/// load, and the failures of each (how many, and the first error).
+#[derive(Default)]
+struct CallLog {
+    /// Each answered call: its name, when it started, how long it took.
+    spans: Vec<(&'static str, Instant, Duration)>,
+    failures: std::collections::BTreeMap<&'static str, (usize, String)>,
+}
+
+/// The calls of kubelet's 10 s stats poll.
+const STATS_POLL: [&str; 3] = ["ListPodSandboxStats", "ListContainerStats", "ImageFsInfo"];
+
+impl CallLog {
+    /// The latencies of each call.
+    fn times(&self) -> std::collections::BTreeMap<&'static str, Vec<Duration>> {
+        let mut times = std::collections::BTreeMap::<_, Vec<_>>::new();
+        for (name, _, took) in &self.spans {
+            times.entry(*name).or_default().push(*took);
+        }
+        times
+    }
+
+    /// The other calls that took over `slow`, and how many of them
+    /// overlapped a call of the stats poll.
+    fn slow_beside_stats(&self, slow: Duration) -> (usize, usize) {
+        let polls: Vec<(Instant, Instant)> = self
+            .spans
+            .iter()
+            .filter(|s| STATS_POLL.contains(&s.0))
+            .map(|s| (s.1, s.1 + s.2))
+            .collect();
+        let slow: Vec<_> = self
+            .spans
+            .iter()
+            .filter(|s| !STATS_POLL.contains(&s.0) && s.2 > slow)
+            .collect();
+        let beside = slow
+            .iter()
+            .filter(|s| polls.iter().any(|p| s.1 < p.1 && p.0 < s.1 + s.2))
+            .count();
+        (slow.len(), beside)
+    }
+}
+
+/// A [`CallLog`] shared by the loops that play kubelet's goroutines.
+#[derive(Clone, Default)]
+struct Calls(std::sync::Arc<std::sync::Mutex<CallLog>>);
+
+impl Calls {
+    /// Times `call` under `name`; its answer, or `None` once its failure
+    /// is counted (kubelet logs a failed poll and polls again later).
+    async fn time<T>(
+        &self,
+        name: &'static str,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Option<T> {
+        let t = Instant::now();
+        let answer = call.await;
+        let took = t.elapsed();
+        let mut log = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Ok(r) => {
+                log.spans.push((name, t, took));
+                Some(r.into_inner())
+            }
+            Err(e) => {
+                log.failures
+                    .entry(name)
+                    .or_insert_with(|| (0, e.to_string()))
+                    .0 += 1;
+                None
+            }
+        }
+    }
+
+    fn take(&self) -> CallLog {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// CPU time of one process from /proc/<pid>/stat, in clock ticks.
+#[derive(Clone, Copy)]
+struct ProcCpu {
+    /// When it started (ticks since boot): a reused PID is a new process.
+    started: u64,
+    /// utime + stime.
+    own: u64,
+    /// cutime + cstime: children it has waited for.
+    reaped: u64,
+}
+
+fn proc_cpu(pid: u32) -> Option<ProcCpu> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses; fields are counted
+    // from the last ')' on (its first is field 3, the state).
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some(ProcCpu {
+        started: field(22)?,
+        own: field(14)? + field(15)?,
+        reaped: field(16)? + field(17)?,
+    })
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf reads a constant of the system and touches no memory of ours.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as f64
+    } else {
+        100.0
+    }
+}
+
+/// The CPU of a runtime's processes at one moment: its daemon and the
+/// processes it keeps per container (gantry's monitors, containerd's shims).
+struct CpuSnapshot {
+    daemon: (u32, Option<ProcCpu>),
+    helpers: std::collections::HashMap<u32, ProcCpu>,
+}
+
+impl CpuSnapshot {
+    fn take(daemon: u32, helpers: &[u32]) -> CpuSnapshot {
+        CpuSnapshot {
+            daemon: (daemon, proc_cpu(daemon)),
+            helpers: helpers
+                .iter()
+                .filter_map(|p| Some((*p, proc_cpu(*p)?)))
+                .collect(),
+        }
+    }
+}
+
+/// CPU seconds spent between two snapshots by the processes alive at the
+/// end (one that started in between counts whole; one that ended in
+/// between is not counted), and by the daemon's children it reaped.
+struct CpuWindow {
+    daemon: f64,
+    helpers: f64,
+    helper_count: usize,
+    reaped: f64,
+}
+
+impl CpuWindow {
+    fn between(a: &CpuSnapshot, b: &CpuSnapshot) -> CpuWindow {
+        let hz = clock_ticks_per_sec();
+        let since =
+            |before: Option<&ProcCpu>, now: &ProcCpu, pick: fn(&ProcCpu) -> u64| match before {
+                Some(s) if s.started == now.started => pick(now).saturating_sub(pick(s)),
+                _ => pick(now),
+            };
+        let (daemon, reaped) = match (a.daemon, b.daemon) {
+            ((pa, Some(s)), (pb, Some(e))) if pa == pb => (
+                since(Some(&s), &e, |c| c.own),
+                since(Some(&s), &e, |c| c.reaped),
+            ),
+            (_, (_, Some(e))) => (e.own, e.reaped),
+            _ => (0, 0),
+        };
+        let helpers: u64 = b
+            .helpers
+            .iter()
+            .map(|(pid, now)| since(a.helpers.get(pid), now, |c| c.own))
+            .sum();
+        CpuWindow {
+            daemon: daemon as f64 / hz,
+            helpers: helpers as f64 / hz,
+            helper_count: b.helpers.len(),
+            reaped: reaped as f64 / hz,
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.daemon + self.helpers
+    }
+}
+
+/// What one runtime did under the kubelet load.
+struct KubeletRun {
+    calls: CallLog,
+    cpu: CpuWindow,
+    window: Duration,
+    /// GetContainerEvents: the events received, and how the stream ended
+    /// if it ended before the window did; `None` where it was not opened.
+    events: Option<(usize, Option<String>)>,
+}
+
+/// Runs `f` every `period` until `deadline`, the first time at once; a
+/// call that overruns delays the next as kubelet's `wait.Until` does.
+async fn every<F, Fut>(period: Duration, deadline: Instant, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while next_tick(&mut tick, deadline).await {
+        f().await;
+    }
+}
+
+/// Waits for the next tick; false once `deadline` comes first.
+async fn next_tick(tick: &mut tokio::time::Interval, deadline: Instant) -> bool {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    tokio::time::timeout_at(deadline, tick.tick()).await.is_ok()
+        && Instant::now() < deadline.into_std()
+}
+
+/// Kubelet's generic PLEG: every second ListPodSandbox and ListContainers
+/// of everything, then ContainerStatus of each container whose state
+/// changed since the last relist (all of them at the first, as after a
+/// kubelet restart) and PodSandboxStatus of their pods.
+async fn pleg(mut rt: RuntimeServiceClient<Channel>, calls: Calls, deadline: Instant) {
+    use gantry_proto::v1::{ListPodSandboxRequest, PodSandboxStatusRequest};
+    use std::collections::{BTreeSet, HashMap};
+    let mut last: HashMap<String, (i32, String)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while next_tick(&mut tick, deadline).await {
+        let Some(sandboxes) = calls
+            .time(
+                "ListPodSandbox",
+                rt.list_pod_sandbox(ListPodSandboxRequest::default()),
+            )
+            .await
+        else {
+            continue;
+        };
+        let Some(containers) = calls
+            .time(
+                "ListContainers",
+                rt.list_containers(ListContainersRequest::default()),
+            )
+            .await
+        else {
+            continue;
+        };
+        let now: HashMap<String, (i32, String)> = containers
+            .containers
+            .into_iter()
+            .map(|c| (c.id, (c.state, c.pod_sandbox_id)))
+            .collect();
+        let mut changed_pods = BTreeSet::new();
+        for (id, (state, pod)) in &now {
+            if last.get(id).map(|l| l.0) != Some(*state) {
+                calls
+                    .time(
+                        "ContainerStatus",
+                        rt.container_status(ContainerStatusRequest {
+                            container_id: id.clone(),
+                            verbose: false,
+                        }),
+                    )
+                    .await;
+                changed_pods.insert(pod.clone());
+            }
+        }
+        for (id, (_, pod)) in &last {
+            if !now.contains_key(id) {
+                changed_pods.insert(pod.clone());
+            }
+        }
+        for pod in changed_pods {
+            if sandboxes.items.iter().any(|s| s.id == pod) {
+                calls
+                    .time(
+                        "PodSandboxStatus",
+                        rt.pod_sandbox_status(PodSandboxStatusRequest {
+                            pod_sandbox_id: pod,
+                            verbose: false,
+                        }),
+                    )
+                    .await;
+            }
+        }
+        last = now;
+    }
+}
+
+/// Plays kubelet against one runtime for `length`: the PLEG relist every
+/// second, `Status` every 5 s (its runtime health check), the stats
+/// kubelet's summary and eviction manager read every 10 s
+/// (ListPodSandboxStats, ListContainerStats, ImageFsInfo), ListImages every
+/// 30 s (its image cache), and with `events` GetContainerEvents held open.
+/// CPU is sampled from the processes `watched` names at the start and end.
+async fn kubelet_window(
+    side: &Side,
+    length: Duration,
+    events: bool,
+    watched: impl Fn() -> (u32, Vec<u32>),
+) -> anyhow::Result<KubeletRun> {
+    use gantry_proto::v1::{
+        GetEventsRequest, ImageFsInfoRequest, ListContainerStatsRequest, ListImagesRequest,
+        ListPodSandboxStatsRequest, StatusRequest,
+    };
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let received = Arc::new(AtomicUsize::new(0));
+    let stream = if events {
+        let mut rt = side.rt.clone();
+        let mut stream = rt
+            .get_container_events(GetEventsRequest {})
+            .await
+            .with_context(|| format!("{}: GetContainerEvents", side.name))?
+            .into_inner();
+        let received = received.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                match stream.message().await {
+                    Ok(Some(_)) => received.fetch_add(1, Ordering::Relaxed),
+                    Ok(None) => return "the runtime ended the stream".to_string(),
+                    Err(e) => return e.to_string(),
+                };
+            }
+        }))
+    } else {
+        None
+    };
+    let calls = Calls::default();
+    let (daemon, helpers) = watched();
+    let before = CpuSnapshot::take(daemon, &helpers);
+    let started = Instant::now();
+    let deadline = started + length;
+    let status = every(Duration::from_secs(5), deadline, || {
+        let (mut rt, calls) = (side.rt.clone(), calls.clone());
+        async move {
+            calls
+                .time("Status", rt.status(StatusRequest { verbose: false }))
+                .await;
+        }
+    });
+    let stats = every(Duration::from_secs(10), deadline, || {
+        let (mut rt, mut im, calls) = (side.rt.clone(), side.images.clone(), calls.clone());
+        async move {
+            calls
+                .time(
+                    "ListPodSandboxStats",
+                    rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest::default()),
+                )
+                .await;
+            calls
+                .time(
+                    "ListContainerStats",
+                    rt.list_container_stats(ListContainerStatsRequest::default()),
+                )
+                .await;
+            calls
+                .time("ImageFsInfo", im.image_fs_info(ImageFsInfoRequest {}))
+                .await;
+        }
+    });
+    let images = every(Duration::from_secs(30), deadline, || {
+        let (mut im, calls) = (side.images.clone(), calls.clone());
+        async move {
+            calls
+                .time("ListImages", im.list_images(ListImagesRequest::default()))
+                .await;
+        }
+    });
+    tokio::join!(
+        pleg(side.rt.clone(), calls.clone(), deadline),
+        status,
+        stats,
+        images
+    );
+    let window = started.elapsed();
+    let (daemon, helpers) = watched();
+    let cpu = CpuWindow::between(&before, &CpuSnapshot::take(daemon, &helpers));
+    let events = match stream {
+        Some(task) if task.is_finished() => Some((
+            received.load(Ordering::Relaxed),
+            Some(task.await.unwrap_or_else(|e| e.to_string())),
+        )),
+        Some(task) => {
+            task.abort();
+            Some((received.load(Ordering::Relaxed), None))
+        }
+        None => None,
+    };
+    Ok(KubeletRun {
+        calls: calls.take(),
+        cpu,
+        window,
+        events,
+    })
+}
+
+/// The steady load kubelet puts on a node, on each runtime in turn:
+/// `--kubelet-pods` pods of one running container each are started, left
+/// to settle, driven as kubelet drives them for `--seconds`, and removed
+/// before the next runtime's turn. Prints the CPU seconds of each runtime's
+/// processes over the window and the latencies of each call.
+async fn bench_kubelet(args: &Args) -> anyhow::Result<()> {
+    let Setup {
+        gantry,
+        net,
+        tmp: _tmp,
+        image,
+        mut sides,
+        run,
+    } = setup(args, "kubelet").await?;
+    let peer_socket = args
+        .peer
+        .as_deref()
+        .and_then(|p| p.strip_prefix("unix://"))
+        .unwrap_or_default()
+        .to_string();
+    if sides.len() > 1 && args.peer_pid.is_none() {
+        bail!("kubelet mode needs --peer-pid to count the peer's CPU");
+    }
+    let n = args.kubelet_pods;
+    let length = Duration::from_secs(args.seconds);
+    let parent = format!("/gantry-bench-{run:x}");
+    let ours = gantry.dir.display().to_string();
+    let mut runs = Vec::new();
+    let mut failed = None;
+    for side in sides.iter_mut() {
+        let mut pods = Vec::new();
+        let mut started = Ok(());
+        for i in 0..n {
+            started = start_kubelet_pod(side, run, &parent, &image, 4000 + i, &mut pods).await;
+            if started.is_err() {
+                break;
+            }
+        }
+        let measured = match started {
+            Ok(()) => {
+                // Whatever the starts left running in the background ends
+                // before the window opens.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if side.name == "gantry" {
+                    kubelet_window(side, length, true, || {
+                        (gantry.pid(), processes(&["gantry-monitor"], Some(&ours)))
+                    })
+                    .await
+                } else {
+                    // containerd 1.6 has no GetContainerEvents.
+                    let pid = args.peer_pid.unwrap_or_default();
+                    kubelet_window(side, length, false, || {
+                        (pid, processes(&["containerd-shim"], Some(&peer_socket)))
+                    })
+                    .await
+                }
+            }
+            Err(e) => Err(e),
+        };
+        remove_pods(side, &pods).await;
+        match measured {
+            Ok(r) => runs.push(r),
+            Err(e) => {
+                failed = Some(e.context(format!("{} under the kubelet load", side.name)));
+                break;
+            }
+        }
+    }
+    drop(sides);
+    drop(gantry);
+    drop(net);
+    remove_cgroup_parent(&parent);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    print_kubelet(&runs, n, run);
+    Ok(())
+}
+
+fn print_kubelet(runs: &[KubeletRun], n: usize, run: u64) {
+    let names = ["gantry", "peer"];
+    println!(
+        "kubelet-shaped load, run {run:x}: {n} pods of one running container each, one runtime at a time"
+    );
+    println!(
+        "  every 1 s ListPodSandbox + ListContainers, then ContainerStatus and PodSandboxStatus of what changed \
+         (everything at the first relist); every 5 s Status; every 10 s ListPodSandboxStats, ListContainerStats, \
+         ImageFsInfo; every 30 s ListImages; GetContainerEvents held open on gantry (containerd 1.6 has none)"
+    );
+    for (who, r) in names.iter().zip(runs) {
+        let (helpers, what) = if *who == "gantry" {
+            ("monitors", "gantry")
+        } else {
+            ("shims", "containerd")
+        };
+        println!(
+            "  {who}: CPU {:.2} s over {:.0} s ({:.1}% of a core): {what} {:.2} s + {} {helpers} {:.2} s; \
+             children it reaped meanwhile (not in the figure) {:.2} s",
+            r.cpu.total(),
+            r.window.as_secs_f64(),
+            r.cpu.total() / r.window.as_secs_f64() * 100.0,
+            r.cpu.daemon,
+            r.cpu.helper_count,
+            r.cpu.helpers,
+            r.cpu.reaped
+        );
+        if let Some((count, ended)) = &r.events {
+            println!(
+                "  {who}: GetContainerEvents open for the whole window: {count} events{}",
+                ended
+                    .as_ref()
+                    .map(|e| format!(", but it ended early: {e}"))
+                    .unwrap_or_default()
+            );
+        }
+        let (slow, beside) = r.calls.slow_beside_stats(Duration::from_millis(10));
+        println!(
+            "  {who}: {slow} calls outside the stats poll took over 10 ms; {beside} of them ran while a call of the stats poll ({}) was in flight",
+            STATS_POLL.join(", ")
+        );
+        for (call, (count, first)) in &r.calls.failures {
+            println!("  {who}: {call} failed {count} times; first: {first}");
+        }
+    }
+    if let [g, p] = runs {
+        println!(
+            "  CPU ratio gantry/peer: {:.3}",
+            g.cpu.total() / p.cpu.total().max(f64::MIN_POSITIVE)
+        );
+    }
+    let times: Vec<_> = runs.iter().map(|r| r.calls.times()).collect();
+    let mut calls: Vec<&'static str> = times.iter().flat_map(|t| t.keys().copied()).collect();
+    calls.sort();
+    calls.dedup();
+    println!(
+        "  {:<20} | {:>6} {:>8} {:>8} {:>8} | {:>6} {:>8} {:>8} {:>8} | ratio p50 p99",
+        "call (ms)", "gantry", "p50", "p99", "max", "peer", "p50", "p99", "max"
+    );
+    let mut over = Vec::new();
+    for call in calls {
+        let mut row = format!("  {call:<20}");
+        let mut p = Vec::new();
+        for (who, t) in names.iter().zip(&times) {
+            match t.get(call).filter(|t| !t.is_empty()) {
+                Some(t) => {
+                    let (p50, p99) = (percentile(t, 0.5), percentile(t, 0.99));
+                    let max = t.iter().max().copied().unwrap_or_default();
+                    row += &format!(
+                        " | {:>6} {:>8.2} {:>8.2} {:>8.2}",
+                        t.len(),
+                        ms(p50),
+                        ms(p99),
+                        ms(max)
+                    );
+                    if *who == "gantry" && p99 > Duration::from_millis(10) {
+                        over.push(call);
+                    }
+                    p.push((p50, p99));
+                }
+                None => {
+                    row += &format!(" | {:>6} {:>8} {:>8} {:>8}", 0, "-", "-", "-");
+                    p.push((Duration::ZERO, Duration::ZERO));
+                }
+            }
+        }
+        if let [(g50, g99), (p50, p99)] = p[..] {
+            if !p50.is_zero() && !g50.is_zero() {
+                row += &format!(
+                    " | {:>5.2} {:>5.2}",
+                    g50.as_secs_f64() / p50.as_secs_f64(),
+                    g99.as_secs_f64() / p99.as_secs_f64()
+                );
+            }
+        }
+        println!("{row}");
+    }
+    if over.is_empty() {
+        println!("  no gantry call's p99 is over 10 ms");
+    } else {
+        println!("  gantry calls with p99 over 10 ms: {}", over.join(", "));
+    }
 }
