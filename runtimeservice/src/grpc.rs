@@ -496,7 +496,13 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ListContainerStatsRequest>,
     ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
-        let stats = self.containers.list_stats(request.into_inner().filter);
+        // Cgroup files and writable-layer walks for every container: off
+        // the async threads, so the in-memory calls kubelet makes meanwhile
+        // (its relist) do not wait behind them.
+        let (containers, filter) = (self.containers.clone(), request.into_inner().filter);
+        let stats = tokio::task::spawn_blocking(move || containers.list_stats(filter))
+            .await
+            .map_err(|e| Status::internal(format!("reading container stats: {e}")))?;
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
@@ -516,7 +522,11 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
-        let stats = self.containers.list_pod_stats(request.into_inner().filter);
+        // As ListContainerStats, and each pod's network counters too.
+        let (containers, filter) = (self.containers.clone(), request.into_inner().filter);
+        let stats = tokio::task::spawn_blocking(move || containers.list_pod_stats(filter))
+            .await
+            .map_err(|e| Status::internal(format!("reading pod stats: {e}")))?;
         Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
