@@ -206,6 +206,13 @@ impl PodStore {
     pub fn list(&self) -> Vec<PodRecord> {
         self.records.values()
     }
+
+    /// The records, to read in place: hold the guard only for map work.
+    pub fn records(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, PodRecord>> {
+        self.records.map()
+    }
 }
 
 /// A new random sandbox ID (64 hex digits, as kubelet expects).

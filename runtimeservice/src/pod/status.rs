@@ -67,9 +67,12 @@ impl PodService {
     }
 
     pub fn list(&self, filter: Option<cri::PodSandboxFilter>) -> Vec<cri::PodSandbox> {
-        self.store
-            .list()
-            .into_iter()
+        // Built from the records in place: kubelet lists every second, and
+        // cloning whole records (configs included) first cost more than
+        // the answer.
+        let records = self.store.records();
+        records
+            .values()
             .filter(|r| r.state != PodState::Creating)
             .filter(|r| match &filter {
                 None => true,
@@ -86,7 +89,7 @@ impl PodService {
             .map(|r| cri::PodSandbox {
                 id: r.id.clone(),
                 metadata: r.config.metadata.clone(),
-                state: state_of(&r) as i32,
+                state: state_of(r) as i32,
                 created_at: r.created_at,
                 labels: r.config.labels.clone(),
                 annotations: r.config.annotations.clone(),

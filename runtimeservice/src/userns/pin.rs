@@ -41,16 +41,30 @@ struct NsChild {
 /// calls exit).
 const CHILD_STACK: usize = 64 * 1024;
 
-/// The child: let go of the write end, wait for it to close, exit.
+/// The child: let go of every descriptor but its read end, wait for the
+/// write end to close, exit.
+///
+/// Every other descriptor goes, not just its own write end: a child cloned
+/// while another pod's pin was being made holds a copy of that pin's write
+/// end, and two such children would wait for each other for ever (seen
+/// when two pods were pinned at once).
 extern "C" fn wait_for_release(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `arg` points at the parent's boxed pair of descriptors, alive
-    // until this child is reaped. Only close and read are called: no
-    // allocation, no lock, nothing that touches the memory it shares with
-    // the daemon but its own stack. An interrupted read just ends the wait
-    // early, and the parent's next step on /proc/<pid> fails cleanly.
+    // until this child is reaped. Only close_range, close and read are
+    // called: no allocation, no lock, nothing that touches the memory it
+    // shares with the daemon but its own stack; the descriptors it closes
+    // are its own copies (no CLONE_FILES). An interrupted read just ends the
+    // wait early, and the parent's next step on /proc/<pid> fails cleanly.
     unsafe {
         let fds = &*(arg as *const [libc::c_int; 2]);
-        libc::close(fds[1]);
+        let keep = fds[0] as libc::c_uint;
+        let below = keep == 0 || libc::syscall(libc::SYS_close_range, 0u32, keep - 1, 0u32) == 0;
+        let above = libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0u32) == 0;
+        if !(below && above) {
+            // A kernel without close_range (before 5.9): at least our own
+            // write end.
+            libc::close(fds[1]);
+        }
         let mut b = 0u8;
         libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
     }
@@ -399,6 +413,40 @@ mod tests {
         // Nothing of ours stays in the mount table.
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(!mounts.contains(dir.path().to_str().unwrap()));
+    }
+
+    /// Children cloned at the same moment hold copies of each other's
+    /// pipes unless each lets go of everything but its own: then every
+    /// create waited for the other for ever.
+    #[test]
+    fn pods_pinned_at_the_same_time_do_not_wait_for_each_other() {
+        if !root() {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for i in 0..8u32 {
+            let (dir, done) = (dir.path().join(i.to_string()), done_tx.clone());
+            std::thread::spawn(move || {
+                std::fs::create_dir(&dir).unwrap();
+                let none = Private {
+                    net: false,
+                    ipc: false,
+                    uts: false,
+                };
+                for _ in 0..10 {
+                    let p = create(&dir, &maps(3_500_000 + i * 65536), none).unwrap();
+                    remove(&p);
+                }
+                let _ = done.send(());
+            });
+        }
+        for _ in 0..8 {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("a pin waited for another pod's child");
+        }
     }
 
     #[test]
