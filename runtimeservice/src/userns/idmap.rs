@@ -240,25 +240,14 @@ pub fn unbind_all(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::userns::{pin, IdMap, Mappings};
+    use crate::userns::{pin, Mappings};
 
     fn maps(host: u32) -> Mappings {
-        Mappings {
-            uid: IdMap {
-                container: 0,
-                host,
-                len: 65536,
-            },
-            gid: IdMap {
-                container: 0,
-                host: host + 100,
-                len: 65536,
-            },
-        }
+        crate::userns::test_maps(host, host + 100)
     }
 
     fn root() -> bool {
-        rustix::process::geteuid().is_root()
+        crate::userns::test_as_root()
     }
 
     #[test]

@@ -70,3 +70,23 @@ pub fn handler_supports(
         }
     }
 }
+
+/// Mappings of 65536 ids from container id 0, for the unit tests.
+#[cfg(test)]
+pub(crate) fn test_maps(uid_host: u32, gid_host: u32) -> Mappings {
+    let from_zero = |host| IdMap {
+        container: 0,
+        host,
+        len: 65536,
+    };
+    Mappings {
+        uid: from_zero(uid_host),
+        gid: from_zero(gid_host),
+    }
+}
+
+/// Whether the unit tests run as root (mounts and namespaces need it).
+#[cfg(test)]
+pub(crate) fn test_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}

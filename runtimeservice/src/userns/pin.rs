@@ -344,22 +344,11 @@ mod tests {
     use crate::userns::IdMap;
 
     fn maps(host: u32) -> Mappings {
-        Mappings {
-            uid: IdMap {
-                container: 0,
-                host,
-                len: 65536,
-            },
-            gid: IdMap {
-                container: 0,
-                host: host + 65536,
-                len: 65536,
-            },
-        }
+        crate::userns::test_maps(host, host + 65536)
     }
 
     fn root() -> bool {
-        rustix::process::geteuid().is_root()
+        crate::userns::test_as_root()
     }
 
     fn ns_ino(p: &Path) -> u64 {

@@ -325,7 +325,7 @@ mod tests {
     }
 
     fn root() -> bool {
-        rustix::process::geteuid().is_root()
+        crate::userns::test_as_root()
     }
 
     #[test]
