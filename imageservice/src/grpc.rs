@@ -14,36 +14,31 @@ use gantry_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::fs_info::FsInfoCache;
 use crate::reference::ImageRef;
 use crate::registry::Credentials;
 use crate::store::ImageStore;
 
-/// Where container writable layers live and how much they use, for
-/// `ImageFsInfo.container_filesystems`: the runtime side knows, the image
-/// side answers. Called on a blocking thread.
-pub trait ContainerFsUsage: Send + Sync + 'static {
-    /// The directory, and its bytes and inodes in use.
-    fn container_fs_usage(&self) -> (std::path::PathBuf, u64, u64);
-}
+pub use crate::fs_info::ContainerFsUsage;
 
 #[derive(Clone)]
 pub struct CriImageService {
     store: Arc<ImageStore>,
-    containers: Option<Arc<dyn ContainerFsUsage>>,
+    fs_info: Arc<FsInfoCache>,
 }
 
 impl CriImageService {
     pub fn new(store: Arc<ImageStore>) -> Self {
         CriImageService {
+            fs_info: Arc::new(FsInfoCache::new(store.clone(), None)),
             store,
-            containers: None,
         }
     }
 
     /// Reports the containers' filesystem in ImageFsInfo too, so that
     /// kubelet's eviction sees what containers write.
     pub fn with_container_usage(mut self, containers: Arc<dyn ContainerFsUsage>) -> Self {
-        self.containers = Some(containers);
+        self.fs_info = Arc::new(FsInfoCache::new(self.store.clone(), Some(containers)));
         self
     }
 
@@ -192,18 +187,10 @@ impl ImageService for CriImageService {
         &self,
         _request: Request<ImageFsInfoRequest>,
     ) -> Result<Response<ImageFsInfoResponse>, Status> {
-        let store = self.store.clone();
-        let containers = self.containers.clone();
-        let (usage, container_usage) = tokio::task::spawn_blocking(move || {
-            (store.usage(), containers.map(|c| c.container_fs_usage()))
-        })
-        .await
-        .map_err(|e| Status::internal(format!("usage task failed: {e}")))?;
-        let usage = usage?;
-        let timestamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64)
-            .unwrap_or(0);
+        let figures = self.fs_info.figures().await?;
+        let timestamp = figures.timestamp;
+        let usage = figures.images;
+        let container_usage = figures.containers.clone();
         Ok(Response::new(ImageFsInfoResponse {
             image_filesystems: vec![FilesystemUsage {
                 timestamp,

@@ -8,13 +8,15 @@
 //! [`manifest`] reads manifests and picks the platform, [`content`] stores
 //! verified blobs, [`unpack`] and [`snapshot`] turn layers into
 //! directories, [`store`] ties them into pull/list/remove, [`index`] holds the
-//! images in memory with their CRI messages, [`leases`] keeps
+//! images in memory with their CRI messages, [`fs_info`] keeps ImageFsInfo's
+//! figures, [`leases`] keeps
 //! what containers hold of them, and [`grpc`]
 //! adapts all that to CRI.
 
 pub mod config;
 pub mod content;
 pub mod error;
+pub mod fs_info;
 pub mod grpc;
 pub mod index;
 pub mod leases;

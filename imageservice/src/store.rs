@@ -118,7 +118,24 @@ pub struct ImageStore {
     held: LeaseStore,
     /// Serialises index updates and GC against each other.
     write: tokio::sync::Mutex<()>,
+    /// Bumped each time a holder of `write` lets go: what was stored may
+    /// have changed, so a usage measured before is stale.
+    generation: std::sync::atomic::AtomicU64,
     metrics: ImageMetrics,
+}
+
+/// Holds the store's write lock; letting go marks the stored content as
+/// possibly changed.
+struct Writing<'a> {
+    _lock: tokio::sync::MutexGuard<'a, ()>,
+    generation: &'a std::sync::atomic::AtomicU64,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// The reloadable part of the store: its configuration and the HTTP
@@ -194,6 +211,7 @@ impl ImageStore {
             leases: Mutex::default(),
             held,
             write: tokio::sync::Mutex::new(()),
+            generation: Default::default(),
             metrics,
         };
         store.repair_at_start()?;
@@ -203,6 +221,20 @@ impl ImageStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    async fn write_lock(&self) -> Writing<'_> {
+        Writing {
+            _lock: self.write.lock().await,
+            generation: &self.generation,
+        }
+    }
+
+    /// Changes each time the stored images, blobs, snapshots or leases may
+    /// have changed: a [`ImageStore::usage`] measured at the same
+    /// generation still holds, except for pulls under way.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn live(&self) -> Arc<Live> {
@@ -316,7 +348,7 @@ impl ImageStore {
         if self.intact(&entry.record) {
             return Ok(Some(entry));
         }
-        let _w = self.write.lock().await;
+        let _w = self.write_lock().await;
         let Some(entry) = self.resolve_indexed(name)? else {
             return Ok(None);
         };
@@ -379,7 +411,7 @@ impl ImageStore {
                 warn!(image = %image, error = %e, "pull failed");
                 // The pull's leases are gone, so whatever it stored that no
                 // image or other pull claims goes now.
-                let _w = self.write.lock().await;
+                let _w = self.write_lock().await;
                 if let Err(gc) = self.collect_garbage_locked() {
                     warn!(image = %image, error = %gc, "cleaning up after a failed pull");
                 }
@@ -832,7 +864,7 @@ impl ImageStore {
     /// Adds a pulled image: its names move to it from any other image, and
     /// images left without names are dropped.
     async fn commit(&self, pulled: ImageRecord) -> Result<ImageRecord> {
-        let _w = self.write.lock().await;
+        let _w = self.write_lock().await;
         let mut images = self.read_images().clone();
         let mut merged = images
             .get(&pulled.id)
@@ -889,7 +921,7 @@ impl ImageStore {
         let Some(img) = self.resolve(name)? else {
             return Ok(false);
         };
-        let _w = self.write.lock().await;
+        let _w = self.write_lock().await;
         self.unpersist(&img.id)?;
         self.write_images().remove(&img.id);
         let holders = self
@@ -979,7 +1011,7 @@ impl ImageStore {
         check_id("lease owner", owner)?;
         // Under the write lock no removal or GC runs between finding the
         // image and recording the lease.
-        let _w = self.write.lock().await;
+        let _w = self.write_lock().await;
         let Some(img) = self.resolve(name)? else {
             return Ok(None);
         };
@@ -1008,7 +1040,7 @@ impl ImageStore {
     /// Drops every lease of `owner`, then whatever content no image and no
     /// other lease needs. Returns how many leases went.
     pub async fn release_owner(&self, owner: &str) -> Result<usize> {
-        let _w = self.write.lock().await;
+        let _w = self.write_lock().await;
         let gone = self.held.remove_where(|l| l.owner == owner)?;
         if !gone.is_empty() {
             info!(owner, leases = gone.len(), "image leases released");
@@ -1036,7 +1068,7 @@ impl ImageStore {
     /// before leases) gets one on its image if that is still there.
     /// Returns how many leases went.
     pub async fn retain_owners(&self, live: &HashMap<String, String>) -> Result<usize> {
-        let _w = self.write.lock().await;
+        let _w = self.write_lock().await;
         let holders: HashSet<String> = self.held.list().into_iter().map(|l| l.owner).collect();
         for (owner, image) in live {
             if holders.contains(owner) || check_id("lease owner", owner).is_err() {

@@ -121,6 +121,10 @@ impl gantry_imageservice::grpc::ContainerFsUsage for ContainerUsage {
     fn container_fs_usage(&self) -> (std::path::PathBuf, u64, u64) {
         self.0.writable_usage()
     }
+
+    fn generation(&self) -> u64 {
+        self.0.fs_generation()
+    }
 }
 
 /// The runtime side's view of the image store: containers lease what they

@@ -108,6 +108,9 @@ pub struct ContainerService {
     fs_device: std::sync::OnceLock<String>,
     /// Container and sandbox events for `GetContainerEvents`.
     pub events: Arc<Events>,
+    /// Counts the events sent: each marks a change in what the containers
+    /// hold on disk (see [`ContainerService::fs_generation`]).
+    fs_generation: std::sync::atomic::AtomicU64,
     exits: Arc<ExitWatcher>,
     metrics: RuntimeMetrics,
     log_drops: LogDrops,
@@ -180,6 +183,7 @@ impl ContainerService {
             cpu_rates: Default::default(),
             cgroup_paths: Default::default(),
             fs_usage: Default::default(),
+            fs_generation: Default::default(),
             fs_device: Default::default(),
             events: Default::default(),
             exits: Arc::new(
@@ -193,6 +197,8 @@ impl ContainerService {
     /// and `containers_statuses` describe the pod as it is now, as kubelet's
     /// evented PLEG expects.
     fn emit_locked(&self, recs: &Records, id: &str, pod_id: &str, kind: cri::ContainerEventType) {
+        self.fs_generation
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         let containers_statuses = recs
             .values()
             .filter(|r| r.pod_id == pod_id && r.state != ContainerState::Creating)

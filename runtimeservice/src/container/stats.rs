@@ -44,6 +44,14 @@ impl ContainerService {
         (self.records.dir().to_path_buf(), bytes, inodes)
     }
 
+    /// Changes whenever a container or pod event is sent (created,
+    /// started, stopped, removed): [`Self::writable_usage`] measured at
+    /// another generation may be out of date.
+    pub fn fs_generation(&self) -> u64 {
+        self.fs_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// `ListPodSandboxMetrics`: the series of every ready pod (its cgroup,
     /// its network namespace) and of each of its running containers (their
     /// cgroups, processes and writable layers). Blocking: it reads kernel
