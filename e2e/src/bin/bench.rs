@@ -8,8 +8,9 @@
 //!     --peer unix:///run/peer-containerd/containerd.sock \
 //!     --peer-pid "$(cat /opt/peer-containerd/containerd.pid)"
 //!
-//! gantry itself is started by the bench (release build preferred, or
-//! `$GANTRY_BIN`) with the registry configured as plain HTTP.
+//! gantry itself is started by the bench (`$GANTRY_BIN`, else the gantry
+//! built beside the bench: a release bench runs a release gantry) with the
+//! registry configured as plain HTTP.
 //!
 //! `--mode containers --list-containers 200` also times ListContainers and
 //! ContainerStatus with 200 running `sleep` containers per runtime.
@@ -295,8 +296,33 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() -> anyhow::Result<()> {
+/// The gantry measured: `$GANTRY_BIN`, else the one built beside this
+/// bench (a release bench measures a release gantry, never the debug build
+/// the test harness would pick first).
+fn choose_gantry() {
+    if std::env::var_os("GANTRY_BIN").is_some() {
+        return;
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.join("gantry")))
+        .filter(|p| p.is_file());
+    if let Some(p) = beside {
+        // Before the runtime starts: no other thread reads the environment.
+        std::env::set_var("GANTRY_BIN", p);
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    choose_gantry();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     match args.mode.as_str() {
         "pull" => bench_pull(&args).await,

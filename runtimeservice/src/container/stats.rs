@@ -292,6 +292,19 @@ impl ContainerService {
     /// network namespace.
     pub fn pod_stats(&self, pod_id: &str) -> Result<cri::PodSandboxStats> {
         let pod = self.pods.store.find(pod_id)?;
+        let network = pod_networks(std::slice::from_ref(&pod))
+            .into_iter()
+            .next()
+            .flatten();
+        Ok(self.pod_stats_with(&pod, network))
+    }
+
+    /// [`Self::pod_stats`] of a pod whose interfaces were read already.
+    fn pod_stats_with(
+        &self,
+        pod: &crate::pod::PodRecord,
+        network: Option<Vec<crate::cri_metrics::NetDev>>,
+    ) -> cri::PodSandboxStats {
         let pod_id = pod.id.clone();
         let containers: Vec<cri::ContainerStats> = self
             .in_pod(&pod_id)
@@ -331,31 +344,16 @@ impl ContainerService {
             ),
             None => self.summed_usage(&containers, now),
         };
-        let network = pod.netns.as_ref().and_then(|ns| {
-            gantry_cni::netns::run_in_netns(ns, || {
-                std::fs::read_to_string("/proc/thread-self/net/dev").unwrap_or_default()
-            })
-            .ok()
-        });
+        let u = |v: u64| Some(cri::UInt64Value { value: v });
         let interfaces: Vec<cri::NetworkInterfaceUsage> = network
-            .as_deref()
-            .unwrap_or("")
-            .lines()
-            .skip(2)
-            .filter_map(|l| {
-                let (name, rest) = l.split_once(':')?;
-                let f: Vec<u64> = rest
-                    .split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                let u = |v: u64| Some(cri::UInt64Value { value: v });
-                (f.len() >= 11 && name.trim() != "lo").then(|| cri::NetworkInterfaceUsage {
-                    name: name.trim().to_string(),
-                    rx_bytes: u(f[0]),
-                    rx_errors: u(f[2]),
-                    tx_bytes: u(f[8]),
-                    tx_errors: u(f[10]),
-                })
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| cri::NetworkInterfaceUsage {
+                rx_bytes: u(d.rx_bytes),
+                rx_errors: u(d.rx_errors),
+                tx_bytes: u(d.tx_bytes),
+                tx_errors: u(d.tx_errors),
+                name: d.name,
             })
             .collect();
         let processes: u64 = containers
@@ -367,7 +365,7 @@ impl ContainerService {
                 crate::stats::process_count(Path::new("/sys/fs/cgroup"), &self.cgroup_path(&r))
             })
             .sum();
-        Ok(cri::PodSandboxStats {
+        cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
                 id: pod.id.clone(),
                 metadata: pod.config.metadata.clone(),
@@ -390,7 +388,7 @@ impl ContainerService {
                 io: None,
             }),
             windows: None,
-        })
+        }
     }
 
     /// Drops the CPU sample kept for a pod's usage rate.
@@ -455,11 +453,20 @@ impl ContainerService {
             label_selector: f.label_selector,
             state: None,
         });
-        self.pods
+        let pods: Vec<crate::pod::PodRecord> = self
+            .pods
             .list(f)
             .into_iter()
             .filter(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
-            .filter_map(|p| self.pod_stats(&p.id).ok())
+            .filter_map(|p| self.pods.store.find(&p.id).ok())
+            .collect();
+        // Every namespace entered from one thread, not a thread per pod.
+        let mut networks = pod_networks(&pods).into_iter();
+        pods.iter()
+            .map(|p| {
+                let network = p.netns.as_ref().and_then(|_| networks.next().flatten());
+                self.pod_stats_with(p, network)
+            })
             .collect()
     }
 }
