@@ -105,8 +105,21 @@ impl ContainerService {
     }
 
     pub fn status(&self, id: &str, verbose: bool) -> Result<cri::ContainerStatusResponse> {
-        let r = self.existing(id)?;
-        let id = r.id.clone();
+        let not_found = || Error::NotFound(format!("container {id}"));
+        let full = self.resolve(id)?.ok_or_else(not_found)?;
+        // A watched container's record is current; only others may have
+        // an exit to fold in first.
+        if !self.exits.is_watched(&full) {
+            self.refresh(&full);
+        }
+        // Built from the record in place: kubelet asks for every changed
+        // container, and the record holds the whole config.
+        let (status, pid, monitor_pid, handler) = {
+            let recs = self.records();
+            let r = recs.get(&full).ok_or_else(not_found)?;
+            (status_of(r), r.pid, r.monitor_pid, r.handler.clone())
+        };
+        let id = full;
         let mut info = HashMap::new();
         if verbose {
             let spec: Value = std::fs::read(self.cdir(&id).join("bundle/config.json"))
@@ -115,11 +128,11 @@ impl ContainerService {
                 .unwrap_or(Value::Null);
             info.insert(
                 "info".to_string(),
-                serde_json::json!({"pid": r.pid, "monitorPid": r.monitor_pid, "runtimeSpec": spec, "handler": r.handler}).to_string(),
+                serde_json::json!({"pid": pid, "monitorPid": monitor_pid, "runtimeSpec": spec, "handler": handler}).to_string(),
             );
         }
         Ok(cri::ContainerStatusResponse {
-            status: Some(status_of(&r)),
+            status: Some(status),
             info,
         })
     }
