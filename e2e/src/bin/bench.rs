@@ -12,6 +12,9 @@
 //! built beside the bench: a release bench runs a release gantry) with the
 //! registry configured as plain HTTP.
 //!
+//! `--mode pods --pods 200` times RunPodSandbox and Stop+RemovePodSandbox,
+//! and ListPodSandbox and PodSandboxStatus with all the pods up.
+//!
 //! `--mode containers --list-containers 200` also times ListContainers and
 //! ContainerStatus with 200 running `sleep` containers per runtime.
 //!
@@ -518,11 +521,16 @@ async fn bench_images(args: &Args) -> anyhow::Result<()> {
     ))
     .await;
     let mut sides = vec![("gantry", gantry.images().await)];
+    // Version does no work on either side: its time is the gRPC round
+    // trip itself, the floor under every other call's.
+    let mut versions = vec![gantry.runtime().await];
     if let Some(e) = &args.peer {
-        sides.push(("peer", connect(e).await?));
+        let ch = channel(e).await?;
+        sides.push(("peer", ImageServiceClient::new(ch.clone())));
+        versions.push(RuntimeServiceClient::new(ch));
     }
     println!(
-        "ListImages and ImageStatus, {} samples each, alternating, run {run:x}",
+        "ListImages, ImageStatus and Version, {} samples each, alternating, run {run:x}",
         args.list_samples
     );
     let mut pulled = 0;
@@ -535,6 +543,7 @@ async fn bench_images(args: &Args) -> anyhow::Result<()> {
         pulled = count;
         let mut list_t = vec![Vec::new(); sides.len()];
         let mut status_t = vec![Vec::new(); sides.len()];
+        let mut version_t = vec![Vec::new(); sides.len()];
         let mut listed = vec![0; sides.len()];
         // One untimed round first: connections, caches.
         for round in 0..=args.list_samples {
@@ -572,6 +581,15 @@ async fn bench_images(args: &Args) -> anyhow::Result<()> {
                 if round > 0 {
                     status_t[k].push(d);
                 }
+                let t = Instant::now();
+                versions[k]
+                    .version(gantry_proto::v1::VersionRequest {
+                        version: String::new(),
+                    })
+                    .await?;
+                if round > 0 {
+                    version_t[k].push(t.elapsed());
+                }
             }
         }
         let listed: Vec<String> = sides
@@ -587,6 +605,7 @@ async fn bench_images(args: &Args) -> anyhow::Result<()> {
             &status_t[0],
             &peer(&status_t),
         );
+        report("Version (the floor)", &version_t[0], &peer(&version_t));
     }
     for name in &names {
         for (_, client) in sides.iter_mut() {
@@ -679,6 +698,50 @@ fn sandbox_config(who: &str, run: u64, i: usize) -> PodSandboxConfig {
 
 /// RunPodSandbox, then StopPodSandbox + RemovePodSandbox, N times each on
 /// gantry and the peer (alternating), with resident memory at the top.
+/// ListPodSandbox and PodSandboxStatus of one of the pods, `samples`
+/// rounds after one untimed round, the runtimes taking turns; the times of
+/// each runtime in `sides` order.
+async fn time_pod_reads(
+    sides: &mut [(RuntimeServiceClient<Channel>, Vec<String>)],
+    samples: usize,
+) -> anyhow::Result<(Vec<Vec<Duration>>, Vec<Vec<Duration>>)> {
+    use gantry_proto::v1::{ListPodSandboxRequest, PodSandboxStatusRequest};
+    let mut list_t = vec![Vec::new(); sides.len()];
+    let mut status_t = vec![Vec::new(); sides.len()];
+    for round in 0..=samples {
+        for (k, (client, ids)) in sides.iter_mut().enumerate() {
+            let Some(id) = ids.get(round % ids.len().max(1)).cloned() else {
+                continue;
+            };
+            let t = Instant::now();
+            let listed = client
+                .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+                .await?
+                .into_inner()
+                .items
+                .len();
+            let d = t.elapsed();
+            if listed < ids.len() {
+                bail!("ListPodSandbox lists {listed} of {} pods", ids.len());
+            }
+            if round > 0 {
+                list_t[k].push(d);
+            }
+            let t = Instant::now();
+            client
+                .pod_sandbox_status(PodSandboxStatusRequest {
+                    pod_sandbox_id: id,
+                    verbose: false,
+                })
+                .await?;
+            if round > 0 {
+                status_t[k].push(t.elapsed());
+            }
+        }
+    }
+    Ok((list_t, status_t))
+}
+
 async fn bench_pods(args: &Args) -> anyhow::Result<()> {
     let run: u64 = rand::rng().random();
     let tmp = tempfile::tempdir()?;
@@ -735,6 +798,11 @@ async fn bench_pods(args: &Args) -> anyhow::Result<()> {
     let peer_rss = args.peer_pid.map(rss_kib);
     let (shim_rss, shims) = rss_of_processes(&["containerd-shim"], None);
     let (pause_rss, pauses) = rss_of_processes(&["pause"], None);
+    let mut sides = vec![(g.clone(), ids.0.clone())];
+    if let Some(p) = &peer {
+        sides.push((p.clone(), ids.1.clone()));
+    }
+    let (list_t, status_t) = time_pod_reads(&mut sides, args.list_samples).await?;
 
     let mut stop_times = (Vec::new(), Vec::new());
     for i in 0..n {
@@ -788,6 +856,13 @@ async fn bench_pods(args: &Args) -> anyhow::Result<()> {
         }
         println!();
     }
+    let peer_of = |v: &[Vec<Duration>]| v.get(1).cloned().unwrap_or_default();
+    report(
+        &format!("ListPodSandbox ({n})"),
+        &list_t[0],
+        &peer_of(&list_t),
+    );
+    report("PodSandboxStatus", &status_t[0], &peer_of(&status_t));
     println!(
         "resident memory with {n} pods up: gantry {:.1} MiB (idle {:.1}), no per-pod processes: {:.3} MiB per pod",
         gantry_rss as f64 / 1024.0,
