@@ -49,17 +49,34 @@ impl PodService {
 
 /// Stops every container of a pod with no grace period: all killed and
 /// their exits waited for together, at most `POD_STOP_PARALLEL` runtime
-/// processes at a time for those the runtime has to kill. The first
-/// failure is returned once all have been tried.
+/// processes at a time for those the runtime has to kill. Each container's
+/// stop is a task of its own: recording an exit writes (and syncs) its
+/// record, which in one task would happen one container after another.
+/// The first failure is returned once all have been tried.
 async fn stop_containers(containers: &Arc<ContainerService>, pod_id: &str) -> Result<()> {
-    let slots = tokio::sync::Semaphore::new(POD_STOP_PARALLEL);
-    let ids = containers.in_pod(pod_id);
-    let results: Vec<Result<()>> = futures_util::future::join_all(
-        ids.iter()
-            .map(|id| containers.stop_with(id, 0, Some(&slots))),
-    )
-    .await;
-    results.into_iter().collect()
+    let slots = Arc::new(tokio::sync::Semaphore::new(POD_STOP_PARALLEL));
+    let tasks: Vec<_> = containers
+        .in_pod(pod_id)
+        .into_iter()
+        .map(|id| {
+            let containers = containers.clone();
+            let slots = slots.clone();
+            let span = info_span!("container", container = %id);
+            tokio::spawn(
+                async move { containers.stop_with(&id, 0, Some(&slots)).await }.instrument(span),
+            )
+        })
+        .collect();
+    let mut first = Ok(());
+    for t in tasks {
+        let result = t
+            .await
+            .unwrap_or_else(|e| Err(Error::Internal(format!("stopping a container: {e}"))));
+        if first.is_ok() {
+            first = result;
+        }
+    }
+    first
 }
 
 /// Removes every container of a pod, `POD_STOP_PARALLEL` at a time (each
