@@ -1424,3 +1424,121 @@ async fn image_volumes_are_writable_and_seeded_from_the_image() {
     remove_pod(&mut rt, &pod).await;
     assert!(!vol.exists(), "volumes go with the container");
 }
+
+/// Whether `pid` is gone (or a zombie nobody waits for any more).
+fn gone(pid: i64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next().map(|st| st == "Z"))
+                .unwrap_or(true)
+        })
+        .unwrap_or(true)
+}
+
+/// The cgroup2 `cgroup.kill` of `pid`'s cgroup, where the kernel and the
+/// host's cgroup layout have one.
+fn cgroup_kill_of(pid: i64) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let root = Path::new("/sys/fs/cgroup");
+    let v2 = if root.join("cgroup.controllers").exists() {
+        root.to_path_buf()
+    } else {
+        root.join("unified")
+    };
+    Some(v2.join(rel.trim_start_matches('/')).join("cgroup.kill")).filter(|p| p.exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_a_pod_kills_every_process_of_its_running_containers() {
+    use ContainerEventType::*;
+    let env = setup().await;
+    let mut rt = env.g.runtime().await;
+    // The host's PID namespace: killing a container's init alone would
+    // leave its background child running.
+    let pc = env.pod_config_with("stopall", |o| o.pid = NamespaceMode::Node as i32);
+    let pod = run_pod(&mut rt, &pc).await;
+    let mut running = Vec::new();
+    for i in 0..6 {
+        let id = create_and_start(
+            &mut rt,
+            &pod,
+            &pc,
+            container(&env, &format!("c{i}"), "sleep 1000 & exec sleep 1001"),
+        )
+        .await;
+        running.push(id);
+    }
+    let idle = create(&mut rt, &pod, &pc, container(&env, "idle", "exec sleep 1000"))
+        .await
+        .unwrap();
+    // Each init and its background child.
+    let mut pids = Vec::new();
+    for id in &running {
+        let init = verbose_pid(&mut rt, id).await;
+        let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+            .unwrap_or_default();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut child: Option<i64> = children.split_whitespace().next().and_then(|c| c.parse().ok());
+        while child.is_none() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            child = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .next()
+                .and_then(|c| c.parse().ok());
+        }
+        pids.push((init, child.unwrap_or_else(|| panic!("{id} has no child"))));
+    }
+    let fast = cgroup_kill_of(pids[0].0).is_some();
+    let mut events = subscribe(&mut rt).await;
+
+    stop_pod(&mut rt, &pod).await;
+    for (id, (init, child)) in running.iter().zip(&pids) {
+        let st = status(&mut rt, id).await;
+        assert_eq!(
+            (st.state, st.exit_code, st.reason.as_str()),
+            (ContainerState::ContainerExited as i32, 137, "Error"),
+            "{id}: {st:?}"
+        );
+        assert!(gone(*init), "{id}'s init {init} lives");
+        // The child was SIGKILLed with the init; its reaping may trail.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !gone(*child) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(gone(*child), "{id}'s child {child} outlived the pod's stop");
+    }
+    assert_eq!(
+        status(&mut rt, &idle).await.state,
+        ContainerState::ContainerCreated as i32,
+        "a container never started stays created"
+    );
+    let seen = events_until(&mut events, (&pod, ContainerStoppedEvent)).await;
+    let mut stopped: Vec<String> = seen
+        .iter()
+        .filter(|e| e.0 != pod)
+        .map(|e| {
+            assert_eq!(e.1, ContainerStoppedEvent, "{}", e.0);
+            e.0.clone()
+        })
+        .collect();
+    stopped.sort();
+    let mut want = running.clone();
+    want.sort();
+    assert_eq!(stopped, want, "one STOPPED per running container, before the pod's");
+    // Where the kernel can, no runtime was started to kill them.
+    assert_eq!(
+        env.g.log().matches("killed through its cgroup").count(),
+        if fast { running.len() } else { 0 },
+        "fast path expected: {fast}"
+    );
+
+    // Again: nothing changes, nothing is reported.
+    stop_pod(&mut rt, &pod).await;
+    let again = tokio::time::timeout(Duration::from_millis(500), events.message()).await;
+    assert!(again.is_err(), "a second stop sent {again:?}");
+    remove_pod(&mut rt, &pod).await;
+    assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+}

@@ -410,6 +410,48 @@ pub fn remove(dirs: &[PathBuf]) -> std::result::Result<(), String> {
     }
 }
 
+/// The cgroup2 path (relative to the hierarchy's root) in a
+/// `/proc/<pid>/cgroup` text: its `0::` line.
+pub fn v2_path_in(proc_cgroup: &str) -> Option<&str> {
+    proc_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim_start_matches('/'))
+}
+
+/// SIGKILLs every process of a container's cgroup at once through
+/// cgroup2's `cgroup.kill` (Linux 5.14), on a pure cgroup2 host or in a
+/// hybrid host's unified hierarchy. `init_cgroups` is the container init's
+/// `/proc/<pid>/cgroup`: the kill happens only if the init is in that very
+/// cgroup, so that a runtime keeping its processes elsewhere (a sandboxed
+/// one, or one that joins only the v1 hierarchies) or a PID reused since
+/// the record was written is left to the runtime's own kill.
+///
+/// `Ok(false)` when it does not apply: no cgroup2 hierarchy, the init
+/// elsewhere, or a kernel without `cgroup.kill`.
+pub fn kill_all(
+    hierarchies: &[Hierarchy],
+    cgroup: &str,
+    init_cgroups: &str,
+) -> std::io::Result<bool> {
+    let rel = rel(cgroup).trim_end_matches('/');
+    if rel.is_empty() || v2_path_in(init_cgroups) != Some(rel) {
+        return Ok(false);
+    }
+    let Some(v2) = hierarchies.iter().find(|h| h.v2) else {
+        return Ok(false);
+    };
+    let file = v2.mount.join(rel).join("cgroup.kill");
+    // Never created: a missing file is an old kernel (or no such cgroup).
+    let mut f = match std::fs::OpenOptions::new().write(true).open(&file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    std::io::Write::write_all(&mut f, b"1")?;
+    Ok(true)
+}
+
 /// Whether systemd runs as the init system (the test libsystemd uses).
 pub fn systemd_running() -> bool {
     Path::new("/run/systemd/system").is_dir()
@@ -651,5 +693,48 @@ mod tests {
         assert!(!d.path().join("unified/kubepods/pod1").exists());
         // Repeating is fine.
         remove(&made).unwrap();
+    }
+
+    #[test]
+    fn a_container_cgroup_is_killed_only_where_its_init_is() {
+        let root = tempfile::tempdir().unwrap();
+        let unified = root.path().join("unified");
+        let pids = root.path().join("pids");
+        let dir = unified.join("gantry/pod1/c1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(pids.join("gantry/pod1/c1")).unwrap();
+        std::fs::write(dir.join("cgroup.kill"), "").unwrap();
+        let hybrid = [
+            Hierarchy {
+                mount: pids.clone(),
+                v2: false,
+            },
+            Hierarchy {
+                mount: unified.clone(),
+                v2: true,
+            },
+        ];
+        let init_in = |path: &str| format!("8:pids:/gantry/pod1/c1\n0::{path}\n");
+        let written = || std::fs::read_to_string(dir.join("cgroup.kill")).unwrap();
+
+        // The init in the pod's cgroup, in another container's, or only in
+        // the v1 hierarchies: nothing is killed.
+        for other in ["/gantry/pod1", "/gantry/pod1/c2", "/"] {
+            assert!(!kill_all(&hybrid, "/gantry/pod1/c1", &init_in(other)).unwrap());
+        }
+        assert!(!kill_all(&hybrid, "/gantry/pod1/c1", "8:pids:/gantry/pod1/c1\n").unwrap());
+        assert!(!kill_all(&hybrid, "", &init_in("/")).unwrap());
+        assert_eq!(written(), "");
+        // cgroup v1 alone has no cgroup.kill.
+        assert!(!kill_all(&hybrid[..1], "/gantry/pod1/c1", &init_in("/gantry/pod1/c1")).unwrap());
+        assert_eq!(written(), "");
+
+        assert!(kill_all(&hybrid, "/gantry/pod1/c1", &init_in("/gantry/pod1/c1")).unwrap());
+        assert_eq!(written(), "1");
+
+        // A kernel older than 5.14: no file, the runtime's kill is used.
+        std::fs::remove_file(dir.join("cgroup.kill")).unwrap();
+        assert!(!kill_all(&hybrid, "/gantry/pod1/c1", &init_in("/gantry/pod1/c1")).unwrap());
+        assert!(!dir.join("cgroup.kill").exists(), "never created");
     }
 }

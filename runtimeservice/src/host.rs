@@ -49,6 +49,12 @@ pub trait Host: Send + Sync + 'static {
     /// Removes a container's (empty) cgroup from every hierarchy; one that
     /// still has processes stays.
     fn remove_container_cgroup(&self, cgroup: &str);
+    /// SIGKILLs every process in container cgroup `cgroup` at once, if
+    /// `init` (the container's init PID) is in it, without running the
+    /// container's runtime ([`cgroup::kill_all`]). `Ok(false)`: it does not
+    /// apply here (cgroup v1 only, a kernel before 5.14, the init gone or
+    /// elsewhere) and the runtime has to kill the container.
+    fn kill_cgroup(&self, cgroup: &str, init: i32) -> std::io::Result<bool>;
 
     /// Creates and pins the namespaces `which` asks for under `dir`.
     fn create_namespaces(
@@ -217,6 +223,22 @@ impl Host for RealHost {
         for dir in std::iter::once(self.cgroup_root.clone()).chain(hierarchies) {
             let _ = std::fs::remove_dir(dir.join(rel));
         }
+    }
+
+    fn kill_cgroup(&self, cgroup: &str, init: i32) -> std::io::Result<bool> {
+        if init <= 0 {
+            return Ok(false);
+        }
+        // A few lines; bounded all the same.
+        let mut text = String::new();
+        let read = std::fs::File::open(format!("/proc/{init}/cgroup")).and_then(|f| {
+            std::io::Read::read_to_string(&mut std::io::Read::take(f, 64 << 10), &mut text)
+        });
+        if read.is_err() {
+            // Gone already: the runtime's kill says how it ended.
+            return Ok(false);
+        }
+        cgroup::kill_all(&self.hierarchies, cgroup, &text)
     }
 
     fn create_namespaces(

@@ -59,6 +59,8 @@ pub struct HostState {
     monitors: BTreeMap<String, (i32, i32, PathBuf)>,
     /// Calls that fail, by their name (the first word in `calls`).
     pub fail: BTreeSet<&'static str>,
+    /// The host has no `cgroup.kill` (cgroup v1, or Linux before 5.14).
+    pub no_cgroup_kill: bool,
     next_pid: i32,
 }
 
@@ -386,6 +388,31 @@ impl Host for FakeHost {
         self.state().procs.contains_key(&pid)
     }
 
+    fn kill_cgroup(&self, cgroup: &str, init: i32) -> std::io::Result<bool> {
+        if self.call("kill_cgroup", format!("{cgroup} {init}")) {
+            return Err(io_failure("kill_cgroup"));
+        }
+        if self.state().no_cgroup_kill {
+            return Ok(false);
+        }
+        // As the kernel: only a live init in that very cgroup (each
+        // container's is `<pod cgroup>/<id>`) takes the container down.
+        let id = {
+            let s = self.state();
+            s.monitors
+                .iter()
+                .find(|(_, (_, i, _))| *i == init && s.procs.contains_key(i))
+                .map(|(id, _)| id.clone())
+        };
+        match id {
+            Some(id) if cgroup.rsplit('/').next() == Some(id.as_str()) => {
+                self.exit_container(&id, 128 + libc::SIGKILL, libc::SIGKILL);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn kill(&self, pid: i32, signal: i32) -> std::io::Result<()> {
         self.call("kill", format!("{pid} {signal}"));
         let mut s = self.state();
@@ -487,6 +514,11 @@ impl OciRuntime for FakeRuntime {
 
     fn native_exec(&self) -> bool {
         false
+    }
+
+    fn kills_by_cgroup(&self) -> bool {
+        // Whether it applies is the fake host's `no_cgroup_kill`.
+        true
     }
 
     async fn create(&self, id: &str, _: &Path, _: &Path, _: ContainerIo) -> Result<()> {

@@ -324,6 +324,8 @@ async fn a_refused_stop_signal_fails_the_stop_and_keeps_the_container() {
     let id = svc.create(&pod, container_config("app")).await.unwrap();
     svc.start(&id).await.unwrap();
     w.host.fail("runtime.kill");
+    // The runtime is the only way to signal it: no cgroup.kill here.
+    w.host.state().no_cgroup_kill = true;
     let err = svc.stop(&id, 10).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
     let status = svc.status(&id, false).unwrap().status.unwrap();
@@ -468,4 +470,159 @@ async fn a_failed_image_volume_undoes_every_mount_and_lease() {
     );
     assert!(w.images.holders().is_empty());
     assert!(svc.list(None).is_empty());
+}
+
+/// A pod with `running` started containers and one never started, its
+/// event stream subscribed before the stop.
+async fn pod_of(
+    running: usize,
+) -> (
+    World,
+    Arc<ContainerService>,
+    String,
+    Vec<String>,
+    String,
+    tokio::sync::broadcast::Receiver<cri::ContainerEventResponse>,
+) {
+    let (w, svc, pod) = world().await;
+    let mut ids = Vec::new();
+    for i in 0..running {
+        let id = svc
+            .create(&pod, container_config(&format!("c{i}")))
+            .await
+            .unwrap();
+        svc.start(&id).await.unwrap();
+        ids.push(id);
+    }
+    let created = svc.create(&pod, container_config("idle")).await.unwrap();
+    let rx = events(&svc);
+    (w, svc, pod, ids, created, rx)
+}
+
+/// What StopPodSandbox leaves, whichever way the containers were killed:
+/// each running one exited by SIGKILL with one STOPPED event, the created
+/// one as it was, then the pod's STOPPED; a second stop changes nothing.
+async fn assert_pod_stopped(
+    w: &World,
+    svc: &Arc<ContainerService>,
+    pod: &str,
+    ids: &[String],
+    created: &str,
+    rx: &mut tokio::sync::broadcast::Receiver<cri::ContainerEventResponse>,
+) {
+    use cri::ContainerEventType::*;
+    for id in ids {
+        let status = svc.status(id, false).unwrap().status.unwrap();
+        assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
+        assert_eq!(status.exit_code, 128 + libc::SIGKILL);
+        assert_eq!(status.reason, "Error");
+        assert_eq!(
+            status.message,
+            format!("killed by signal {}", libc::SIGKILL)
+        );
+        assert!(w.host.monitors_of(id).is_empty());
+    }
+    let status = svc.status(created, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerCreated as i32);
+    let mut want = vec![ContainerStoppedEvent; ids.len()];
+    want.push(ContainerStoppedEvent);
+    let mut got = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        got.push((
+            e.container_id.clone(),
+            cri::ContainerEventType::try_from(e.container_event_type).unwrap(),
+        ));
+    }
+    let mut stopped: Vec<String> = got[..got.len() - 1]
+        .iter()
+        .map(|(c, _)| c.clone())
+        .collect();
+    stopped.sort();
+    let mut expected = ids.to_vec();
+    expected.sort();
+    assert_eq!(stopped, expected, "one STOPPED per running container");
+    assert_eq!(
+        got.last().map(|(c, _)| c.as_str()),
+        Some(pod),
+        "the pod's last"
+    );
+    assert_eq!(got.into_iter().map(|(_, k)| k).collect::<Vec<_>>(), want);
+
+    let calls = w.host.calls().len();
+    w.pods.stop_sandbox(svc, pod).await.unwrap();
+    assert!(drain(rx).is_empty(), "a second stop sends nothing");
+    let again: Vec<String> = w.host.calls()[calls..]
+        .iter()
+        .filter(|c| c.starts_with("kill_cgroup") || c.starts_with("runtime.kill"))
+        .cloned()
+        .collect();
+    assert!(again.is_empty(), "a second stop kills nothing: {again:?}");
+}
+
+#[tokio::test]
+async fn a_pod_stop_kills_its_running_containers_through_their_cgroups() {
+    let (w, svc, pod, ids, created, mut rx) = pod_of(3).await;
+    w.pods.stop_sandbox(&svc, &pod).await.unwrap();
+    // No runtime process: each container's cgroup, with its init.
+    assert!(w.host.calls_to("runtime.kill").is_empty());
+    let mut killed = w.host.calls_to("kill_cgroup");
+    killed.sort();
+    assert_eq!(killed.len(), ids.len(), "{killed:?}");
+    for id in &ids {
+        assert!(
+            killed.iter().any(|c| c.contains(&format!("/{id} "))),
+            "{id} not killed in its own cgroup: {killed:?}"
+        );
+    }
+    assert_pod_stopped(&w, &svc, &pod, &ids, &created, &mut rx).await;
+}
+
+#[tokio::test]
+async fn without_cgroup_kill_the_runtime_kills_each_container() {
+    let (w, svc, pod, ids, created, mut rx) = pod_of(20).await;
+    w.host.state().no_cgroup_kill = true;
+    w.pods.stop_sandbox(&svc, &pod).await.unwrap();
+    let mut kills = w.host.calls_to("runtime.kill");
+    kills.sort();
+    let mut want: Vec<String> = ids
+        .iter()
+        .map(|id| format!("runtime.kill {id} {} all=true", libc::SIGKILL))
+        .collect();
+    want.sort();
+    assert_eq!(kills, want);
+    assert_pod_stopped(&w, &svc, &pod, &ids, &created, &mut rx).await;
+}
+
+#[tokio::test]
+async fn a_failed_cgroup_kill_falls_back_to_the_runtime() {
+    let (w, svc, pod, ids, created, mut rx) = pod_of(2).await;
+    w.host.fail("kill_cgroup");
+    w.pods.stop_sandbox(&svc, &pod).await.unwrap();
+    assert_eq!(w.host.calls_to("kill_cgroup").len(), 2);
+    assert_eq!(w.host.calls_to("runtime.kill").len(), 2);
+    assert_pod_stopped(&w, &svc, &pod, &ids, &created, &mut rx).await;
+}
+
+#[tokio::test]
+async fn an_init_pid_reused_elsewhere_is_not_killed() {
+    // The record's init PID now names another container's process: the
+    // cgroup is not this container's init's, so the runtime kills it.
+    let (w, svc, pod) = world().await;
+    let a = svc.create(&pod, container_config("a")).await.unwrap();
+    let b = svc.create(&pod, container_config("b")).await.unwrap();
+    svc.start(&a).await.unwrap();
+    svc.start(&b).await.unwrap();
+    let b_init = svc.records().get(&b).unwrap().pid;
+    svc.update(&a, |r| r.pid = b_init).unwrap();
+    svc.stop(&a, 0).await.unwrap();
+    assert_eq!(
+        w.host.calls_to("runtime.kill"),
+        vec![format!("runtime.kill {a} {} all=true", libc::SIGKILL)]
+    );
+    let status = svc.status(&b, false).unwrap().status.unwrap();
+    assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
+    for id in [&a, &b] {
+        svc.remove(id).await.unwrap();
+        assert_gone(&w, &svc, id);
+    }
 }

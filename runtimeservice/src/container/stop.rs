@@ -49,6 +49,46 @@ impl ContainerService {
     /// names another), `timeout` seconds, then SIGKILL. Stopped and unknown
     /// containers succeed.
     pub async fn stop(&self, id: &str, timeout: i64) -> Result<()> {
+        self.stop_with(id, timeout, None).await
+    }
+
+    /// SIGKILLs a running container's processes through its cgroup, without
+    /// starting its runtime (a process start costs more CPU than the kill,
+    /// and a pod's stop may kill hundreds). False when the runtime has to do
+    /// it: a sandboxed runtime, no `cgroup.kill`, the init not where the
+    /// record says.
+    fn kill_by_cgroup(&self, rec: &ContainerRecord, rt: &dyn OciRuntime) -> bool {
+        if rec.state != ContainerState::Running || rec.pid <= 0 || !rt.kills_by_cgroup() {
+            return false;
+        }
+        let cgroup = self.cgroup_path(rec);
+        // Only the container's own cgroup (`<pod cgroup>/<id>`, or the
+        // systemd driver's `gantry-<id>.scope`): never the pod's above it.
+        let leaf = cgroup.rsplit('/').next().unwrap_or_default();
+        if !(leaf == rec.id
+            || leaf == format!("{}-{}.scope", crate::cgroup::SYSTEMD_PREFIX, rec.id))
+        {
+            return false;
+        }
+        match self.host.kill_cgroup(&cgroup, rec.pid) {
+            Ok(killed) => killed,
+            Err(e) => {
+                debug!(container = %rec.id, error = %e, "killing the container's cgroup failed; asking the runtime");
+                false
+            }
+        }
+    }
+
+    /// [`Self::stop`]; a runtime process is started (for the kill) only
+    /// while holding one of `runtime_slots`, if given: a pod's stop waits
+    /// for all its containers' exits at once but bounds how many runtime
+    /// processes it starts together.
+    pub(crate) async fn stop_with(
+        &self,
+        id: &str,
+        timeout: i64,
+        runtime_slots: Option<&tokio::sync::Semaphore>,
+    ) -> Result<()> {
         let Some(id) = self.resolve(id)? else {
             return Ok(());
         };
@@ -80,16 +120,26 @@ impl ContainerService {
                 return Ok(());
             }
         }
-        match rt.kill(&id, libc::SIGKILL, true).await {
-            Ok(()) | Err(Error::NotFound(_)) => {}
-            // runsc signals only started containers; deleting one that never
-            // started ends what its create left running (the sandbox).
-            Err(Error::FailedPrecondition(e)) if rec.state == ContainerState::Created => {
-                debug!(container = %id, error = %e, "the runtime cannot signal it; deleting it");
-                rt.delete(&id, true).await?;
+        if self.kill_by_cgroup(&rec, &*rt) {
+            debug!(container = %id, "killed through its cgroup");
+        } else {
+            // Closed never: the semaphore is the caller's, alive all along.
+            let _slot = match runtime_slots {
+                Some(s) => s.acquire().await.ok(),
+                None => None,
+            };
+            match rt.kill(&id, libc::SIGKILL, true).await {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                // runsc signals only started containers; deleting one that
+                // never started ends what its create left running (the
+                // sandbox).
+                Err(Error::FailedPrecondition(e)) if rec.state == ContainerState::Created => {
+                    debug!(container = %id, error = %e, "the runtime cannot signal it; deleting it");
+                    rt.delete(&id, true).await?;
+                }
+                Err(Error::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
             }
-            Err(Error::FailedPrecondition(_)) => {}
-            Err(e) => return Err(e),
         }
         if !self.wait_exit(&id, Duration::from_secs(10)).await {
             // A process stuck in the kernel (uninterruptible I/O): the

@@ -233,6 +233,16 @@ impl OciRuntime for CliRuntime {
         self.exec_helper.is_some()
     }
 
+    fn kills_by_cgroup(&self) -> bool {
+        // Known by name, not assumed: runsc, Kata and anything unknown
+        // may keep a container's processes elsewhere (runsc's run in its
+        // sandbox, whose cgroup is the first container's).
+        self.binary
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| matches!(n, "runc" | "crun" | "youki"))
+    }
+
     async fn create(
         &self,
         id: &str,
@@ -623,6 +633,29 @@ mod tests {
             last_error(&d.path().join("missing")),
             "no message from the runtime"
         );
+    }
+
+    #[test]
+    fn only_runtimes_that_keep_containers_in_their_cgroups_are_killed_there() {
+        let rt = |binary: &str| CliRuntime {
+            name: "h".into(),
+            binary: binary.into(),
+            args: Vec::new(),
+            root: "/run/x".into(),
+            systemd_cgroup: false,
+            exec_helper: None,
+            metrics: crate::metrics::RuntimeMetrics::new(&prometheus::Registry::new()).unwrap(),
+        };
+        for b in ["/usr/sbin/runc", "/usr/bin/crun", "/root/.cargo/bin/youki"] {
+            assert!(rt(b).kills_by_cgroup(), "{b}");
+        }
+        for b in [
+            "/usr/bin/runsc",
+            "/usr/bin/kata-runtime",
+            "/opt/runc-wrapper",
+        ] {
+            assert!(!rt(b).kills_by_cgroup(), "{b}");
+        }
     }
 
     /// Argument building, with /bin/echo standing in for the runtime: the

@@ -58,6 +58,11 @@ pub trait OciRuntime: Send + Sync + 'static {
     /// Whether exec starts gantry-exec rather than the runtime's own exec:
     /// a terminal exec then gets its terminal over a console socket.
     fn native_exec(&self) -> bool;
+    /// Whether every process of a container runs on the host in the
+    /// container's own cgroup (its `linux.cgroupsPath`), so that killing
+    /// that cgroup ends the container as `kill --all SIGKILL` would. Not so
+    /// for runtimes that run containers inside a sandbox of their own.
+    fn kills_by_cgroup(&self) -> bool;
     /// Creates the container from `bundle`; its init's PID goes to `pid_file`.
     async fn create(&self, id: &str, bundle: &Path, pid_file: &Path, io: ContainerIo)
         -> Result<()>;
