@@ -608,3 +608,22 @@ async fn a_pod_is_removed_only_after_its_containers_are_reaped() {
         assert_gone(&w, &svc, id).await;
     }
 }
+
+#[tokio::test]
+async fn a_directory_that_cannot_be_moved_out_is_removed_in_place() {
+    use cri::ContainerEventType::*;
+    let (w, svc, pod) = world().await;
+    let (id, mut rx) = stopped(&w, &svc, &pod, "app").await;
+    // Something in the way of the rename (a rename across filesystems
+    // fails the same way).
+    std::fs::create_dir_all(removing(&w, &id).join("in-the-way")).unwrap();
+    svc.remove(&id).await.unwrap();
+    // Removed before the answer, as before the reaper.
+    assert!(!svc.reaper.is_pending(&id));
+    assert!(!cdir(&w, &id).exists());
+    assert!(w.host.state().mounts.is_empty());
+    assert!(w.images.holders().is_empty());
+    assert_eq!(drain(&mut rx), vec![ContainerDeletedEvent]);
+    std::fs::remove_dir_all(removing(&w, &id)).unwrap();
+    assert_gone(&w, &svc, &id).await;
+}
