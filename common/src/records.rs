@@ -242,6 +242,29 @@ impl<R: Record> RecordStore<R> {
         Ok(())
     }
 
+    /// Moves an object's directory, record included, to `to` (outside the
+    /// store, on its filesystem) and forgets the record: one rename, the
+    /// durable end of the object as far as the store is concerned, while
+    /// what the directory holds is undone later from `to`. The writer lock
+    /// keeps a change of the record from writing it back meanwhile. Both
+    /// parents are synced; if that fails the move is done all the same
+    /// (and the error returned), as it may reach the disk later.
+    pub fn move_out(&self, id: &str, to: &Path) -> std::io::Result<()> {
+        let from = self.dir_of(id);
+        blocking(|| {
+            let writer = self.writer(id);
+            let _one_writer = lock(&writer);
+            std::fs::rename(&from, to)?;
+            self.forget(id);
+            std::fs::File::open(&self.dir)?.sync_all()?;
+            let to_parent = to
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            std::fs::File::open(to_parent)?.sync_all()
+        })
+    }
+
     /// Drops a record from memory only.
     pub fn forget(&self, id: &str) {
         self.map().remove(id);
@@ -378,6 +401,31 @@ mod tests {
         assert_eq!(name.matches(',').count(), 80, "{name}");
         let (again, _) = RecordStore::<Rec>::open(d.path()).unwrap();
         assert_eq!(again.get("a").unwrap().name, name);
+    }
+
+    #[test]
+    fn moved_out_records_are_gone_and_stay_gone() {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let (s, _) = RecordStore::<Rec>::open(&store).unwrap();
+        s.reserve(rec("a", "x"), |_| false).unwrap();
+        s.persist(&rec("a", "x")).unwrap();
+        std::fs::write(store.join("a/layer"), b"data").unwrap();
+        s.move_out("a", &out.join("a")).unwrap();
+        assert!(s.get("a").is_none());
+        assert!(!store.join("a").exists());
+        assert_eq!(std::fs::read(out.join("a/layer")).unwrap(), b"data");
+        assert!(out.join("a/rec.json").exists(), "the record goes with it");
+        // A change racing the removal does not write the record back.
+        assert!(s.update("a", |r| r.name = "y".into()).is_none());
+        assert!(!store.join("a").exists());
+        let (again, skipped) = RecordStore::<Rec>::open(&store).unwrap();
+        assert!(again.get("a").is_none() && skipped.is_empty());
+        // Nothing to move is an error, and changes nothing.
+        assert!(s.move_out("a", &out.join("b")).is_err());
+        assert!(!out.join("b").exists());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -364,6 +364,56 @@ pub fn memory_limited(c: ContainerConfig, bytes: i64) -> ContainerConfig {
     }
 }
 
+/// Paths under gantry's directories named after `id`, and mount points
+/// whose path names it: what is left of a container or pod.
+pub fn traces_of(g: &Gantry, id: &str) -> (Vec<std::path::PathBuf>, Vec<String>) {
+    fn walk(dir: &std::path::Path, id: &str, found: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if e.file_name().to_string_lossy().contains(id) {
+                found.push(path.clone());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&path, id, found);
+            }
+        }
+    }
+    let mut paths = Vec::new();
+    walk(&g.dir, id, &mut paths);
+    let under = g.dir.display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m.starts_with(&under) && m.contains(id))
+        })
+        .map(str::to_string)
+        .collect();
+    (paths, mounts)
+}
+
+/// Waits (up to 30 s) until gantry has finished removing container `id`
+/// (RemoveContainer leaves its writable layer, bundle, mounts and image
+/// leases to a background reaper), then checks that nothing of it is left
+/// on disk or mounted.
+pub async fn wait_reaped(g: &Gantry, id: &str) {
+    let removing = g.dir.join("root/runtime/removing").join(id);
+    for _ in 0..600 {
+        if !removing.exists() {
+            let (paths, mounts) = traces_of(g, id);
+            assert!(
+                paths.is_empty() && mounts.is_empty(),
+                "container {id} reaped, but left {paths:?} and mounts {mounts:?}"
+            );
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("container {id} was not reaped within 30 s");
+}
+
 /// Waits (up to 30 s) for container `id` to exit; returns its status.
 pub async fn wait_exited(rt: &mut RuntimeServiceClient<Channel>, id: &str) -> ContainerStatus {
     for _ in 0..600 {

@@ -8,8 +8,8 @@ use std::time::Duration;
 use gantry_e2e::daemon::Gantry;
 use gantry_e2e::fixture::{
     all_containers, container_status_verbose, create_and_start, create_container as create,
-    memory_limited, pod_status_verbose, remove_pod, run_pod, stop_pod, verbose_pid, wait_exited,
-    BusyboxEnv,
+    memory_limited, pod_status_verbose, remove_pod, run_pod, stop_pod, traces_of, verbose_pid,
+    wait_exited, wait_reaped, BusyboxEnv,
 };
 use gantry_e2e::oci::{ImageSpec, Layer};
 use gantry_proto::v1::runtime_service_client::RuntimeServiceClient;
@@ -85,13 +85,19 @@ fn log_texts(path: &Path) -> Vec<String> {
 }
 
 fn leftovers(g: &Gantry) -> (usize, bool) {
-    let dirs = std::fs::read_dir(g.dir.join("root/runtime/containers"))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let dirs = ["containers", "removing"]
+        .iter()
+        .map(|d| {
+            std::fs::read_dir(g.dir.join("root/runtime").join(d))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum();
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     (
         dirs,
-        mounts.contains(&format!("{}/root/runtime/containers", g.dir.display())),
+        mounts.contains(&format!("{}/root/runtime/containers", g.dir.display()))
+            || mounts.contains(&format!("{}/root/runtime/removing", g.dir.display())),
     )
 }
 
@@ -334,6 +340,67 @@ async fn containers_outlive_a_killed_daemon() {
     assert!(!Path::new(&format!("/proc/{pid_after}")).exists());
 }
 
+/// RemoveContainer returns before the writable layer is gone: a daemon
+/// killed right after it finishes the removal at its next start, before it
+/// serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removal_cut_short_by_sigkill_is_finished_at_restart() {
+    let mut env = setup().await;
+    let mut rt = env.g.runtime().await;
+    let (pod, pc) = env.start_pod(&mut rt, "reaped").await;
+    // Enough files in the writable layer that removing it takes a while.
+    let id = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(
+            &env,
+            "writer",
+            "mkdir /many && cd /many && seq 1 20000 | xargs touch && ls | wc -l",
+        ),
+    )
+    .await
+    .unwrap();
+    start(&mut rt, &id).await;
+    let s = wait_exited(&mut rt, &id).await;
+    assert_eq!(s.exit_code, 0, "{:?}", log_texts(Path::new(&s.log_path)));
+    assert_eq!(log_texts(Path::new(&s.log_path)), ["20000"]);
+    let (paths, mounts) = traces_of(&env.g, &id);
+    assert!(!paths.is_empty() && !mounts.is_empty());
+
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    env.g.kill();
+    let removing = env.g.dir.join("root/runtime/removing").join(&id);
+    assert!(
+        removing.join("container.json").is_file(),
+        "the removal was already finished: nothing left to test"
+    );
+    assert!(!env.g.dir.join("root/runtime/containers").join(&id).exists());
+
+    env.g.restart().await;
+    let (paths, mounts) = traces_of(&env.g, &id);
+    assert!(
+        paths.is_empty() && mounts.is_empty(),
+        "left after the restart: {paths:?}, mounts {mounts:?}\n{}",
+        env.g.log()
+    );
+    let mut rt = env.g.runtime().await;
+    let e = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    remove_pod(&mut rt, &pod).await;
+    assert_eq!(leftovers(&env.g), (0, false), "{}", env.g.log());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_leave_nothing() {
     let env = setup().await;
@@ -403,9 +470,12 @@ async fn bad_requests_leave_nothing() {
             .code(),
         Code::AlreadyExists
     );
-    rt.remove_container(RemoveContainerRequest { container_id: ok })
-        .await
-        .unwrap();
+    rt.remove_container(RemoveContainerRequest {
+        container_id: ok.clone(),
+    })
+    .await
+    .unwrap();
+    wait_reaped(&env.g, &ok).await;
     assert_eq!(
         leftovers(&env.g),
         (0, false),
@@ -1470,9 +1540,14 @@ async fn stopping_a_pod_kills_every_process_of_its_running_containers() {
         .await;
         running.push(id);
     }
-    let idle = create(&mut rt, &pod, &pc, container(&env, "idle", "exec sleep 1000"))
-        .await
-        .unwrap();
+    let idle = create(
+        &mut rt,
+        &pod,
+        &pc,
+        container(&env, "idle", "exec sleep 1000"),
+    )
+    .await
+    .unwrap();
     // Each init and its background child.
     let mut pids = Vec::new();
     for id in &running {
@@ -1480,7 +1555,10 @@ async fn stopping_a_pod_kills_every_process_of_its_running_containers() {
         let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
             .unwrap_or_default();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut child: Option<i64> = children.split_whitespace().next().and_then(|c| c.parse().ok());
+        let mut child: Option<i64> = children
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse().ok());
         while child.is_none() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
             child = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
@@ -1527,7 +1605,10 @@ async fn stopping_a_pod_kills_every_process_of_its_running_containers() {
     stopped.sort();
     let mut want = running.clone();
     want.sort();
-    assert_eq!(stopped, want, "one STOPPED per running container, before the pod's");
+    assert_eq!(
+        stopped, want,
+        "one STOPPED per running container, before the pod's"
+    );
     // Where the kernel can, no runtime was started to kill them.
     assert_eq!(
         env.g.log().matches("killed through its cgroup").count(),

@@ -268,6 +268,7 @@ async fn sigkill_during_churn_leaves_nothing_behind() {
         "rolling back a container",
         "killing a monitor left",
         "container directory without a record",
+        "finishing the removal of a container",
     ] {
         println!("recovery: {:3} x {what:?}", log.matches(what).count());
     }
@@ -295,6 +296,7 @@ async fn sigkill_during_churn_leaves_nothing_behind() {
     let ips = net.reservations();
     let state: Vec<(String, Vec<String>)> = [
         "root/runtime/containers",
+        "root/runtime/removing",
         "root/runtime/sandboxes",
         "state/pods",
         "state/runtime/runc",

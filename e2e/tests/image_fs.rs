@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use gantry_e2e::fixture::{create_and_start, remove_pod, BusyboxEnv};
+use gantry_e2e::fixture::{create_and_start, remove_pod, wait_reaped, BusyboxEnv};
 use gantry_proto::v1::image_service_client::ImageServiceClient;
 use gantry_proto::v1::{
     ContainerState, ContainerStatusRequest, FilesystemUsage, ImageFsInfoRequest,
@@ -89,6 +89,7 @@ async fn container_filesystems_count_the_writable_layers() {
     })
     .await
     .expect("RemoveContainer");
+    wait_reaped(&env.g, &id).await;
     let (_, after) = fs_info(&mut images).await;
     assert!(
         used(&after) < used(&before) + WRITTEN,

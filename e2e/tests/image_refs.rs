@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use gantry_e2e::daemon::Gantry;
 use gantry_e2e::fixture::{
-    create_and_start, pull_request, remove_pod, store_counts, BusyboxEnv, StoreCounts,
+    create_and_start, pull_request, remove_pod, store_counts, wait_reaped, BusyboxEnv, StoreCounts,
 };
 use gantry_e2e::oci::{ImageSpec, Layer, Pusher};
 use gantry_proto::v1::image_service_client::ImageServiceClient;
@@ -218,10 +218,12 @@ async fn a_running_containers_image_outlives_its_removal() {
     // Removed again: each container keeps it until it goes itself.
     remove_image(&mut images, &env.image).await;
     remove_container(&mut rt, &first).await;
+    wait_reaped(&env.g, &first).await;
     assert_eq!(leases(&env.g), vec![format!("{second}.json")]);
     assert_eq!(inodes(&root.join("snapshots")), snapshots);
     assert_eq!(exec(&mut rt, &second, "cat /data/lower").await.0, 0);
     remove_container(&mut rt, &second).await;
+    wait_reaped(&env.g, &second).await;
     assert!(leases(&env.g).is_empty());
     assert_eq!(
         store_counts(&env.g),
@@ -292,6 +294,7 @@ async fn leases_are_reconciled_with_the_containers_at_start() {
         "the old container's layer"
     );
     remove_container(&mut rt, &old).await;
+    wait_reaped(&env.g, &old).await;
     assert!(leases(&env.g).is_empty(), "{:?}", leases(&env.g));
     assert_eq!(store_counts(&env.g).snapshots, 0);
     remove_pod(&mut rt, &pod).await;
@@ -449,6 +452,7 @@ async fn image_volumes_mount_images_read_only() {
 
     // Removing the container unmounts everything and frees the image.
     remove_container(&mut rt, &id).await;
+    wait_reaped(&env.g, &id).await;
     assert!(
         mounts_under(&containers).is_empty(),
         "{:?}",
@@ -504,6 +508,7 @@ async fn damaged_images_are_rebuilt_or_reported_absent() {
     .await;
     assert_eq!(exec(&mut rt, &id, "echo ok").await.1, "ok\n");
     remove_container(&mut rt, &id).await;
+    wait_reaped(&env.g, &id).await;
 
     // While running: the same when a container is created.
     std::fs::remove_dir_all(&layer).expect("removing the snapshot");
@@ -516,6 +521,7 @@ async fn damaged_images_are_rebuilt_or_reported_absent() {
     .await;
     assert!(layer.join("bin/busybox").is_file());
     remove_container(&mut rt, &id).await;
+    wait_reaped(&env.g, &id).await;
 
     // Snapshot and blob gone: absent, so pulled again, then it runs.
     std::fs::remove_dir_all(&layer).expect("removing the snapshot");
@@ -542,6 +548,7 @@ async fn damaged_images_are_rebuilt_or_reported_absent() {
     )
     .await;
     remove_container(&mut rt, &id).await;
+    wait_reaped(&env.g, &id).await;
 
     // The same found at start.
     env.g.stop();

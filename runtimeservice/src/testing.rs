@@ -50,6 +50,10 @@ pub struct HostState {
     pub pins: BTreeSet<PathBuf>,
     /// Mount points of container rootfs overlays.
     pub mounts: BTreeSet<PathBuf>,
+    /// The (device, inode) of each mount point's directory: a mount
+    /// follows its directory when an ancestor is renamed, as the kernel's
+    /// do, so it can be unmounted at the new path.
+    mount_dirs: BTreeMap<PathBuf, (u64, u64)>,
     /// Live processes by PID.
     pub procs: BTreeMap<i32, Proc>,
     /// Sysctls written, as (namespace pin, name, value).
@@ -62,6 +66,39 @@ pub struct HostState {
     /// The host has no `cgroup.kill` (cgroup v1, or Linux before 5.14).
     pub no_cgroup_kill: bool,
     next_pid: i32,
+}
+
+fn dir_key(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+impl HostState {
+    fn mounted(&mut self, target: &Path) {
+        self.mounts.insert(target.to_path_buf());
+        if let Some(key) = dir_key(target) {
+            self.mount_dirs.insert(target.to_path_buf(), key);
+        }
+    }
+
+    /// Whether `target` was a mount point, at its path or at the path its
+    /// directory had before a rename.
+    fn unmounted(&mut self, target: &Path) -> bool {
+        let at = if self.mounts.contains(target) {
+            Some(target.to_path_buf())
+        } else {
+            let key = dir_key(target);
+            self.mount_dirs
+                .iter()
+                .find(|(p, k)| key == Some(**k) && dir_key(p) != key)
+                .map(|(p, _)| p.clone())
+        };
+        let Some(at) = at else {
+            return false;
+        };
+        self.mount_dirs.remove(&at);
+        self.mounts.remove(&at)
+    }
 }
 
 /// The host of a test: cgroups are directories under `cgroupfs` (one
@@ -439,7 +476,7 @@ impl Host for FakeHost {
         for l in lower.iter().rev() {
             copy_dir(l, target)?;
         }
-        self.state().mounts.insert(target.to_path_buf());
+        self.state().mounted(target);
         Ok(())
     }
 
@@ -450,7 +487,7 @@ impl Host for FakeHost {
         for l in lower.iter().rev() {
             copy_dir(l, target)?;
         }
-        self.state().mounts.insert(target.to_path_buf());
+        self.state().mounted(target);
         Ok(())
     }
 
@@ -459,7 +496,7 @@ impl Host for FakeHost {
             return Err(io_failure("bind mount"));
         }
         copy_dir(source, target)?;
-        self.state().mounts.insert(target.to_path_buf());
+        self.state().mounted(target);
         Ok(())
     }
 
@@ -472,7 +509,7 @@ impl Host for FakeHost {
 
     fn unmount(&self, target: &Path) -> std::io::Result<()> {
         self.call("unmount", target.display().to_string());
-        if self.state().mounts.remove(target) {
+        if self.state().unmounted(target) {
             Ok(())
         } else {
             Err(std::io::Error::from_raw_os_error(libc::EINVAL))

@@ -344,6 +344,7 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
     )?);
     containers.recover().await;
     containers.spawn_exit_watcher()?;
+    let reaps = containers.clone();
     registry.register(Box::new(StateCollector::new(
         pods.clone(),
         containers.clone(),
@@ -455,6 +456,14 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
             Ok(())
         }
     };
+    // Removals already answered are finished, within the grace period;
+    // what is left is durable and finished at the next start.
+    if tokio::time::timeout(SHUTDOWN_GRACE, reaps.wait_all_reaped())
+        .await
+        .is_err()
+    {
+        warn!(grace = ?SHUTDOWN_GRACE, "removed containers were still being cleaned up; the next start finishes them");
+    }
     let _ = std::fs::remove_file(&config.socket);
     crate::reload::remove_pid_file(&config.state_dir);
     result.context("gRPC server")?;

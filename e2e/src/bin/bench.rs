@@ -1216,6 +1216,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     let mut list_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
     let mut status_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
     let mut stop_rm_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
+    let mut rm_t: Vec<Vec<Duration>> = vec![Vec::new(); sides.len()];
     let mut pods = Vec::new();
     let mut ids: Vec<Vec<String>> = vec![Vec::new(); sides.len()];
 
@@ -1341,9 +1342,11 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
                     timeout: 0,
                 })
                 .await?;
+            let r = Instant::now();
             side.rt
                 .remove_container(RemoveContainerRequest { container_id: id })
                 .await?;
+            rm_t[k].push(r.elapsed());
             stop_rm_t[k].push(t.elapsed());
         }
     }
@@ -1384,6 +1387,7 @@ async fn bench_containers(args: &Args) -> anyhow::Result<()> {
     report(&format!("ListContainers ({n})"), &list_t[0], &peer(&list_t));
     report("ContainerStatus", &status_t[0], &peer(&status_t));
     report("Stop+RemoveContainer", &stop_rm_t[0], &peer(&stop_rm_t));
+    report("of which RemoveContainer", &rm_t[0], &peer(&rm_t));
     if !big_list_t[0].is_empty() {
         println!(
             "with {big} running containers per runtime ({} samples each, alternating):",

@@ -24,11 +24,17 @@ fn cdir(w: &World, id: &str) -> std::path::PathBuf {
     w.pods.config.root.join("containers").join(id)
 }
 
-/// Nothing of the container is left: record, directory, mount, lease,
-/// monitor.
-fn assert_gone(w: &World, svc: &ContainerService, id: &str) {
+fn removing(w: &World, id: &str) -> std::path::PathBuf {
+    w.pods.config.root.join("removing").join(id)
+}
+
+/// Nothing of the container is left once its reap is over: record,
+/// directory, mount, lease, monitor.
+async fn assert_gone(w: &World, svc: &ContainerService, id: &str) {
+    svc.reaper.wait_all().await;
     assert!(svc.resolve(id).unwrap().is_none(), "record of {id} left");
     assert!(!cdir(w, id).exists(), "directory left");
+    assert!(!removing(w, id).exists(), "directory left to reap");
     let host = w.host.state();
     assert!(
         !host.mounts.iter().any(|m| m.starts_with(cdir(w, id))),
@@ -106,7 +112,7 @@ async fn create_start_stop_remove() {
     assert!(w.host.monitors_of(&id).is_empty());
 
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
     assert_eq!(
         w.host.calls_to("runtime.delete"),
         vec![format!("runtime.delete {id} force=true")]
@@ -241,7 +247,7 @@ async fn a_failed_start_is_an_exit_and_leaves_no_monitor() {
     // The rootfs stays for the logs and status until the removal.
     assert!(w.host.state().mounts.len() == 1);
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
 }
 
 #[tokio::test]
@@ -255,7 +261,7 @@ async fn a_monitor_that_dies_silently_is_an_unknown_exit() {
     assert_eq!(status.state, cri::ContainerState::ContainerExited as i32);
     assert_eq!(status.exit_code, 255);
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
 }
 
 #[tokio::test]
@@ -284,7 +290,7 @@ async fn an_exit_of_its_own_reaches_the_record() {
     svc.stop(&id, 10).await.unwrap();
     assert!(w.host.calls_to("runtime.kill").is_empty());
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
 }
 
 #[tokio::test]
@@ -314,7 +320,7 @@ async fn recover_rolls_back_creates_and_finds_lost_monitors() {
     assert_eq!(w.host.state().mounts.len(), 2, "cut's rootfs was unmounted");
     for id in [&lost, &kept] {
         svc.remove(id).await.unwrap();
-        assert_gone(&w, &svc, id);
+        assert_gone(&w, &svc, id).await;
     }
 }
 
@@ -335,7 +341,7 @@ async fn a_refused_stop_signal_fails_the_stop_and_keeps_the_container() {
     assert!(svc.resolve(&id).unwrap().is_some());
     w.host.state().fail.clear();
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
 }
 
 #[tokio::test]
@@ -346,7 +352,7 @@ async fn a_runtime_that_cannot_delete_does_not_keep_the_container() {
     svc.stop(&id, 10).await.unwrap();
     w.host.fail("runtime.delete");
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
 }
 
 #[tokio::test]
@@ -384,7 +390,7 @@ async fn resources_reach_a_running_container_and_the_spec() {
     assert_eq!(w.host.calls_to("runtime.update").len(), 2);
     assert_eq!(spec(&w)["linux"]["resources"]["memory"]["limit"], 128 << 20);
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
 }
 
 fn with_image_volume(sub: &str) -> cri::ContainerConfig {
@@ -436,7 +442,7 @@ async fn image_volumes_are_mounted_held_and_let_go() {
         .expect("the volume is in the spec");
     assert_eq!(vol["source"], base.join("sub").display().to_string());
     svc.remove(&id).await.unwrap();
-    assert_gone(&w, &svc, &id);
+    assert_gone(&w, &svc, &id).await;
     assert!(w.host.state().mounts.is_empty());
 }
 
@@ -623,6 +629,158 @@ async fn an_init_pid_reused_elsewhere_is_not_killed() {
     assert_eq!(status.state, cri::ContainerState::ContainerRunning as i32);
     for id in [&a, &b] {
         svc.remove(id).await.unwrap();
-        assert_gone(&w, &svc, id);
+        assert_gone(&w, &svc, id).await;
     }
+}
+
+/// A stopped container, with its removal's events from here on.
+async fn stopped(
+    w: &World,
+    svc: &ContainerService,
+    pod: &str,
+    name: &str,
+) -> (
+    String,
+    tokio::sync::broadcast::Receiver<cri::ContainerEventResponse>,
+) {
+    let id = svc.create(pod, container_config(name)).await.unwrap();
+    svc.start(&id).await.unwrap();
+    svc.stop(&id, 10).await.unwrap();
+    assert!(w
+        .host
+        .state()
+        .mounts
+        .contains(&cdir(w, &id).join("bundle/rootfs")));
+    (id, events(svc))
+}
+
+#[tokio::test]
+async fn remove_returns_before_the_reap() {
+    use cri::ContainerEventType::*;
+    let (w, svc, pod) = world().await;
+    let (id, mut rx) = stopped(&w, &svc, &pod, "app").await;
+    svc.remove(&id).await.unwrap();
+    // Out of view and durable: no record, nothing under containers/, the
+    // event sent; the rest waits for the reaper, which has not run yet (a
+    // test's runtime runs it only once the test waits).
+    assert!(svc.resolve(&id).unwrap().is_none());
+    assert!(svc.list(None).is_empty());
+    assert!(!cdir(&w, &id).exists());
+    assert_eq!(drain(&mut rx), vec![ContainerDeletedEvent]);
+    assert!(svc.reaper.is_pending(&id));
+    assert!(removing(&w, &id).join("container.json").is_file());
+    assert!(w.host.calls_to("runtime.delete").is_empty());
+    assert_eq!(
+        w.images.holders(),
+        vec![id.clone()],
+        "the layers are still mounted"
+    );
+    // The rootfs mount moved with its directory.
+    assert_eq!(w.host.state().mounts.len(), 1);
+    assert_gone(&w, &svc, &id).await;
+    assert_eq!(
+        w.host.calls_to("runtime.delete"),
+        vec![format!("runtime.delete {id} force=true")]
+    );
+    assert!(w.host.state().mounts.is_empty());
+    assert!(!svc.reaper.is_pending(&id));
+}
+
+#[tokio::test]
+async fn removal_while_reaping_is_idempotent_and_frees_the_name() {
+    use cri::ContainerEventType::*;
+    let (w, svc, pod) = world().await;
+    let (id, mut rx) = stopped(&w, &svc, &pod, "app").await;
+    svc.remove(&id).await.unwrap();
+    assert!(svc.reaper.is_pending(&id));
+    svc.remove(&id).await.unwrap();
+    svc.stop(&id, 0).await.unwrap();
+    assert_eq!(drain(&mut rx), vec![ContainerDeletedEvent], "one DELETED");
+    // kubelet makes the next attempt under the same name at once.
+    let again = svc.create(&pod, container_config("app")).await.unwrap();
+    assert_ne!(again, id);
+    assert_gone(&w, &svc, &id).await;
+    assert_eq!(w.host.calls_to("runtime.delete").len(), 1);
+    assert_eq!(svc.list(None).len(), 1);
+    assert_eq!(w.images.holders(), vec![again.clone()]);
+    svc.remove(&again).await.unwrap();
+    assert_gone(&w, &svc, &again).await;
+}
+
+#[test]
+fn a_reap_cut_short_is_finished_at_the_next_start() {
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let first = rt();
+    let (w, id) = first.block_on(async {
+        let (w, svc, pod) = world().await;
+        let (id, _) = stopped(&w, &svc, &pod, "app").await;
+        svc.remove(&id).await.unwrap();
+        (w, id)
+    });
+    // The daemon dies between the rename and the reap: its runtime goes
+    // with the reap task, never run.
+    drop(first);
+    assert!(removing(&w, &id).is_dir(), "the reap did not run");
+    assert!(w.host.calls_to("runtime.delete").is_empty());
+    assert_eq!(w.images.holders(), vec![id.clone()]);
+
+    rt().block_on(async {
+        let svc = w.containers();
+        assert!(svc.resolve(&id).unwrap().is_none(), "removed stays removed");
+        svc.recover().await;
+        assert_gone(&w, &svc, &id).await;
+        assert_eq!(
+            w.host.calls_to("runtime.delete"),
+            vec![format!("runtime.delete {id} force=true")]
+        );
+        assert!(w.host.state().mounts.is_empty());
+    });
+}
+
+#[tokio::test]
+async fn a_pod_is_removed_only_after_its_containers_are_reaped() {
+    let (w, svc, pod) = world().await;
+    let (a, _) = stopped(&w, &svc, &pod, "a").await;
+    let b = svc.create(&pod, container_config("b")).await.unwrap();
+    svc.start(&b).await.unwrap();
+    svc.remove(&a).await.unwrap();
+    assert!(svc.reaper.is_pending(&a));
+    w.pods.remove_sandbox(&svc, &pod).await.unwrap();
+    let calls = w.host.calls();
+    let last_delete = calls
+        .iter()
+        .rposition(|c| c.starts_with("runtime.delete "))
+        .unwrap();
+    let pod_cgroup = calls
+        .iter()
+        .position(|c| c.starts_with("remove_cgroup_dirs "))
+        .unwrap();
+    assert!(last_delete < pod_cgroup, "{calls:#?}");
+    for id in [&a, &b] {
+        assert_gone(&w, &svc, id).await;
+    }
+}
+
+#[tokio::test]
+async fn a_directory_that_cannot_be_moved_out_is_removed_in_place() {
+    use cri::ContainerEventType::*;
+    let (w, svc, pod) = world().await;
+    let (id, mut rx) = stopped(&w, &svc, &pod, "app").await;
+    // Something in the way of the rename (a rename across filesystems
+    // fails the same way).
+    std::fs::create_dir_all(removing(&w, &id).join("in-the-way")).unwrap();
+    svc.remove(&id).await.unwrap();
+    // Removed before the answer, as before the reaper.
+    assert!(!svc.reaper.is_pending(&id));
+    assert!(!cdir(&w, &id).exists());
+    assert!(w.host.state().mounts.is_empty());
+    assert!(w.images.holders().is_empty());
+    assert_eq!(drain(&mut rx), vec![ContainerDeletedEvent]);
+    std::fs::remove_dir_all(removing(&w, &id)).unwrap();
+    assert_gone(&w, &svc, &id).await;
 }

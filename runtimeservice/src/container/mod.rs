@@ -14,6 +14,11 @@
 //! for how a container ended, so exits that happen while the daemon is down
 //! are reported with their real codes.
 //!
+//! RemoveContainer moves the container's directory out of `containers/`
+//! into `removing/` and returns; a background reaper (`reaper.rs`) deletes
+//! it from the runtime, unmounts and removes it, and lets go of its image,
+//! or the next start does if the daemon stops first.
+//!
 //! Every change of state is made while holding the container's operation
 //! lock and the records lock, and sends its CRI event (CREATED, STARTED,
 //! STOPPED, DELETED; see [`crate::events`]) before the records lock is let
@@ -59,6 +64,7 @@ pub mod image_volume;
 #[cfg(test)]
 mod lifecycle_tests;
 pub mod log_cap;
+mod reaper;
 mod record;
 mod recover;
 mod remove;
@@ -75,7 +81,7 @@ pub use self::handler::HandlerChanges;
 pub use self::image::{ImageLookup, ResolvedImage};
 pub use self::record::{ContainerRecord, ContainerState};
 pub use self::status::monitor_alive;
-use self::{handler::*, record::*, rootfs::*, status::*};
+use self::{handler::*, record::*, rootfs::*, status::*, update::bundle_cgroup};
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -112,6 +118,8 @@ pub struct ContainerService {
     /// hold on disk (see [`ContainerService::fs_generation`]).
     fs_generation: std::sync::atomic::AtomicU64,
     exits: Arc<ExitWatcher>,
+    /// Finishes the removals RemoveContainer leaves off its path.
+    reaper: reaper::Reaper,
     metrics: RuntimeMetrics,
     log_drops: LogDrops,
 }
@@ -164,6 +172,10 @@ impl ContainerService {
         for (name, h) in &runtimes {
             pods.set_user_namespaces(name, h.user_namespaces);
         }
+        let reaper = reaper::Reaper::open(&config.root).map_err(Error::io(format!(
+            "opening {}",
+            config.root.join(reaper::REMOVING).display()
+        )))?;
         let log_drops = LogDrops::default();
         for r in records.values().iter().filter(|r| r.monitor_pid != 0) {
             log_drops.track(&r.id);
@@ -171,6 +183,7 @@ impl ContainerService {
         Ok(ContainerService {
             metrics: pods.metrics.clone(),
             log_drops,
+            reaper,
             records,
             locks: Default::default(),
             host: pods.host.clone(),

@@ -8,6 +8,9 @@ impl ContainerService {
     /// containers are watched again, and those whose monitor vanished
     /// without recording an exit are reported exited.
     pub async fn recover(&self) {
+        // First, so that the leases of what is still mounted are known
+        // before they are reconciled below.
+        let unreaped = self.finish_reaps().await;
         let ids: Vec<String> = self.records().keys().cloned().collect();
         for id in ids {
             let live = self.records().get(&id).is_some_and(|r| {
@@ -67,9 +70,40 @@ impl ContainerService {
             .records()
             .values()
             .map(|r| (r.id.clone(), r.image_id.clone()))
+            .chain(unreaped)
             .collect();
         if let Err(e) = self.images.retain(&live).await {
             warn!(error = %e, "dropping the image leases of containers that are gone");
         }
+    }
+
+    /// Finishes the removals a stopped daemon left under `removing/`;
+    /// returns the containers (with their image IDs) whose rootfs is still
+    /// mounted, whose leases must stay until a later start unmounts it.
+    async fn finish_reaps(&self) -> Vec<(String, String)> {
+        let mut unreaped = Vec::new();
+        for id in self.reaper.leftover_ids() {
+            let dir = self.reaper.dir_of(&id);
+            let rec = std::fs::read(dir.join(<ContainerRecord as Record>::FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<ContainerRecord>(&b).ok())
+                .filter(|r| r.id == id);
+            info!(container = %id, "finishing the removal of a container removed before the daemon stopped");
+            let leftovers = reaper::Leftovers {
+                id: id.clone(),
+                pod_id: rec.as_ref().map(|r| r.pod_id.clone()).unwrap_or_default(),
+                cgroup: None,
+                runtime: rec.as_ref().and_then(|r| self.runtime(&r.handler).ok()),
+                // Not known without the record: undone if there.
+                kill_monitors: true,
+                rootfs_mounted: rec.as_ref().is_none_or(|r| r.rootfs_mounted),
+                dir: dir.clone(),
+            };
+            let released = leftovers.reap(&*self.host, &*self.images).await;
+            if let Some(r) = rec.filter(|_| !released) {
+                unreaped.push((id, r.image_id));
+            }
+        }
+        unreaped
     }
 }

@@ -76,19 +76,25 @@ impl ContainerService {
         if let Some(p) = lock(&self.cgroup_paths).get(&r.id) {
             return p.clone();
         }
-        let path = std::fs::read(self.cdir(&r.id).join("bundle/config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-            .and_then(|v| {
-                v["linux"]["cgroupsPath"]
-                    .as_str()
-                    .map(crate::cgroup::fs_path)
-            })
-            .unwrap_or_default();
+        let path = bundle_cgroup(&self.cdir(&r.id));
         // A bundle not written yet is asked again next time.
         if !path.is_empty() {
             lock(&self.cgroup_paths).insert(r.id.clone(), path.clone());
         }
         path
     }
+}
+
+/// The cgroup (relative to the hierarchy roots) the bundle in container
+/// directory `dir` names; empty if it names none or is not there.
+pub(super) fn bundle_cgroup(dir: &Path) -> String {
+    std::fs::read(dir.join("bundle/config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| {
+            v["linux"]["cgroupsPath"]
+                .as_str()
+                .map(crate::cgroup::fs_path)
+        })
+        .unwrap_or_default()
 }

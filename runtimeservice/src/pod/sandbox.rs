@@ -35,6 +35,9 @@ impl PodService {
             return Ok(());
         };
         remove_containers(containers, &full).await?;
+        // The containers' cgroups sit in the pod's, and their idmapped
+        // binds on its volumes: the pod goes only after they have.
+        containers.wait_reaped(&full).await;
         containers.forget_pod(&full);
         let (stopped, removed) = self.remove(&full).await?;
         if stopped {
