@@ -4,7 +4,9 @@
 //! the walk is repeated in the background and a call answers from the last
 //! one. A call that follows a change (an image stored or removed, a
 //! container created, started, stopped or removed) measures afresh, so
-//! that what a caller just did is in the answer it gets next.
+//! that what a caller just did is in the answer it gets next; and once
+//! changes have settled for [`SETTLE`], the walk is redone in the
+//! background, so that such a call seldom finds the figures out of date.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +21,11 @@ use crate::store::{FsUsage, ImageStore};
 /// How old figures may get before a call has them measured again in the
 /// background (containerd's default stats collection period).
 pub const REFRESH_AFTER: Duration = Duration::from_secs(10);
+
+/// How long a change must have settled (no further change) before the
+/// figures are walked again in the background, so that the call after
+/// pods came and went seldom has to walk itself.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// Where container writable layers live and how much they use, for
 /// `ImageFsInfo.container_filesystems`: the runtime side knows, the image
@@ -57,6 +64,7 @@ pub struct FsInfoCache {
     walking: tokio::sync::Mutex<()>,
     refreshing: AtomicBool,
     refresh_after: Duration,
+    settle: Duration,
 }
 
 impl FsInfoCache {
@@ -68,7 +76,42 @@ impl FsInfoCache {
             walking: tokio::sync::Mutex::new(()),
             refreshing: AtomicBool::new(false),
             refresh_after: REFRESH_AFTER,
+            settle: SETTLE,
         }
+    }
+
+    /// Starts the background walk after changes (see [`SETTLE`]); it ends
+    /// with the cache. Walks only once a caller has asked for figures.
+    pub fn watch_changes(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let cache = Arc::downgrade(self);
+        let settle = self.settle;
+        runtime.spawn(async move {
+            let mut seen = None;
+            loop {
+                tokio::time::sleep(settle).await;
+                let Some(this) = cache.upgrade() else {
+                    return;
+                };
+                let now = this.generations();
+                let stale = this
+                    .last
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_some_and(|e| e.generations != now);
+                if stale && seen == Some(now) {
+                    if let Ok(_walking) = this.walking.try_lock() {
+                        if let Err(e) = this.clone().walk().await {
+                            warn!(error = %e, "measuring the image and container filesystems");
+                        }
+                    }
+                }
+                seen = Some(now);
+            }
+        });
     }
 
     fn generations(&self) -> (u64, Option<u64>) {
@@ -204,6 +247,33 @@ mod tests {
         cache.store.release_owner("nobody").await.unwrap();
         assert_eq!(walked(&cache.figures().await.unwrap()), 3);
         assert_eq!(layers.walks.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn settled_changes_are_walked_before_anyone_asks() {
+        let (_dir, layers, cache) = cache(Duration::from_secs(3600));
+        let mut cache = Arc::into_inner(cache).unwrap();
+        cache.settle = Duration::from_millis(10);
+        let cache = Arc::new(cache);
+        cache.watch_changes();
+        assert_eq!(walked(&cache.figures().await.unwrap()), 1);
+        layers.generation.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while layers.walks.load(Ordering::SeqCst) < 2 {
+            assert!(
+                Instant::now() < deadline,
+                "no walk after the change settled"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Walked already: the call answers from memory.
+        while cache.current().is_none() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(walked(&cache.figures().await.unwrap()), 2);
+        // Nothing changed since: no more walks.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(layers.walks.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

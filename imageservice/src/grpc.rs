@@ -29,16 +29,16 @@ pub struct CriImageService {
 
 impl CriImageService {
     pub fn new(store: Arc<ImageStore>) -> Self {
-        CriImageService {
-            fs_info: Arc::new(FsInfoCache::new(store.clone(), None)),
-            store,
-        }
+        let fs_info = Arc::new(FsInfoCache::new(store.clone(), None));
+        fs_info.watch_changes();
+        CriImageService { fs_info, store }
     }
 
     /// Reports the containers' filesystem in ImageFsInfo too, so that
     /// kubelet's eviction sees what containers write.
     pub fn with_container_usage(mut self, containers: Arc<dyn ContainerFsUsage>) -> Self {
         self.fs_info = Arc::new(FsInfoCache::new(self.store.clone(), Some(containers)));
+        self.fs_info.watch_changes();
         self
     }
 
