@@ -80,8 +80,9 @@ impl FsInfoCache {
         }
     }
 
-    /// Starts the background walk after changes (see [`SETTLE`]); it ends
-    /// with the cache. Walks only once a caller has asked for figures.
+    /// Starts the background walk after changes (see [`SETTLE`]), the
+    /// first one a settle period after the start, so that not even the
+    /// first call walks; it ends with the cache.
     pub fn watch_changes(self: &Arc<Self>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -101,7 +102,7 @@ impl FsInfoCache {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .as_ref()
-                    .is_some_and(|e| e.generations != now);
+                    .is_none_or(|e| e.generations != now);
                 if stale && seen == Some(now) {
                     if let Ok(_walking) = this.walking.try_lock() {
                         if let Err(e) = this.clone().walk().await {
