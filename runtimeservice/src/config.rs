@@ -39,6 +39,11 @@ pub struct RuntimeConfig {
     /// rotated. 0: no cap. Pods may lower it with the
     /// `gantry.dev/log-max-bytes` annotation.
     pub log_max_bytes: u64,
+    /// Seconds between background samples of every ready pod's and
+    /// container's usage, which ListPodSandboxStats and ListContainerStats
+    /// answer from (each stat carries the time it was read). 0: those calls
+    /// read everything themselves.
+    pub stats_collection_period: u64,
 }
 
 /// How a handler runs ExecSync and streaming Exec.
@@ -132,6 +137,7 @@ impl Default for RuntimeConfig {
             monitor_path: PathBuf::new(),
             exec_helper_path: PathBuf::new(),
             log_max_bytes: DEFAULT_LOG_MAX_BYTES,
+            stats_collection_period: DEFAULT_STATS_COLLECTION_PERIOD,
         }
     }
 }
@@ -141,6 +147,15 @@ impl Default for RuntimeConfig {
 /// writes faster than kubelet's rotation (every 10 s) keeps up with.
 pub const DEFAULT_LOG_MAX_BYTES: u64 = 100 << 20;
 
+/// kubelet's own stats period (and cAdvisor's housekeeping interval in
+/// kubelet): kubelet never sees a sample older than the one it would have
+/// taken itself.
+pub const DEFAULT_STATS_COLLECTION_PERIOD: u64 = 10;
+
+/// A day: a longer period would answer with figures too old to mean
+/// anything, and is surely a typo for 0.
+const MAX_STATS_COLLECTION_PERIOD: u64 = 86_400;
+
 impl RuntimeConfig {
     /// Checks what serde cannot: the default handler must exist.
     pub fn validate(&self) -> Result<(), String> {
@@ -149,6 +164,12 @@ impl RuntimeConfig {
                 "log_max_bytes {} is below the smallest cap, {} (0 means no cap)",
                 self.log_max_bytes,
                 gantry_monitor::crilog::MIN_LOG_CAP
+            ));
+        }
+        if self.stats_collection_period > MAX_STATS_COLLECTION_PERIOD {
+            return Err(format!(
+                "stats_collection_period {} is over a day ({MAX_STATS_COLLECTION_PERIOD} s); 0 turns sampling off",
+                self.stats_collection_period
             ));
         }
         if !self.runtimes.contains_key(&self.default_runtime) {

@@ -344,6 +344,7 @@ pub async fn run(config: Config, options: Options) -> anyhow::Result<()> {
     )?);
     containers.recover().await;
     containers.spawn_exit_watcher()?;
+    containers.spawn_stats_sampler();
     let reaps = containers.clone();
     registry.register(Box::new(StateCollector::new(
         pods.clone(),

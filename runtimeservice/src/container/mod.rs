@@ -70,6 +70,7 @@ mod recover;
 mod remove;
 mod rootfs;
 pub mod rootfs_path;
+mod sampler;
 mod start;
 mod stats;
 mod status;
@@ -109,7 +110,10 @@ pub struct ContainerService {
     /// Writable-layer sizes (when measured, bytes) for the metrics: walking
     /// a layer is the costliest read, so it is repeated at most every
     /// [`FS_USAGE_TTL_NS`].
-    fs_usage: Mutex<HashMap<String, (i64, u64)>>,
+    fs_usage: Mutex<HashMap<String, (i64, u64, u64)>>,
+    /// The latest background sample of every ready pod's usage, which the
+    /// list stats calls answer from.
+    sampler: sampler::Sampler,
     /// The device label of the filesystem holding the writable layers.
     fs_device: std::sync::OnceLock<String>,
     /// Container and sandbox events for `GetContainerEvents`.
@@ -196,6 +200,7 @@ impl ContainerService {
             cpu_rates: Default::default(),
             cgroup_paths: Default::default(),
             fs_usage: Default::default(),
+            sampler: sampler::Sampler::new(config.stats_collection_period),
             fs_generation: Default::default(),
             fs_device: Default::default(),
             events: Default::default(),

@@ -7,6 +7,15 @@ use super::*;
 /// measured again (cAdvisor, too, walks layers about once a minute).
 pub(super) const FS_USAGE_TTL_NS: i64 = 60_000_000_000;
 
+/// Whether a container's writable layer is walked for the answer or
+/// reported as last walked (at most [`FS_USAGE_TTL_NS`] ago, with the time
+/// it was).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Layer {
+    Walk,
+    Cached,
+}
+
 /// The interfaces of each pod with a network namespace (in `pods`' order,
 /// skipping those without), read from inside each namespace by one thread.
 pub(super) fn pod_networks(
@@ -141,7 +150,7 @@ impl ContainerService {
                 s.push(&m::START_TIME, secs(c.started_at), &[]);
                 s.push(&m::LAST_SEEN, secs(now), &[]);
                 if let Some(cap) = &capacity {
-                    let (measured, used) = self.writable_usage_cached(&c.id, now);
+                    let (measured, used, _) = self.writable_usage_cached(&c.id, now);
                     s.filesystem(&device, used, measured, cap);
                 }
                 container_metrics.push(cri::ContainerMetrics {
@@ -200,19 +209,21 @@ impl ContainerService {
         out
     }
 
-    /// The writable layer's size, and when it was measured.
-    pub(super) fn writable_usage_cached(&self, id: &str, now: i64) -> (i64, u64) {
-        if let Some(&(at, bytes)) = lock(&self.fs_usage).get(id) {
+    /// The writable layer's size (bytes, inodes), and when it was measured.
+    pub(super) fn writable_usage_cached(&self, id: &str, now: i64) -> (i64, u64, u64) {
+        if let Some(&(at, bytes, inodes)) = lock(&self.fs_usage).get(id) {
             if now.saturating_sub(at) < FS_USAGE_TTL_NS {
-                return (at, bytes);
+                return (at, bytes, inodes);
             }
         }
-        let (bytes, _) = crate::stats::dir_usage(&self.cdir(id).join("upper"));
-        lock(&self.fs_usage).insert(id.to_string(), (now, bytes));
-        (now, bytes)
+        let (bytes, inodes) = crate::stats::dir_usage(&self.cdir(id).join("upper"));
+        lock(&self.fs_usage).insert(id.to_string(), (now, bytes, inodes));
+        (now, bytes, inodes)
     }
 
-    pub fn stats_of(&self, r: &ContainerRecord) -> cri::ContainerStats {
+    /// A container's usage as read now: its cgroup if it runs, and its
+    /// writable layer (walked now, or as last walked: see [`Layer`]).
+    pub(super) fn stats_of(&self, r: &ContainerRecord, layer: Layer) -> cri::ContainerStats {
         let now = now_nanos();
         let sample = if r.state == ContainerState::Running {
             crate::stats::read_cgroup(Path::new("/sys/fs/cgroup"), &self.cgroup_path(r))
@@ -220,7 +231,13 @@ impl ContainerService {
             None
         };
         let sample = sample.unwrap_or_default();
-        let (bytes, inodes) = crate::stats::dir_usage(&self.cdir(&r.id).join("upper"));
+        let (measured, bytes, inodes) = match layer {
+            Layer::Walk => {
+                let (bytes, inodes) = crate::stats::dir_usage(&self.cdir(&r.id).join("upper"));
+                (now, bytes, inodes)
+            }
+            Layer::Cached => self.writable_usage_cached(&r.id, now),
+        };
         let u = |v: u64| Some(cri::UInt64Value { value: v });
         cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
@@ -252,7 +269,7 @@ impl ContainerService {
                 psi: None,
             }),
             writable_layer: Some(cri::FilesystemUsage {
-                timestamp: now,
+                timestamp: measured,
                 fs_id: Some(cri::FilesystemIdentifier {
                     mountpoint: self.records.dir().display().to_string(),
                 }),
@@ -265,10 +282,14 @@ impl ContainerService {
         }
     }
 
+    /// `ContainerStats`: one container, read afresh, its layer walked now.
     pub fn stats(&self, id: &str) -> Result<cri::ContainerStats> {
-        Ok(self.stats_of(&self.existing(id)?))
+        Ok(self.stats_of(&self.existing(id)?, Layer::Walk))
     }
 
+    /// `ListContainerStats`: from the latest background sample where the
+    /// container has not changed state since, else read now (see
+    /// [`sampler`](super::sampler)). Blocking: it may read kernel files.
     pub fn list_stats(
         &self,
         filter: Option<cri::ContainerStatsFilter>,
@@ -279,39 +300,59 @@ impl ContainerService {
             label_selector: f.label_selector,
             state: None,
         });
+        let sample = self.sampler.fresh();
         let ids: Vec<String> = self.list(f).into_iter().map(|c| c.id).collect();
         ids.iter()
             .filter_map(|id| self.refresh(id))
-            .map(|r| self.stats_of(&r))
+            .map(|r| {
+                sample
+                    .as_ref()
+                    .and_then(|s| s.container(&r))
+                    .unwrap_or_else(|| self.stats_of(&r, Layer::Cached))
+            })
             .collect()
     }
 
     /// A pod's usage: read from the pod's cgroup, which holds its
     /// containers and its init (or the sum of its containers' for pods from
     /// before pods had one), plus its network interfaces read inside its
-    /// network namespace.
+    /// network namespace. Read afresh, layers walked now.
     pub fn pod_stats(&self, pod_id: &str) -> Result<cri::PodSandboxStats> {
         let pod = self.pods.store.find(pod_id)?;
         let network = pod_networks(std::slice::from_ref(&pod))
             .into_iter()
             .next()
             .flatten();
-        Ok(self.pod_stats_with(&pod, network))
+        let containers: Vec<ContainerRecord> = self
+            .in_pod(pod_id)
+            .iter()
+            .filter_map(|id| self.refresh(id))
+            .collect();
+        Ok(self.pod_stats_with(&pod, network, &containers, Layer::Walk))
     }
 
-    /// [`Self::pod_stats`] of a pod whose interfaces were read already.
-    fn pod_stats_with(
+    /// Every container (its exit folded in), grouped by pod.
+    pub(super) fn containers_by_pod(&self) -> HashMap<String, Vec<ContainerRecord>> {
+        let ids: Vec<String> = self.records().keys().cloned().collect();
+        let mut by_pod: HashMap<String, Vec<ContainerRecord>> = HashMap::new();
+        for r in ids.iter().filter_map(|id| self.refresh(id)) {
+            by_pod.entry(r.pod_id.clone()).or_default().push(r);
+        }
+        by_pod
+    }
+
+    /// [`Self::pod_stats`] of a pod whose interfaces were read already and
+    /// whose containers are `containers`.
+    pub(super) fn pod_stats_with(
         &self,
         pod: &crate::pod::PodRecord,
         network: Option<Vec<crate::cri_metrics::NetDev>>,
+        records: &[ContainerRecord],
+        layer: Layer,
     ) -> cri::PodSandboxStats {
         let pod_id = pod.id.clone();
-        let containers: Vec<cri::ContainerStats> = self
-            .in_pod(&pod_id)
-            .iter()
-            .filter_map(|id| self.refresh(id))
-            .map(|r| self.stats_of(&r))
-            .collect();
+        let containers: Vec<cri::ContainerStats> =
+            records.iter().map(|r| self.stats_of(r, layer)).collect();
         let now = now_nanos();
         let whole = (!pod.cgroup.is_empty() && pod.state == crate::pod::PodState::Ready)
             .then(|| crate::cgroup::pod_fs_path(self.pods.config.cgroup_driver, &pod.cgroup))
@@ -356,14 +397,10 @@ impl ContainerService {
                 name: d.name,
             })
             .collect();
-        let processes: u64 = containers
+        let processes: u64 = records
             .iter()
-            .filter_map(|c| c.attributes.as_ref())
-            .filter_map(|a| self.records().get(&a.id).cloned())
             .filter(|r| r.state == ContainerState::Running)
-            .map(|r| {
-                crate::stats::process_count(Path::new("/sys/fs/cgroup"), &self.cgroup_path(&r))
-            })
+            .map(|r| crate::stats::process_count(Path::new("/sys/fs/cgroup"), &self.cgroup_path(r)))
             .sum();
         cri::PodSandboxStats {
             attributes: Some(cri::PodSandboxAttributes {
@@ -444,6 +481,10 @@ impl ContainerService {
         (cpu, memory)
     }
 
+    /// `ListPodSandboxStats`: each ready pod from the latest background
+    /// sample where neither the pod nor its containers changed since, the
+    /// others read now (see [`sampler`](super::sampler)). Blocking: it may
+    /// read kernel files and enter network namespaces.
     pub fn list_pod_stats(
         &self,
         filter: Option<cri::PodSandboxStatsFilter>,
@@ -453,6 +494,7 @@ impl ContainerService {
             label_selector: f.label_selector,
             state: None,
         });
+        let sample = self.sampler.fresh();
         let pods: Vec<crate::pod::PodRecord> = self
             .pods
             .list(f)
@@ -460,13 +502,27 @@ impl ContainerService {
             .filter(|p| p.state == cri::PodSandboxState::SandboxReady as i32)
             .filter_map(|p| self.pods.store.find(&p.id).ok())
             .collect();
-        // Every namespace entered from one thread, not a thread per pod.
-        let mut networks = pod_networks(&pods).into_iter();
-        pods.iter()
-            .map(|p| {
-                let network = p.netns.as_ref().and_then(|_| networks.next().flatten());
-                self.pod_stats_with(p, network)
-            })
+        let mut by_pod = self.containers_by_pod();
+        let mut out: Vec<Option<cri::PodSandboxStats>> = Vec::with_capacity(pods.len());
+        let mut missed = Vec::new();
+        for p in &pods {
+            let records = by_pod.get(&p.id).map(Vec::as_slice).unwrap_or_default();
+            let sampled = sample.as_ref().and_then(|s| s.pod(p, records));
+            if sampled.is_none() {
+                missed.push(p.clone());
+            }
+            out.push(sampled);
+        }
+        // The pods read now: every namespace entered from one thread, not
+        // a thread per pod.
+        let mut networks = pod_networks(&missed).into_iter();
+        let mut fresh = missed.iter().map(|p| {
+            let network = p.netns.as_ref().and_then(|_| networks.next().flatten());
+            let records = by_pod.remove(&p.id).unwrap_or_default();
+            self.pod_stats_with(p, network, &records, Layer::Cached)
+        });
+        out.into_iter()
+            .filter_map(|s| s.or_else(|| fresh.next()))
             .collect()
     }
 }
