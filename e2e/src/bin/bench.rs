@@ -33,7 +33,8 @@
 //! and a /metrics scrape.
 //!
 //! `--mode stop-pod --pod-containers 200` times StopPodSandbox of a pod
-//! with that many running containers (crictl gives it 2 s by default).
+//! with that many running containers (crictl gives it 2 s by default),
+//! then RemovePodSandbox of it.
 //!
 //! `--mode userns` times pod + container to running, and one more
 //! container in a running pod, with and without a user namespace of the
@@ -2105,7 +2106,7 @@ async fn bench_stop_pod(args: &Args) -> anyhow::Result<()> {
         run,
     } = setup(args, "stop-pod").await?;
     let n = args.pod_containers;
-    let mut times = Vec::new();
+    let (mut times, mut removes) = (Vec::new(), Vec::new());
     for side in sides.iter_mut() {
         let pc = sandbox_config(&format!("stop-{}", side.name), run, 0);
         let pod = side.run_pod(&pc).await?;
@@ -2119,25 +2120,30 @@ async fn bench_stop_pod(args: &Args) -> anyhow::Result<()> {
             })
             .await?;
         times.push(t.elapsed());
+        let t = Instant::now();
         side.rt
             .remove_pod_sandbox(RemovePodSandboxRequest {
                 pod_sandbox_id: pod,
             })
             .await?;
+        removes.push(t.elapsed());
     }
     drop(sides);
     drop(gantry);
     drop(net);
     println!(
-        "stop-pod benchmark, run {run:x}: StopPodSandbox of a pod with {n} running containers"
+        "stop-pod benchmark, run {run:x}: StopPodSandbox of a pod with {n} running containers, then RemovePodSandbox"
     );
-    println!("  gantry {:.0} ms", ms(times[0]));
-    if let Some(p) = times.get(1) {
-        println!(
-            "  peer {:.0} ms; ratio gantry/peer {:.3}",
-            ms(*p),
-            ms(times[0]) / ms(*p).max(f64::MIN_POSITIVE)
-        );
+    for (what, t) in [("StopPodSandbox", &times), ("RemovePodSandbox", &removes)] {
+        print!("  {what:>16}: gantry {:6.0} ms", ms(t[0]));
+        if let Some(p) = t.get(1) {
+            print!(
+                "  peer {:6.0} ms  ratio gantry/peer {:.3}",
+                ms(*p),
+                ms(t[0]) / ms(*p).max(f64::MIN_POSITIVE)
+            );
+        }
+        println!();
     }
     Ok(())
 }

@@ -4,8 +4,6 @@
 //! [`PodService::stop`] (`stop.rs`) and [`PodService::remove`]
 //! (`remove.rs`).
 
-use futures_util::StreamExt;
-
 use super::*;
 use crate::container::ContainerService;
 
@@ -52,47 +50,59 @@ impl PodService {
 
 /// Stops every container of a pod with no grace period: all killed and
 /// their exits waited for together, at most `POD_STOP_PARALLEL` runtime
-/// processes at a time for those the runtime has to kill. Each container's
-/// stop is a task of its own: recording an exit writes (and syncs) its
-/// record, which in one task would happen one container after another.
-/// The first failure is returned once all have been tried.
+/// processes at a time for those the runtime has to kill.
 async fn stop_containers(containers: &Arc<ContainerService>, pod_id: &str) -> Result<()> {
+    each_container(containers, pod_id, "stopping", |c, id, slots| async move {
+        c.stop_with(&id, 0, Some(&slots)).await
+    })
+    .await
+}
+
+/// Removes every container of a pod, `POD_STOP_PARALLEL` at a time (a
+/// container still running is stopped by its runtime first).
+async fn remove_containers(containers: &Arc<ContainerService>, pod_id: &str) -> Result<()> {
+    each_container(containers, pod_id, "removing", |c, id, slots| async move {
+        let _slot = slots
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(format!("waiting to remove a container: {e}")))?;
+        c.remove(&id).await
+    })
+    .await
+}
+
+/// Runs `step` on each container of the pod, each in a task of its own,
+/// sharing `POD_STOP_PARALLEL` slots: every step writes and syncs the
+/// container's record (its exit, its move out of view), which in one task
+/// would happen one container after another. The first failure is
+/// returned once all have been tried.
+async fn each_container<F, Fut>(
+    containers: &Arc<ContainerService>,
+    pod_id: &str,
+    what: &'static str,
+    step: F,
+) -> Result<()>
+where
+    F: Fn(Arc<ContainerService>, String, Arc<tokio::sync::Semaphore>) -> Fut,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
     let slots = Arc::new(tokio::sync::Semaphore::new(POD_STOP_PARALLEL));
     let tasks: Vec<_> = containers
         .in_pod(pod_id)
         .into_iter()
         .map(|id| {
-            let containers = containers.clone();
-            let slots = slots.clone();
             let span = info_span!("container", container = %id);
-            tokio::spawn(
-                async move { containers.stop_with(&id, 0, Some(&slots)).await }.instrument(span),
-            )
+            tokio::spawn(step(containers.clone(), id, slots.clone()).instrument(span))
         })
         .collect();
     let mut first = Ok(());
     for t in tasks {
         let result = t
             .await
-            .unwrap_or_else(|e| Err(Error::Internal(format!("stopping a container: {e}"))));
+            .unwrap_or_else(|e| Err(Error::Internal(format!("{what} a container: {e}"))));
         if first.is_ok() {
             first = result;
         }
     }
     first
-}
-
-/// Removes every container of a pod, `POD_STOP_PARALLEL` at a time (each
-/// removal runs the runtime); the first failure is returned once all have
-/// been tried.
-async fn remove_containers(containers: &Arc<ContainerService>, pod_id: &str) -> Result<()> {
-    let results: Vec<Result<()>> = futures_util::stream::iter(containers.in_pod(pod_id))
-        .map(|id| {
-            let containers = containers.clone();
-            async move { containers.remove(&id).await }
-        })
-        .buffer_unordered(POD_STOP_PARALLEL)
-        .collect()
-        .await;
-    results.into_iter().collect()
 }
