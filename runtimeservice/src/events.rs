@@ -57,6 +57,13 @@ impl Events {
         let _ = self.tx.send(event);
     }
 
+    /// Whether anyone subscribes: an event carries the status of its pod
+    /// and of every container in it, which is not worth building for no
+    /// one (kubelet subscribes only with its evented PLEG turned on).
+    pub fn wanted(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<cri::ContainerEventResponse> {
         self.tx.subscribe()
     }
@@ -255,7 +262,9 @@ mod tests {
     #[tokio::test]
     async fn subscribers_get_events_in_order_and_a_lagging_one_is_told() {
         let ev = Events::default();
+        assert!(!ev.wanted());
         let mut rx = ev.subscribe();
+        assert!(ev.wanted());
         for i in 0..3 {
             ev.send(cri::ContainerEventResponse {
                 container_id: format!("c{i}"),
@@ -272,5 +281,7 @@ mod tests {
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(5))
         ));
+        drop(rx);
+        assert!(!ev.wanted(), "no one left to build events for");
     }
 }

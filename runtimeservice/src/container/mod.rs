@@ -217,6 +217,11 @@ impl ContainerService {
     fn emit_locked(&self, recs: &Records, id: &str, pod_id: &str, kind: cri::ContainerEventType) {
         self.fs_generation
             .fetch_add(1, std::sync::atomic::Ordering::Release);
+        // Stopping a pod of 200 containers sends 200 events of 200
+        // statuses each.
+        if !self.events.wanted() {
+            return;
+        }
         let containers_statuses = recs
             .values()
             .filter(|r| r.pod_id == pod_id && r.state != ContainerState::Creating)
