@@ -80,6 +80,11 @@ struct Args {
     /// The peer's CRI endpoint, e.g. unix:///run/peer-containerd/containerd.sock.
     #[arg(long)]
     peer: Option<String>,
+    /// Threads of the bench's own client runtime; 1 runs every call on one
+    /// thread, without the cross-thread wake-ups a call otherwise pays
+    /// between the caller, tonic's buffer task and the connection task.
+    #[arg(long, default_value_t = 2)]
+    client_threads: usize,
     /// The peer daemon's PID, for its resident memory.
     #[arg(long)]
     peer_pid: Option<u32>,
@@ -319,15 +324,21 @@ fn choose_gantry() {
 
 fn main() -> anyhow::Result<()> {
     choose_gantry();
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(run())
+    let args = Args::parse();
+    let runtime = if args.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.client_threads)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(run(args))
 }
 
-async fn run() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn run(args: Args) -> anyhow::Result<()> {
     match args.mode.as_str() {
         "pull" => bench_pull(&args).await,
         "images" => bench_images(&args).await,
