@@ -508,7 +508,10 @@ impl Host for FakeHost {
     }
 
     fn unmount(&self, target: &Path) -> std::io::Result<()> {
-        self.call("unmount", target.display().to_string());
+        if self.call("unmount", target.display().to_string()) {
+            // Busy: still mounted.
+            return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+        }
         if self.state().unmounted(target) {
             Ok(())
         } else {

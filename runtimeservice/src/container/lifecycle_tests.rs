@@ -743,6 +743,31 @@ fn a_reap_cut_short_is_finished_at_the_next_start() {
 }
 
 #[tokio::test]
+async fn a_rootfs_that_will_not_unmount_keeps_its_leases_and_directory_until_the_next_start() {
+    let (w, svc, pod) = world().await;
+    let (id, _) = stopped(&w, &svc, &pod, "app").await;
+    w.host.fail("unmount");
+    svc.remove(&id).await.unwrap();
+    svc.reaper.wait_all().await;
+    assert!(svc.resolve(&id).unwrap().is_none(), "removed all the same");
+    // The image's layers are still mounted under the rootfs: they must
+    // not go, and the directory says the reap is still to be done.
+    assert_eq!(w.images.holders(), vec![id.clone()]);
+    assert!(removing(&w, &id).join("container.json").is_file());
+    assert_eq!(
+        w.host.state().mounts.len(),
+        1,
+        "the rootfs is still mounted"
+    );
+
+    // The next start finishes it once the mount lets go.
+    w.host.state().fail.remove("unmount");
+    let restarted = w.containers();
+    restarted.recover().await;
+    assert_gone(&w, &restarted, &id).await;
+}
+
+#[tokio::test]
 async fn a_pod_is_removed_only_after_its_containers_are_reaped() {
     let (w, svc, pod) = world().await;
     let (a, _) = stopped(&w, &svc, &pod, "a").await;
