@@ -226,6 +226,14 @@ impl Config {
             "runtime.exec_helper_path",
             a.runtime.exec_helper_path != b.runtime.exec_helper_path,
         );
+        check(
+            "runtime.log_max_bytes",
+            a.runtime.log_max_bytes != b.runtime.log_max_bytes,
+        );
+        check(
+            "runtime.stats_collection_period",
+            a.runtime.stats_collection_period != b.runtime.stats_collection_period,
+        );
         check("cni", a.cni != b.cni);
         keys
     }
@@ -343,12 +351,16 @@ mod tests {
     fn a_reload_takes_only_the_reloadable_keys() {
         let running = Config::from_yaml(None).unwrap();
         let new = Config::from_yaml(Some(
-            "socket: /run/other.sock\nlog_level: debug\nimage:\n  registries:\n    docker.io:\n      mirrors: [\"http://127.0.0.1:5000\"]\nruntime:\n  runtimes:\n    runc: {path: runc}\n    youki: {path: youki}\nstreaming:\n  token_ttl_secs: 5\n  max_connections: 3\n",
+            "socket: /run/other.sock\nlog_level: debug\nimage:\n  registries:\n    docker.io:\n      mirrors: [\"http://127.0.0.1:5000\"]\nruntime:\n  stats_collection_period: 5\n  runtimes:\n    runc: {path: runc}\n    youki: {path: youki}\nstreaming:\n  token_ttl_secs: 5\n  max_connections: 3\n",
         ))
         .unwrap();
         assert_eq!(
             running.restart_needed(&new),
-            ["socket", "streaming.max_connections"]
+            [
+                "socket",
+                "streaming.max_connections",
+                "runtime.stats_collection_period"
+            ]
         );
         assert_eq!(
             running.reloadable_changes(&new),
