@@ -98,13 +98,7 @@ impl ContainerService {
     /// writable layers as last walked (at most a minute ago). Blocking.
     pub(super) fn take_sample(&self) {
         let taken = Instant::now();
-        let pods: Vec<crate::pod::PodRecord> = self
-            .pods
-            .store
-            .list()
-            .into_iter()
-            .filter(|p| p.state == PodState::Ready)
-            .collect();
+        let pods = self.ready_pods();
         let by_pod = self.containers_by_pod();
         let mut networks = pod_networks(&pods).into_iter();
         let mut sample = Sample {

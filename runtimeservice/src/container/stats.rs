@@ -71,13 +71,7 @@ impl ContainerService {
         let proc = Path::new("/proc");
         let v2 = m::unified(root);
         let driver = self.pods.config.cgroup_driver;
-        let pods: Vec<crate::pod::PodRecord> = self
-            .pods
-            .store
-            .list()
-            .into_iter()
-            .filter(|p| p.state == PodState::Ready)
-            .collect();
+        let pods = self.ready_pods();
         let live: Vec<String> = self
             .records()
             .values()
@@ -329,6 +323,13 @@ impl ContainerService {
             .filter_map(|id| self.refresh(id))
             .collect();
         Ok(self.pod_stats_with(&pod, network, &containers, Layer::Walk))
+    }
+
+    /// The records of the pods that are ready, whose usage is measured.
+    pub(super) fn ready_pods(&self) -> Vec<crate::pod::PodRecord> {
+        let mut pods = self.pods.store.list();
+        pods.retain(|p| p.state == PodState::Ready);
+        pods
     }
 
     /// Every container (its exit folded in), grouped by pod.
